@@ -1,0 +1,137 @@
+//! The `roost` command line: `run`, `config dump`, `config keys`. Every subcommand that builds a
+//! config takes `--config FILE` and one override flag per config key.
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::{
+    config::{env_var_for, flag_for, Config, ConfigFlags, Schema, Sources},
+    node::Node,
+};
+
+/// Exit code for a configuration the node refuses (bad key, bad value).
+const EXIT_CONFIG: u8 = 2;
+/// Exit code for a failure while starting or running.
+const EXIT_FAILURE: u8 = 1;
+
+#[derive(Debug, Parser)]
+#[command(name = "roost", version, about = "Roost: a Waku v2 fleet node (relay, store, rendezvous)")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node. With no arguments: data in ./roost-data, TCP 60000, WebSocket 8000,
+    /// metrics and health on http://127.0.0.1:8008.
+    Run(ConfigArgs),
+    /// Inspect the configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the effective configuration (defaults < file < ROOST_* env < flags) as TOML.
+    Dump(ConfigArgs),
+    /// List every config key with its environment variable and flag.
+    Keys,
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// TOML config file; see roost.example.toml for every key.
+    #[arg(long, short = 'c', env = "ROOST_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub overrides: ConfigFlags,
+}
+
+impl ConfigArgs {
+    /// Loads the config from the file, the process environment and the flags.
+    pub fn load(&self) -> Result<Config, crate::config::ConfigError> {
+        Config::load(&Sources::from_process(self.config.clone(), &self.overrides))
+    }
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => run(args),
+        Command::Config {
+            command: ConfigCommand::Dump(args),
+        } => match args.load() {
+            Ok(config) => {
+                print!("{}", config.to_toml());
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(EXIT_CONFIG, &e),
+        },
+        Command::Config {
+            command: ConfigCommand::Keys,
+        } => {
+            for key in Schema::get().keys.keys() {
+                println!("{key:<40} {:<44} --{}", env_var_for(key), flag_for(key));
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// Prints one line naming the problem and returns the exit code.
+pub fn fail(code: u8, error: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("error: {error}");
+    ExitCode::from(code)
+}
+
+fn run(args: ConfigArgs) -> ExitCode {
+    let config = match args.load() {
+        Ok(config) => config,
+        Err(e) => return fail(EXIT_CONFIG, &e),
+    };
+    crate::telemetry::init(&config.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(EXIT_FAILURE, &format!("cannot start the async runtime: {e}")),
+    };
+    let result = runtime.block_on(async move {
+        let node = Node::start(config).await.map_err(|e| e.to_string())?;
+        let handle = node.handle();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutdown requested; draining (a second signal exits at once)");
+            handle.shutdown();
+            wait_for_signal().await;
+            tracing::warn!("second signal: exiting without draining");
+            std::process::exit(130);
+        });
+        node.wait().await
+    });
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(EXIT_FAILURE, &e),
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the node");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,97 @@
+//! The operator HTTP endpoint (axum): `/metrics` (Prometheus text), `/health` (JSON, 503 when
+//! unhealthy) and `/debug/v1/info` (identity, addresses, cluster, protocols).
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    extract::State as AxumState,
+    http::{header, StatusCode},
+    response::{IntoResponse, Response},
+    routing::get,
+    Json, Router,
+};
+use prometheus_client::registry::Registry;
+use tokio::{net::TcpListener, sync::watch};
+
+use crate::{health::Status, node::NodeHandle};
+
+/// How long `/health` waits for the swarm task before calling it unresponsive.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+
+#[derive(Clone)]
+pub struct State {
+    pub registry: Arc<Registry>,
+    pub node: NodeHandle,
+}
+
+pub fn router(state: State) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/health", get(health))
+        .route("/debug/v1/info", get(info))
+        .with_state(state)
+}
+
+pub async fn serve(
+    listener: TcpListener,
+    state: State,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move {
+            while !*shutdown.borrow() {
+                if shutdown.changed().await.is_err() {
+                    break;
+                }
+            }
+        })
+        .await
+}
+
+async fn metrics(AxumState(state): AxumState<State>) -> Response {
+    let body = crate::metrics::render(&state.registry);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+async fn health(AxumState(state): AxumState<State>) -> Response {
+    let health = state.node.health();
+    // The swarm task must answer: a wedged event loop is the one failure a gauge cannot show.
+    let status = tokio::time::timeout(STATUS_TIMEOUT, state.node.network_status()).await;
+    match status {
+        Ok(Some(_)) => health.set("swarm", Status::Ok, serde_json::json!({"responsive": true})),
+        _ => health.set(
+            "swarm",
+            Status::Unhealthy,
+            serde_json::json!({"responsive": false}),
+        ),
+    }
+    let report = health.report();
+    let peers = status
+        .ok()
+        .flatten()
+        .map(|s| s.connected_peers.len())
+        .unwrap_or(0);
+    let code = if report.status == Status::Unhealthy {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    let body = serde_json::json!({
+        "status": report.status,
+        "peers": peers,
+        "version": crate::metrics::VERSION,
+        "components": report.components,
+    });
+    (code, Json(body)).into_response()
+}
+
+async fn info(AxumState(state): AxumState<State>) -> Response {
+    Json(state.node.info().clone()).into_response()
+}

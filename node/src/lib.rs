@@ -1,0 +1,23 @@
+//! Roost: a Waku v2 fleet node. One process is a relay (gossipsub), and grows into a
+//! mailserver, rendezvous server, spam throttle and attested fleet member as those land.
+//!
+//! See `ARCHITECTURE.md` at the repository root for how a message flows through the node.
+//! Each capability is one module that owns its wire format, state and metrics.
+
+pub mod cli;
+pub mod config;
+pub mod health;
+pub mod http;
+pub mod identity;
+pub mod message;
+pub mod metadata;
+pub mod metrics;
+pub mod node;
+pub mod relay;
+pub mod reqres;
+pub mod swarm;
+pub mod telemetry;
+
+pub use config::Config;
+pub use message::{MessageHash, WakuMessage};
+pub use node::{Node, NodeHandle, NodeInfo, StartError};

@@ -1,0 +1,474 @@
+//! Building and running a node: identity, registry, swarm task, HTTP endpoint, supervision and
+//! graceful shutdown. [`Node::start`] returns once every listener is bound, so callers (tests,
+//! the binary) know the real addresses even when ports were `0`.
+
+use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
+
+use libp2p::{multiaddr::Protocol, swarm::SwarmEvent, Multiaddr, PeerId};
+use tokio::{
+    sync::{broadcast, mpsc, oneshot, watch},
+    task::JoinSet,
+};
+
+use crate::{
+    config::Config,
+    health::Health,
+    http,
+    message::WakuMessage,
+    metrics::{self, NetworkMetrics},
+    relay::{self, RelayedMessage},
+    swarm::{
+        build_swarm, Command, MessageSink, NetworkStatus, PublishError, PublishReceipt, SwarmTask,
+        SwarmTaskParts, COMMAND_CAPACITY,
+    },
+};
+
+/// Buffer of the broadcast channel that API subscribers read relayed messages from; a
+/// subscriber that falls this far behind misses messages (it sees `Lagged`), the node does not
+/// slow down for it.
+const SUBSCRIBER_BUFFER: usize = 4096;
+/// How long start-up waits for listeners to report their addresses.
+const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot create data dir {path}: {source}; create it or choose another with --data-dir")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Identity(#[from] crate::identity::Error),
+    #[error(transparent)]
+    Build(#[from] crate::swarm::BuildError),
+    #[error("{what} port {port} is already in use ({key}); choose another with --{flag} or ROOST_{env}, or 0 for any free port")]
+    PortInUse {
+        what: &'static str,
+        port: u16,
+        key: &'static str,
+        flag: &'static str,
+        env: &'static str,
+    },
+    #[error("cannot listen on {address}: {reason}")]
+    Listen { address: Multiaddr, reason: String },
+    #[error("HTTP address {address} is unavailable ({source}); choose another with --http-address or ROOST_HTTP_ADDRESS")]
+    Http {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Facts about a running node that do not change while it runs.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NodeInfo {
+    pub peer_id: PeerId,
+    pub version: &'static str,
+    /// Every listen address with `/p2p/<peer id>` appended.
+    pub listen_addresses: Vec<Multiaddr>,
+    pub tcp_addresses: Vec<Multiaddr>,
+    pub ws_addresses: Vec<Multiaddr>,
+    pub http_address: Option<SocketAddr>,
+    pub cluster_id: u16,
+    pub shards: Vec<u16>,
+    pub pubsub_topics: Vec<String>,
+    pub protocols: Vec<String>,
+}
+
+/// A cloneable front to a running node.
+#[derive(Clone, Debug)]
+pub struct NodeHandle {
+    commands: mpsc::Sender<Command>,
+    messages: broadcast::Sender<Arc<RelayedMessage>>,
+    info: Arc<NodeInfo>,
+    health: Health,
+    shutdown: watch::Sender<bool>,
+}
+
+impl NodeHandle {
+    pub fn info(&self) -> &NodeInfo {
+        &self.info
+    }
+
+    pub fn peer_id(&self) -> PeerId {
+        self.info.peer_id
+    }
+
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// Validates and publishes a message; it is also handed to this node's own consumers.
+    pub async fn publish(
+        &self,
+        pubsub_topic: impl Into<String>,
+        message: WakuMessage,
+    ) -> Result<PublishReceipt, PublishError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Publish {
+                pubsub_topic: pubsub_topic.into(),
+                message,
+                reply,
+            })
+            .await
+            .map_err(|_| PublishError::ShuttingDown)?;
+        rx.await.map_err(|_| PublishError::ShuttingDown)?
+    }
+
+    /// Every message this node accepts from now on (relayed or published locally).
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<RelayedMessage>> {
+        self.messages.subscribe()
+    }
+
+    pub async fn dial(&self, address: Multiaddr) -> Result<(), String> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Dial { address, reply })
+            .await
+            .map_err(|_| "node is shutting down".to_owned())?;
+        rx.await
+            .map_err(|_| "node is shutting down".to_owned())?
+    }
+
+    pub async fn network_status(&self) -> Option<NetworkStatus> {
+        let (reply, rx) = oneshot::channel();
+        self.commands.send(Command::Status { reply }).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// Asks the node to stop; [`Node::wait`] returns when it has.
+    pub fn shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+/// A running node: its tasks and a handle to it.
+pub struct Node {
+    handle: NodeHandle,
+    tasks: JoinSet<(&'static str, Result<(), String>)>,
+    shutdown_rx: watch::Receiver<bool>,
+    shutdown_timeout: Duration,
+}
+
+impl Node {
+    /// Starts a node from a validated config.
+    pub async fn start(config: Config) -> Result<Node, StartError> {
+        Self::start_with_sinks(config, Vec::new()).await
+    }
+
+    /// Starts a node whose accepted messages also go to `extra_sinks`.
+    pub async fn start_with_sinks(
+        config: Config,
+        extra_sinks: Vec<Box<dyn MessageSink>>,
+    ) -> Result<Node, StartError> {
+        let data_dir = config.node.data_dir.clone();
+        std::fs::create_dir_all(&data_dir).map_err(|source| StartError::DataDir {
+            path: data_dir.clone(),
+            source,
+        })?;
+        let keypair = crate::identity::load_or_create(&data_dir)?;
+        let peer_id = keypair.public().to_peer_id();
+
+        let mut registry = metrics::new_registry();
+        let libp2p_metrics = libp2p::metrics::Metrics::new(&mut registry);
+        let relay_metrics = relay::Metrics::register(registry.sub_registry_with_prefix("roost_relay"));
+        let net_metrics = NetworkMetrics::register(registry.sub_registry_with_prefix("roost"));
+        let health = Health::default();
+
+        let mut swarm = build_swarm(keypair, &config, &mut registry).await?;
+        let listeners = listen(&mut swarm, &config)?;
+        for address in &config.network.external_addresses {
+            swarm.add_external_address(address.clone());
+        }
+        let (tcp_addresses, ws_addresses) = wait_for_listen_addrs(&mut swarm, &listeners).await?;
+
+        let (command_tx, command_rx) = mpsc::channel(COMMAND_CAPACITY);
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (messages_tx, _) = broadcast::channel(SUBSCRIBER_BUFFER);
+        let mut sinks: Vec<Box<dyn MessageSink>> = vec![Box::new(messages_tx.clone())];
+        sinks.extend(extra_sinks);
+
+        let with_p2p = |a: &Multiaddr| a.clone().with(Protocol::P2p(peer_id));
+        let mut protocols = vec![
+            crate::metadata::PROTOCOL_ID.to_string(),
+            "/ipfs/id/1.0.0".to_owned(),
+            "/ipfs/ping/1.0.0".to_owned(),
+        ];
+        if config.relay.enabled {
+            protocols.insert(0, relay::PROTOCOL_ID.to_owned());
+        }
+        let mut info = NodeInfo {
+            peer_id,
+            version: metrics::VERSION,
+            listen_addresses: tcp_addresses.iter().chain(&ws_addresses).map(with_p2p).collect(),
+            tcp_addresses: tcp_addresses.iter().map(with_p2p).collect(),
+            ws_addresses: ws_addresses.iter().map(with_p2p).collect(),
+            http_address: None,
+            cluster_id: config.relay.cluster_id,
+            shards: config.relay.shards.clone(),
+            pubsub_topics: config
+                .relay
+                .pubsub_topics()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            protocols,
+        };
+
+        let mut tasks = JoinSet::new();
+        // Bind HTTP before announcing the node, so a port clash fails start-up.
+        let http_listener = if config.http.enabled {
+            let listener = tokio::net::TcpListener::bind(config.http.address)
+                .await
+                .map_err(|source| StartError::Http {
+                    address: config.http.address,
+                    source,
+                })?;
+            info.http_address = listener.local_addr().ok();
+            Some(listener)
+        } else {
+            None
+        };
+
+        let handle = NodeHandle {
+            commands: command_tx,
+            messages: messages_tx,
+            info: Arc::new(info),
+            health: health.clone(),
+            shutdown: shutdown_tx,
+        };
+
+        let task = SwarmTask::new(
+            swarm,
+            &config,
+            SwarmTaskParts {
+                commands: command_rx,
+                shutdown: shutdown_rx.clone(),
+                sinks,
+                relay_metrics,
+                net_metrics,
+                libp2p_metrics,
+                health: health.clone(),
+            },
+        );
+        tasks.spawn(async move {
+            task.run().await;
+            ("swarm", Ok(()))
+        });
+
+        if let Some(listener) = http_listener {
+            let state = http::State {
+                registry: Arc::new(registry),
+                node: handle.clone(),
+            };
+            let shutdown = shutdown_rx.clone();
+            tasks.spawn(async move {
+                let result = http::serve(listener, state, shutdown).await;
+                ("http", result.map_err(|e| e.to_string()))
+            });
+        }
+
+        for address in &handle.info.listen_addresses {
+            tracing::info!(%address, "listening on");
+        }
+        tracing::info!(
+            peer_id = %peer_id,
+            cluster = config.relay.cluster_id,
+            shards = ?config.relay.shards,
+            http = ?handle.info.http_address,
+            "roost node started"
+        );
+
+        Ok(Node {
+            handle,
+            tasks,
+            shutdown_rx,
+            shutdown_timeout: config.node.shutdown_timeout,
+        })
+    }
+
+    pub fn handle(&self) -> NodeHandle {
+        self.handle.clone()
+    }
+
+    /// Runs until shutdown is requested or a task fails; then drains within the shutdown
+    /// timeout. Returns an error naming the task if one failed on its own.
+    pub async fn wait(mut self) -> Result<(), String> {
+        let mut failure: Option<String> = None;
+        let mut shutdown_rx = self.shutdown_rx.clone();
+        loop {
+            tokio::select! {
+                changed = shutdown_rx.changed() => {
+                    if changed.is_err() || *shutdown_rx.borrow() {
+                        break;
+                    }
+                }
+                joined = self.tasks.join_next() => match joined {
+                    None => break,
+                    Some(Ok((name, result))) => {
+                        let why = match result {
+                            Ok(()) => format!("task {name} stopped unexpectedly"),
+                            Err(e) => format!("task {name} failed: {e}"),
+                        };
+                        tracing::error!("{why}; shutting the node down");
+                        failure = Some(why);
+                        break;
+                    }
+                    Some(Err(join_error)) => {
+                        if join_error.is_panic() {
+                            std::panic::resume_unwind(join_error.into_panic());
+                        }
+                        failure = Some(format!("a task was cancelled: {join_error}"));
+                        break;
+                    }
+                }
+            }
+        }
+        self.handle.shutdown();
+        let drain = async {
+            while let Some(joined) = self.tasks.join_next().await {
+                if let Err(e) = joined {
+                    if e.is_panic() {
+                        std::panic::resume_unwind(e.into_panic());
+                    }
+                }
+            }
+        };
+        if tokio::time::timeout(self.shutdown_timeout, drain).await.is_err() {
+            tracing::warn!(timeout = ?self.shutdown_timeout, "shutdown took too long; aborting remaining tasks");
+            self.tasks.abort_all();
+        }
+        tracing::info!("roost node stopped");
+        match failure {
+            Some(why) => Err(why),
+            None => Ok(()),
+        }
+    }
+
+    /// Signals shutdown and waits for it.
+    pub async fn stop(self) -> Result<(), String> {
+        self.handle.shutdown();
+        self.wait().await
+    }
+}
+
+#[derive(Debug)]
+struct Listeners {
+    tcp: libp2p::core::transport::ListenerId,
+    ws: Option<libp2p::core::transport::ListenerId>,
+}
+
+fn listen(swarm: &mut libp2p::Swarm<crate::swarm::Behaviour>, config: &Config) -> Result<Listeners, StartError> {
+    let net = &config.network;
+    let ip = match net.listen_ip {
+        std::net::IpAddr::V4(v4) => Protocol::Ip4(v4),
+        std::net::IpAddr::V6(v6) => Protocol::Ip6(v6),
+    };
+    let tcp_addr = Multiaddr::empty().with(ip.clone()).with(Protocol::Tcp(net.tcp_port));
+    let tcp = swarm.listen_on(tcp_addr.clone()).map_err(|e| {
+        listen_error(e, tcp_addr, "TCP", net.tcp_port, "network.tcp_port", "tcp-port", "NETWORK_TCP_PORT")
+    })?;
+    let ws = if net.ws_enabled {
+        let ws_addr = Multiaddr::empty()
+            .with(ip)
+            .with(Protocol::Tcp(net.ws_port))
+            .with(Protocol::Ws("/".into()));
+        Some(swarm.listen_on(ws_addr.clone()).map_err(|e| {
+            listen_error(e, ws_addr, "WebSocket", net.ws_port, "network.ws_port", "ws-port", "NETWORK_WS_PORT")
+        })?)
+    } else {
+        None
+    };
+    Ok(Listeners { tcp, ws })
+}
+
+fn listen_error(
+    error: libp2p::TransportError<std::io::Error>,
+    address: Multiaddr,
+    what: &'static str,
+    port: u16,
+    key: &'static str,
+    flag: &'static str,
+    env: &'static str,
+) -> StartError {
+    let in_use = match &error {
+        libp2p::TransportError::Other(e) => {
+            e.kind() == std::io::ErrorKind::AddrInUse
+                || e.get_ref()
+                    .map(|inner| inner.to_string().contains("in use"))
+                    .unwrap_or(false)
+        }
+        _ => false,
+    };
+    if in_use {
+        StartError::PortInUse {
+            what,
+            port,
+            key,
+            flag,
+            env,
+        }
+    } else {
+        StartError::Listen {
+            address,
+            reason: error.to_string(),
+        }
+    }
+}
+
+/// Polls the swarm until every listener reported an address. Port 0 becomes the real port here.
+async fn wait_for_listen_addrs(
+    swarm: &mut libp2p::Swarm<crate::swarm::Behaviour>,
+    listeners: &Listeners,
+) -> Result<(Vec<Multiaddr>, Vec<Multiaddr>), StartError> {
+    use futures::StreamExt;
+    let mut tcp = Vec::new();
+    let mut ws = Vec::new();
+    let deadline = tokio::time::sleep(LISTEN_TIMEOUT);
+    tokio::pin!(deadline);
+    while tcp.is_empty() || (listeners.ws.is_some() && ws.is_empty()) {
+        tokio::select! {
+            _ = &mut deadline => {
+                return Err(StartError::Listen {
+                    address: Multiaddr::empty(),
+                    reason: "listeners did not report an address within 10s".into(),
+                });
+            }
+            event = swarm.select_next_some() => match event {
+                SwarmEvent::NewListenAddr { listener_id, address } => {
+                    if listener_id == listeners.tcp {
+                        tcp.push(address);
+                    } else if Some(listener_id) == listeners.ws {
+                        ws.push(address);
+                    }
+                }
+                SwarmEvent::ListenerClosed { reason: Err(e), addresses, .. } => {
+                    return Err(StartError::Listen {
+                        address: addresses.first().cloned().unwrap_or_else(Multiaddr::empty),
+                        reason: e.to_string(),
+                    });
+                }
+                _ => {}
+            }
+        }
+    }
+    // A wildcard listener reports one address per interface; give the others a moment so the
+    // node announces all of them.
+    let settle = tokio::time::sleep(Duration::from_millis(50));
+    tokio::pin!(settle);
+    loop {
+        tokio::select! {
+            _ = &mut settle => break,
+            event = swarm.select_next_some() => {
+                if let SwarmEvent::NewListenAddr { listener_id, address } = event {
+                    if listener_id == listeners.tcp {
+                        tcp.push(address);
+                    } else if Some(listener_id) == listeners.ws {
+                        ws.push(address);
+                    }
+                }
+            }
+        }
+    }
+    Ok((tcp, ws))
+}

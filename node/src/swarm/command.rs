@@ -1,0 +1,65 @@
+//! What other tasks may ask of the swarm task. Every command that expects an answer carries a
+//! `oneshot` sender; the channel into the swarm task is bounded ([`COMMAND_CAPACITY`]).
+
+use libp2p::{Multiaddr, PeerId};
+use tokio::sync::oneshot;
+
+use crate::{message::{MessageHash, WakuMessage}, relay::Invalid};
+
+/// Capacity of the command channel. A full channel makes callers wait (back-pressure on local
+/// callers such as the HTTP endpoint or light push handlers); it never drops a command.
+pub const COMMAND_CAPACITY: usize = 1024;
+
+#[derive(Debug)]
+pub enum Command {
+    /// Validate and publish a message on a pubsub topic, and hand it to local consumers.
+    Publish {
+        pubsub_topic: String,
+        message: WakuMessage,
+        reply: oneshot::Sender<Result<PublishReceipt, PublishError>>,
+    },
+    /// Dial an address.
+    Dial {
+        address: Multiaddr,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// A snapshot of the node's network state.
+    Status { reply: oneshot::Sender<NetworkStatus> },
+}
+
+/// What a successful publish reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishReceipt {
+    pub hash: MessageHash,
+    /// Peers subscribed to the topic the message was sent to (0: it stayed local).
+    pub relay_peers: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    #[error("invalid message: {0}")]
+    Invalid(#[from] Invalid),
+    #[error("message was already published")]
+    Duplicate,
+    #[error("relay is disabled on this node")]
+    RelayDisabled,
+    #[error("cannot publish: {0}")]
+    Failed(String),
+    #[error("the node is shutting down")]
+    ShuttingDown,
+}
+
+/// The network state as `/health` and `/debug/v1/info` show it.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct NetworkStatus {
+    pub connected_peers: Vec<PeerId>,
+    /// (pubsub topic, mesh peers, subscribed peers)
+    pub shards: Vec<ShardStatus>,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ShardStatus {
+    pub pubsub_topic: String,
+    pub mesh_peers: usize,
+    pub topic_peers: usize,
+}

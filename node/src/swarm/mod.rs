@@ -1,0 +1,689 @@
+//! The swarm task: the only owner of the libp2p `Swarm`.
+//!
+//! Data flow:
+//! - socket → transport (TCP or WebSocket) → Noise → yamux/mplex → behaviours;
+//! - gossipsub hands every received message up as `Event::Message`; the task validates it
+//!   ([`crate::relay::Validator`]), reports Accept/Reject to gossipsub (which forwards only
+//!   accepted messages) and gives accepted ones to the local [`MessageSink`]s (store, filter,
+//!   API subscribers);
+//! - other tasks talk to it only through the bounded [`Command`] channel;
+//! - the loop is `biased`: shutdown first, then local commands, then network events, then timers.
+
+mod behaviour;
+pub mod command;
+mod transport;
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt;
+use libp2p::{
+    core::ConnectedPoint,
+    gossipsub::{self, MessageAcceptance},
+    identify,
+    multiaddr::Protocol,
+    request_response,
+    swarm::{dial_opts::DialOpts, ConnectionId, SwarmEvent},
+    Multiaddr, PeerId, Swarm,
+};
+use libp2p::metrics::Recorder;
+use prost::Message as _;
+use tokio::sync::{mpsc, oneshot, watch};
+
+pub use behaviour::{Behaviour, BehaviourEvent};
+pub use command::{Command, NetworkStatus, PublishError, PublishReceipt, ShardStatus, COMMAND_CAPACITY};
+pub use transport::{build_swarm, BuildError};
+
+use crate::{
+    config::Config,
+    health::{Health, Status},
+    metadata::{self, WakuMetadata},
+    metrics::{ChannelLabels, DirectionLabels, NetworkMetrics, ReasonLabels},
+    relay::{self, RelayedMessage, Validator},
+};
+
+/// A consumer of accepted relay messages. `deliver` runs on the swarm task: it must not block
+/// (hand the message to a channel or a buffer and return).
+pub trait MessageSink: Send + 'static {
+    fn deliver(&mut self, message: &Arc<RelayedMessage>);
+}
+
+impl MessageSink for tokio::sync::broadcast::Sender<Arc<RelayedMessage>> {
+    fn deliver(&mut self, message: &Arc<RelayedMessage>) {
+        // No receivers is fine: nobody is listening through the API right now.
+        let _ = self.send(message.clone());
+    }
+}
+
+/// How often gauges (mesh sizes, queue depths, health) are refreshed.
+const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
+/// First redial delay of a static peer; doubles up to `network.redial_max_backoff`.
+const INITIAL_REDIAL_BACKOFF: Duration = Duration::from_secs(1);
+
+/// A configured static peer and its redial state.
+#[derive(Debug)]
+struct StaticPeer {
+    address: Multiaddr,
+    peer_id: Option<PeerId>,
+    dialing: Option<ConnectionId>,
+    connected: bool,
+    next_dial: Instant,
+    backoff: Duration,
+}
+
+pub struct SwarmTask {
+    swarm: Swarm<Behaviour>,
+    commands: mpsc::Receiver<Command>,
+    shutdown: watch::Receiver<bool>,
+    validator: Validator,
+    sinks: Vec<Box<dyn MessageSink>>,
+    relay_metrics: relay::Metrics,
+    net_metrics: NetworkMetrics,
+    libp2p_metrics: libp2p::metrics::Metrics,
+    health: Health,
+    cluster_id: u16,
+    shards: Vec<u16>,
+    relay_enabled: bool,
+    static_peers: Vec<StaticPeer>,
+    redial_max_backoff: Duration,
+    /// Peers whose metadata request is in flight, so each is asked once per connection burst.
+    metadata_pending: HashSet<PeerId>,
+    command_capacity: usize,
+}
+
+/// Everything the swarm task needs besides the swarm itself.
+pub struct SwarmTaskParts {
+    pub commands: mpsc::Receiver<Command>,
+    pub shutdown: watch::Receiver<bool>,
+    pub sinks: Vec<Box<dyn MessageSink>>,
+    pub relay_metrics: relay::Metrics,
+    pub net_metrics: NetworkMetrics,
+    pub libp2p_metrics: libp2p::metrics::Metrics,
+    pub health: Health,
+}
+
+impl SwarmTask {
+    pub fn new(swarm: Swarm<Behaviour>, config: &Config, parts: SwarmTaskParts) -> Self {
+        let now = Instant::now();
+        let static_peers = config
+            .network
+            .peers
+            .iter()
+            .map(|address| StaticPeer {
+                peer_id: address.iter().find_map(|p| match p {
+                    Protocol::P2p(id) => Some(id),
+                    _ => None,
+                }),
+                address: address.clone(),
+                dialing: None,
+                connected: false,
+                next_dial: now,
+                backoff: INITIAL_REDIAL_BACKOFF,
+            })
+            .collect();
+        let mut task = SwarmTask {
+            swarm,
+            commands: parts.commands,
+            shutdown: parts.shutdown,
+            validator: Validator::new(&config.relay),
+            sinks: parts.sinks,
+            relay_metrics: parts.relay_metrics,
+            net_metrics: parts.net_metrics,
+            libp2p_metrics: parts.libp2p_metrics,
+            health: parts.health,
+            cluster_id: config.relay.cluster_id,
+            shards: config.relay.shards.clone(),
+            relay_enabled: config.relay.enabled,
+            static_peers,
+            redial_max_backoff: config.network.redial_max_backoff,
+            metadata_pending: HashSet::new(),
+            command_capacity: COMMAND_CAPACITY,
+        };
+        task.subscribe_shards(config);
+        task
+    }
+
+    fn subscribe_shards(&mut self, config: &Config) {
+        if let Some(gs) = self.swarm.behaviour_mut().relay.as_mut() {
+            for shard in config.relay.pubsub_topics() {
+                if let Err(e) = gs.subscribe(&relay::topic(shard)) {
+                    tracing::error!(topic = %shard, error = ?e, "cannot subscribe to shard");
+                }
+            }
+        }
+    }
+
+    /// Mutable access for start-up (listeners) before the task runs.
+    pub fn swarm_mut(&mut self) -> &mut Swarm<Behaviour> {
+        &mut self.swarm
+    }
+
+    /// Runs until shutdown is signalled or every command sender is gone.
+    pub async fn run(mut self) {
+        let mut gauges = tokio::time::interval(GAUGE_INTERVAL);
+        gauges.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                changed = self.shutdown.changed() => {
+                    if changed.is_err() || *self.shutdown.borrow() {
+                        break;
+                    }
+                }
+                command = self.commands.recv() => match command {
+                    Some(command) => self.on_command(command),
+                    None => break,
+                },
+                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                _ = gauges.tick() => {
+                    self.redial_static_peers();
+                    self.refresh_gauges();
+                }
+            }
+        }
+        self.drain().await;
+    }
+
+    /// Stops listening, closes connections and gives them a moment to say goodbye.
+    async fn drain(&mut self) {
+        tracing::info!("swarm task stopping: closing listeners and connections");
+        let listeners: Vec<_> = self.swarm.listeners().cloned().collect();
+        if !listeners.is_empty() {
+            tracing::debug!(count = listeners.len(), "listeners closing");
+        }
+        let peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        for peer in peers {
+            let _ = self.swarm.disconnect_peer_id(peer);
+        }
+        // Fail pending commands clearly instead of leaving callers hanging.
+        self.commands.close();
+        while let Ok(command) = self.commands.try_recv() {
+            if let Command::Publish { reply, .. } = command {
+                let _ = reply.send(Err(PublishError::ShuttingDown));
+            }
+        }
+        let deadline = tokio::time::sleep(Duration::from_millis(500));
+        tokio::pin!(deadline);
+        while self.swarm.connected_peers().next().is_some() {
+            tokio::select! {
+                _ = &mut deadline => break,
+                event = self.swarm.select_next_some() => self.libp2p_metrics.record(&event),
+            }
+        }
+    }
+
+    // === commands ===
+
+    fn on_command(&mut self, command: Command) {
+        match command {
+            Command::Publish {
+                pubsub_topic,
+                message,
+                reply,
+            } => {
+                let result = self.publish(pubsub_topic, message);
+                let _ = reply.send(result);
+            }
+            Command::Dial { address, reply } => {
+                let result = self.swarm.dial(address).map_err(|e| e.to_string());
+                let _ = reply.send(result);
+            }
+            Command::Status { reply } => {
+                let _ = reply.send(self.status());
+            }
+        }
+    }
+
+    fn publish(
+        &mut self,
+        pubsub_topic: String,
+        message: crate::message::WakuMessage,
+    ) -> Result<PublishReceipt, PublishError> {
+        let outcome = |m: &relay::Metrics, o: &'static str| {
+            m.published
+                .get_or_create(&relay::metrics::PublishLabels { outcome: o })
+                .inc();
+        };
+        let Some(gs) = self.swarm.behaviour_mut().relay.as_mut() else {
+            return Err(PublishError::RelayDisabled);
+        };
+        if !self.validator.serves(&pubsub_topic) {
+            outcome(&self.relay_metrics, "invalid");
+            return Err(relay::Invalid::UnknownPubsubTopic(pubsub_topic).into());
+        }
+        if let Err(e) = self.validator.check(&message) {
+            outcome(&self.relay_metrics, "invalid");
+            return Err(e.into());
+        }
+        let data = message.encode_to_vec();
+        if data.len() > self.validator.max_message_size() {
+            outcome(&self.relay_metrics, "invalid");
+            return Err(relay::Invalid::Oversize {
+                size: data.len(),
+                max: self.validator.max_message_size(),
+            }
+            .into());
+        }
+        let size = data.len();
+        let topic = gossipsub::IdentTopic::new(pubsub_topic.clone());
+        let topic_hash = topic.hash();
+        let relay_peers = match gs.publish(topic, data) {
+            Ok(_) => {
+                outcome(&self.relay_metrics, "ok");
+                gs.all_peers()
+                    .filter(|(_, topics)| topics.contains(&&topic_hash))
+                    .count()
+            }
+            Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {
+                outcome(&self.relay_metrics, "no_peers");
+                0
+            }
+            Err(gossipsub::PublishError::Duplicate) => {
+                outcome(&self.relay_metrics, "duplicate");
+                return Err(PublishError::Duplicate);
+            }
+            Err(e) => {
+                outcome(&self.relay_metrics, "error");
+                return Err(PublishError::Failed(e.to_string()));
+            }
+        };
+        let hash = message.hash(&pubsub_topic);
+        self.deliver_locally(RelayedMessage {
+            pubsub_topic: pubsub_topic.into(),
+            message,
+            hash,
+            source: None,
+            size,
+        });
+        Ok(PublishReceipt { hash, relay_peers })
+    }
+
+    fn deliver_locally(&mut self, message: RelayedMessage) {
+        self.relay_metrics.message_bytes.observe(message.size as f64);
+        let message = Arc::new(message);
+        for sink in &mut self.sinks {
+            sink.deliver(&message);
+        }
+    }
+
+    fn status(&self) -> NetworkStatus {
+        let connected_peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
+        let shards = self
+            .swarm
+            .behaviour()
+            .relay
+            .as_ref()
+            .map(|gs| {
+                let mut topic_counts: HashMap<gossipsub::TopicHash, usize> = HashMap::new();
+                for (_, topics) in gs.all_peers() {
+                    for t in topics {
+                        *topic_counts.entry(t.clone()).or_default() += 1;
+                    }
+                }
+                self.validator_topics()
+                    .into_iter()
+                    .map(|t| {
+                        let hash = gossipsub::IdentTopic::new(t.clone()).hash();
+                        ShardStatus {
+                            mesh_peers: gs.mesh_peers(&hash).count(),
+                            topic_peers: topic_counts.get(&hash).copied().unwrap_or(0),
+                            pubsub_topic: t,
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        NetworkStatus {
+            connected_peers,
+            shards,
+        }
+    }
+
+    fn validator_topics(&self) -> Vec<String> {
+        let mut shards = self.shards.clone();
+        shards.sort_unstable();
+        shards.dedup();
+        shards
+            .into_iter()
+            .map(|s| crate::message::ShardTopic::new(self.cluster_id, s).to_string())
+            .collect()
+    }
+
+    // === swarm events ===
+
+    fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
+        self.libp2p_metrics.record(&event);
+        match event {
+            SwarmEvent::Behaviour(BehaviourEvent::Relay(event)) => self.on_gossipsub(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Metadata(event)) => self.on_metadata(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(event)) => {
+                self.libp2p_metrics.record(&event);
+                if let identify::Event::Received { peer_id, info, .. } = &event {
+                    tracing::debug!(peer = %peer_id, agent = %info.agent_version, "identified peer");
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(event)) => self.libp2p_metrics.record(&event),
+            SwarmEvent::Behaviour(BehaviourEvent::Limits(never)) => match never {},
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                num_established,
+                ..
+            } => {
+                let direction = if endpoint.is_dialer() { "outbound" } else { "inbound" };
+                self.net_metrics
+                    .connections_established
+                    .get_or_create(&DirectionLabels { direction })
+                    .inc();
+                tracing::debug!(peer = %peer_id, %direction, address = %endpoint_address(&endpoint), "connection established");
+                self.on_static_peer_connected(peer_id, connection_id, &endpoint);
+                if num_established.get() == 1 && self.metadata_pending.insert(peer_id) {
+                    let request = WakuMetadata::new(self.cluster_id, &self.shards).encode_to_vec();
+                    self.swarm
+                        .behaviour_mut()
+                        .metadata
+                        .send_request(&peer_id, request);
+                }
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                num_established,
+                cause,
+                ..
+            } => {
+                tracing::debug!(peer = %peer_id, cause = ?cause, remaining = num_established, "connection closed");
+                if num_established == 0 {
+                    self.metadata_pending.remove(&peer_id);
+                    self.on_static_peer_disconnected(peer_id);
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                connection_id,
+                peer_id,
+                error,
+            } => {
+                tracing::debug!(peer = ?peer_id, %error, "outgoing connection failed");
+                self.on_static_dial_failed(connection_id, &error.to_string());
+            }
+            SwarmEvent::IncomingConnectionError { error, send_back_addr, .. } => {
+                tracing::debug!(from = %send_back_addr, %error, "incoming connection failed");
+            }
+            SwarmEvent::NewListenAddr { address, .. } => {
+                let full = address.with(Protocol::P2p(*self.swarm.local_peer_id()));
+                tracing::info!(address = %full, "listening");
+            }
+            SwarmEvent::ListenerError { error, .. } => {
+                tracing::error!(%error, "listener error");
+            }
+            SwarmEvent::ListenerClosed { addresses, reason, .. } => {
+                tracing::info!(?addresses, ?reason, "listener closed");
+            }
+            _ => {}
+        }
+    }
+
+    fn on_gossipsub(&mut self, event: gossipsub::Event) {
+        self.libp2p_metrics.record(&event);
+        let gossipsub::Event::Message {
+            propagation_source,
+            message_id,
+            message,
+        } = event
+        else {
+            return;
+        };
+        let topic = message.topic.as_str();
+        let verdict = self.validator.validate(topic, &message.data);
+        let acceptance = match &verdict {
+            Ok(_) => {
+                self.relay_metrics.verdict("accept", "valid");
+                MessageAcceptance::Accept
+            }
+            Err(invalid) => {
+                self.relay_metrics.verdict("reject", invalid.label());
+                tracing::debug!(peer = %propagation_source, reason = invalid.label(), error = %invalid, "rejected relay message");
+                MessageAcceptance::Reject
+            }
+        };
+        if let Some(gs) = self.swarm.behaviour_mut().relay.as_mut() {
+            gs.report_message_validation_result(&message_id, &propagation_source, acceptance);
+        }
+        if let Ok(waku_message) = verdict {
+            let pubsub_topic: Arc<str> = Arc::from(topic);
+            let hash = waku_message.hash(&pubsub_topic);
+            self.deliver_locally(RelayedMessage {
+                pubsub_topic,
+                message: waku_message,
+                hash,
+                source: Some(propagation_source),
+                size: message.data.len(),
+            });
+        }
+    }
+
+    fn on_metadata(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
+        match event {
+            request_response::Event::Message { peer, message, .. } => match message {
+                request_response::Message::Request { request, channel, .. } => {
+                    // Answer with our own metadata whatever theirs says; our own request decides
+                    // whether the peer stays.
+                    if let Err(e) = WakuMetadata::decode_bytes(&request) {
+                        tracing::debug!(%peer, error = %e, "malformed metadata request");
+                    }
+                    let response = WakuMetadata::new(self.cluster_id, &self.shards).encode_to_vec();
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .metadata
+                        .send_response(channel, response);
+                }
+                request_response::Message::Response { response, .. } => {
+                    self.metadata_pending.remove(&peer);
+                    match WakuMetadata::decode_bytes(&response) {
+                        Ok(theirs) => match metadata::judge(self.cluster_id, &theirs) {
+                            metadata::Verdict::SameCluster => {
+                                tracing::debug!(%peer, shards = ?theirs.announced_shards(), "peer is in our cluster");
+                            }
+                            metadata::Verdict::WrongCluster(cluster) => {
+                                tracing::info!(%peer, their_cluster = ?cluster, our_cluster = self.cluster_id, "disconnecting peer of another cluster");
+                                self.disconnect(peer, "wrong_cluster");
+                            }
+                        },
+                        Err(e) => {
+                            tracing::info!(%peer, error = %e, "disconnecting peer with malformed metadata");
+                            self.disconnect(peer, "metadata_malformed");
+                        }
+                    }
+                }
+            },
+            request_response::Event::OutboundFailure { peer, error, .. } => {
+                self.metadata_pending.remove(&peer);
+                match error {
+                    request_response::OutboundFailure::ConnectionClosed
+                    | request_response::OutboundFailure::DialFailure => {}
+                    request_response::OutboundFailure::UnsupportedProtocols => {
+                        tracing::info!(%peer, "disconnecting peer without the metadata protocol");
+                        self.disconnect(peer, "metadata_unsupported");
+                    }
+                    other => {
+                        tracing::info!(%peer, error = %other, "disconnecting peer: metadata exchange failed");
+                        self.disconnect(peer, "metadata_failed");
+                    }
+                }
+            }
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                tracing::debug!(%peer, %error, "inbound metadata request failed");
+            }
+            request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    fn disconnect(&mut self, peer: PeerId, reason: &'static str) {
+        self.net_metrics
+            .peer_disconnects
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+        let _ = self.swarm.disconnect_peer_id(peer);
+    }
+
+    // === static peers ===
+
+    fn redial_static_peers(&mut self) {
+        let now = Instant::now();
+        let connected: HashSet<PeerId> = self.swarm.connected_peers().copied().collect();
+        for i in 0..self.static_peers.len() {
+            let peer = &mut self.static_peers[i];
+            if let Some(id) = peer.peer_id {
+                peer.connected = connected.contains(&id);
+            }
+            if peer.connected || peer.dialing.is_some() || now < peer.next_dial {
+                continue;
+            }
+            let opts = match peer.peer_id {
+                Some(id) => DialOpts::peer_id(id).addresses(vec![peer.address.clone()]).build(),
+                None => DialOpts::unknown_peer_id().address(peer.address.clone()).build(),
+            };
+            let connection_id = opts.connection_id();
+            let address = peer.address.clone();
+            match self.swarm.dial(opts) {
+                Ok(()) => {
+                    tracing::debug!(%address, "dialling static peer");
+                    self.static_peers[i].dialing = Some(connection_id);
+                }
+                Err(e) => {
+                    tracing::debug!(%address, error = %e, "cannot dial static peer now");
+                    self.schedule_redial(i, "dial_refused");
+                }
+            }
+        }
+    }
+
+    fn schedule_redial(&mut self, index: usize, outcome: &'static str) {
+        self.net_metrics
+            .static_peer_dials
+            .get_or_create(&ReasonLabels { reason: outcome })
+            .inc();
+        let max = self.redial_max_backoff;
+        if let Some(peer) = self.static_peers.get_mut(index) {
+            peer.dialing = None;
+            peer.next_dial = Instant::now() + peer.backoff;
+            peer.backoff = (peer.backoff * 2).min(max);
+        }
+    }
+
+    fn on_static_peer_connected(&mut self, peer_id: PeerId, connection_id: ConnectionId, endpoint: &ConnectedPoint) {
+        let mut counted = false;
+        for peer in &mut self.static_peers {
+            let ours = peer.dialing == Some(connection_id)
+                || peer.peer_id == Some(peer_id)
+                || (peer.peer_id.is_none() && endpoint.is_dialer() && endpoint_address(endpoint) == &peer.address);
+            if ours {
+                if peer.dialing == Some(connection_id) && !counted {
+                    self.net_metrics
+                        .static_peer_dials
+                        .get_or_create(&ReasonLabels { reason: "connected" })
+                        .inc();
+                    counted = true;
+                }
+                peer.peer_id.get_or_insert(peer_id);
+                peer.dialing = None;
+                peer.connected = true;
+                peer.backoff = INITIAL_REDIAL_BACKOFF;
+            }
+        }
+    }
+
+    fn on_static_peer_disconnected(&mut self, peer_id: PeerId) {
+        let now = Instant::now();
+        for peer in &mut self.static_peers {
+            if peer.peer_id == Some(peer_id) {
+                tracing::info!(peer = %peer_id, address = %peer.address, "static peer disconnected; will redial");
+                peer.connected = false;
+                peer.next_dial = now + peer.backoff;
+            }
+        }
+    }
+
+    fn on_static_dial_failed(&mut self, connection_id: ConnectionId, error: &str) {
+        if let Some(index) = self
+            .static_peers
+            .iter()
+            .position(|p| p.dialing == Some(connection_id))
+        {
+            tracing::info!(address = %self.static_peers[index].address, %error, "static peer dial failed; backing off");
+            self.schedule_redial(index, "failed");
+        }
+    }
+
+    // === gauges ===
+
+    fn refresh_gauges(&mut self) {
+        let status = self.status();
+        self.net_metrics
+            .peers_connected
+            .set(status.connected_peers.len() as i64);
+        for shard in &status.shards {
+            let labels = relay::metrics::ShardLabels {
+                shard: shard.pubsub_topic.clone(),
+            };
+            self.relay_metrics
+                .mesh_peers
+                .get_or_create(&labels)
+                .set(shard.mesh_peers as i64);
+            self.relay_metrics
+                .topic_peers
+                .get_or_create(&labels)
+                .set(shard.topic_peers as i64);
+        }
+        let queued = self.command_capacity.saturating_sub(self.commands.capacity());
+        self.net_metrics
+            .channel_depth
+            .get_or_create(&ChannelLabels { channel: "swarm_commands" })
+            .set(queued as i64);
+        let static_down = self.static_peers.iter().filter(|p| !p.connected).count();
+        let status_level = if self.relay_enabled
+            && !self.static_peers.is_empty()
+            && static_down == self.static_peers.len()
+        {
+            Status::Degraded
+        } else {
+            Status::Ok
+        };
+        self.health.set(
+            "network",
+            status_level,
+            serde_json::json!({
+                "connected_peers": status.connected_peers.len(),
+                "static_peers": self.static_peers.len(),
+                "static_peers_down": static_down,
+            }),
+        );
+        if self.relay_enabled {
+            let mesh_total: usize = status.shards.iter().map(|s| s.mesh_peers).sum();
+            self.health.set(
+                "relay",
+                Status::Ok,
+                serde_json::json!({
+                    "shards": status.shards.len(),
+                    "mesh_peers": mesh_total,
+                }),
+            );
+        }
+    }
+}
+
+fn endpoint_address(endpoint: &ConnectedPoint) -> &Multiaddr {
+    match endpoint {
+        ConnectedPoint::Dialer { address, .. } => address,
+        ConnectedPoint::Listener { send_back_addr, .. } => send_back_addr,
+    }
+}
+
+/// Reads a oneshot reply, mapping a dropped sender to "shutting down".
+pub async fn await_reply<T>(rx: oneshot::Receiver<T>) -> Option<T> {
+    rx.await.ok()
+}
