@@ -1,0 +1,241 @@
+//! A bare rust-libp2p peer: gossipsub with Waku's protocol id and parameters, the metadata
+//! protocol (so Roost keeps it connected), and nothing else: no validation, no store, no
+//! throttle. Tests use it to send what a Roost node never would (malformed or oversize
+//! messages); the relay benchmark uses it as subscribers, publishers and as the reference relay.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use libp2p::{
+    gossipsub::{self, IdentTopic, MessageAuthenticity, ValidationMode},
+    identity::Keypair,
+    noise, request_response,
+    swarm::{NetworkBehaviour, SwarmEvent},
+    tcp, yamux, Multiaddr, PeerId, Swarm,
+};
+use prost::Message as _;
+use roost_node::{metadata::WakuMetadata, reqres::LpCodec};
+use sha2::{Digest, Sha256};
+use tokio::sync::{mpsc, oneshot};
+
+#[derive(NetworkBehaviour)]
+pub struct BareBehaviour {
+    pub gossipsub: gossipsub::Behaviour,
+    pub metadata: request_response::Behaviour<LpCodec>,
+}
+
+/// A message the bare peer received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub topic: String,
+    pub data: Vec<u8>,
+    pub at: Instant,
+}
+
+enum Cmd {
+    Publish(String, Vec<u8>, oneshot::Sender<Result<(), String>>),
+    Dial(Multiaddr, oneshot::Sender<Result<(), String>>),
+    MeshPeers(String, oneshot::Sender<usize>),
+    ConnectedPeers(oneshot::Sender<Vec<PeerId>>),
+}
+
+/// Options for a bare peer.
+#[derive(Debug, Clone)]
+pub struct BareOptions {
+    pub cluster_id: u16,
+    pub topics: Vec<String>,
+    /// Largest gossipsub frame; set high to be able to send oversize messages.
+    pub max_transmit_size: usize,
+    /// Whether to keep received messages (subscribers) or just count them.
+    pub forward_received: bool,
+}
+
+impl Default for BareOptions {
+    fn default() -> Self {
+        BareOptions {
+            cluster_id: 1,
+            topics: vec!["/waku/2/rs/1/0".into()],
+            max_transmit_size: 4 * 1024 * 1024,
+            forward_received: true,
+        }
+    }
+}
+
+/// Handle to a bare peer running on its own task.
+pub struct BarePeer {
+    pub peer_id: PeerId,
+    pub listen_addr: Multiaddr,
+    commands: mpsc::Sender<Cmd>,
+    pub received: mpsc::Receiver<Received>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl BarePeer {
+    /// Starts a bare peer listening on 127.0.0.1 with a free TCP port.
+    pub async fn start(options: BareOptions) -> anyhow::Result<BarePeer> {
+        let keypair = Keypair::generate_ed25519();
+        let peer_id = keypair.public().to_peer_id();
+        let mut swarm = build(keypair, &options)?;
+        swarm.listen_on("/ip4/127.0.0.1/tcp/0".parse()?)?;
+        let listen_addr = loop {
+            if let SwarmEvent::NewListenAddr { address, .. } = swarm.select_next_some().await {
+                break address.with(libp2p::multiaddr::Protocol::P2p(peer_id));
+            }
+        };
+        let (cmd_tx, cmd_rx) = mpsc::channel(256);
+        let (recv_tx, recv_rx) = mpsc::channel(100_000);
+        let task = tokio::spawn(run(swarm, cmd_rx, recv_tx, options));
+        Ok(BarePeer {
+            peer_id,
+            listen_addr,
+            commands: cmd_tx,
+            received: recv_rx,
+            task,
+        })
+    }
+
+    /// Publishes raw bytes on a topic, bypassing every Waku check.
+    pub async fn publish(&self, topic: &str, data: Vec<u8>) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Cmd::Publish(topic.to_owned(), data, tx))
+            .await
+            .map_err(|_| "bare peer stopped".to_owned())?;
+        rx.await.map_err(|_| "bare peer stopped".to_owned())?
+    }
+
+    pub async fn dial(&self, address: Multiaddr) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Cmd::Dial(address, tx))
+            .await
+            .map_err(|_| "bare peer stopped".to_owned())?;
+        rx.await.map_err(|_| "bare peer stopped".to_owned())?
+    }
+
+    pub async fn mesh_peers(&self, topic: &str) -> usize {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Cmd::MeshPeers(topic.to_owned(), tx)).await.is_err() {
+            return 0;
+        }
+        rx.await.unwrap_or(0)
+    }
+
+    pub async fn connected_peers(&self) -> Vec<PeerId> {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(Cmd::ConnectedPeers(tx)).await.is_err() {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// Waits for the next received message, up to `timeout`.
+    pub async fn next_message(&mut self, timeout: Duration) -> Option<Received> {
+        tokio::time::timeout(timeout, self.received.recv()).await.ok().flatten()
+    }
+}
+
+impl Drop for BarePeer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn build(keypair: Keypair, options: &BareOptions) -> anyhow::Result<Swarm<BareBehaviour>> {
+    let gs_config = gossipsub::ConfigBuilder::default()
+        .protocol_id(roost_node::relay::PROTOCOL_ID, gossipsub::Version::V1_1)
+        .validation_mode(ValidationMode::Anonymous)
+        .message_id_fn(|m: &gossipsub::Message| gossipsub::MessageId::from(Sha256::digest(&m.data).to_vec()))
+        .max_transmit_size(options.max_transmit_size)
+        .mesh_n(6)
+        .mesh_n_low(4)
+        .mesh_n_high(8)
+        .mesh_outbound_min(3)
+        .gossip_lazy(6)
+        .gossip_factor(0.25)
+        .heartbeat_interval(Duration::from_secs(1))
+        .history_length(6)
+        .history_gossip(3)
+        .fanout_ttl(Duration::from_secs(60))
+        .duplicate_cache_time(Duration::from_secs(120))
+        .prune_backoff(Duration::from_secs(60))
+        .flood_publish(true)
+        .build()
+        .map_err(|e| anyhow::anyhow!("gossipsub config: {e}"))?;
+    let mut gossipsub = gossipsub::Behaviour::new(MessageAuthenticity::Anonymous, gs_config)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    for topic in &options.topics {
+        gossipsub.subscribe(&IdentTopic::new(topic.clone()))?;
+    }
+    let metadata = request_response::Behaviour::with_codec(
+        LpCodec::new(1024, 1024),
+        [(
+            roost_node::metadata::PROTOCOL_ID,
+            request_response::ProtocolSupport::Full,
+        )],
+        request_response::Config::default(),
+    );
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            (yamux::Config::default, libp2p_mplex::Config::default),
+        )?
+        .with_behaviour(|_| BareBehaviour { gossipsub, metadata })?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    Ok(swarm)
+}
+
+async fn run(
+    mut swarm: Swarm<BareBehaviour>,
+    mut commands: mpsc::Receiver<Cmd>,
+    received: mpsc::Sender<Received>,
+    options: BareOptions,
+) {
+    let ours = WakuMetadata::new(options.cluster_id, &[0]).encode_to_vec();
+    loop {
+        tokio::select! {
+            cmd = commands.recv() => match cmd {
+                None => return,
+                Some(Cmd::Publish(topic, data, reply)) => {
+                    let r = swarm
+                        .behaviour_mut()
+                        .gossipsub
+                        .publish(IdentTopic::new(topic), data)
+                        .map(|_| ())
+                        .map_err(|e| e.to_string());
+                    let _ = reply.send(r);
+                }
+                Some(Cmd::Dial(addr, reply)) => {
+                    let _ = reply.send(swarm.dial(addr).map_err(|e| e.to_string()));
+                }
+                Some(Cmd::MeshPeers(topic, reply)) => {
+                    let hash = IdentTopic::new(topic).hash();
+                    let _ = reply.send(swarm.behaviour().gossipsub.mesh_peers(&hash).count());
+                }
+                Some(Cmd::ConnectedPeers(reply)) => {
+                    let _ = reply.send(swarm.connected_peers().copied().collect());
+                }
+            },
+            event = swarm.select_next_some() => match event {
+                SwarmEvent::Behaviour(BareBehaviourEvent::Gossipsub(gossipsub::Event::Message { message, .. })) => {
+                    if options.forward_received {
+                        let _ = received.try_send(Received {
+                            topic: message.topic.into_string(),
+                            data: message.data,
+                            at: Instant::now(),
+                        });
+                    }
+                }
+                SwarmEvent::Behaviour(BareBehaviourEvent::Metadata(request_response::Event::Message {
+                    message: request_response::Message::Request { channel, .. }, ..
+                })) => {
+                    let _ = swarm.behaviour_mut().metadata.send_response(channel, ours.clone());
+                }
+                _ => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! One integration-test binary for the whole node: each module is a capability.
+
+mod cli;
+mod relay;

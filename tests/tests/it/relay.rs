@@ -1,0 +1,166 @@
+//! Relay across real nodes on loopback: propagation, validation at the middle node, cluster
+//! checks and static peers.
+
+use std::time::Duration;
+
+use roost_node::{message::WakuMessage, swarm::PublishError};
+use roost_tests::{bare::{BareOptions, BarePeer}, init_tracing, metric_sum, wait_until, TestNode, WAIT};
+
+const TOPIC: &str = "/waku/2/rs/1/0";
+
+/// A–B–C where A and C are not connected: a message published at A reaches C exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_crosses_a_three_node_chain_exactly_once() {
+    init_tracing();
+    let a = TestNode::start().await;
+    let b = TestNode::start().await;
+    let c = TestNode::start().await;
+    a.connect(&b).await;
+    c.connect(&b).await;
+    assert!(!a.connected_to(c.handle.peer_id()).await);
+    b.wait_for_mesh(TOPIC, 2).await;
+    c.wait_for_mesh(TOPIC, 1).await;
+
+    let mut at_c = c.handle.subscribe();
+    let message = WakuMessage::new("/roost/1/chain/proto", b"hello C".to_vec());
+    let receipt = a.handle.publish(TOPIC, message.clone()).await.expect("publish at A");
+    assert_eq!(receipt.hash, message.hash(TOPIC));
+    assert_eq!(receipt.relay_peers, 1);
+
+    let got = tokio::time::timeout(WAIT, at_c.recv()).await.expect("C receives").expect("channel open");
+    assert_eq!(got.message, message);
+    assert_eq!(got.hash, receipt.hash);
+    assert_eq!(got.source, Some(b.handle.peer_id()));
+    assert_eq!(&*got.pubsub_topic, TOPIC);
+    // Gossip (IHAVE/IWANT) must not bring a second copy.
+    let second = tokio::time::timeout(Duration::from_secs(3), at_c.recv()).await;
+    assert!(second.is_err(), "C got the message twice: {second:?}");
+
+    let b_metrics = b.metrics().await;
+    assert_eq!(
+        metric_sum(&b_metrics, "roost_relay_messages_validated_total", &[("result", "accept")]),
+        1.0
+    );
+}
+
+/// A raw gossipsub peer sends B what a Roost node never would; B rejects each message with its
+/// reason on /metrics and C never sees them, while a valid message still goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_messages_are_rejected_at_the_relay_and_counted_by_reason() {
+    init_tracing();
+    let b = TestNode::start().await;
+    let c = TestNode::start().await;
+    c.connect(&b).await;
+    let attacker = BarePeer::start(BareOptions::default()).await.unwrap();
+    attacker.dial(b.tcp_addr()).await.unwrap();
+    wait_until(WAIT, || async { attacker.mesh_peers(TOPIC).await >= 1 })
+        .await
+        .expect("attacker joins B's mesh");
+    b.wait_for_mesh(TOPIC, 2).await;
+
+    let mut at_c = c.handle.subscribe();
+    let garbage = vec![0xff, 0xff, 0xff, 0x01];
+    let oversize = WakuMessage::new("/roost/1/big/proto", vec![7u8; 150 * 1024 + 1]).encode_to_vec();
+    let mut long_meta = WakuMessage::new("/roost/1/meta/proto", b"m".to_vec());
+    long_meta.meta = Some(vec![1u8; 65]);
+    let bad_topic = WakuMessage::new("no-slashes", b"t".to_vec()).encode_to_vec();
+    for data in [garbage, oversize, long_meta.encode_to_vec(), bad_topic] {
+        attacker.publish(TOPIC, data).await.expect("bare publish");
+    }
+    let expected = [("decode", 1.0), ("oversize", 1.0), ("meta_too_long", 1.0), ("content_topic", 1.0)];
+    let counted = wait_until(WAIT, || async {
+        let m = b.metrics().await;
+        expected.iter().all(|(reason, n)| {
+            metric_sum(&m, "roost_relay_messages_validated_total", &[("result", "reject"), ("reason", reason)]) == *n
+        })
+    })
+    .await;
+    if counted.is_err() {
+        panic!("B did not count the rejections:\n{}", b.metrics().await);
+    }
+
+    let valid = WakuMessage::new("/roost/1/ok/proto", b"fine".to_vec());
+    attacker.publish(TOPIC, valid.encode_to_vec()).await.unwrap();
+    let got = tokio::time::timeout(WAIT, at_c.recv()).await.expect("valid message reaches C").unwrap();
+    assert_eq!(got.message, valid, "C must only ever see the valid message");
+    assert!(tokio::time::timeout(Duration::from_secs(2), at_c.recv()).await.is_err());
+}
+
+/// Local publishes are validated too, with typed errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_publish_validates_before_sending() {
+    init_tracing();
+    let a = TestNode::start().await;
+    let mut bad = WakuMessage::new("/roost/1/x/proto", vec![]);
+    bad.meta = Some(vec![0; 65]);
+    assert!(matches!(a.handle.publish(TOPIC, bad).await, Err(PublishError::Invalid(_))));
+    let ok = WakuMessage::new("/roost/1/x/proto", vec![]);
+    assert!(matches!(
+        a.handle.publish("/waku/2/rs/9/0", ok.clone()).await,
+        Err(PublishError::Invalid(_))
+    ));
+    // No peers: accepted locally, sent to nobody.
+    let mut local = a.handle.subscribe();
+    let receipt = a.handle.publish(TOPIC, ok.clone()).await.unwrap();
+    assert_eq!(receipt.relay_peers, 0);
+    assert_eq!(local.recv().await.unwrap().message, ok);
+}
+
+/// A node of another cluster is disconnected after the metadata exchange.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_of_another_cluster_is_disconnected() {
+    init_tracing();
+    let a = TestNode::start().await;
+    let other = TestNode::start_with(|c| {
+        c.relay.cluster_id = 2;
+        c.relay.shards = vec![0];
+    })
+    .await;
+    other.handle.dial(a.tcp_addr()).await.unwrap();
+    wait_until(WAIT, || async {
+        let m = a.metrics().await;
+        metric_sum(&m, "roost_peer_disconnects_total", &[("reason", "wrong_cluster")]) >= 1.0
+    })
+    .await
+    .expect("A disconnects the cluster-2 peer");
+    wait_until(WAIT, || async { !a.connected_to(other.handle.peer_id()).await })
+        .await
+        .expect("connection is closed");
+
+    // A peer of the same cluster stays.
+    let same = TestNode::start().await;
+    same.connect(&a).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(a.connected_to(same.handle.peer_id()).await);
+}
+
+/// Static peers are dialled at start and redialled after they come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_peers_are_dialled_and_redialled() {
+    init_tracing();
+    let b = TestNode::start().await;
+    let b_addr = b.tcp_addr();
+    let b_id = b.handle.peer_id();
+    let a = TestNode::start_with(|c| c.network.peers = vec![b_addr.clone()]).await;
+    wait_until(WAIT, || async { a.connected_to(b_id).await })
+        .await
+        .expect("A dials its static peer");
+
+    // Restart B on the same data dir (same identity) and the same port.
+    let port = b_addr
+        .iter()
+        .find_map(|p| match p {
+            libp2p::multiaddr::Protocol::Tcp(port) => Some(port),
+            _ => None,
+        })
+        .unwrap();
+    let dir = b.stop().await;
+    wait_until(WAIT, || async { !a.connected_to(b_id).await }).await.unwrap();
+    let b = TestNode::start_in(dir, |c| c.network.tcp_port = port).await;
+    assert_eq!(b.handle.peer_id(), b_id);
+    wait_until(WAIT, || async { a.connected_to(b_id).await })
+        .await
+        .expect("A redials its static peer after it returns");
+    let m = a.metrics().await;
+    assert!(metric_sum(&m, "roost_static_peer_dials_total", &[("reason", "connected")]) >= 2.0);
+}
