@@ -16,7 +16,11 @@ const EXIT_CONFIG: u8 = 2;
 const EXIT_FAILURE: u8 = 1;
 
 #[derive(Debug, Parser)]
-#[command(name = "roost", version, about = "Roost: a Waku v2 fleet node (relay, store, rendezvous)")]
+#[command(
+    name = "roost",
+    version,
+    about = "Roost: a Waku v2 fleet node (relay, store, rendezvous)"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -95,9 +99,17 @@ fn run(args: ConfigArgs) -> ExitCode {
         Err(e) => return fail(EXIT_CONFIG, &e),
     };
     crate::telemetry::init(&config.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
-        Err(e) => return fail(EXIT_FAILURE, &format!("cannot start the async runtime: {e}")),
+        Err(e) => {
+            return fail(
+                EXIT_FAILURE,
+                &format!("cannot start the async runtime: {e}"),
+            )
+        }
     };
     let result = runtime.block_on(async move {
         let node = Node::start(config).await.map_err(|e| e.to_string())?;

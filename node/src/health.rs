@@ -68,7 +68,11 @@ mod tests {
         let h = Health::default();
         assert_eq!(h.report().status, Status::Ok);
         h.set("relay", Status::Ok, serde_json::json!({}));
-        h.set("store", Status::Degraded, serde_json::json!({"why": "slow"}));
+        h.set(
+            "store",
+            Status::Degraded,
+            serde_json::json!({"why": "slow"}),
+        );
         assert_eq!(h.report().status, Status::Degraded);
         h.set("store", Status::Unhealthy, serde_json::json!({}));
         assert_eq!(h.report().status, Status::Unhealthy);

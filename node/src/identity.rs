@@ -96,7 +96,10 @@ mod tests {
     fn key_is_created_once_with_mode_0600_and_reloaded() {
         let dir = tempfile::tempdir().unwrap();
         let first = load_or_create(dir.path()).unwrap();
-        let mode = fs::metadata(dir.path().join(KEY_FILE)).unwrap().permissions().mode();
+        let mode = fs::metadata(dir.path().join(KEY_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let second = load_or_create(dir.path()).unwrap();
         assert_eq!(first.public().to_peer_id(), second.public().to_peer_id());
@@ -107,7 +110,10 @@ mod tests {
     fn malformed_keys_are_refused_not_replaced() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(KEY_FILE), "zz").unwrap();
-        assert!(matches!(load_or_create(dir.path()), Err(Error::Malformed { .. })));
+        assert!(matches!(
+            load_or_create(dir.path()),
+            Err(Error::Malformed { .. })
+        ));
         assert_eq!(fs::read_to_string(dir.path().join(KEY_FILE)).unwrap(), "zz");
     }
 }

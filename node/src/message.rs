@@ -379,7 +379,10 @@ mod tests {
     #[test]
     fn content_topics_parse() {
         let t = ContentTopic::parse("/toychat/2/huilong/proto").unwrap();
-        assert_eq!((t.application, t.version, t.name, t.encoding), ("toychat", "2", "huilong", "proto"));
+        assert_eq!(
+            (t.application, t.version, t.name, t.encoding),
+            ("toychat", "2", "huilong", "proto")
+        );
         assert!(ContentTopic::parse("/0/toychat/2/huilong/proto").is_ok());
         assert!(matches!(
             ContentTopic::parse("/1/toychat/2/huilong/proto"),

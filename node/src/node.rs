@@ -32,7 +32,9 @@ const LISTEN_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot create data dir {path}: {source}; create it or choose another with --data-dir")]
+    #[error(
+        "cannot create data dir {path}: {source}; create it or choose another with --data-dir"
+    )]
     DataDir {
         path: PathBuf,
         source: std::io::Error,
@@ -126,8 +128,7 @@ impl NodeHandle {
             .send(Command::Dial { address, reply })
             .await
             .map_err(|_| "node is shutting down".to_owned())?;
-        rx.await
-            .map_err(|_| "node is shutting down".to_owned())?
+        rx.await.map_err(|_| "node is shutting down".to_owned())?
     }
 
     pub async fn network_status(&self) -> Option<NetworkStatus> {
@@ -171,7 +172,8 @@ impl Node {
 
         let mut registry = metrics::new_registry();
         let libp2p_metrics = libp2p::metrics::Metrics::new(&mut registry);
-        let relay_metrics = relay::Metrics::register(registry.sub_registry_with_prefix("roost_relay"));
+        let relay_metrics =
+            relay::Metrics::register(registry.sub_registry_with_prefix("roost_relay"));
         let net_metrics = NetworkMetrics::register(registry.sub_registry_with_prefix("roost"));
         let health = Health::default();
 
@@ -200,7 +202,11 @@ impl Node {
         let mut info = NodeInfo {
             peer_id,
             version: metrics::VERSION,
-            listen_addresses: tcp_addresses.iter().chain(&ws_addresses).map(with_p2p).collect(),
+            listen_addresses: tcp_addresses
+                .iter()
+                .chain(&ws_addresses)
+                .map(with_p2p)
+                .collect(),
             tcp_addresses: tcp_addresses.iter().map(with_p2p).collect(),
             ws_addresses: ws_addresses.iter().map(with_p2p).collect(),
             http_address: None,
@@ -306,6 +312,10 @@ impl Node {
                 joined = self.tasks.join_next() => match joined {
                     None => break,
                     Some(Ok((name, result))) => {
+                        // Tasks end on their own once shutdown was asked for: not a failure.
+                        if *shutdown_rx.borrow() && result.is_ok() {
+                            break;
+                        }
                         let why = match result {
                             Ok(()) => format!("task {name} stopped unexpectedly"),
                             Err(e) => format!("task {name} failed: {e}"),
@@ -334,7 +344,10 @@ impl Node {
                 }
             }
         };
-        if tokio::time::timeout(self.shutdown_timeout, drain).await.is_err() {
+        if tokio::time::timeout(self.shutdown_timeout, drain)
+            .await
+            .is_err()
+        {
             tracing::warn!(timeout = ?self.shutdown_timeout, "shutdown took too long; aborting remaining tasks");
             self.tasks.abort_all();
         }
@@ -358,15 +371,28 @@ struct Listeners {
     ws: Option<libp2p::core::transport::ListenerId>,
 }
 
-fn listen(swarm: &mut libp2p::Swarm<crate::swarm::Behaviour>, config: &Config) -> Result<Listeners, StartError> {
+fn listen(
+    swarm: &mut libp2p::Swarm<crate::swarm::Behaviour>,
+    config: &Config,
+) -> Result<Listeners, StartError> {
     let net = &config.network;
     let ip = match net.listen_ip {
         std::net::IpAddr::V4(v4) => Protocol::Ip4(v4),
         std::net::IpAddr::V6(v6) => Protocol::Ip6(v6),
     };
-    let tcp_addr = Multiaddr::empty().with(ip.clone()).with(Protocol::Tcp(net.tcp_port));
+    let tcp_addr = Multiaddr::empty()
+        .with(ip.clone())
+        .with(Protocol::Tcp(net.tcp_port));
     let tcp = swarm.listen_on(tcp_addr.clone()).map_err(|e| {
-        listen_error(e, tcp_addr, "TCP", net.tcp_port, "network.tcp_port", "tcp-port", "NETWORK_TCP_PORT")
+        listen_error(
+            e,
+            tcp_addr,
+            "TCP",
+            net.tcp_port,
+            "network.tcp_port",
+            "tcp-port",
+            "NETWORK_TCP_PORT",
+        )
     })?;
     let ws = if net.ws_enabled {
         let ws_addr = Multiaddr::empty()
@@ -374,7 +400,15 @@ fn listen(swarm: &mut libp2p::Swarm<crate::swarm::Behaviour>, config: &Config) -
             .with(Protocol::Tcp(net.ws_port))
             .with(Protocol::Ws("/".into()));
         Some(swarm.listen_on(ws_addr.clone()).map_err(|e| {
-            listen_error(e, ws_addr, "WebSocket", net.ws_port, "network.ws_port", "ws-port", "NETWORK_WS_PORT")
+            listen_error(
+                e,
+                ws_addr,
+                "WebSocket",
+                net.ws_port,
+                "network.ws_port",
+                "ws-port",
+                "NETWORK_WS_PORT",
+            )
         })?)
     } else {
         None

@@ -67,7 +67,10 @@ pub fn encode_varint(mut value: u64, out: &mut Vec<u8>) {
 
 /// Reads one length-prefixed frame of at most `max` bytes. `Ok(None)` when the stream ended
 /// before the frame started.
-pub async fn read_frame<T: AsyncRead + Unpin>(io: &mut T, max: usize) -> io::Result<Option<Vec<u8>>> {
+pub async fn read_frame<T: AsyncRead + Unpin>(
+    io: &mut T,
+    max: usize,
+) -> io::Result<Option<Vec<u8>>> {
     let Some(len) = read_varint(io).await? else {
         return Ok(None);
     };
@@ -121,17 +124,29 @@ impl request_response::Codec for LpCodec {
     {
         // One-way protocols (filter push) close the stream without a response: report that as
         // an empty response rather than an error.
-        Ok(read_frame(io, self.max_response_bytes).await?.unwrap_or_default())
+        Ok(read_frame(io, self.max_response_bytes)
+            .await?
+            .unwrap_or_default())
     }
 
-    async fn write_request<T>(&mut self, _: &StreamProtocol, io: &mut T, req: Vec<u8>) -> io::Result<()>
+    async fn write_request<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        req: Vec<u8>,
+    ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
         write_frame(io, &req).await
     }
 
-    async fn write_response<T>(&mut self, _: &StreamProtocol, io: &mut T, res: Vec<u8>) -> io::Result<()>
+    async fn write_response<T>(
+        &mut self,
+        _: &StreamProtocol,
+        io: &mut T,
+        res: Vec<u8>,
+    ) -> io::Result<()>
     where
         T: AsyncWrite + Unpin + Send,
     {
@@ -145,7 +160,17 @@ mod tests {
 
     #[test]
     fn varints_round_trip() {
-        for v in [0u64, 1, 127, 128, 300, 16_383, 16_384, u32::MAX as u64, u64::MAX] {
+        for v in [
+            0u64,
+            1,
+            127,
+            128,
+            300,
+            16_383,
+            16_384,
+            u32::MAX as u64,
+            u64::MAX,
+        ] {
             let mut buf = Vec::new();
             encode_varint(v, &mut buf);
             let mut cursor = futures::io::Cursor::new(buf);

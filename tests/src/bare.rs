@@ -115,7 +115,12 @@ impl BarePeer {
 
     pub async fn mesh_peers(&self, topic: &str) -> usize {
         let (tx, rx) = oneshot::channel();
-        if self.commands.send(Cmd::MeshPeers(topic.to_owned(), tx)).await.is_err() {
+        if self
+            .commands
+            .send(Cmd::MeshPeers(topic.to_owned(), tx))
+            .await
+            .is_err()
+        {
             return 0;
         }
         rx.await.unwrap_or(0)
@@ -131,7 +136,10 @@ impl BarePeer {
 
     /// Waits for the next received message, up to `timeout`.
     pub async fn next_message(&mut self, timeout: Duration) -> Option<Received> {
-        tokio::time::timeout(timeout, self.received.recv()).await.ok().flatten()
+        tokio::time::timeout(timeout, self.received.recv())
+            .await
+            .ok()
+            .flatten()
     }
 }
 
@@ -145,7 +153,9 @@ fn build(keypair: Keypair, options: &BareOptions) -> anyhow::Result<Swarm<BareBe
     let gs_config = gossipsub::ConfigBuilder::default()
         .protocol_id(roost_node::relay::PROTOCOL_ID, gossipsub::Version::V1_1)
         .validation_mode(ValidationMode::Anonymous)
-        .message_id_fn(|m: &gossipsub::Message| gossipsub::MessageId::from(Sha256::digest(&m.data).to_vec()))
+        .message_id_fn(|m: &gossipsub::Message| {
+            gossipsub::MessageId::from(Sha256::digest(&m.data).to_vec())
+        })
         .max_transmit_size(options.max_transmit_size)
         .mesh_n(6)
         .mesh_n_low(4)
@@ -182,7 +192,10 @@ fn build(keypair: Keypair, options: &BareOptions) -> anyhow::Result<Swarm<BareBe
             noise::Config::new,
             (yamux::Config::default, libp2p_mplex::Config::default),
         )?
-        .with_behaviour(|_| BareBehaviour { gossipsub, metadata })?
+        .with_behaviour(|_| BareBehaviour {
+            gossipsub,
+            metadata,
+        })?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
         .build();
     Ok(swarm)
@@ -220,14 +233,14 @@ async fn run(
                 }
             },
             event = swarm.select_next_some() => match event {
-                SwarmEvent::Behaviour(BareBehaviourEvent::Gossipsub(gossipsub::Event::Message { message, .. })) => {
-                    if options.forward_received {
-                        let _ = received.try_send(Received {
-                            topic: message.topic.into_string(),
-                            data: message.data,
-                            at: Instant::now(),
-                        });
-                    }
+                SwarmEvent::Behaviour(BareBehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                    message, ..
+                })) if options.forward_received => {
+                    let _ = received.try_send(Received {
+                        topic: message.topic.into_string(),
+                        data: message.data,
+                        at: Instant::now(),
+                    });
                 }
                 SwarmEvent::Behaviour(BareBehaviourEvent::Metadata(request_response::Event::Message {
                     message: request_response::Message::Request { channel, .. }, ..

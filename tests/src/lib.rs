@@ -85,7 +85,10 @@ impl TestNode {
     pub fn http_url(&self) -> String {
         format!(
             "http://{}",
-            self.handle.info().http_address.expect("HTTP endpoint enabled")
+            self.handle
+                .info()
+                .http_address
+                .expect("HTTP endpoint enabled")
         )
     }
 
@@ -178,19 +181,19 @@ where
 
 /// `GET url` → (status, body). Panics on transport errors: tests want to know.
 pub async fn http_get(url: &str) -> (u16, String) {
-    let response = reqwest::get(url).await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let response = reqwest::get(url)
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
     let status = response.status().as_u16();
     (status, response.text().await.unwrap_or_default())
 }
 
 /// Finds `sample` (name with its exact label set) in Prometheus text and parses its value.
 pub fn metric_value(text: &str, sample: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| {
-            let (name, value) = l.rsplit_once(' ')?;
-            (name == sample).then(|| value.parse().ok()).flatten()
-        })
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|l| {
+        let (name, value) = l.rsplit_once(' ')?;
+        (name == sample).then(|| value.parse().ok()).flatten()
+    })
 }
 
 /// Sums every sample of a metric family whose labels contain all `label_pairs`

@@ -31,7 +31,17 @@ pub fn roost_bin() -> PathBuf {
             build.arg("--release");
         }
         // Always run the build: it is a no-op when the binary is fresh, and a stale binary would
-        // test old code.
+        // test old code. The test process's CARGO_* variables (CARGO_MANIFEST_DIR, ...) must not
+        // leak into it: build scripts track some of them and would rebuild half the tree.
+        for (key, _) in std::env::vars() {
+            let keep = matches!(
+                key.as_str(),
+                "CARGO_HOME" | "CARGO_TARGET_DIR" | "CARGO_BUILD_JOBS"
+            );
+            if key.starts_with("CARGO_") && !keep {
+                build.env_remove(key);
+            }
+        }
         let status = build
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()

@@ -135,7 +135,8 @@ fn collect_leaves(prefix: &str, table: &Table, out: &mut BTreeMap<String, KeyKin
                 // empty array's element type.
                 let kind = KeyKind::of(other);
                 match out.get(&key) {
-                    Some(KeyKind::Array(_)) if matches!(other, Value::Array(a) if a.is_empty()) => {}
+                    Some(KeyKind::Array(_)) if matches!(other, Value::Array(a) if a.is_empty()) => {
+                    }
                     _ => {
                         out.insert(key, kind);
                     }
@@ -191,7 +192,7 @@ pub(super) fn merge(sources: &Sources) -> Result<Config, ConfigError> {
             .get(var.as_str())
             .ok_or_else(|| ConfigError::UnknownEnv { var: var.clone() })?;
         let origin = format!("environment variable {var}");
-        set_key(&mut merged, key, &[raw.clone()], &origin)?;
+        set_key(&mut merged, key, std::slice::from_ref(raw), &origin)?;
         origins.insert((*key).to_owned(), origin);
     }
 
@@ -229,7 +230,11 @@ fn deserialize(merged: Table, origins: &HashMap<String, String>) -> Result<Confi
             .cloned()
             .unwrap_or_else(|| "the defaults".into());
         ConfigError::BadValue {
-            key: if key.is_empty() { "(config)".into() } else { key },
+            key: if key.is_empty() {
+                "(config)".into()
+            } else {
+                key
+            },
             origin,
             message: e.message().trim().replace('\n', " "),
         }
@@ -250,7 +255,12 @@ fn key_at(rendered: &str, offset: usize) -> String {
                 .then(|| l.trim_matches(|c| c == '[' || c == ']').to_owned())
         })
         .unwrap_or_default();
-    let key = line.split('=').next().unwrap_or("").trim().trim_matches('"');
+    let key = line
+        .split('=')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .trim_matches('"');
     if line.trim_start().starts_with('[') || key.is_empty() {
         return section;
     }
@@ -281,7 +291,10 @@ fn check_known(prefix: &str, table: &Table, origin: &str) -> Result<(), ConfigEr
         };
         match value {
             Value::Table(inner) if !schema.keys.contains_key(&key) => {
-                let section_known = schema.keys.keys().any(|k| k.starts_with(&format!("{key}.")));
+                let section_known = schema
+                    .keys
+                    .keys()
+                    .any(|k| k.starts_with(&format!("{key}.")));
                 if !section_known {
                     return Err(ConfigError::UnknownKey {
                         key,
@@ -411,7 +424,8 @@ impl FromArgMatches for ConfigFlags {
 
 impl Args for ConfigFlags {
     fn augment_args(cmd: clap::Command) -> clap::Command {
-        let mut cmd = cmd.next_help_heading("Config overrides (each also ROOST_<KEY> in the environment)");
+        let mut cmd =
+            cmd.next_help_heading("Config overrides (each also ROOST_<KEY> in the environment)");
         for (key, kind) in &Schema::get().keys {
             let mut arg = Arg::new(Self::arg_id(key))
                 .long(flag_for(key))

@@ -21,7 +21,7 @@ pub use units::ByteSize;
 pub const EXAMPLE_TOML: &str = include_str!("../../../roost.example.toml");
 
 /// The whole node configuration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub node: NodeConfig,
@@ -29,18 +29,6 @@ pub struct Config {
     pub relay: crate::relay::Config,
     pub http: HttpConfig,
     pub log: LogConfig,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            node: NodeConfig::default(),
-            network: NetworkConfig::default(),
-            relay: crate::relay::Config::default(),
-            http: HttpConfig::default(),
-            log: LogConfig::default(),
-        }
-    }
 }
 
 /// Where the node keeps its state and how it stops.
@@ -166,7 +154,9 @@ pub enum ConfigError {
     },
     #[error("config file {path} is not valid TOML: {message}")]
     Syntax { path: PathBuf, message: String },
-    #[error("unknown config key `{key}` in {origin}; check its spelling against roost.example.toml")]
+    #[error(
+        "unknown config key `{key}` in {origin}; check its spelling against roost.example.toml"
+    )]
     UnknownKey { key: String, origin: String },
     #[error("unknown environment variable {var}: it matches no config key (keys map to ROOST_<SECTION>_<KEY>, e.g. ROOST_NETWORK_TCP_PORT)")]
     UnknownEnv { var: String },

@@ -34,7 +34,11 @@ fn example_file_parses_and_documents_every_default_key() {
         let mut keys = Vec::new();
         fn walk(prefix: &str, t: &toml::Table, out: &mut Vec<String>) {
             for (k, v) in t {
-                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 match v {
                     toml::Value::Table(inner) => walk(&key, inner, out),
                     _ => out.push(key),
@@ -63,7 +67,8 @@ fn env_vars_and_flags_are_unique_per_key() {
 
 #[test]
 fn precedence_is_defaults_file_env_flag() {
-    let (_f, mut sources) = sources_with_file("[network]\ntcp_port = 1000\nws_port = 1001\n[relay]\ncluster_id = 16\n");
+    let (_f, mut sources) =
+        sources_with_file("[network]\ntcp_port = 1000\nws_port = 1001\n[relay]\ncluster_id = 16\n");
     sources.env = vec![
         ("ROOST_NETWORK_WS_PORT".into(), "2001".into()),
         ("ROOST_RELAY_CLUSTER_ID".into(), "17".into()),
@@ -82,10 +87,7 @@ fn lists_come_from_commas_repeats_or_toml_arrays() {
         env: vec![("ROOST_RELAY_SHARDS".into(), "1, 2,3".into())],
         flags: vec![(
             "network.peers".into(),
-            vec![
-                "/ip4/127.0.0.1/tcp/1".into(),
-                "/ip4/127.0.0.1/tcp/2".into(),
-            ],
+            vec!["/ip4/127.0.0.1/tcp/1".into(), "/ip4/127.0.0.1/tcp/2".into()],
         )],
         ..Default::default()
     };
@@ -159,7 +161,10 @@ fn cross_field_rules_are_checked() {
         ],
         ..Default::default()
     };
-    assert!(Config::load(&sources).unwrap_err().to_string().contains("ws_port"));
+    assert!(Config::load(&sources)
+        .unwrap_err()
+        .to_string()
+        .contains("ws_port"));
     let sources = Sources {
         flags: vec![("relay.shards".into(), vec!["[]".into()])],
         ..Default::default()

@@ -55,7 +55,7 @@ impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         const UNITS: [(u64, &str); 3] = [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
         for (size, unit) in UNITS {
-            if self.0 >= size && self.0 % size == 0 {
+            if self.0 >= size && self.0.is_multiple_of(size) {
                 return write!(f, "{}{}", self.0 / size, unit);
             }
         }
@@ -120,7 +120,10 @@ mod tests {
         assert_eq!("150KiB".parse::<ByteSize>().unwrap(), ByteSize::kib(150));
         assert_eq!("1024KiB".parse::<ByteSize>().unwrap(), ByteSize::mib(1));
         assert_eq!("1MB".parse::<ByteSize>().unwrap(), ByteSize::mib(1));
-        assert_eq!("25.5GB".parse::<ByteSize>().unwrap().0, (25.5 * 1073741824.0) as u64);
+        assert_eq!(
+            "25.5GB".parse::<ByteSize>().unwrap().0,
+            (25.5 * 1073741824.0) as u64
+        );
         assert_eq!("153600".parse::<ByteSize>().unwrap(), ByteSize(153_600));
         assert!("ten".parse::<ByteSize>().is_err());
         assert!("10XB".parse::<ByteSize>().is_err());

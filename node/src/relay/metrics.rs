@@ -41,9 +41,9 @@ impl Metrics {
         let m = Metrics {
             validated: Family::default(),
             published: Family::default(),
-            message_bytes: Histogram::new(
-                [256.0, 1024.0, 4096.0, 16384.0, 65536.0, 153600.0, 524288.0, 1048576.0].into_iter(),
-            ),
+            message_bytes: Histogram::new([
+                256.0, 1024.0, 4096.0, 16384.0, 65536.0, 153600.0, 524288.0, 1048576.0,
+            ]),
             mesh_peers: Family::default(),
             topic_peers: Family::default(),
         };

@@ -17,7 +17,9 @@ pub use metrics::Metrics;
 
 use crate::{
     config::ByteSize,
-    message::{ContentTopic, MessageHash, ShardTopic, WakuMessage, MAX_KNOWN_VERSION, MAX_META_LEN},
+    message::{
+        ContentTopic, MessageHash, ShardTopic, WakuMessage, MAX_KNOWN_VERSION, MAX_META_LEN,
+    },
 };
 
 /// The relay protocol id; nwaku mounts only this codec.
@@ -85,7 +87,10 @@ impl Config {
     }
 
     /// The pubsub topic a content topic autoshards to in this cluster.
-    pub fn autoshard(&self, content_topic: &str) -> Result<ShardTopic, crate::message::ContentTopicError> {
+    pub fn autoshard(
+        &self,
+        content_topic: &str,
+    ) -> Result<ShardTopic, crate::message::ContentTopicError> {
         let parsed = ContentTopic::parse(content_topic)?;
         Ok(ShardTopic::new(
             self.cluster_id,
@@ -186,7 +191,11 @@ impl Validator {
     pub fn new(config: &Config) -> Self {
         Validator {
             max_message_size: config.max_message_size.as_usize(),
-            topics: config.pubsub_topics().iter().map(ToString::to_string).collect(),
+            topics: config
+                .pubsub_topics()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
         }
     }
 
@@ -263,22 +272,45 @@ mod tests {
     #[test]
     fn each_rule_rejects_with_its_label() {
         let v = validator();
-        assert_eq!(v.validate(TOPIC, &[0xff, 0xff]).unwrap_err().label(), "decode");
+        assert_eq!(
+            v.validate(TOPIC, &[0xff, 0xff]).unwrap_err().label(),
+            "decode"
+        );
         let big = WakuMessage::new("/app/1/chat/proto", vec![0u8; 150 * 1024 + 1]);
-        assert_eq!(v.validate(TOPIC, &big.encode_to_vec()).unwrap_err().label(), "oversize");
+        assert_eq!(
+            v.validate(TOPIC, &big.encode_to_vec()).unwrap_err().label(),
+            "oversize"
+        );
         let mut meta = WakuMessage::new("/app/1/chat/proto", vec![]);
         meta.meta = Some(vec![0; 65]);
-        assert_eq!(v.validate(TOPIC, &meta.encode_to_vec()).unwrap_err().label(), "meta_too_long");
+        assert_eq!(
+            v.validate(TOPIC, &meta.encode_to_vec())
+                .unwrap_err()
+                .label(),
+            "meta_too_long"
+        );
         meta.meta = Some(vec![0; 64]);
         assert!(v.validate(TOPIC, &meta.encode_to_vec()).is_ok());
         let mut version = WakuMessage::new("/app/1/chat/proto", vec![]);
         version.version = Some(7);
-        assert_eq!(v.validate(TOPIC, &version.encode_to_vec()).unwrap_err().label(), "version");
+        assert_eq!(
+            v.validate(TOPIC, &version.encode_to_vec())
+                .unwrap_err()
+                .label(),
+            "version"
+        );
         let topic = WakuMessage::new("not-a-topic", vec![]);
-        assert_eq!(v.validate(TOPIC, &topic.encode_to_vec()).unwrap_err().label(), "content_topic");
+        assert_eq!(
+            v.validate(TOPIC, &topic.encode_to_vec())
+                .unwrap_err()
+                .label(),
+            "content_topic"
+        );
         let ok = WakuMessage::new("/app/1/chat/proto", vec![]);
         assert_eq!(
-            v.validate("/waku/2/rs/2/0", &ok.encode_to_vec()).unwrap_err().label(),
+            v.validate("/waku/2/rs/2/0", &ok.encode_to_vec())
+                .unwrap_err()
+                .label(),
             "pubsub_topic"
         );
     }

@@ -26,11 +26,7 @@ pub struct Behaviour {
 }
 
 impl Behaviour {
-    pub fn new(
-        keypair: &Keypair,
-        config: &Config,
-        relay: Option<gossipsub::Behaviour>,
-    ) -> Self {
+    pub fn new(keypair: &Keypair, config: &Config, relay: Option<gossipsub::Behaviour>) -> Self {
         let net = &config.network;
         let limits = libp2p_connection_limits::ConnectionLimits::default()
             .with_max_established(Some(net.max_connections))

@@ -4,7 +4,10 @@
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::oneshot;
 
-use crate::{message::{MessageHash, WakuMessage}, relay::Invalid};
+use crate::{
+    message::{MessageHash, WakuMessage},
+    relay::Invalid,
+};
 
 /// Capacity of the command channel. A full channel makes callers wait (back-pressure on local
 /// callers such as the HTTP endpoint or light push handlers); it never drops a command.
@@ -24,7 +27,9 @@ pub enum Command {
         reply: oneshot::Sender<Result<(), String>>,
     },
     /// A snapshot of the node's network state.
-    Status { reply: oneshot::Sender<NetworkStatus> },
+    Status {
+        reply: oneshot::Sender<NetworkStatus>,
+    },
 }
 
 /// What a successful publish reports.

@@ -20,6 +20,7 @@ use std::{
 };
 
 use futures::StreamExt;
+use libp2p::metrics::Recorder;
 use libp2p::{
     core::ConnectedPoint,
     gossipsub::{self, MessageAcceptance},
@@ -29,12 +30,13 @@ use libp2p::{
     swarm::{dial_opts::DialOpts, ConnectionId, SwarmEvent},
     Multiaddr, PeerId, Swarm,
 };
-use libp2p::metrics::Recorder;
 use prost::Message as _;
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use behaviour::{Behaviour, BehaviourEvent};
-pub use command::{Command, NetworkStatus, PublishError, PublishReceipt, ShardStatus, COMMAND_CAPACITY};
+pub use command::{
+    Command, NetworkStatus, PublishError, PublishReceipt, ShardStatus, COMMAND_CAPACITY,
+};
 pub use transport::{build_swarm, BuildError};
 
 use crate::{
@@ -302,7 +304,9 @@ impl SwarmTask {
     }
 
     fn deliver_locally(&mut self, message: RelayedMessage) {
-        self.relay_metrics.message_bytes.observe(message.size as f64);
+        self.relay_metrics
+            .message_bytes
+            .observe(message.size as f64);
         let message = Arc::new(message);
         for sink in &mut self.sinks {
             sink.deliver(&message);
@@ -365,7 +369,9 @@ impl SwarmTask {
                     tracing::debug!(peer = %peer_id, agent = %info.agent_version, "identified peer");
                 }
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Ping(event)) => self.libp2p_metrics.record(&event),
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(event)) => {
+                self.libp2p_metrics.record(&event)
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Limits(never)) => match never {},
             SwarmEvent::ConnectionEstablished {
                 peer_id,
@@ -374,7 +380,11 @@ impl SwarmTask {
                 num_established,
                 ..
             } => {
-                let direction = if endpoint.is_dialer() { "outbound" } else { "inbound" };
+                let direction = if endpoint.is_dialer() {
+                    "outbound"
+                } else {
+                    "inbound"
+                };
                 self.net_metrics
                     .connections_established
                     .get_or_create(&DirectionLabels { direction })
@@ -409,7 +419,11 @@ impl SwarmTask {
                 tracing::debug!(peer = ?peer_id, %error, "outgoing connection failed");
                 self.on_static_dial_failed(connection_id, &error.to_string());
             }
-            SwarmEvent::IncomingConnectionError { error, send_back_addr, .. } => {
+            SwarmEvent::IncomingConnectionError {
+                error,
+                send_back_addr,
+                ..
+            } => {
                 tracing::debug!(from = %send_back_addr, %error, "incoming connection failed");
             }
             SwarmEvent::NewListenAddr { address, .. } => {
@@ -419,7 +433,9 @@ impl SwarmTask {
             SwarmEvent::ListenerError { error, .. } => {
                 tracing::error!(%error, "listener error");
             }
-            SwarmEvent::ListenerClosed { addresses, reason, .. } => {
+            SwarmEvent::ListenerClosed {
+                addresses, reason, ..
+            } => {
                 tracing::info!(?addresses, ?reason, "listener closed");
             }
             _ => {}
@@ -468,7 +484,9 @@ impl SwarmTask {
     fn on_metadata(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request { request, channel, .. } => {
+                request_response::Message::Request {
+                    request, channel, ..
+                } => {
                     // Answer with our own metadata whatever theirs says; our own request decides
                     // whether the peer stays.
                     if let Err(e) = WakuMetadata::decode_bytes(&request) {
@@ -544,8 +562,12 @@ impl SwarmTask {
                 continue;
             }
             let opts = match peer.peer_id {
-                Some(id) => DialOpts::peer_id(id).addresses(vec![peer.address.clone()]).build(),
-                None => DialOpts::unknown_peer_id().address(peer.address.clone()).build(),
+                Some(id) => DialOpts::peer_id(id)
+                    .addresses(vec![peer.address.clone()])
+                    .build(),
+                None => DialOpts::unknown_peer_id()
+                    .address(peer.address.clone())
+                    .build(),
             };
             let connection_id = opts.connection_id();
             let address = peer.address.clone();
@@ -575,17 +597,26 @@ impl SwarmTask {
         }
     }
 
-    fn on_static_peer_connected(&mut self, peer_id: PeerId, connection_id: ConnectionId, endpoint: &ConnectedPoint) {
+    fn on_static_peer_connected(
+        &mut self,
+        peer_id: PeerId,
+        connection_id: ConnectionId,
+        endpoint: &ConnectedPoint,
+    ) {
         let mut counted = false;
         for peer in &mut self.static_peers {
             let ours = peer.dialing == Some(connection_id)
                 || peer.peer_id == Some(peer_id)
-                || (peer.peer_id.is_none() && endpoint.is_dialer() && endpoint_address(endpoint) == &peer.address);
+                || (peer.peer_id.is_none()
+                    && endpoint.is_dialer()
+                    && endpoint_address(endpoint) == &peer.address);
             if ours {
                 if peer.dialing == Some(connection_id) && !counted {
                     self.net_metrics
                         .static_peer_dials
-                        .get_or_create(&ReasonLabels { reason: "connected" })
+                        .get_or_create(&ReasonLabels {
+                            reason: "connected",
+                        })
                         .inc();
                     counted = true;
                 }
@@ -639,10 +670,14 @@ impl SwarmTask {
                 .get_or_create(&labels)
                 .set(shard.topic_peers as i64);
         }
-        let queued = self.command_capacity.saturating_sub(self.commands.capacity());
+        let queued = self
+            .command_capacity
+            .saturating_sub(self.commands.capacity());
         self.net_metrics
             .channel_depth
-            .get_or_create(&ChannelLabels { channel: "swarm_commands" })
+            .get_or_create(&ChannelLabels {
+                channel: "swarm_commands",
+            })
             .set(queued as i64);
         let static_down = self.static_peers.iter().filter(|p| !p.connected).count();
         let status_level = if self.relay_enabled

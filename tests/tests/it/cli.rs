@@ -54,7 +54,9 @@ fn run_starts_serves_health_and_metrics_and_exits_cleanly_on_sigint() {
             let json: serde_json::Value = serde_json::from_str(&line).expect("JSON log lines");
             if json["message"] == "roost node started" {
                 http = json["http"].as_str().map(|s| {
-                    s.trim_start_matches("Some(").trim_end_matches(')').to_owned()
+                    s.trim_start_matches("Some(")
+                        .trim_end_matches(')')
+                        .to_owned()
                 });
                 peer_id = json["peer_id"].as_str().map(str::to_owned);
             }
@@ -64,7 +66,8 @@ fn run_starts_serves_health_and_metrics_and_exits_cleanly_on_sigint() {
     let http = http.unwrap_or_else(|| panic!("no start-up line; logs: {logs:#?}"));
     let peer_id = peer_id.unwrap();
     assert!(
-        logs.iter().any(|l| l.contains("listening on") && l.contains(&format!("/p2p/{peer_id}"))),
+        logs.iter()
+            .any(|l| l.contains("listening on") && l.contains(&format!("/p2p/{peer_id}"))),
         "full multiaddrs are logged: {logs:#?}"
     );
 
@@ -75,7 +78,10 @@ fn run_starts_serves_health_and_metrics_and_exits_cleanly_on_sigint() {
     assert_eq!(health["status"], "ok");
     let (_, metrics) = rt.block_on(http_get(&format!("http://{http}/metrics")));
     assert!(metrics.contains("libp2p_swarm_"), "libp2p metrics present");
-    assert!(metrics.contains("roost_build_info"), "roost metrics present");
+    assert!(
+        metrics.contains("roost_build_info"),
+        "roost metrics present"
+    );
     assert!(metrics.contains("roost_relay_"), "relay metrics present");
     let (_, info) = rt.block_on(http_get(&format!("http://{http}/debug/v1/info")));
     let info: serde_json::Value = serde_json::from_str(&info).unwrap();
@@ -83,11 +89,16 @@ fn run_starts_serves_health_and_metrics_and_exits_cleanly_on_sigint() {
     assert_eq!(info["cluster_id"], 1);
 
     let key = dir.path().join("roost-data").join("node.key");
-    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
 
     let started = Instant::now();
     process.signal("INT");
-    let status = process.wait_timeout(Duration::from_secs(5)).expect("exits within 5 s");
+    let status = process
+        .wait_timeout(Duration::from_secs(5))
+        .expect("exits within 5 s");
     assert!(status.success(), "clean exit, got {status:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
@@ -111,7 +122,10 @@ fn bad_multiaddr_exits_with_one_line_naming_it() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
-    assert!(stderr.contains("network.peers") && stderr.contains("--network-peers"), "{stderr}");
+    assert!(
+        stderr.contains("network.peers") && stderr.contains("--network-peers"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -136,19 +150,33 @@ fn port_in_use_exits_with_one_line_naming_the_port_and_the_fix() {
     assert_eq!(out.status.code(), Some(1));
     let line = last_line(&out.stderr);
     assert!(line.starts_with("error: "), "{line}");
-    assert!(line.contains(&format!("port {port} is already in use")), "{line}");
+    assert!(
+        line.contains(&format!("port {port} is already in use")),
+        "{line}"
+    );
     assert!(line.contains("--tcp-port"), "{line}");
 }
 
 #[test]
 fn config_dump_shows_the_layers() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("roost.toml"), "[relay]\ncluster_id = 16\nshards = [32]\n").unwrap();
-    let out = roost_command(&["config", "dump", "-c", "roost.toml", "--ws-port", "9"], dir.path())
-        .env("ROOST_RELAY_MAX_MESSAGE_SIZE", "1MiB")
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(
+        dir.path().join("roost.toml"),
+        "[relay]\ncluster_id = 16\nshards = [32]\n",
+    )
+    .unwrap();
+    let out = roost_command(
+        &["config", "dump", "-c", "roost.toml", "--ws-port", "9"],
+        dir.path(),
+    )
+    .env("ROOST_RELAY_MAX_MESSAGE_SIZE", "1MiB")
+    .output()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let dumped: toml::Table = toml::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
     assert_eq!(dumped["relay"]["cluster_id"].as_integer(), Some(16));
     assert_eq!(dumped["relay"]["max_message_size"].as_str(), Some("1MiB"));

@@ -4,7 +4,10 @@
 use std::time::Duration;
 
 use roost_node::{message::WakuMessage, swarm::PublishError};
-use roost_tests::{bare::{BareOptions, BarePeer}, init_tracing, metric_sum, wait_until, TestNode, WAIT};
+use roost_tests::{
+    bare::{BareOptions, BarePeer},
+    init_tracing, metric_sum, wait_until, TestNode, WAIT,
+};
 
 const TOPIC: &str = "/waku/2/rs/1/0";
 
@@ -23,11 +26,18 @@ async fn message_crosses_a_three_node_chain_exactly_once() {
 
     let mut at_c = c.handle.subscribe();
     let message = WakuMessage::new("/roost/1/chain/proto", b"hello C".to_vec());
-    let receipt = a.handle.publish(TOPIC, message.clone()).await.expect("publish at A");
+    let receipt = a
+        .handle
+        .publish(TOPIC, message.clone())
+        .await
+        .expect("publish at A");
     assert_eq!(receipt.hash, message.hash(TOPIC));
     assert_eq!(receipt.relay_peers, 1);
 
-    let got = tokio::time::timeout(WAIT, at_c.recv()).await.expect("C receives").expect("channel open");
+    let got = tokio::time::timeout(WAIT, at_c.recv())
+        .await
+        .expect("C receives")
+        .expect("channel open");
     assert_eq!(got.message, message);
     assert_eq!(got.hash, receipt.hash);
     assert_eq!(got.source, Some(b.handle.peer_id()));
@@ -38,7 +48,11 @@ async fn message_crosses_a_three_node_chain_exactly_once() {
 
     let b_metrics = b.metrics().await;
     assert_eq!(
-        metric_sum(&b_metrics, "roost_relay_messages_validated_total", &[("result", "accept")]),
+        metric_sum(
+            &b_metrics,
+            "roost_relay_messages_validated_total",
+            &[("result", "accept")]
+        ),
         1.0
     );
 }
@@ -60,18 +74,28 @@ async fn invalid_messages_are_rejected_at_the_relay_and_counted_by_reason() {
 
     let mut at_c = c.handle.subscribe();
     let garbage = vec![0xff, 0xff, 0xff, 0x01];
-    let oversize = WakuMessage::new("/roost/1/big/proto", vec![7u8; 150 * 1024 + 1]).encode_to_vec();
+    let oversize =
+        WakuMessage::new("/roost/1/big/proto", vec![7u8; 150 * 1024 + 1]).encode_to_vec();
     let mut long_meta = WakuMessage::new("/roost/1/meta/proto", b"m".to_vec());
     long_meta.meta = Some(vec![1u8; 65]);
     let bad_topic = WakuMessage::new("no-slashes", b"t".to_vec()).encode_to_vec();
     for data in [garbage, oversize, long_meta.encode_to_vec(), bad_topic] {
         attacker.publish(TOPIC, data).await.expect("bare publish");
     }
-    let expected = [("decode", 1.0), ("oversize", 1.0), ("meta_too_long", 1.0), ("content_topic", 1.0)];
+    let expected = [
+        ("decode", 1.0),
+        ("oversize", 1.0),
+        ("meta_too_long", 1.0),
+        ("content_topic", 1.0),
+    ];
     let counted = wait_until(WAIT, || async {
         let m = b.metrics().await;
         expected.iter().all(|(reason, n)| {
-            metric_sum(&m, "roost_relay_messages_validated_total", &[("result", "reject"), ("reason", reason)]) == *n
+            metric_sum(
+                &m,
+                "roost_relay_messages_validated_total",
+                &[("result", "reject"), ("reason", reason)],
+            ) == *n
         })
     })
     .await;
@@ -80,10 +104,18 @@ async fn invalid_messages_are_rejected_at_the_relay_and_counted_by_reason() {
     }
 
     let valid = WakuMessage::new("/roost/1/ok/proto", b"fine".to_vec());
-    attacker.publish(TOPIC, valid.encode_to_vec()).await.unwrap();
-    let got = tokio::time::timeout(WAIT, at_c.recv()).await.expect("valid message reaches C").unwrap();
+    attacker
+        .publish(TOPIC, valid.encode_to_vec())
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(WAIT, at_c.recv())
+        .await
+        .expect("valid message reaches C")
+        .unwrap();
     assert_eq!(got.message, valid, "C must only ever see the valid message");
-    assert!(tokio::time::timeout(Duration::from_secs(2), at_c.recv()).await.is_err());
+    assert!(tokio::time::timeout(Duration::from_secs(2), at_c.recv())
+        .await
+        .is_err());
 }
 
 /// Local publishes are validated too, with typed errors.
@@ -93,7 +125,10 @@ async fn local_publish_validates_before_sending() {
     let a = TestNode::start().await;
     let mut bad = WakuMessage::new("/roost/1/x/proto", vec![]);
     bad.meta = Some(vec![0; 65]);
-    assert!(matches!(a.handle.publish(TOPIC, bad).await, Err(PublishError::Invalid(_))));
+    assert!(matches!(
+        a.handle.publish(TOPIC, bad).await,
+        Err(PublishError::Invalid(_))
+    ));
     let ok = WakuMessage::new("/roost/1/x/proto", vec![]);
     assert!(matches!(
         a.handle.publish("/waku/2/rs/9/0", ok.clone()).await,
@@ -119,13 +154,19 @@ async fn peer_of_another_cluster_is_disconnected() {
     other.handle.dial(a.tcp_addr()).await.unwrap();
     wait_until(WAIT, || async {
         let m = a.metrics().await;
-        metric_sum(&m, "roost_peer_disconnects_total", &[("reason", "wrong_cluster")]) >= 1.0
+        metric_sum(
+            &m,
+            "roost_peer_disconnects_total",
+            &[("reason", "wrong_cluster")],
+        ) >= 1.0
     })
     .await
     .expect("A disconnects the cluster-2 peer");
-    wait_until(WAIT, || async { !a.connected_to(other.handle.peer_id()).await })
-        .await
-        .expect("connection is closed");
+    wait_until(WAIT, || async {
+        !a.connected_to(other.handle.peer_id()).await
+    })
+    .await
+    .expect("connection is closed");
 
     // A peer of the same cluster stays.
     let same = TestNode::start().await;
@@ -155,12 +196,20 @@ async fn static_peers_are_dialled_and_redialled() {
         })
         .unwrap();
     let dir = b.stop().await;
-    wait_until(WAIT, || async { !a.connected_to(b_id).await }).await.unwrap();
+    wait_until(WAIT, || async { !a.connected_to(b_id).await })
+        .await
+        .unwrap();
     let b = TestNode::start_in(dir, |c| c.network.tcp_port = port).await;
     assert_eq!(b.handle.peer_id(), b_id);
     wait_until(WAIT, || async { a.connected_to(b_id).await })
         .await
         .expect("A redials its static peer after it returns");
     let m = a.metrics().await;
-    assert!(metric_sum(&m, "roost_static_peer_dials_total", &[("reason", "connected")]) >= 2.0);
+    assert!(
+        metric_sum(
+            &m,
+            "roost_static_peer_dials_total",
+            &[("reason", "connected")]
+        ) >= 2.0
+    );
 }
