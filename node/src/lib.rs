@@ -5,6 +5,7 @@
 //! Each capability is one module that owns its wire format, state and metrics.
 
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod db;
 pub mod health;

@@ -137,6 +137,52 @@ impl NodeHandle {
         rx.await.ok()
     }
 
+    /// Sends a request on a request/response protocol and waits for the response bytes.
+    /// `addresses` are dialled when the peer is not connected yet.
+    pub async fn request(
+        &self,
+        protocol: crate::swarm::ReqResProtocol,
+        peer: PeerId,
+        addresses: Vec<Multiaddr>,
+        request: Vec<u8>,
+    ) -> Result<Vec<u8>, crate::swarm::RequestError> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Request {
+                protocol,
+                peer,
+                addresses,
+                request,
+                reply,
+            })
+            .await
+            .map_err(|_| crate::swarm::RequestError::ShuttingDown)?;
+        rx.await
+            .map_err(|_| crate::swarm::RequestError::ShuttingDown)?
+    }
+
+    /// Answers an inbound request whose work was done off the swarm task.
+    pub async fn respond(
+        &self,
+        protocol: crate::swarm::ReqResProtocol,
+        channel: libp2p::request_response::ResponseChannel<Vec<u8>>,
+        response: Vec<u8>,
+    ) {
+        let _ = self
+            .commands
+            .send(Command::Respond {
+                protocol,
+                channel,
+                response,
+            })
+            .await;
+    }
+
+    /// A sender for commands, for capabilities that run their own tasks.
+    pub fn command_sender(&self) -> mpsc::Sender<Command> {
+        self.commands.clone()
+    }
+
     /// Asks the node to stop; [`Node::wait`] returns when it has.
     pub fn shutdown(&self) {
         let _ = self.shutdown.send(true);

@@ -1,9 +1,10 @@
 //! What other tasks may ask of the swarm task. Every command that expects an answer carries a
 //! `oneshot` sender; the channel into the swarm task is bounded ([`COMMAND_CAPACITY`]).
 
-use libp2p::{Multiaddr, PeerId};
+use libp2p::{request_response::ResponseChannel, Multiaddr, PeerId};
 use tokio::sync::oneshot;
 
+use super::reqres::{Protocol, ReplySender};
 use crate::{
     message::{MessageHash, WakuMessage},
     relay::Invalid,
@@ -29,6 +30,20 @@ pub enum Command {
     /// A snapshot of the node's network state.
     Status {
         reply: oneshot::Sender<NetworkStatus>,
+    },
+    /// Send a request on a request/response protocol (dialling `addresses` if not connected).
+    Request {
+        protocol: Protocol,
+        peer: PeerId,
+        addresses: Vec<Multiaddr>,
+        request: Vec<u8>,
+        reply: ReplySender,
+    },
+    /// Answer an inbound request whose work was done off the swarm task.
+    Respond {
+        protocol: Protocol,
+        channel: ResponseChannel<Vec<u8>>,
+        response: Vec<u8>,
     },
 }
 

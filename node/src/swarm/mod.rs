@@ -11,6 +11,7 @@
 
 mod behaviour;
 pub mod command;
+pub mod reqres;
 mod transport;
 
 use std::{
@@ -37,6 +38,7 @@ pub use behaviour::{Behaviour, BehaviourEvent};
 pub use command::{
     Command, NetworkStatus, PublishError, PublishReceipt, ShardStatus, COMMAND_CAPACITY,
 };
+pub use reqres::{Protocol as ReqResProtocol, RequestError};
 pub use transport::{build_swarm, BuildError};
 
 use crate::{
@@ -93,6 +95,8 @@ pub struct SwarmTask {
     redial_max_backoff: Duration,
     /// Peers whose metadata request is in flight, so each is asked once per connection burst.
     metadata_pending: HashSet<PeerId>,
+    /// Requests sent for other tasks, awaiting responses.
+    pending: reqres::PendingRequests,
     command_capacity: usize,
 }
 
@@ -142,6 +146,7 @@ impl SwarmTask {
             static_peers,
             redial_max_backoff: config.network.redial_max_backoff,
             metadata_pending: HashSet::new(),
+            pending: reqres::PendingRequests::default(),
             command_capacity: COMMAND_CAPACITY,
         };
         task.subscribe_shards(config);
@@ -203,10 +208,17 @@ impl SwarmTask {
         // Fail pending commands clearly instead of leaving callers hanging.
         self.commands.close();
         while let Ok(command) = self.commands.try_recv() {
-            if let Command::Publish { reply, .. } = command {
-                let _ = reply.send(Err(PublishError::ShuttingDown));
+            match command {
+                Command::Publish { reply, .. } => {
+                    let _ = reply.send(Err(PublishError::ShuttingDown));
+                }
+                Command::Request { reply, .. } => {
+                    let _ = reply.send(Err(RequestError::ShuttingDown));
+                }
+                _ => {}
             }
         }
+        self.pending.fail_all();
         let deadline = tokio::time::sleep(Duration::from_millis(500));
         tokio::pin!(deadline);
         while self.swarm.connected_peers().next().is_some() {
@@ -236,6 +248,18 @@ impl SwarmTask {
             Command::Status { reply } => {
                 let _ = reply.send(self.status());
             }
+            Command::Request {
+                protocol,
+                peer,
+                addresses,
+                request,
+                reply,
+            } => self.send_request(protocol, peer, addresses, request, reply),
+            Command::Respond {
+                protocol,
+                channel,
+                response,
+            } => self.respond(protocol, channel, response),
         }
     }
 
@@ -482,6 +506,9 @@ impl SwarmTask {
     }
 
     fn on_metadata(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
+        let Some(event) = self.take_outbound(ReqResProtocol::Metadata, event) else {
+            return;
+        };
         match event {
             request_response::Event::Message { peer, message, .. } => match message {
                 request_response::Message::Request {

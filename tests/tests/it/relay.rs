@@ -213,3 +213,34 @@ async fn static_peers_are_dialled_and_redialled() {
         ) >= 2.0
     );
 }
+
+/// The light client and the generic request path: ask a node for its metadata.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_requests_reach_a_node_and_come_back() {
+    use prost::Message as _;
+    init_tracing();
+    let node = TestNode::start_with(|c| {
+        c.relay.cluster_id = 16;
+        c.relay.shards = vec![32, 64];
+    })
+    .await;
+    let client = roost_node::client::Client::start(16).await.unwrap();
+    let request = roost_node::metadata::WakuMetadata::new(16, &[]).encode_to_vec();
+    let response = client
+        .request(
+            roost_node::swarm::ReqResProtocol::Metadata,
+            &node.tcp_addr(),
+            request,
+        )
+        .await
+        .expect("metadata response");
+    let theirs = roost_node::metadata::WakuMetadata::decode_bytes(&response).unwrap();
+    assert_eq!(theirs.cluster_id, Some(16));
+    assert_eq!(theirs.announced_shards(), &[32, 64]);
+    let no_id: libp2p::Multiaddr = "/ip4/127.0.0.1/tcp/1".parse().unwrap();
+    assert!(client
+        .request(roost_node::swarm::ReqResProtocol::Metadata, &no_id, vec![])
+        .await
+        .is_err());
+    client.stop().await;
+}

@@ -1,0 +1,85 @@
+//! A light client for the CLI (`roost store query`, `roost publish`, ...) and for tests: a node
+//! with an ephemeral identity, no relay, no HTTP endpoint and only a loopback listener. It still
+//! answers the metadata protocol, so service nodes of its cluster keep it connected.
+
+use libp2p::{multiaddr::Protocol, Multiaddr, PeerId};
+use tempfile::TempDir;
+
+use crate::{
+    config::Config,
+    node::{Node, NodeHandle, StartError},
+    swarm::{ReqResProtocol, RequestError},
+};
+
+/// Why a client request could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(
+        "address {0} has no /p2p/<peer id> part; use the full multiaddr the node logs at start"
+    )]
+    NoPeerId(Multiaddr),
+    #[error(transparent)]
+    Request(#[from] RequestError),
+}
+
+/// A running light client.
+pub struct Client {
+    node: Node,
+    handle: NodeHandle,
+    _dir: TempDir,
+}
+
+impl Client {
+    /// Starts a client of `cluster_id` (service nodes disconnect clients of another cluster).
+    pub async fn start(cluster_id: u16) -> Result<Client, StartError> {
+        let dir = tempfile::tempdir().map_err(|source| StartError::DataDir {
+            path: std::env::temp_dir(),
+            source,
+        })?;
+        let mut config = Config::default();
+        config.node.data_dir = dir.path().to_owned();
+        config.network.listen_ip = [127, 0, 0, 1].into();
+        config.network.tcp_port = 0;
+        config.network.ws_enabled = false;
+        config.http.enabled = false;
+        config.relay.enabled = false;
+        config.relay.cluster_id = cluster_id;
+        let node = Node::start(config).await?;
+        Ok(Client {
+            handle: node.handle(),
+            node,
+            _dir: dir,
+        })
+    }
+
+    pub fn handle(&self) -> &NodeHandle {
+        &self.handle
+    }
+
+    /// Sends one request to the node at `address` (which must end in `/p2p/<peer id>`).
+    pub async fn request(
+        &self,
+        protocol: ReqResProtocol,
+        address: &Multiaddr,
+        request: Vec<u8>,
+    ) -> Result<Vec<u8>, ClientError> {
+        let peer = peer_id_of(address).ok_or_else(|| ClientError::NoPeerId(address.clone()))?;
+        Ok(self
+            .handle
+            .request(protocol, peer, vec![address.clone()], request)
+            .await?)
+    }
+
+    /// Stops the client and removes its temporary identity.
+    pub async fn stop(self) {
+        let _ = self.node.stop().await;
+    }
+}
+
+/// The `/p2p/<peer id>` part of an address.
+pub fn peer_id_of(address: &Multiaddr) -> Option<PeerId> {
+    address.iter().find_map(|p| match p {
+        Protocol::P2p(id) => Some(id),
+        _ => None,
+    })
+}

@@ -1,0 +1,179 @@
+//! Plumbing shared by every request/response protocol on the swarm task.
+//!
+//! Protocols are `request_response::Behaviour<LpCodec>` fields of [`super::Behaviour`], named
+//! by [`Protocol`]. Other tasks reach them with two commands:
+//! - [`Command::Request`](super::Command::Request): send a request to a peer (dialling the given
+//!   addresses if needed) and get the response bytes back through a `oneshot`;
+//! - [`Command::Respond`](super::Command::Respond): answer an inbound request whose
+//!   `ResponseChannel` was handed to another task (e.g. the store thread) to do the work.
+//!
+//! To add a protocol: add a behaviour field, a [`Protocol`] variant, its arm in
+//! [`SwarmTask::reqres_behaviour`], and route its events through [`SwarmTask::take_outbound`]
+//! before handling inbound requests.
+
+use std::collections::HashMap;
+
+use libp2p::{
+    request_response::{self, OutboundRequestId, ResponseChannel},
+    Multiaddr, PeerId,
+};
+use tokio::sync::oneshot;
+
+use super::SwarmTask;
+use crate::reqres::LpCodec;
+
+/// The request/response protocols the swarm runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Metadata,
+}
+
+/// Why an outbound request got no response.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("cannot reach the peer: {0}")]
+    Dial(String),
+    #[error("the peer did not answer in time")]
+    Timeout,
+    #[error("the peer does not support the protocol")]
+    Unsupported,
+    #[error("the connection closed before the response arrived")]
+    ConnectionClosed,
+    #[error("stream error: {0}")]
+    Io(String),
+    #[error("protocol is not enabled on this node")]
+    Disabled,
+    #[error("the node is shutting down")]
+    ShuttingDown,
+}
+
+impl From<request_response::OutboundFailure> for RequestError {
+    fn from(f: request_response::OutboundFailure) -> Self {
+        match f {
+            request_response::OutboundFailure::DialFailure => {
+                RequestError::Dial("dial failed".into())
+            }
+            request_response::OutboundFailure::Timeout => RequestError::Timeout,
+            request_response::OutboundFailure::UnsupportedProtocols => RequestError::Unsupported,
+            request_response::OutboundFailure::ConnectionClosed => RequestError::ConnectionClosed,
+            request_response::OutboundFailure::Io(e) => RequestError::Io(e.to_string()),
+        }
+    }
+}
+
+pub type ReplySender = oneshot::Sender<Result<Vec<u8>, RequestError>>;
+
+/// Outbound requests made through [`super::Command::Request`], awaiting their response.
+#[derive(Default)]
+pub struct PendingRequests {
+    replies: HashMap<(Protocol, OutboundRequestId), ReplySender>,
+}
+
+impl PendingRequests {
+    pub fn len(&self) -> usize {
+        self.replies.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.replies.is_empty()
+    }
+
+    /// Fails every pending request (at shutdown).
+    pub fn fail_all(&mut self) {
+        for (_, reply) in self.replies.drain() {
+            let _ = reply.send(Err(RequestError::ShuttingDown));
+        }
+    }
+}
+
+impl SwarmTask {
+    /// The behaviour that runs `protocol`, if it is enabled.
+    pub(super) fn reqres_behaviour(
+        &mut self,
+        protocol: Protocol,
+    ) -> Option<&mut request_response::Behaviour<LpCodec>> {
+        let behaviour = self.swarm.behaviour_mut();
+        match protocol {
+            Protocol::Metadata => Some(&mut behaviour.metadata),
+        }
+    }
+
+    pub(super) fn send_request(
+        &mut self,
+        protocol: Protocol,
+        peer: PeerId,
+        addresses: Vec<Multiaddr>,
+        request: Vec<u8>,
+        reply: ReplySender,
+    ) {
+        let Some(behaviour) = self.reqres_behaviour(protocol) else {
+            let _ = reply.send(Err(RequestError::Disabled));
+            return;
+        };
+        let id = behaviour.send_request_with_addresses(&peer, request, addresses);
+        self.pending.replies.insert((protocol, id), reply);
+    }
+
+    pub(super) fn respond(
+        &mut self,
+        protocol: Protocol,
+        channel: ResponseChannel<Vec<u8>>,
+        response: Vec<u8>,
+    ) {
+        if let Some(behaviour) = self.reqres_behaviour(protocol) {
+            // Err: the peer went away meanwhile; nothing to do.
+            let _ = behaviour.send_response(channel, response);
+        }
+    }
+
+    /// Resolves responses and failures of requests made through `Command::Request`.
+    /// Returns the event untouched when it is not one of those.
+    pub(super) fn take_outbound(
+        &mut self,
+        protocol: Protocol,
+        event: request_response::Event<Vec<u8>, Vec<u8>>,
+    ) -> Option<request_response::Event<Vec<u8>, Vec<u8>>> {
+        match event {
+            request_response::Event::Message {
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
+                peer,
+                connection_id,
+            } => match self.pending.replies.remove(&(protocol, request_id)) {
+                Some(reply) => {
+                    let _ = reply.send(Ok(response));
+                    None
+                }
+                None => Some(request_response::Event::Message {
+                    peer,
+                    connection_id,
+                    message: request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
+                }),
+            },
+            request_response::Event::OutboundFailure {
+                peer,
+                connection_id,
+                request_id,
+                error,
+            } => match self.pending.replies.remove(&(protocol, request_id)) {
+                Some(reply) => {
+                    let _ = reply.send(Err(error.into()));
+                    None
+                }
+                None => Some(request_response::Event::OutboundFailure {
+                    peer,
+                    connection_id,
+                    request_id,
+                    error,
+                }),
+            },
+            other => Some(other),
+        }
+    }
+}
