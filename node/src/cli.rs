@@ -36,6 +36,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Ask a rendezvous point: list peers, register, unregister.
+    Rendezvous {
+        #[command(subcommand)]
+        command: crate::rendezvous::cli::Command,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -84,6 +89,7 @@ pub fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Command::Rendezvous { command } => crate::rendezvous::cli::run(command),
     }
 }
 

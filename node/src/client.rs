@@ -32,6 +32,22 @@ pub struct Client {
 impl Client {
     /// Starts a client of `cluster_id` (service nodes disconnect clients of another cluster).
     pub async fn start(cluster_id: u16) -> Result<Client, StartError> {
+        Self::start_inner(cluster_id, None).await
+    }
+
+    /// Starts a client that acts as the peer of `keypair` (e.g. to register a node's identity
+    /// at a rendezvous point).
+    pub async fn start_with_keypair(
+        cluster_id: u16,
+        keypair: libp2p::identity::Keypair,
+    ) -> Result<Client, StartError> {
+        Self::start_inner(cluster_id, Some(keypair)).await
+    }
+
+    async fn start_inner(
+        cluster_id: u16,
+        keypair: Option<libp2p::identity::Keypair>,
+    ) -> Result<Client, StartError> {
         let dir = tempfile::tempdir().map_err(|source| StartError::DataDir {
             path: std::env::temp_dir(),
             source,
@@ -44,7 +60,8 @@ impl Client {
         config.http.enabled = false;
         config.relay.enabled = false;
         config.relay.cluster_id = cluster_id;
-        let node = Node::start(config).await?;
+        config.rendezvous.enabled = false;
+        let node = Node::start_with_keypair(config, keypair, Vec::new()).await?;
         Ok(Client {
             handle: node.handle(),
             node,

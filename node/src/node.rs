@@ -17,6 +17,7 @@ use crate::{
     message::WakuMessage,
     metrics::{self, NetworkMetrics},
     relay::{self, RelayedMessage},
+    rendezvous,
     swarm::{
         build_swarm, Command, MessageSink, NetworkStatus, PublishError, PublishReceipt, SwarmTask,
         SwarmTaskParts, COMMAND_CAPACITY,
@@ -43,6 +44,8 @@ pub enum StartError {
     Identity(#[from] crate::identity::Error),
     #[error(transparent)]
     Build(#[from] crate::swarm::BuildError),
+    #[error(transparent)]
+    Rendezvous(#[from] rendezvous::server::Error),
     #[error("{what} port {port} is already in use ({key}); choose another with --{flag} or ROOST_{env}, or 0 for any free port")]
     PortInUse {
         what: &'static str,
@@ -208,12 +211,25 @@ impl Node {
         config: Config,
         extra_sinks: Vec<Box<dyn MessageSink>>,
     ) -> Result<Node, StartError> {
+        Self::start_with_keypair(config, None, extra_sinks).await
+    }
+
+    /// Starts a node with the given identity instead of the one in its data dir (light
+    /// clients acting as a given peer), or the data dir's when `keypair` is `None`.
+    pub async fn start_with_keypair(
+        config: Config,
+        keypair: Option<libp2p::identity::Keypair>,
+        extra_sinks: Vec<Box<dyn MessageSink>>,
+    ) -> Result<Node, StartError> {
         let data_dir = config.node.data_dir.clone();
         std::fs::create_dir_all(&data_dir).map_err(|source| StartError::DataDir {
             path: data_dir.clone(),
             source,
         })?;
-        let keypair = crate::identity::load_or_create(&data_dir)?;
+        let keypair = match keypair {
+            Some(keypair) => keypair,
+            None => crate::identity::load_or_create(&data_dir)?,
+        };
         let peer_id = keypair.public().to_peer_id();
 
         let mut registry = metrics::new_registry();
@@ -222,8 +238,24 @@ impl Node {
             relay::Metrics::register(registry.sub_registry_with_prefix("roost_relay"));
         let net_metrics = NetworkMetrics::register(registry.sub_registry_with_prefix("roost"));
         let health = Health::default();
+        let rendezvous_metrics =
+            rendezvous::Metrics::register(registry.sub_registry_with_prefix("roost_rendezvous"));
+        // Opened before any listener, so a locked or damaged database stops start-up cleanly.
+        let rendezvous_server = if config.rendezvous.enabled {
+            // The rendezvous authorisation hook: a fleet policy (operator attestations) goes here.
+            let policy: Arc<dyn rendezvous::Policy> = Arc::new(rendezvous::ReservedNamespaces);
+            Some(rendezvous::Server::open(
+                &config.rendezvous,
+                &data_dir,
+                rendezvous_metrics.clone(),
+                health.clone(),
+                policy,
+            )?)
+        } else {
+            None
+        };
 
-        let mut swarm = build_swarm(keypair, &config, &mut registry).await?;
+        let mut swarm = build_swarm(keypair.clone(), &config, &mut registry).await?;
         let listeners = listen(&mut swarm, &config)?;
         for address in &config.network.external_addresses {
             swarm.add_external_address(address.clone());
@@ -231,6 +263,13 @@ impl Node {
         let (tcp_addresses, ws_addresses) = wait_for_listen_addrs(&mut swarm, &listeners).await?;
 
         let (command_tx, command_rx) = mpsc::channel(COMMAND_CAPACITY);
+        let (rendezvous_inbox, rendezvous_runner) = match rendezvous_server {
+            Some(server) => {
+                let (inbox, runner) = server.start(command_tx.clone());
+                (Some(inbox), Some(runner))
+            }
+            None => (None, None),
+        };
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (messages_tx, _) = broadcast::channel(SUBSCRIBER_BUFFER);
         let mut sinks: Vec<Box<dyn MessageSink>> = vec![Box::new(messages_tx.clone())];
@@ -244,6 +283,12 @@ impl Node {
         ];
         if config.relay.enabled {
             protocols.insert(0, relay::PROTOCOL_ID.to_owned());
+        }
+        if config.rendezvous.enabled {
+            protocols.push(rendezvous::PROTOCOL_ID.to_string());
+            if config.rendezvous.waku_protocol {
+                protocols.push(rendezvous::WAKU_PROTOCOL_ID.to_string());
+            }
         }
         let mut info = NodeInfo {
             peer_id,
@@ -301,12 +346,36 @@ impl Node {
                 net_metrics,
                 libp2p_metrics,
                 health: health.clone(),
+                rendezvous: rendezvous_inbox,
             },
         );
         tasks.spawn(async move {
             task.run().await;
             ("swarm", Ok(()))
         });
+        if let Some(runner) = rendezvous_runner {
+            let shutdown = shutdown_rx.clone();
+            tasks.spawn_blocking(move || {
+                runner.run(shutdown);
+                ("rendezvous", Ok(()))
+            });
+        }
+        let plan = rendezvous::client::Plan::from_config(&config);
+        if !config.rendezvous.points.is_empty() && !plan.is_empty() {
+            let client = rendezvous::client::ClientTask::new(
+                &config,
+                plan,
+                handle.clone(),
+                keypair,
+                rendezvous_metrics,
+                health.clone(),
+            );
+            let shutdown = shutdown_rx.clone();
+            tasks.spawn(async move {
+                client.run(shutdown).await;
+                ("rendezvous-client", Ok(()))
+            });
+        }
 
         if let Some(listener) = http_listener {
             let state = http::State {

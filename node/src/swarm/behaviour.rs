@@ -8,7 +8,7 @@ use libp2p::{
     swarm::NetworkBehaviour,
 };
 
-use crate::{config::Config, metadata, metrics::VERSION};
+use crate::{config::Config, metadata, metrics::VERSION, rendezvous};
 
 /// identify's protocol version string: the Waku protocol family.
 const IDENTIFY_PROTOCOL: &str = "/vac/waku/2.0.0";
@@ -21,6 +21,10 @@ pub struct Behaviour {
     pub relay: Toggle<gossipsub::Behaviour>,
     /// Cluster/shard exchange on every new connection.
     pub metadata: metadata::Behaviour,
+    /// Rendezvous point and client (`/rendezvous/1.0.0`); outbound-only without the server.
+    pub rendezvous: rendezvous::Behaviour,
+    /// nwaku's rendezvous flavour (`/vac/waku/rendezvous/1.0.0`), same table.
+    pub waku_rendezvous: rendezvous::Behaviour,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
 }
@@ -36,6 +40,8 @@ impl Behaviour {
             limits: libp2p_connection_limits::Behaviour::new(limits),
             relay: relay.into(),
             metadata: metadata::behaviour(),
+            rendezvous: rendezvous::behaviour(&config.rendezvous),
+            waku_rendezvous: rendezvous::waku_behaviour(&config.rendezvous),
             identify: identify::Behaviour::new(
                 identify::Config::new(IDENTIFY_PROTOCOL.into(), keypair.public())
                     .with_agent_version(format!("roost/{VERSION}"))

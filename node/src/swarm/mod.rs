@@ -47,6 +47,7 @@ use crate::{
     metadata::{self, WakuMetadata},
     metrics::{ChannelLabels, DirectionLabels, NetworkMetrics, ReasonLabels},
     relay::{self, RelayedMessage, Validator},
+    rendezvous,
 };
 
 /// A consumer of accepted relay messages. `deliver` runs on the swarm task: it must not block
@@ -98,6 +99,8 @@ pub struct SwarmTask {
     /// Requests sent for other tasks, awaiting responses.
     pending: reqres::PendingRequests,
     command_capacity: usize,
+    /// The rendezvous server's queue, when this node is a rendezvous point.
+    pub(crate) rendezvous: Option<rendezvous::Inbox>,
 }
 
 /// Everything the swarm task needs besides the swarm itself.
@@ -109,6 +112,8 @@ pub struct SwarmTaskParts {
     pub net_metrics: NetworkMetrics,
     pub libp2p_metrics: libp2p::metrics::Metrics,
     pub health: Health,
+    /// The rendezvous server's queue (`None`: not a rendezvous point).
+    pub rendezvous: Option<rendezvous::Inbox>,
 }
 
 impl SwarmTask {
@@ -148,6 +153,7 @@ impl SwarmTask {
             metadata_pending: HashSet::new(),
             pending: reqres::PendingRequests::default(),
             command_capacity: COMMAND_CAPACITY,
+            rendezvous: parts.rendezvous,
         };
         task.subscribe_shards(config);
         task
@@ -387,6 +393,12 @@ impl SwarmTask {
         match event {
             SwarmEvent::Behaviour(BehaviourEvent::Relay(event)) => self.on_gossipsub(event),
             SwarmEvent::Behaviour(BehaviourEvent::Metadata(event)) => self.on_metadata(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Rendezvous(event)) => {
+                self.on_rendezvous(rendezvous::Dialect::Libp2p, event)
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::WakuRendezvous(event)) => {
+                self.on_rendezvous(rendezvous::Dialect::Waku, event)
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Identify(event)) => {
                 self.libp2p_metrics.record(&event);
                 if let identify::Event::Received { peer_id, info, .. } = &event {
