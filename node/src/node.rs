@@ -255,7 +255,8 @@ impl Node {
             None
         };
 
-        let mut swarm = build_swarm(keypair.clone(), &config, &mut registry).await?;
+        let mut swarm =
+            build_swarm(keypair.clone(), &config, &mut registry, &rendezvous_metrics).await?;
         let listeners = listen(&mut swarm, &config)?;
         for address in &config.network.external_addresses {
             swarm.add_external_address(address.clone());

@@ -80,9 +80,19 @@ pub type Behaviour = request_response::Behaviour<LpCodec>;
 fn behaviour_for(
     protocol: StreamProtocol,
     support: request_response::ProtocolSupport,
+    metrics: &Metrics,
 ) -> Behaviour {
+    // Frames over the limit or cut short never reach the swarm task; count them here.
+    let unreadable = metrics
+        .requests
+        .get_or_create(&metrics::RequestLabels {
+            kind: "unknown",
+            outcome: "unreadable",
+        })
+        .clone();
     request_response::Behaviour::with_codec(
-        LpCodec::new(MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES),
+        LpCodec::new(MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES)
+            .counting_unreadable_requests(unreadable),
         [(protocol, support)],
         request_response::Config::default().with_request_timeout(REQUEST_TIMEOUT),
     )
@@ -90,22 +100,22 @@ fn behaviour_for(
 
 /// `/rendezvous/1.0.0`: served when the server is enabled, outbound-only otherwise (the
 /// client and the CLI use it either way).
-pub fn behaviour(config: &Config) -> Behaviour {
+pub fn behaviour(config: &Config, metrics: &Metrics) -> Behaviour {
     let support = if config.enabled {
         request_response::ProtocolSupport::Full
     } else {
         request_response::ProtocolSupport::Outbound
     };
-    behaviour_for(PROTOCOL_ID, support)
+    behaviour_for(PROTOCOL_ID, support, metrics)
 }
 
 /// `/vac/waku/rendezvous/1.0.0`: served when the server and `waku_protocol` are enabled,
 /// outbound-only otherwise (for `roost rendezvous discover --waku`).
-pub fn waku_behaviour(config: &Config) -> Behaviour {
+pub fn waku_behaviour(config: &Config, metrics: &Metrics) -> Behaviour {
     let support = if config.enabled && config.waku_protocol {
         request_response::ProtocolSupport::Full
     } else {
         request_response::ProtocolSupport::Outbound
     };
-    behaviour_for(WAKU_PROTOCOL_ID, support)
+    behaviour_for(WAKU_PROTOCOL_ID, support, metrics)
 }

@@ -82,7 +82,7 @@ pub enum RecordError {
     #[error("the envelope's signature does not verify")]
     BadSignature,
     #[error("the record is for peer {record} but was signed by {signer}")]
-    KeyMismatch { record: PeerId, signer: PeerId },
+    KeyMismatch { record: String, signer: String },
     #[error("the record's peer id is malformed")]
     BadPeerId,
     #[error("the record lists an address that is not a multiaddr")]
@@ -125,11 +125,11 @@ fn domain_of(payload_type: &[u8]) -> Result<(&'static str, Flavour), RecordError
     }
 }
 
+/// Raw peer id, sequence number and raw addresses of a record payload.
+type Contents = (Vec<u8>, u64, Vec<Vec<u8>>);
+
 /// Peer id, sequence number and raw addresses of a payload, without any signature check.
-fn payload_contents(
-    flavour: Flavour,
-    payload: &[u8],
-) -> Result<(Vec<u8>, u64, Vec<Vec<u8>>), RecordError> {
+fn payload_contents(flavour: Flavour, payload: &[u8]) -> Result<Contents, RecordError> {
     let malformed = |e: prost::DecodeError| RecordError::Malformed(e.to_string());
     match flavour {
         Flavour::Standard | Flavour::Legacy => {
@@ -190,8 +190,8 @@ pub fn verify(bytes: &[u8]) -> Result<Record, RecordError> {
     let signer = key.to_peer_id();
     if peer != signer {
         return Err(RecordError::KeyMismatch {
-            record: peer,
-            signer,
+            record: peer.to_base58(),
+            signer: signer.to_base58(),
         });
     }
     Ok(Record {

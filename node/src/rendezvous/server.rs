@@ -97,9 +97,11 @@ impl Inbox {
     }
 
     /// Queues a request; gives it back when the queue is full or the server has stopped.
-    pub fn offer(&self, inbound: Inbound) -> Result<(), Inbound> {
+    pub fn offer(&self, inbound: Inbound) -> Result<(), Box<Inbound>> {
         self.tx.try_send(inbound).map_err(|e| match e {
-            std_mpsc::TrySendError::Full(i) | std_mpsc::TrySendError::Disconnected(i) => i,
+            std_mpsc::TrySendError::Full(i) | std_mpsc::TrySendError::Disconnected(i) => {
+                Box::new(i)
+            }
         })
     }
 }

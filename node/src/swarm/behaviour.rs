@@ -30,7 +30,12 @@ pub struct Behaviour {
 }
 
 impl Behaviour {
-    pub fn new(keypair: &Keypair, config: &Config, relay: Option<gossipsub::Behaviour>) -> Self {
+    pub fn new(
+        keypair: &Keypair,
+        config: &Config,
+        relay: Option<gossipsub::Behaviour>,
+        rendezvous_metrics: &rendezvous::Metrics,
+    ) -> Self {
         let net = &config.network;
         let limits = libp2p_connection_limits::ConnectionLimits::default()
             .with_max_established(Some(net.max_connections))
@@ -40,8 +45,8 @@ impl Behaviour {
             limits: libp2p_connection_limits::Behaviour::new(limits),
             relay: relay.into(),
             metadata: metadata::behaviour(),
-            rendezvous: rendezvous::behaviour(&config.rendezvous),
-            waku_rendezvous: rendezvous::waku_behaviour(&config.rendezvous),
+            rendezvous: rendezvous::behaviour(&config.rendezvous, rendezvous_metrics),
+            waku_rendezvous: rendezvous::waku_behaviour(&config.rendezvous, rendezvous_metrics),
             identify: identify::Behaviour::new(
                 identify::Config::new(IDENTIFY_PROTOCOL.into(), keypair.public())
                     .with_agent_version(format!("roost/{VERSION}"))

@@ -15,6 +15,7 @@ pub async fn build_swarm(
     keypair: Keypair,
     config: &Config,
     registry: &mut Registry,
+    rendezvous_metrics: &crate::rendezvous::Metrics,
 ) -> Result<Swarm<Behaviour>, BuildError> {
     let err = |e: &dyn std::fmt::Display| BuildError(e.to_string());
     // Built before the swarm builder so gossipsub can register its metrics in our registry.
@@ -45,7 +46,7 @@ pub async fn build_swarm(
         .await
         .map_err(|e| err(&e))?
         .with_bandwidth_metrics(registry)
-        .with_behaviour(|key| Behaviour::new(key, config, relay))
+        .with_behaviour(|key| Behaviour::new(key, config, relay, rendezvous_metrics))
         .map_err(|e| err(&e))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
         .build();
