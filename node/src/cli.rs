@@ -1,4 +1,4 @@
-//! The `roost` command line: `run`, `config dump`, `config keys`. Every subcommand that builds a
+//! The `roost` command line: `run`, `config dump`, `config keys`, `store query|stats`. Every subcommand that builds a
 //! config takes `--config FILE` and one override flag per config key.
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
@@ -35,6 +35,11 @@ pub enum Command {
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+    /// Query a store node for history, or inspect this node's archive.
+    Store {
+        #[command(subcommand)]
+        command: crate::store::cli::StoreCommand,
     },
 }
 
@@ -76,6 +81,7 @@ pub fn main() -> ExitCode {
             }
             Err(e) => fail(EXIT_CONFIG, &e),
         },
+        Command::Store { command } => crate::store::cli::main(command),
         Command::Config {
             command: ConfigCommand::Keys,
         } => {

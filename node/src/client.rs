@@ -43,6 +43,7 @@ impl Client {
         config.network.ws_enabled = false;
         config.http.enabled = false;
         config.relay.enabled = false;
+        config.store.enabled = false;
         config.relay.cluster_id = cluster_id;
         let node = Node::start(config).await?;
         Ok(Client {

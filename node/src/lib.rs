@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod node;
 pub mod relay;
 pub mod reqres;
+pub mod store;
 pub mod swarm;
 pub mod telemetry;
 

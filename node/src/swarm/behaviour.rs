@@ -8,7 +8,7 @@ use libp2p::{
     swarm::NetworkBehaviour,
 };
 
-use crate::{config::Config, metadata, metrics::VERSION};
+use crate::{config::Config, metadata, metrics::VERSION, store};
 
 /// identify's protocol version string: the Waku protocol family.
 const IDENTIFY_PROTOCOL: &str = "/vac/waku/2.0.0";
@@ -21,6 +21,8 @@ pub struct Behaviour {
     pub relay: Toggle<gossipsub::Behaviour>,
     /// Cluster/shard exchange on every new connection.
     pub metadata: metadata::Behaviour,
+    /// Store v3 queries: served on a store node, client-only otherwise.
+    pub store: store::swarm::Behaviour,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
 }
@@ -36,6 +38,7 @@ impl Behaviour {
             limits: libp2p_connection_limits::Behaviour::new(limits),
             relay: relay.into(),
             metadata: metadata::behaviour(),
+            store: store::behaviour(store::serving(config)),
             identify: identify::Behaviour::new(
                 identify::Config::new(IDENTIFY_PROTOCOL.into(), keypair.public())
                     .with_agent_version(format!("roost/{VERSION}"))

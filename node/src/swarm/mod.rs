@@ -47,6 +47,7 @@ use crate::{
     metadata::{self, WakuMetadata},
     metrics::{ChannelLabels, DirectionLabels, NetworkMetrics, ReasonLabels},
     relay::{self, RelayedMessage, Validator},
+    store,
 };
 
 /// A consumer of accepted relay messages. `deliver` runs on the swarm task: it must not block
@@ -98,6 +99,8 @@ pub struct SwarmTask {
     /// Requests sent for other tasks, awaiting responses.
     pending: reqres::PendingRequests,
     command_capacity: usize,
+    /// The store's query queue, when this node is a store node.
+    pub(crate) store: Option<store::Inbound>,
 }
 
 /// Everything the swarm task needs besides the swarm itself.
@@ -109,6 +112,8 @@ pub struct SwarmTaskParts {
     pub net_metrics: NetworkMetrics,
     pub libp2p_metrics: libp2p::metrics::Metrics,
     pub health: Health,
+    /// The store's query queue (`None`: not a store node).
+    pub store: Option<store::Inbound>,
 }
 
 impl SwarmTask {
@@ -148,6 +153,7 @@ impl SwarmTask {
             metadata_pending: HashSet::new(),
             pending: reqres::PendingRequests::default(),
             command_capacity: COMMAND_CAPACITY,
+            store: parts.store,
         };
         task.subscribe_shards(config);
         task
@@ -387,6 +393,7 @@ impl SwarmTask {
         match event {
             SwarmEvent::Behaviour(BehaviourEvent::Relay(event)) => self.on_gossipsub(event),
             SwarmEvent::Behaviour(BehaviourEvent::Metadata(event)) => self.on_metadata(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Store(event)) => self.on_store(event),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(event)) => {
                 self.libp2p_metrics.record(&event);
                 if let identify::Event::Received { peer_id, info, .. } = &event {

@@ -26,6 +26,7 @@ use crate::reqres::LpCodec;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Protocol {
     Metadata,
+    Store,
 }
 
 /// Why an outbound request got no response.
@@ -95,6 +96,7 @@ impl SwarmTask {
         let behaviour = self.swarm.behaviour_mut();
         match protocol {
             Protocol::Metadata => Some(&mut behaviour.metadata),
+            Protocol::Store => Some(&mut behaviour.store),
         }
     }
 
@@ -114,7 +116,7 @@ impl SwarmTask {
         self.pending.replies.insert((protocol, id), reply);
     }
 
-    pub(super) fn respond(
+    pub(crate) fn respond(
         &mut self,
         protocol: Protocol,
         channel: ResponseChannel<Vec<u8>>,
@@ -128,7 +130,7 @@ impl SwarmTask {
 
     /// Resolves responses and failures of requests made through `Command::Request`.
     /// Returns the event untouched when it is not one of those.
-    pub(super) fn take_outbound(
+    pub(crate) fn take_outbound(
         &mut self,
         protocol: Protocol,
         event: request_response::Event<Vec<u8>, Vec<u8>>,
