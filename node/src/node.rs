@@ -12,8 +12,9 @@ use tokio::{
 
 use crate::{
     config::Config,
+    filter::{self, ReceivedPush},
     health::Health,
-    http,
+    http, lightpush,
     message::WakuMessage,
     metrics::{self, NetworkMetrics},
     relay::{self, RelayedMessage},
@@ -81,6 +82,7 @@ pub struct NodeInfo {
 pub struct NodeHandle {
     commands: mpsc::Sender<Command>,
     messages: broadcast::Sender<Arc<RelayedMessage>>,
+    filter_pushes: broadcast::Sender<Arc<ReceivedPush>>,
     info: Arc<NodeInfo>,
     health: Health,
     shutdown: watch::Sender<bool>,
@@ -120,6 +122,12 @@ impl NodeHandle {
     /// Every message this node accepts from now on (relayed or published locally).
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<RelayedMessage>> {
         self.messages.subscribe()
+    }
+
+    /// Messages filter services push to this node from now on (this node as a filter client).
+    /// Pushes that arrive while nobody listens are dropped.
+    pub fn filter_pushes(&self) -> broadcast::Receiver<Arc<ReceivedPush>> {
+        self.filter_pushes.subscribe()
     }
 
     pub async fn dial(&self, address: Multiaddr) -> Result<(), String> {
@@ -221,6 +229,10 @@ impl Node {
         let relay_metrics =
             relay::Metrics::register(registry.sub_registry_with_prefix("roost_relay"));
         let net_metrics = NetworkMetrics::register(registry.sub_registry_with_prefix("roost"));
+        let lightpush_metrics =
+            lightpush::Metrics::register(registry.sub_registry_with_prefix("roost_lightpush"));
+        let filter_metrics =
+            filter::Metrics::register(registry.sub_registry_with_prefix("roost_filter"));
         let health = Health::default();
 
         let mut swarm = build_swarm(keypair, &config, &mut registry).await?;
@@ -235,6 +247,29 @@ impl Node {
         let (messages_tx, _) = broadcast::channel(SUBSCRIBER_BUFFER);
         let mut sinks: Vec<Box<dyn MessageSink>> = vec![Box::new(messages_tx.clone())];
         sinks.extend(extra_sinks);
+        let (filter_pushes_tx, _) = broadcast::channel(filter::swarm::RECEIVED_BUFFER);
+        let filter_task = if config.filter.enabled {
+            let (task, wiring) = filter::service::FilterTask::new(
+                &config.filter,
+                config
+                    .relay
+                    .pubsub_topics()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+                command_tx.clone(),
+                shutdown_rx.clone(),
+                filter_metrics.clone(),
+            );
+            sinks.push(Box::new(wiring.sink));
+            Some((task, wiring.requests))
+        } else {
+            None
+        };
+        let (filter_task, filter_requests) = match filter_task {
+            Some((task, requests)) => (Some(task), Some(requests)),
+            None => (None, None),
+        };
 
         let with_p2p = |a: &Multiaddr| a.clone().with(Protocol::P2p(peer_id));
         let mut protocols = vec![
@@ -244,6 +279,13 @@ impl Node {
         ];
         if config.relay.enabled {
             protocols.insert(0, relay::PROTOCOL_ID.to_owned());
+        }
+        if config.lightpush.enabled {
+            protocols.push(lightpush::PROTOCOL_V3.to_string());
+            protocols.push(lightpush::PROTOCOL_LEGACY.to_string());
+        }
+        if config.filter.enabled {
+            protocols.push(filter::SUBSCRIBE_PROTOCOL.to_string());
         }
         let mut info = NodeInfo {
             peer_id,
@@ -285,6 +327,7 @@ impl Node {
         let handle = NodeHandle {
             commands: command_tx,
             messages: messages_tx,
+            filter_pushes: filter_pushes_tx.clone(),
             info: Arc::new(info),
             health: health.clone(),
             shutdown: shutdown_tx,
@@ -301,12 +344,24 @@ impl Node {
                 net_metrics,
                 libp2p_metrics,
                 health: health.clone(),
+                lightpush: lightpush::Service::new(lightpush_metrics),
+                filter: filter::SwarmSide {
+                    requests: filter_requests,
+                    received: filter_pushes_tx,
+                    metrics: filter_metrics,
+                },
             },
         );
         tasks.spawn(async move {
             task.run().await;
             ("swarm", Ok(()))
         });
+        if let Some(filter_task) = filter_task {
+            tasks.spawn(async move {
+                filter_task.run().await;
+                ("filter", Ok(()))
+            });
+        }
 
         if let Some(listener) = http_listener {
             let state = http::State {
