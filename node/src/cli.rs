@@ -36,6 +36,12 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Publish one message through a service node's light push, e.g.
+    /// `roost publish --peer /ip4/127.0.0.1/tcp/60000/p2p/16Uiu2... --content-topic /myapp/1/chat/proto --payload hello`.
+    Publish(crate::lightclient::PublishArgs),
+    /// Subscribe through a service node's filter and print messages as they arrive, e.g.
+    /// `roost subscribe --peer /ip4/127.0.0.1/tcp/60000/p2p/16Uiu2... --content-topic /myapp/1/chat/proto`.
+    Subscribe(crate::lightclient::SubscribeArgs),
     /// Query a store node for history, or inspect this node's archive.
     Store {
         #[command(subcommand)]
@@ -72,6 +78,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run(args),
+        Command::Publish(args) => crate::lightclient::publish(args),
+        Command::Subscribe(args) => crate::lightclient::subscribe(args),
         Command::Config {
             command: ConfigCommand::Dump(args),
         } => match args.load() {

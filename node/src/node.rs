@@ -12,8 +12,9 @@ use tokio::{
 
 use crate::{
     config::Config,
+    filter::{self, ReceivedPush},
     health::Health,
-    http,
+    http, lightpush,
     message::WakuMessage,
     metrics::{self, NetworkMetrics},
     relay::{self, RelayedMessage},
@@ -84,6 +85,7 @@ pub struct NodeInfo {
 pub struct NodeHandle {
     commands: mpsc::Sender<Command>,
     messages: broadcast::Sender<Arc<RelayedMessage>>,
+    filter_pushes: broadcast::Sender<Arc<ReceivedPush>>,
     info: Arc<NodeInfo>,
     health: Health,
     shutdown: watch::Sender<bool>,
@@ -129,6 +131,12 @@ impl NodeHandle {
     /// Every message this node accepts from now on (relayed or published locally).
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<RelayedMessage>> {
         self.messages.subscribe()
+    }
+
+    /// Messages filter services push to this node from now on (this node as a filter client).
+    /// Pushes that arrive while nobody listens are dropped.
+    pub fn filter_pushes(&self) -> broadcast::Receiver<Arc<ReceivedPush>> {
+        self.filter_pushes.subscribe()
     }
 
     pub async fn dial(&self, address: Multiaddr) -> Result<(), String> {
@@ -230,6 +238,10 @@ impl Node {
         let relay_metrics =
             relay::Metrics::register(registry.sub_registry_with_prefix("roost_relay"));
         let net_metrics = NetworkMetrics::register(registry.sub_registry_with_prefix("roost"));
+        let lightpush_metrics =
+            lightpush::Metrics::register(registry.sub_registry_with_prefix("roost_lightpush"));
+        let filter_metrics =
+            filter::Metrics::register(registry.sub_registry_with_prefix("roost_filter"));
         let health = Health::default();
         // Opened before any listener, so a locked or damaged archive stops start-up cleanly.
         let store = if store::serving(&config) {
@@ -247,9 +259,6 @@ impl Node {
                 health.clone(),
             )?)
         } else {
-            if config.store.enabled {
-                tracing::warn!("store is enabled but relay is not: there is nothing to archive, so the store does not run (enable relay, or set store.enabled = false)");
-            }
             None
         };
 
@@ -265,6 +274,29 @@ impl Node {
         let (messages_tx, _) = broadcast::channel(SUBSCRIBER_BUFFER);
         let mut sinks: Vec<Box<dyn MessageSink>> = vec![Box::new(messages_tx.clone())];
         sinks.extend(extra_sinks);
+        let (filter_pushes_tx, _) = broadcast::channel(filter::swarm::RECEIVED_BUFFER);
+        let filter_task = if config.filter.enabled {
+            let (task, wiring) = filter::service::FilterTask::new(
+                &config.filter,
+                config
+                    .relay
+                    .pubsub_topics()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+                command_tx.clone(),
+                shutdown_rx.clone(),
+                filter_metrics.clone(),
+            );
+            sinks.push(Box::new(wiring.sink));
+            Some((task, wiring.requests))
+        } else {
+            None
+        };
+        let (filter_task, filter_requests) = match filter_task {
+            Some((task, requests)) => (Some(task), Some(requests)),
+            None => (None, None),
+        };
 
         let with_p2p = |a: &Multiaddr| a.clone().with(Protocol::P2p(peer_id));
         let mut protocols = vec![
@@ -277,6 +309,13 @@ impl Node {
         }
         if store.is_some() {
             protocols.push(store::PROTOCOL_ID.to_string());
+        }
+        if config.lightpush.enabled {
+            protocols.push(lightpush::PROTOCOL_V3.to_string());
+            protocols.push(lightpush::PROTOCOL_LEGACY.to_string());
+        }
+        if config.filter.enabled {
+            protocols.push(filter::SUBSCRIBE_PROTOCOL.to_string());
         }
         let mut info = NodeInfo {
             peer_id,
@@ -331,6 +370,7 @@ impl Node {
         let handle = NodeHandle {
             commands: command_tx,
             messages: messages_tx,
+            filter_pushes: filter_pushes_tx.clone(),
             info: Arc::new(info),
             health: health.clone(),
             shutdown: shutdown_tx,
@@ -348,6 +388,12 @@ impl Node {
                 net_metrics,
                 libp2p_metrics,
                 health: health.clone(),
+                lightpush: lightpush::Service::new(lightpush_metrics),
+                filter: filter::SwarmSide {
+                    requests: filter_requests,
+                    received: filter_pushes_tx,
+                    metrics: filter_metrics,
+                },
                 store: store_inbound,
             },
         );
@@ -358,6 +404,12 @@ impl Node {
         if let Some(runner) = store_runner {
             let shutdown = shutdown_rx.clone();
             tasks.spawn(async move { ("store", runner.run(shutdown).await) });
+        }
+        if let Some(filter_task) = filter_task {
+            tasks.spawn(async move {
+                filter_task.run().await;
+                ("filter", Ok(()))
+            });
         }
 
         if let Some(listener) = http_listener {

@@ -462,7 +462,8 @@ impl Store {
 }
 
 /// Whether this node runs the store: `[store] enabled` and a relay to archive from (a store
-/// without relay would have nothing to store, nwaku#2586).
+/// without relay would have nothing to store, nwaku#2586; `Config::validate` refuses that
+/// combination, so this is a guard for configs built in code).
 pub fn serving(config: &crate::Config) -> bool {
     config.store.enabled && config.relay.enabled
 }
