@@ -15,6 +15,9 @@ use prometheus_client::metrics::counter::Counter;
 pub struct LpCodec {
     pub max_request_bytes: usize,
     pub max_response_bytes: usize,
+    /// One-way protocols (filter push): the receiver answers by closing the stream, so an
+    /// empty response is written as nothing at all rather than as a zero-length frame.
+    pub one_way: bool,
     /// Counts inbound requests that could not be read (over the limit, truncated): libp2p
     /// drops those streams without telling the behaviour, so this is the only place to see them.
     unreadable_requests: Option<Counter>,
@@ -25,6 +28,18 @@ impl LpCodec {
         LpCodec {
             max_request_bytes,
             max_response_bytes,
+            one_way: false,
+            unreadable_requests: None,
+        }
+    }
+
+    /// A codec for a protocol whose requests get no response: answering with an empty
+    /// response closes the stream, and the sender reads that as success.
+    pub fn one_way(max_request_bytes: usize) -> Self {
+        LpCodec {
+            max_request_bytes,
+            max_response_bytes: 0,
+            one_way: true,
             unreadable_requests: None,
         }
     }
@@ -169,6 +184,10 @@ impl request_response::Codec for LpCodec {
     where
         T: AsyncWrite + Unpin + Send,
     {
+        if self.one_way && res.is_empty() {
+            // request_response closes the stream after this returns: that is the answer.
+            return io.flush().await;
+        }
         write_frame(io, &res).await
     }
 }
