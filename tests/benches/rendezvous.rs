@@ -283,6 +283,9 @@ async fn start_reference(total: usize) -> Multiaddr {
 async fn start_roost(dir: Option<tempfile::TempDir>, total: usize) -> TestNode {
     let adjust = move |c: &mut roost_node::Config| {
         c.relay.enabled = false;
+        c.store.enabled = false;
+        c.lightpush.enabled = false;
+        c.filter.enabled = false;
         c.relay.cluster_id = CLUSTER;
         c.network.ws_enabled = false;
         c.network.max_connections = 20_000;

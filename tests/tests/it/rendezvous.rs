@@ -31,10 +31,18 @@ use roost_tests::{
 
 const TOPIC: &str = "/waku/2/rs/1/0";
 
-/// A rendezvous point that relays nothing, so peers can only meet through discovery.
+/// A node that is only a rendezvous point: no relay (and so no store, light push or filter),
+/// so peers can only meet through discovery.
+fn point_only(c: &mut Config) {
+    c.relay.enabled = false;
+    c.store.enabled = false;
+    c.lightpush.enabled = false;
+    c.filter.enabled = false;
+}
+
 async fn point(adjust: impl FnOnce(&mut Config)) -> TestNode {
     TestNode::start_with(|c| {
-        c.relay.enabled = false;
+        point_only(c);
         adjust(c);
     })
     .await
@@ -565,7 +573,7 @@ async fn registrations_survive_a_restart_of_the_point() {
         );
     }
     let dir = rdv.stop().await;
-    let rdv = TestNode::start_in(dir, |c| c.relay.enabled = false).await;
+    let rdv = TestNode::start_in(dir, point_only).await;
     let mut asker = RdvPeer::ed25519().unwrap();
     let (found, _) = discover(&mut asker, &rdv.tcp_addr(), "persist/me", None, None)
         .await
