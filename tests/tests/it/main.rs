@@ -1,4 +1,8 @@
 //! One integration-test binary for the whole node: each module is a capability.
 
 mod cli;
+mod filter;
+mod light_cli;
+mod lightpush;
 mod relay;
+mod store;
