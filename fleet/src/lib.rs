@@ -2,6 +2,8 @@
 //! Ansible inventories, running a whole fleet locally, and checking, auditing and comparing
 //! fleets.
 
+pub mod check;
+pub mod compare;
 pub mod local;
 pub mod model;
 pub mod render;
