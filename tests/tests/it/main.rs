@@ -4,4 +4,5 @@ mod cli;
 mod filter;
 mod light_cli;
 mod lightpush;
+mod peer_exchange;
 mod relay;
