@@ -51,6 +51,7 @@ impl Client {
         config.network.ws_enabled = false;
         config.http.enabled = false;
         config.relay.enabled = false;
+        config.store.enabled = false;
         config.relay.cluster_id = cluster_id;
         config.lightpush.enabled = false;
         config.filter.enabled = false;

@@ -21,6 +21,7 @@ pub mod node;
 pub mod peer_exchange;
 pub mod relay;
 pub mod reqres;
+pub mod store;
 pub mod swarm;
 pub mod telemetry;
 pub mod waku_enr;

@@ -19,6 +19,7 @@ use crate::{
     metrics::{self, NetworkMetrics},
     peer_exchange,
     relay::{self, RelayedMessage},
+    store,
     swarm::{
         build_swarm, Command, MessageSink, NetworkStatus, PublishError, PublishReceipt, SwarmTask,
         SwarmTaskParts, COMMAND_CAPACITY,
@@ -46,6 +47,8 @@ pub enum StartError {
     Identity(#[from] crate::identity::Error),
     #[error(transparent)]
     Build(#[from] crate::swarm::BuildError),
+    #[error("store: {0}")]
+    Store(#[from] store::StoreError),
     #[error("{what} port {port} is already in use ({key}); choose another with --{flag} or ROOST_{env}, or 0 for any free port")]
     PortInUse {
         what: &'static str,
@@ -90,6 +93,7 @@ pub struct NodeHandle {
     info: Arc<NodeInfo>,
     health: Health,
     shutdown: watch::Sender<bool>,
+    store: Option<store::ArchiveHandle>,
 }
 
 impl NodeHandle {
@@ -103,6 +107,11 @@ impl NodeHandle {
 
     pub fn health(&self) -> &Health {
         &self.health
+    }
+
+    /// The archive, when this node is a store node: acknowledged inserts, local queries, stats.
+    pub fn store(&self) -> Option<&store::ArchiveHandle> {
+        self.store.as_ref()
     }
 
     /// Validates and publishes a message; it is also handed to this node's own consumers.
@@ -241,6 +250,24 @@ impl Node {
             registry.sub_registry_with_prefix("roost_peer_exchange"),
         );
         let health = Health::default();
+        // Opened before any listener, so a locked or damaged archive stops start-up cleanly.
+        let store = if store::serving(&config) {
+            let served = config
+                .relay
+                .pubsub_topics()
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            Some(store::Store::open(
+                &config.store,
+                &data_dir,
+                served,
+                registry.sub_registry_with_prefix("roost_store"),
+                health.clone(),
+            )?)
+        } else {
+            None
+        };
 
         let mut swarm = build_swarm(keypair.clone(), &config, &mut registry).await?;
         let listeners = listen(&mut swarm, &config)?;
@@ -286,6 +313,9 @@ impl Node {
         ];
         if config.relay.enabled {
             protocols.insert(0, relay::PROTOCOL_ID.to_owned());
+        }
+        if store.is_some() {
+            protocols.push(store::PROTOCOL_ID.to_string());
         }
         if config.lightpush.enabled {
             protocols.push(lightpush::PROTOCOL_V3.to_string());
@@ -347,6 +377,19 @@ impl Node {
             None
         };
 
+        let (store_handle, store_inbound, store_runner) = match store {
+            Some(store) => {
+                let started = store.start(command_tx.clone())?;
+                sinks.push(Box::new(started.sink));
+                (
+                    Some(started.handle),
+                    Some(started.inbound),
+                    Some(started.runner),
+                )
+            }
+            None => (None, None, None),
+        };
+
         let handle = NodeHandle {
             commands: command_tx,
             messages: messages_tx,
@@ -354,6 +397,7 @@ impl Node {
             info: Arc::new(info),
             health: health.clone(),
             shutdown: shutdown_tx,
+            store: store_handle,
         };
 
         let task = SwarmTask::new(
@@ -379,12 +423,17 @@ impl Node {
                     config.relay.cluster_id,
                     px_metrics,
                 ),
+                store: store_inbound,
             },
         );
         tasks.spawn(async move {
             task.run().await;
             ("swarm", Ok(()))
         });
+        if let Some(runner) = store_runner {
+            let shutdown = shutdown_rx.clone();
+            tasks.spawn(async move { ("store", runner.run(shutdown).await) });
+        }
         if let Some(filter_task) = filter_task {
             tasks.spawn(async move {
                 filter_task.run().await;

@@ -30,6 +30,7 @@ pub struct Config {
     pub lightpush: crate::lightpush::Config,
     pub filter: crate::filter::Config,
     pub peer_exchange: crate::peer_exchange::Config,
+    pub store: crate::store::Config,
     pub http: HttpConfig,
     pub log: LogConfig,
 }
@@ -225,6 +226,7 @@ impl Config {
     /// Cross-field checks that serde cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.relay.validate().map_err(ConfigError::Invalid)?;
+        self.store.validate().map_err(ConfigError::Invalid)?;
         self.filter.validate().map_err(ConfigError::Invalid)?;
         self.peer_exchange
             .validate(self.relay.cluster_id)
@@ -232,6 +234,7 @@ impl Config {
         for (enabled, key) in [
             (self.lightpush.enabled, "lightpush.enabled"),
             (self.filter.enabled, "filter.enabled"),
+            (self.store.enabled, "store.enabled"),
         ] {
             if enabled && !self.relay.enabled {
                 return Err(ConfigError::Invalid(format!(

@@ -11,7 +11,7 @@ use libp2p::{
 use super::keep_alive;
 use crate::{
     config::Config, filter, lightpush, lightpush::Version, metadata, metrics::VERSION,
-    peer_exchange, reqres::LpCodec,
+    peer_exchange, reqres::LpCodec, store,
 };
 
 /// identify's protocol version string: the Waku protocol family.
@@ -25,6 +25,8 @@ pub struct Behaviour {
     pub relay: Toggle<gossipsub::Behaviour>,
     /// Cluster/shard exchange on every new connection.
     pub metadata: metadata::Behaviour,
+    /// Store v3 queries: served on a store node, client-only otherwise.
+    pub store: store::swarm::Behaviour,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
     /// Keeps connections of filter subscribers open.
@@ -51,6 +53,7 @@ impl Behaviour {
             limits: libp2p_connection_limits::Behaviour::new(limits),
             relay: relay.into(),
             metadata: metadata::behaviour(),
+            store: store::behaviour(store::serving(config)),
             identify: identify::Behaviour::new(
                 identify::Config::new(IDENTIFY_PROTOCOL.into(), keypair.public())
                     .with_agent_version(format!("roost/{VERSION}"))

@@ -48,6 +48,7 @@ use crate::{
     metadata::{self, WakuMetadata},
     metrics::{ChannelLabels, DirectionLabels, NetworkMetrics, ReasonLabels},
     relay::{self, RelayedMessage, Validator},
+    store,
 };
 
 /// A consumer of accepted relay messages. `deliver` runs on the swarm task: it must not block
@@ -104,6 +105,8 @@ pub struct SwarmTask {
     pub(crate) lightpush: crate::lightpush::Service,
     pub(crate) filter: crate::filter::SwarmSide,
     pub(crate) peer_exchange: crate::peer_exchange::Service,
+    /// The store's query queue, when this node is a store node.
+    pub(crate) store: Option<store::Inbound>,
 }
 
 /// Everything the swarm task needs besides the swarm itself.
@@ -118,6 +121,8 @@ pub struct SwarmTaskParts {
     pub lightpush: crate::lightpush::Service,
     pub filter: crate::filter::SwarmSide,
     pub peer_exchange: crate::peer_exchange::Service,
+    /// The store's query queue (`None`: not a store node).
+    pub store: Option<store::Inbound>,
 }
 
 impl SwarmTask {
@@ -161,6 +166,7 @@ impl SwarmTask {
             lightpush: parts.lightpush,
             filter: parts.filter,
             peer_exchange: parts.peer_exchange,
+            store: parts.store,
         };
         task.subscribe_shards(config);
         task
@@ -403,6 +409,7 @@ impl SwarmTask {
         match event {
             SwarmEvent::Behaviour(BehaviourEvent::Relay(event)) => self.on_gossipsub(event),
             SwarmEvent::Behaviour(BehaviourEvent::Metadata(event)) => self.on_metadata(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Store(event)) => self.on_store(event),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(event)) => {
                 self.libp2p_metrics.record(&event);
                 if let identify::Event::Received { peer_id, info, .. } = &event {

@@ -31,6 +31,7 @@ pub enum Protocol {
     FilterSubscribe,
     FilterPush,
     PeerExchange,
+    Store,
 }
 
 /// Why an outbound request got no response.
@@ -105,6 +106,7 @@ impl SwarmTask {
             Protocol::FilterSubscribe => Some(&mut behaviour.filter_subscribe),
             Protocol::FilterPush => Some(&mut behaviour.filter_push),
             Protocol::PeerExchange => Some(&mut behaviour.peer_exchange),
+            Protocol::Store => Some(&mut behaviour.store),
         }
     }
 
@@ -124,7 +126,7 @@ impl SwarmTask {
         self.pending.replies.insert((protocol, id), reply);
     }
 
-    pub(super) fn respond(
+    pub(crate) fn respond(
         &mut self,
         protocol: Protocol,
         channel: ResponseChannel<Vec<u8>>,

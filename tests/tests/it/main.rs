@@ -6,3 +6,4 @@ mod light_cli;
 mod lightpush;
 mod peer_exchange;
 mod relay;
+mod store;
