@@ -411,7 +411,11 @@ impl Node {
                 net_metrics,
                 libp2p_metrics,
                 health: health.clone(),
-                lightpush: lightpush::Service::new(lightpush_metrics),
+                lightpush: lightpush::Service::new(
+                    lightpush_metrics,
+                    handle.store.clone(),
+                    handle.commands.clone(),
+                ),
                 filter: filter::SwarmSide {
                     requests: filter_requests,
                     received: filter_pushes_tx,
