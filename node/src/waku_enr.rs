@@ -501,7 +501,7 @@ mod tests {
     #[test]
     fn malformed_multiaddr_fields_stop_at_the_bad_entry() {
         let good: Multiaddr = "/ip4/1.2.3.4/tcp/8000/ws".parse().unwrap();
-        let mut value = encode_multiaddrs(&[good.clone()]);
+        let mut value = encode_multiaddrs(std::slice::from_ref(&good));
         value.extend_from_slice(&[0, 50, 1, 2]);
         assert_eq!(decode_multiaddrs(&value), vec![good]);
     }
