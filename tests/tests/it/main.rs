@@ -4,5 +4,6 @@ mod cli;
 mod filter;
 mod light_cli;
 mod lightpush;
+mod peer_exchange;
 mod relay;
 mod store;
