@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use roost_fleet::{
-    check, compare,
+    audit, check, compare,
     local::{self, Progress},
     render, Fleet,
 };
@@ -56,6 +56,17 @@ enum Cmd {
         #[arg(long)]
         inventory: Option<PathBuf>,
         /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare what runs with the definition (config, versions, attestation signers); lists
+    /// drift and exits non-zero if there is any.
+    Audit {
+        fleet: String,
+        #[arg(long, conflicts_with = "inventory")]
+        dir: Option<PathBuf>,
+        #[arg(long)]
+        inventory: Option<PathBuf>,
         #[arg(long)]
         json: bool,
     },
@@ -143,6 +154,24 @@ fn load(name: &str) -> anyhow::Result<(Fleet, PathBuf)> {
     Ok((Fleet::load(&path)?, path))
 }
 
+/// The nodes to talk to: a local fleet's fleet.json, a rendered inventory's addresses, or the
+/// definition's own addresses.
+fn targets(
+    fleet: &Fleet,
+    dir: Option<&std::path::Path>,
+    inventory: Option<&std::path::Path>,
+) -> anyhow::Result<Vec<check::Target>> {
+    Ok(match (dir, inventory) {
+        (Some(dir), _) => check::targets_from_state(&local::FleetState::load(dir)?),
+        (None, Some(inv)) => {
+            let text = std::fs::read_to_string(inv)
+                .map_err(|e| anyhow::anyhow!("cannot read inventory {}: {e}", inv.display()))?;
+            check::targets_from_fleet(fleet, &check::inventory_addresses(&text))
+        }
+        (None, None) => check::targets_from_fleet(fleet, &Default::default()),
+    })
+}
+
 async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
     match cmd {
         Cmd::Validate { fleet } => {
@@ -214,6 +243,26 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 print!("{}", check::render_table(&report));
+            }
+            return Ok(if report.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
+        Cmd::Audit {
+            fleet,
+            dir,
+            inventory,
+            json,
+        } => {
+            let (fleet, _) = load(&fleet)?;
+            let targets = targets(&fleet, dir.as_deref(), inventory.as_deref())?;
+            let report = audit::audit(&fleet, &targets, dir.is_some()).await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", audit::render_table(&report));
             }
             return Ok(if report.ok() {
                 ExitCode::SUCCESS
