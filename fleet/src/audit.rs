@@ -72,7 +72,7 @@ pub fn config_drift(
 ) -> Vec<Drift> {
     let keys: BTreeSet<&String> = expected.keys().chain(actual.keys()).collect();
     keys.into_iter()
-        .filter(|k| !ignore.iter().any(|i| k.as_str() == *i))
+        .filter(|k| !ignore.contains(&k.as_str()))
         .filter_map(|k| {
             let (e, a) = (expected.get(k), actual.get(k));
             (e != a).then(|| Drift {
@@ -133,7 +133,7 @@ pub async fn audit(fleet: &Fleet, targets: &[Target], local: bool) -> AuditRepor
             }
         };
         report.audited.push(host.name.clone());
-        let expected = match render::node_config(fleet, host).map(|c| serde_json::to_value(c)) {
+        let expected = match render::node_config(fleet, host).map(serde_json::to_value) {
             Ok(Ok(v)) => v,
             Ok(Err(e)) => {
                 report
