@@ -17,12 +17,14 @@ use crate::{
     http, lightpush,
     message::WakuMessage,
     metrics::{self, NetworkMetrics},
+    peer_exchange,
     relay::{self, RelayedMessage},
     rendezvous, store,
     swarm::{
         build_swarm, Command, MessageSink, NetworkStatus, PublishError, PublishReceipt, SwarmTask,
         SwarmTaskParts, COMMAND_CAPACITY,
     },
+    waku_enr,
 };
 
 /// Buffer of the broadcast channel that API subscribers read relayed messages from; a
@@ -80,6 +82,8 @@ pub struct NodeInfo {
     pub shards: Vec<u16>,
     pub pubsub_topics: Vec<String>,
     pub protocols: Vec<String>,
+    /// This node's Waku ENR (`enr:-…`), as peer exchange hands it out.
+    pub enr: Option<String>,
 }
 
 /// A cloneable front to a running node.
@@ -237,6 +241,7 @@ impl Node {
         keypair: Option<libp2p::identity::Keypair>,
         extra_sinks: Vec<Box<dyn MessageSink>>,
     ) -> Result<Node, StartError> {
+        let http_config = Arc::new(config.clone());
         let data_dir = config.node.data_dir.clone();
         std::fs::create_dir_all(&data_dir).map_err(|source| StartError::DataDir {
             path: data_dir.clone(),
@@ -257,6 +262,9 @@ impl Node {
             lightpush::Metrics::register(registry.sub_registry_with_prefix("roost_lightpush"));
         let filter_metrics =
             filter::Metrics::register(registry.sub_registry_with_prefix("roost_filter"));
+        let px_metrics = peer_exchange::Metrics::register(
+            registry.sub_registry_with_prefix("roost_peer_exchange"),
+        );
         let health = Health::default();
         let rendezvous_metrics =
             rendezvous::Metrics::register(registry.sub_registry_with_prefix("roost_rendezvous"));
@@ -362,6 +370,21 @@ impl Node {
                 protocols.push(rendezvous::WAKU_PROTOCOL_ID.to_string());
             }
         }
+        if config.peer_exchange.enabled {
+            protocols.push(peer_exchange::PROTOCOL_ID.to_string());
+        }
+        let seq = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(1);
+        let record = waku_enr::local_record(&config, &tcp_addresses, &ws_addresses, seq);
+        let enr = match waku_enr::build(&keypair, &record) {
+            Ok(enr) => Some(enr.to_base64()),
+            Err(e) => {
+                tracing::warn!(error = %e, "no ENR for this node; peer exchange clients cannot list it");
+                None
+            }
+        };
         let mut info = NodeInfo {
             peer_id,
             version: metrics::VERSION,
@@ -382,6 +405,7 @@ impl Node {
                 .map(ToString::to_string)
                 .collect(),
             protocols,
+            enr,
         };
 
         let mut tasks = JoinSet::new();
@@ -433,12 +457,22 @@ impl Node {
                 net_metrics,
                 libp2p_metrics,
                 health: health.clone(),
-                lightpush: lightpush::Service::new(lightpush_metrics),
+                lightpush: lightpush::Service::new(
+                    lightpush_metrics,
+                    handle.store.clone(),
+                    handle.commands.clone(),
+                ),
                 filter: filter::SwarmSide {
                     requests: filter_requests,
                     received: filter_pushes_tx,
                     metrics: filter_metrics,
                 },
+                peer_exchange: peer_exchange::Service::new(
+                    &config.peer_exchange,
+                    peer_id,
+                    config.relay.cluster_id,
+                    px_metrics,
+                ),
                 store: store_inbound,
                 rendezvous: rendezvous_inbox,
             },
@@ -485,6 +519,7 @@ impl Node {
             let state = http::State {
                 registry: Arc::new(registry),
                 node: handle.clone(),
+                config: http_config,
             };
             let shutdown = shutdown_rx.clone();
             tasks.spawn(async move {
@@ -614,10 +649,15 @@ fn listen(
         )
     })?;
     let ws = if net.ws_enabled {
+        let ws = if net.ws_tls_cert.is_some() {
+            Protocol::Wss("/".into())
+        } else {
+            Protocol::Ws("/".into())
+        };
         let ws_addr = Multiaddr::empty()
             .with(ip)
             .with(Protocol::Tcp(net.ws_port))
-            .with(Protocol::Ws("/".into()));
+            .with(ws);
         Some(swarm.listen_on(ws_addr.clone()).map_err(|e| {
             listen_error(
                 e,

@@ -2,8 +2,10 @@
 
 mod cli;
 mod filter;
+mod fleet;
 mod light_cli;
 mod lightpush;
+mod peer_exchange;
 mod relay;
 mod rendezvous;
 mod store;
