@@ -36,6 +36,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// List, add or lift bans on a running node (through its admin endpoint on loopback).
+    Ban {
+        #[command(subcommand)]
+        command: crate::throttle::cli::BanCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -67,6 +72,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run(args),
+        Command::Ban { command } => crate::throttle::cli::run(command),
         Command::Config {
             command: ConfigCommand::Dump(args),
         } => match args.load() {

@@ -19,6 +19,7 @@ pub mod relay;
 pub mod reqres;
 pub mod swarm;
 pub mod telemetry;
+pub mod throttle;
 
 pub use config::Config;
 pub use message::{MessageHash, WakuMessage};

@@ -21,6 +21,7 @@ use crate::{
         build_swarm, Command, MessageSink, NetworkStatus, PublishError, PublishReceipt, SwarmTask,
         SwarmTaskParts, COMMAND_CAPACITY,
     },
+    throttle::{self, Throttle},
 };
 
 /// Buffer of the broadcast channel that API subscribers read relayed messages from; a
@@ -43,6 +44,8 @@ pub enum StartError {
     Identity(#[from] crate::identity::Error),
     #[error(transparent)]
     Build(#[from] crate::swarm::BuildError),
+    #[error(transparent)]
+    Bans(#[from] crate::throttle::bans::BanDbError),
     #[error("{what} port {port} is already in use ({key}); choose another with --{flag} or ROOST_{env}, or 0 for any free port")]
     PortInUse {
         what: &'static str,
@@ -83,6 +86,7 @@ pub struct NodeHandle {
     messages: broadcast::Sender<Arc<RelayedMessage>>,
     info: Arc<NodeInfo>,
     health: Health,
+    throttle: Throttle,
     shutdown: watch::Sender<bool>,
 }
 
@@ -97,6 +101,12 @@ impl NodeHandle {
 
     pub fn health(&self) -> &Health {
         &self.health
+    }
+
+    /// The node's quotas, offence scores and bans (see [`crate::throttle`]); e.g. the
+    /// operator-identity capability marks attested fleet members through it.
+    pub fn throttle(&self) -> &Throttle {
+        &self.throttle
     }
 
     /// Validates and publishes a message; it is also handed to this node's own consumers.
@@ -221,9 +231,17 @@ impl Node {
         let relay_metrics =
             relay::Metrics::register(registry.sub_registry_with_prefix("roost_relay"));
         let net_metrics = NetworkMetrics::register(registry.sub_registry_with_prefix("roost"));
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (throttle, ban_writer) = Throttle::open(
+            &config.throttle,
+            throttle::Metrics::register(registry.sub_registry_with_prefix("roost_throttle")),
+            &data_dir,
+            shutdown_rx.clone(),
+        )
+        .await?;
         let health = Health::default();
 
-        let mut swarm = build_swarm(keypair, &config, &mut registry).await?;
+        let mut swarm = build_swarm(keypair, &config, &mut registry, throttle.clone()).await?;
         let listeners = listen(&mut swarm, &config)?;
         for address in &config.network.external_addresses {
             swarm.add_external_address(address.clone());
@@ -231,7 +249,6 @@ impl Node {
         let (tcp_addresses, ws_addresses) = wait_for_listen_addrs(&mut swarm, &listeners).await?;
 
         let (command_tx, command_rx) = mpsc::channel(COMMAND_CAPACITY);
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (messages_tx, _) = broadcast::channel(SUBSCRIBER_BUFFER);
         let mut sinks: Vec<Box<dyn MessageSink>> = vec![Box::new(messages_tx.clone())];
         sinks.extend(extra_sinks);
@@ -287,6 +304,7 @@ impl Node {
             messages: messages_tx,
             info: Arc::new(info),
             health: health.clone(),
+            throttle: throttle.clone(),
             shutdown: shutdown_tx,
         };
 
@@ -301,12 +319,26 @@ impl Node {
                 net_metrics,
                 libp2p_metrics,
                 health: health.clone(),
+                throttle: throttle.clone(),
             },
         );
         tasks.spawn(async move {
             task.run().await;
             ("swarm", Ok(()))
         });
+        {
+            let (throttle, health, shutdown) =
+                (throttle.clone(), health.clone(), shutdown_rx.clone());
+            let interval = config.throttle.prune_interval;
+            tasks.spawn(async move {
+                throttle::task::run(throttle, interval, health, shutdown).await;
+                ("throttle", Ok(()))
+            });
+            tasks.spawn(async move {
+                ban_writer.await;
+                ("ban writer", Ok(()))
+            });
+        }
 
         if let Some(listener) = http_listener {
             let state = http::State {

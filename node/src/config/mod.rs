@@ -27,6 +27,7 @@ pub struct Config {
     pub node: NodeConfig,
     pub network: NetworkConfig,
     pub relay: crate::relay::Config,
+    pub throttle: crate::throttle::Config,
     pub http: HttpConfig,
     pub log: LogConfig,
 }
@@ -215,6 +216,7 @@ impl Config {
     /// Cross-field checks that serde cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.relay.validate().map_err(ConfigError::Invalid)?;
+        self.throttle.validate().map_err(ConfigError::Invalid)?;
         if self.network.max_connections == 0 {
             return Err(ConfigError::Invalid(
                 "network.max_connections must be at least 1".into(),

@@ -8,13 +8,16 @@ use libp2p::{
     swarm::NetworkBehaviour,
 };
 
-use crate::{config::Config, metadata, metrics::VERSION};
+use crate::{config::Config, metadata, metrics::VERSION, throttle};
 
 /// identify's protocol version string: the Waku protocol family.
 const IDENTIFY_PROTOCOL: &str = "/vac/waku/2.0.0";
 
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
+    /// Per-IP connection limits and bans, refused before the Noise handshake; remote IPs of
+    /// connections for quota keys.
+    pub throttle: throttle::Behaviour,
     /// Connection caps (total, pending, per peer).
     pub limits: libp2p_connection_limits::Behaviour,
     /// Waku relay; absent when the relay is turned off.
@@ -26,13 +29,19 @@ pub struct Behaviour {
 }
 
 impl Behaviour {
-    pub fn new(keypair: &Keypair, config: &Config, relay: Option<gossipsub::Behaviour>) -> Self {
+    pub fn new(
+        keypair: &Keypair,
+        config: &Config,
+        relay: Option<gossipsub::Behaviour>,
+        throttle: throttle::Throttle,
+    ) -> Self {
         let net = &config.network;
         let limits = libp2p_connection_limits::ConnectionLimits::default()
             .with_max_established(Some(net.max_connections))
             .with_max_pending_incoming(Some(net.max_pending_connections))
             .with_max_established_per_peer(Some(net.max_connections_per_peer));
         Behaviour {
+            throttle: throttle::Behaviour::new(throttle),
             limits: libp2p_connection_limits::Behaviour::new(limits),
             relay: relay.into(),
             metadata: metadata::behaviour(),

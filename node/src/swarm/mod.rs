@@ -47,6 +47,7 @@ use crate::{
     metadata::{self, WakuMetadata},
     metrics::{ChannelLabels, DirectionLabels, NetworkMetrics, ReasonLabels},
     relay::{self, RelayedMessage, Validator},
+    throttle::Throttle,
 };
 
 /// A consumer of accepted relay messages. `deliver` runs on the swarm task: it must not block
@@ -79,15 +80,16 @@ struct StaticPeer {
 }
 
 pub struct SwarmTask {
-    swarm: Swarm<Behaviour>,
+    pub(crate) swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
     shutdown: watch::Receiver<bool>,
     validator: Validator,
     sinks: Vec<Box<dyn MessageSink>>,
-    relay_metrics: relay::Metrics,
+    pub(crate) relay_metrics: relay::Metrics,
     net_metrics: NetworkMetrics,
     libp2p_metrics: libp2p::metrics::Metrics,
     health: Health,
+    pub(crate) throttle: Throttle,
     cluster_id: u16,
     shards: Vec<u16>,
     relay_enabled: bool,
@@ -109,6 +111,7 @@ pub struct SwarmTaskParts {
     pub net_metrics: NetworkMetrics,
     pub libp2p_metrics: libp2p::metrics::Metrics,
     pub health: Health,
+    pub throttle: Throttle,
 }
 
 impl SwarmTask {
@@ -140,6 +143,7 @@ impl SwarmTask {
             net_metrics: parts.net_metrics,
             libp2p_metrics: parts.libp2p_metrics,
             health: parts.health,
+            throttle: parts.throttle,
             cluster_id: config.relay.cluster_id,
             shards: config.relay.shards.clone(),
             relay_enabled: config.relay.enabled,
@@ -188,6 +192,7 @@ impl SwarmTask {
                 _ = gauges.tick() => {
                     self.redial_static_peers();
                     self.refresh_gauges();
+                    self.on_throttle_tick();
                 }
             }
         }
@@ -397,6 +402,7 @@ impl SwarmTask {
                 self.libp2p_metrics.record(&event)
             }
             SwarmEvent::Behaviour(BehaviourEvent::Limits(never)) => match never {},
+            SwarmEvent::Behaviour(BehaviourEvent::Throttle(never)) => match never {},
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 connection_id,
@@ -477,6 +483,13 @@ impl SwarmTask {
             return;
         };
         let topic = message.topic.as_str();
+        // Quotas first: an over-quota message is dropped before it is decoded.
+        if let Err(acceptance) = self.relay_gate(&propagation_source, topic, message.data.len()) {
+            if let Some(gs) = self.swarm.behaviour_mut().relay.as_mut() {
+                gs.report_message_validation_result(&message_id, &propagation_source, acceptance);
+            }
+            return;
+        }
         let verdict = self.validator.validate(topic, &message.data);
         let acceptance = match &verdict {
             Ok(_) => {
@@ -486,6 +499,7 @@ impl SwarmTask {
             Err(invalid) => {
                 self.relay_metrics.verdict("reject", invalid.label());
                 tracing::debug!(peer = %propagation_source, reason = invalid.label(), error = %invalid, "rejected relay message");
+                self.relay_invalid(&propagation_source);
                 MessageAcceptance::Reject
             }
         };
@@ -567,7 +581,7 @@ impl SwarmTask {
         }
     }
 
-    fn disconnect(&mut self, peer: PeerId, reason: &'static str) {
+    pub(crate) fn disconnect(&mut self, peer: PeerId, reason: &'static str) {
         self.net_metrics
             .peer_disconnects
             .get_or_create(&ReasonLabels { reason })
