@@ -128,3 +128,134 @@ impl Drop for RoostProcess {
         let _ = self.child.wait();
     }
 }
+
+/// A `roost run` process on 127.0.0.1 with free ports, its config written to
+/// `<dir>/roost.toml` and its data in `<dir>/data`. Killed when dropped.
+pub struct NodeProcess {
+    pub process: RoostProcess,
+    /// The HTTP endpoint, `127.0.0.1:<port>`.
+    pub http: String,
+    pub peer_id: libp2p::PeerId,
+    /// The TCP listen address with `/p2p/<peer id>`.
+    pub tcp_addr: libp2p::Multiaddr,
+    /// Log lines (JSON) seen so far.
+    pub logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl NodeProcess {
+    /// Starts the node and waits (up to 60 s) until it logged its start-up line. Blocking: call
+    /// it from `spawn_blocking` in async tests.
+    pub fn start(dir: &std::path::Path, config_toml: &str) -> anyhow::Result<NodeProcess> {
+        use std::io::BufRead;
+        std::fs::write(dir.join("roost.toml"), config_toml)?;
+        let mut cmd = roost_command(&["run", "--config", "roost.toml"], dir);
+        cmd.env("ROOST_NODE_DATA_DIR", dir.join("data"))
+            .env("ROOST_NETWORK_TCP_PORT", "0")
+            .env("ROOST_NETWORK_WS_PORT", "0")
+            .env("ROOST_NETWORK_LISTEN_IP", "127.0.0.1")
+            .env("ROOST_HTTP_ADDRESS", "127.0.0.1:0")
+            .env("ROOST_LOG_FORMAT", "json")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut process = RoostProcess {
+            child: cmd.spawn()?,
+        };
+        let stderr = process
+            .child
+            .stderr
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("no stderr"))?;
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        {
+            let logs = logs.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(stderr)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    if let Ok(mut l) = logs.lock() {
+                        l.push(line.clone());
+                    }
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let (http, peer_id) = loop {
+            if std::time::Instant::now() >= deadline {
+                anyhow::bail!(
+                    "roost did not start within 60 s; logs: {:?}",
+                    logs.lock().map(|l| l.clone())
+                );
+            }
+            let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) else {
+                if let Ok(Some(status)) = process.child.try_wait() {
+                    anyhow::bail!(
+                        "roost exited with {status}; logs: {:?}",
+                        logs.lock().map(|l| l.clone())
+                    );
+                }
+                continue;
+            };
+            let Ok(json) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            if json["message"] == "roost node started" {
+                let http = json["http"]
+                    .as_str()
+                    .map(|s| {
+                        s.trim_start_matches("Some(")
+                            .trim_end_matches(')')
+                            .to_owned()
+                    })
+                    .ok_or_else(|| anyhow::anyhow!("no http address in {line}"))?;
+                let peer_id: libp2p::PeerId = json["peer_id"]
+                    .as_str()
+                    .ok_or_else(|| anyhow::anyhow!("no peer id in {line}"))?
+                    .parse()?;
+                break (http, peer_id);
+            }
+        };
+        let tcp_addr = loop {
+            if std::time::Instant::now() >= deadline {
+                anyhow::bail!("roost logged no TCP listen address");
+            }
+            let found = logs.lock().ok().and_then(|l| {
+                l.iter().find_map(|line| {
+                    let json: serde_json::Value = serde_json::from_str(line).ok()?;
+                    let address = json["address"].as_str()?;
+                    (json["message"] == "listening on"
+                        && address.starts_with("/ip4/127.0.0.1/tcp/")
+                        && !address.contains("/ws"))
+                    .then(|| address.parse::<libp2p::Multiaddr>().ok())
+                    .flatten()
+                })
+            });
+            match found {
+                Some(a) => break a,
+                None => std::thread::sleep(Duration::from_millis(50)),
+            }
+        };
+        Ok(NodeProcess {
+            process,
+            http,
+            peer_id,
+            tcp_addr,
+            logs,
+        })
+    }
+
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    /// The process's resident set size (VmRSS), in bytes.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.process.pid())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+}
