@@ -1,4 +1,4 @@
-//! The `roost` command line: `run`, `config dump`, `config keys`. Every subcommand that builds a
+//! The `roost` command line: `run`, `config dump`, `config keys`, `store query|stats`. Every subcommand that builds a
 //! config takes `--config FILE` and one override flag per config key.
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
@@ -41,6 +41,17 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::throttle::cli::BanCommand,
     },
+    /// Publish one message through a service node's light push, e.g.
+    /// `roost publish --peer /ip4/127.0.0.1/tcp/60000/p2p/16Uiu2... --content-topic /myapp/1/chat/proto --payload hello`.
+    Publish(crate::lightclient::PublishArgs),
+    /// Subscribe through a service node's filter and print messages as they arrive, e.g.
+    /// `roost subscribe --peer /ip4/127.0.0.1/tcp/60000/p2p/16Uiu2... --content-topic /myapp/1/chat/proto`.
+    Subscribe(crate::lightclient::SubscribeArgs),
+    /// Query a store node for history, or inspect this node's archive.
+    Store {
+        #[command(subcommand)]
+        command: crate::store::cli::StoreCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -73,6 +84,8 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => run(args),
         Command::Ban { command } => crate::throttle::cli::run(command),
+        Command::Publish(args) => crate::lightclient::publish(args),
+        Command::Subscribe(args) => crate::lightclient::subscribe(args),
         Command::Config {
             command: ConfigCommand::Dump(args),
         } => match args.load() {
@@ -82,6 +95,7 @@ pub fn main() -> ExitCode {
             }
             Err(e) => fail(EXIT_CONFIG, &e),
         },
+        Command::Store { command } => crate::store::cli::main(command),
         Command::Config {
             command: ConfigCommand::Keys,
         } => {

@@ -12,11 +12,13 @@ use tokio::{
 
 use crate::{
     config::Config,
+    filter::{self, ReceivedPush},
     health::Health,
-    http,
+    http, lightpush,
     message::WakuMessage,
     metrics::{self, NetworkMetrics},
     relay::{self, RelayedMessage},
+    store,
     swarm::{
         build_swarm, Command, MessageSink, NetworkStatus, PublishError, PublishReceipt, SwarmTask,
         SwarmTaskParts, COMMAND_CAPACITY,
@@ -46,6 +48,8 @@ pub enum StartError {
     Build(#[from] crate::swarm::BuildError),
     #[error(transparent)]
     Bans(#[from] crate::throttle::bans::BanDbError),
+    #[error("store: {0}")]
+    Store(#[from] store::StoreError),
     #[error("{what} port {port} is already in use ({key}); choose another with --{flag} or ROOST_{env}, or 0 for any free port")]
     PortInUse {
         what: &'static str,
@@ -84,10 +88,12 @@ pub struct NodeInfo {
 pub struct NodeHandle {
     commands: mpsc::Sender<Command>,
     messages: broadcast::Sender<Arc<RelayedMessage>>,
+    filter_pushes: broadcast::Sender<Arc<ReceivedPush>>,
     info: Arc<NodeInfo>,
     health: Health,
     throttle: Throttle,
     shutdown: watch::Sender<bool>,
+    store: Option<store::ArchiveHandle>,
 }
 
 impl NodeHandle {
@@ -107,6 +113,11 @@ impl NodeHandle {
     /// operator-identity capability marks attested fleet members through it.
     pub fn throttle(&self) -> &Throttle {
         &self.throttle
+    }
+
+    /// The archive, when this node is a store node: acknowledged inserts, local queries, stats.
+    pub fn store(&self) -> Option<&store::ArchiveHandle> {
+        self.store.as_ref()
     }
 
     /// Validates and publishes a message; it is also handed to this node's own consumers.
@@ -130,6 +141,12 @@ impl NodeHandle {
     /// Every message this node accepts from now on (relayed or published locally).
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<RelayedMessage>> {
         self.messages.subscribe()
+    }
+
+    /// Messages filter services push to this node from now on (this node as a filter client).
+    /// Pushes that arrive while nobody listens are dropped.
+    pub fn filter_pushes(&self) -> broadcast::Receiver<Arc<ReceivedPush>> {
+        self.filter_pushes.subscribe()
     }
 
     pub async fn dial(&self, address: Multiaddr) -> Result<(), String> {
@@ -239,7 +256,29 @@ impl Node {
             shutdown_rx.clone(),
         )
         .await?;
+        let lightpush_metrics =
+            lightpush::Metrics::register(registry.sub_registry_with_prefix("roost_lightpush"));
+        let filter_metrics =
+            filter::Metrics::register(registry.sub_registry_with_prefix("roost_filter"));
         let health = Health::default();
+        // Opened before any listener, so a locked or damaged archive stops start-up cleanly.
+        let store = if store::serving(&config) {
+            let served = config
+                .relay
+                .pubsub_topics()
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            Some(store::Store::open(
+                &config.store,
+                &data_dir,
+                served,
+                registry.sub_registry_with_prefix("roost_store"),
+                health.clone(),
+            )?)
+        } else {
+            None
+        };
 
         let mut swarm = build_swarm(keypair, &config, &mut registry, throttle.clone()).await?;
         let listeners = listen(&mut swarm, &config)?;
@@ -252,6 +291,29 @@ impl Node {
         let (messages_tx, _) = broadcast::channel(SUBSCRIBER_BUFFER);
         let mut sinks: Vec<Box<dyn MessageSink>> = vec![Box::new(messages_tx.clone())];
         sinks.extend(extra_sinks);
+        let (filter_pushes_tx, _) = broadcast::channel(filter::swarm::RECEIVED_BUFFER);
+        let filter_task = if config.filter.enabled {
+            let (task, wiring) = filter::service::FilterTask::new(
+                &config.filter,
+                config
+                    .relay
+                    .pubsub_topics()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+                command_tx.clone(),
+                shutdown_rx.clone(),
+                filter_metrics.clone(),
+            );
+            sinks.push(Box::new(wiring.sink));
+            Some((task, wiring.requests))
+        } else {
+            None
+        };
+        let (filter_task, filter_requests) = match filter_task {
+            Some((task, requests)) => (Some(task), Some(requests)),
+            None => (None, None),
+        };
 
         let with_p2p = |a: &Multiaddr| a.clone().with(Protocol::P2p(peer_id));
         let mut protocols = vec![
@@ -261,6 +323,16 @@ impl Node {
         ];
         if config.relay.enabled {
             protocols.insert(0, relay::PROTOCOL_ID.to_owned());
+        }
+        if store.is_some() {
+            protocols.push(store::PROTOCOL_ID.to_string());
+        }
+        if config.lightpush.enabled {
+            protocols.push(lightpush::PROTOCOL_V3.to_string());
+            protocols.push(lightpush::PROTOCOL_LEGACY.to_string());
+        }
+        if config.filter.enabled {
+            protocols.push(filter::SUBSCRIBE_PROTOCOL.to_string());
         }
         let mut info = NodeInfo {
             peer_id,
@@ -299,13 +371,28 @@ impl Node {
             None
         };
 
+        let (store_handle, store_inbound, store_runner) = match store {
+            Some(store) => {
+                let started = store.start(command_tx.clone())?;
+                sinks.push(Box::new(started.sink));
+                (
+                    Some(started.handle),
+                    Some(started.inbound),
+                    Some(started.runner),
+                )
+            }
+            None => (None, None, None),
+        };
+
         let handle = NodeHandle {
             commands: command_tx,
             messages: messages_tx,
+            filter_pushes: filter_pushes_tx.clone(),
             info: Arc::new(info),
             health: health.clone(),
             throttle: throttle.clone(),
             shutdown: shutdown_tx,
+            store: store_handle,
         };
 
         let task = SwarmTask::new(
@@ -320,6 +407,13 @@ impl Node {
                 libp2p_metrics,
                 health: health.clone(),
                 throttle: throttle.clone(),
+                lightpush: lightpush::Service::new(lightpush_metrics),
+                filter: filter::SwarmSide {
+                    requests: filter_requests,
+                    received: filter_pushes_tx,
+                    metrics: filter_metrics,
+                },
+                store: store_inbound,
             },
         );
         tasks.spawn(async move {
@@ -337,6 +431,16 @@ impl Node {
             tasks.spawn(async move {
                 ban_writer.await;
                 ("ban writer", Ok(()))
+            });
+        }
+        if let Some(runner) = store_runner {
+            let shutdown = shutdown_rx.clone();
+            tasks.spawn(async move { ("store", runner.run(shutdown).await) });
+        }
+        if let Some(filter_task) = filter_task {
+            tasks.spawn(async move {
+                filter_task.run().await;
+                ("filter", Ok(()))
             });
         }
 

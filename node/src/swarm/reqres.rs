@@ -26,6 +26,11 @@ use crate::reqres::LpCodec;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Protocol {
     Metadata,
+    LightPush,
+    LightPushLegacy,
+    FilterSubscribe,
+    FilterPush,
+    Store,
 }
 
 /// Why an outbound request got no response.
@@ -88,13 +93,18 @@ impl PendingRequests {
 
 impl SwarmTask {
     /// The behaviour that runs `protocol`, if it is enabled.
-    pub(super) fn reqres_behaviour(
+    pub(crate) fn reqres_behaviour(
         &mut self,
         protocol: Protocol,
     ) -> Option<&mut request_response::Behaviour<LpCodec>> {
         let behaviour = self.swarm.behaviour_mut();
         match protocol {
             Protocol::Metadata => Some(&mut behaviour.metadata),
+            Protocol::LightPush => Some(&mut behaviour.lightpush),
+            Protocol::LightPushLegacy => Some(&mut behaviour.lightpush_legacy),
+            Protocol::FilterSubscribe => Some(&mut behaviour.filter_subscribe),
+            Protocol::FilterPush => Some(&mut behaviour.filter_push),
+            Protocol::Store => Some(&mut behaviour.store),
         }
     }
 
@@ -114,7 +124,7 @@ impl SwarmTask {
         self.pending.replies.insert((protocol, id), reply);
     }
 
-    pub(super) fn respond(
+    pub(crate) fn respond(
         &mut self,
         protocol: Protocol,
         channel: ResponseChannel<Vec<u8>>,
@@ -128,7 +138,7 @@ impl SwarmTask {
 
     /// Resolves responses and failures of requests made through `Command::Request`.
     /// Returns the event untouched when it is not one of those.
-    pub(super) fn take_outbound(
+    pub(crate) fn take_outbound(
         &mut self,
         protocol: Protocol,
         event: request_response::Event<Vec<u8>, Vec<u8>>,

@@ -333,28 +333,32 @@ relay = "{QUOTA_PER_S}/1s per-peer"
 exempt_ips = ["127.0.0.1"]
 "#
     );
-    let path = dir.path().to_owned();
-    let node = tokio::task::spawn_blocking(move || NodeProcess::start(&path, &config))
-        .await
-        .unwrap()
-        .expect("roost starts");
-    let http = node.http_url();
+    let config_path = dir.path().join("roost.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let node = NodeProcess::start(
+        &dir.path().join("data"),
+        &["--config", config_path.to_str().unwrap()],
+    )
+    .await;
+    let http = node.http.clone();
+    let node_addr = node.tcp_addr();
+    let node_id = node.peer_id();
 
     let mut sink = bare_peer().await;
-    sink.connect(node.tcp_addr.clone())
+    sink.connect(node_addr.clone())
         .await
         .expect("sink connects");
     let mut honest = Vec::new();
     for _ in 0..HONEST {
         let p = bare_peer().await;
-        p.connect(node.tcp_addr.clone())
+        p.connect(node_addr.clone())
             .await
             .expect("honest peer connects");
         honest.push(p);
     }
     let attacker = bare_peer().await;
     attacker
-        .connect(node.tcp_addr.clone())
+        .connect(node_addr.clone())
         .await
         .expect("attacker connects");
     // Publishers flood-publish to the node whether or not it keeps them in its mesh; the sink
@@ -456,17 +460,17 @@ exempt_ips = ["127.0.0.1"]
         "{bans:?}"
     );
     wait_until(WAIT, || async {
-        !attacker.connected_peers().await.contains(&node.peer_id)
+        !attacker.connected_peers().await.contains(&node_id)
     })
     .await
     .expect("flooder disconnected");
     for p in &honest {
-        assert!(p.connected_peers().await.contains(&node.peer_id));
+        assert!(p.connected_peers().await.contains(&node_id));
     }
     assert!(
-        attacker.connect(node.tcp_addr.clone()).await.is_err() || {
+        attacker.connect(node_addr.clone()).await.is_err() || {
             wait_until(WAIT, || async {
-                !attacker.connected_peers().await.contains(&node.peer_id)
+                !attacker.connected_peers().await.contains(&node_id)
             })
             .await
             .is_ok()
