@@ -58,12 +58,9 @@ pub struct Config {
     /// How often idle limiter keys, offence scores and expired bans are swept. Default `30s`.
     #[serde(with = "units::duration")]
     pub prune_interval: Duration,
-    /// Offence points at which over-quota relay messages stop being Ignored and are Rejected
-    /// (which lowers the peer's gossipsub score). One point per throttled request or message,
-    /// ten per invalid message. Default `10`.
-    pub relay_reject_after: u32,
     /// Offence points at which a peer (or an IP) is banned; `0` = never ban automatically.
-    /// Default `100`.
+    /// One point per throttled request or Rejected relay message, ten per invalid relay
+    /// message. Default `100`.
     pub ban_threshold: u32,
     /// Offence points halve after this long without new offences. Default `1m`.
     #[serde(with = "units::duration")]
@@ -101,7 +98,6 @@ impl Default for Config {
             exempt_ips: Vec::new(),
             max_keys: 50_000,
             prune_interval: Duration::from_secs(30),
-            relay_reject_after: 10,
             ban_threshold: 100,
             offence_half_life: Duration::from_secs(60),
             ban_duration: Duration::from_secs(600),

@@ -163,7 +163,7 @@ impl Metrics {
         registry.register("bans", "Bans imposed, by kind and reason", m.bans.clone());
         registry.register(
             "ban_writes_dropped",
-            "Ban changes not persisted because the ban database writer was saturated (the ban still applies in memory)",
+            "Ban changes not persisted (writer saturated, disk nearly full or a write error); they still apply in memory",
             m.ban_writes_dropped.clone(),
         );
         registry.register(

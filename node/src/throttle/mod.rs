@@ -248,7 +248,9 @@ struct Inner {
     any_trusted: AtomicBool,
     exempt: HashSet<IpKey>,
     max_connections_per_ip: u32,
-    relay_reject_after: f64,
+    /// Second buckets for relay and relay bytes per class: over-quota relay messages are
+    /// Ignored while these still have room, Rejected once they are empty too.
+    relay_grace: [[QuotaLimiter; 2]; 2],
     /// 0: never ban automatically.
     ban_threshold: f64,
     offences: Mutex<Offences>,
@@ -285,8 +287,8 @@ impl Throttle {
             .count();
         tracing::info!(active, remembered = loaded.len(), "ban database loaded");
         let (tx, rx) = tokio::sync::mpsc::channel(bans::WRITE_CAPACITY);
+        let writer = bans::run_writer(Arc::new(db), rx, shutdown, metrics.clone());
         let throttle = Self::with_bans(config, metrics, loaded, Some(tx));
-        let writer = bans::run_writer(Arc::new(db), rx, shutdown);
         Ok((throttle, writer))
     }
 
@@ -322,7 +324,10 @@ impl Throttle {
                     .map(|ip| IpKey::from(*ip))
                     .collect(),
                 max_connections_per_ip: config.max_connections_per_ip,
-                relay_reject_after: f64::from(config.relay_reject_after),
+                relay_grace: [config.default_quotas(), config.trusted_quotas()].map(|q| {
+                    [Service::Relay, Service::RelayBytes]
+                        .map(|s| QuotaLimiter::new(q.get(s), max_keys, &clock))
+                }),
                 ban_threshold: f64::from(config.ban_threshold),
                 offences: Mutex::new(Offences::new(config.offence_half_life, max_keys)),
                 bans: bans::Bans::new(
@@ -607,10 +612,32 @@ impl Throttle {
         }
     }
 
-    /// Whether an over-quota relay message from an offender with this score is Rejected
-    /// (rather than Ignored).
-    pub fn relay_rejects(&self, score: f64) -> bool {
-        score >= self.inner.relay_reject_after
+    /// Whether an over-quota relay message (refused by `check_relay` with `throttled`) is
+    /// still within the peer's grace: a second quota's worth of over-quota messages is Ignored;
+    /// beyond it the peer keeps going and its messages are Rejected.
+    pub fn relay_grace(
+        &self,
+        peer: &PeerId,
+        lane: u16,
+        bytes: usize,
+        ip: Option<IpAddr>,
+        throttled: &Throttled,
+    ) -> bool {
+        let inner = &*self.inner;
+        let class = self.class_of(peer);
+        let ip = ip.map(IpKey::from).filter(|k| !inner.exempt.contains(k));
+        let (which, key, cells) = match throttled.service {
+            Service::RelayBytes => (
+                1,
+                (*peer, 0),
+                NonZeroU32::new(u32::try_from(bytes).unwrap_or(u32::MAX))
+                    .unwrap_or(NonZeroU32::MIN),
+            ),
+            _ => (0, (*peer, lane), NonZeroU32::MIN),
+        };
+        inner.relay_grace[class as usize][which]
+            .check(Some(&key), ip, cells)
+            .is_ok()
     }
 
     /// The limiters refusing new keys right now, as `class/service/scope`.
@@ -659,6 +686,11 @@ impl Throttle {
                         })
                         .set(keys as i64);
                 }
+            }
+        }
+        for grace in inner.relay_grace.iter().flatten() {
+            for limiter in grace.limiters() {
+                limiter.prune();
             }
         }
         if let Ok(mut offences) = inner.offences.lock() {
@@ -786,7 +818,7 @@ mod tests {
 
     #[test]
     fn throttled_requests_build_an_offence_score_and_global_ones_do_not() {
-        let t = throttle(|c| c.relay_reject_after = 3);
+        let t = throttle(|_| {});
         let p = PeerId::random();
         let by_peer = Throttled {
             service: Service::Store,
@@ -800,14 +832,28 @@ mod tests {
         for _ in 0..10 {
             assert_eq!(t.offend_throttled(&p, None, &global).score, 0.0);
         }
-        // Points decay continuously, so the fourth point crosses 3 whatever the clock did.
         let first = t.offend_throttled(&p, None, &by_peer).score;
-        assert!(!t.relay_rejects(first));
-        let mut last = first;
+        let second = t.offend_throttled(&p, None, &by_peer).score;
+        assert!(first > 0.9 && second > first, "{first} {second}");
+    }
+
+    #[test]
+    fn over_quota_relay_messages_get_one_more_quota_of_grace() {
+        let t = throttle(|c| c.relay = "3/1h per-peer".parse().unwrap());
+        let p = PeerId::random();
         for _ in 0..3 {
-            last = t.offend_throttled(&p, None, &by_peer).score;
+            t.check_relay(&p, 0, 10, None).unwrap();
         }
-        assert!(t.relay_rejects(last), "score {last}");
+        // The next three are over quota but within grace (Ignored), the rest are not (Rejected).
+        let verdicts: Vec<bool> = (0..5)
+            .map(|_| {
+                let throttled = t.check_relay(&p, 0, 10, None).unwrap_err();
+                t.relay_grace(&p, 0, 10, None, &throttled)
+            })
+            .collect();
+        assert_eq!(verdicts, vec![true, true, true, false, false]);
+        // Another topic is another bucket, with its own grace.
+        t.check_relay(&p, 1, 10, None).unwrap();
     }
 
     #[test]

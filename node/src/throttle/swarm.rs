@@ -38,8 +38,8 @@ impl SwarmTask {
     }
 
     /// Relay quota check for a message `source` forwarded on `pubsub_topic`, before it is
-    /// decoded. `Err` carries the verdict for gossipsub: Ignore while the peer's offence
-    /// score is low, Reject once it keeps going (which costs it gossipsub score).
+    /// decoded. `Err` carries the verdict for gossipsub: Ignore within a second quota's worth
+    /// of grace, Reject once the peer keeps going (an offence, and gossipsub score lost).
     pub(crate) fn relay_gate(
         &mut self,
         source: &PeerId,
@@ -53,15 +53,19 @@ impl SwarmTask {
         else {
             return Ok(());
         };
+        let lane = relay_lane(pubsub_topic);
+        if self
+            .throttle
+            .relay_grace(source, lane, bytes, ip, &throttled)
+        {
+            self.relay_metrics.verdict("ignore", "throttled");
+            tracing::trace!(peer = %source, %throttled, "relay message over quota: ignored");
+            return Err(MessageAcceptance::Ignore);
+        }
         let outcome = self.throttle.offend_throttled(source, ip, &throttled);
-        let (result, acceptance) = if self.throttle.relay_rejects(outcome.score) {
-            ("reject", MessageAcceptance::Reject)
-        } else {
-            ("ignore", MessageAcceptance::Ignore)
-        };
-        self.relay_metrics.verdict(result, "throttled");
-        tracing::trace!(peer = %source, %throttled, score = outcome.score, result, "relay message throttled");
-        Err(acceptance)
+        self.relay_metrics.verdict("reject", "throttled");
+        tracing::trace!(peer = %source, %throttled, score = outcome.score, "relay message over quota and grace: rejected");
+        Err(MessageAcceptance::Reject)
     }
 
     /// Records an invalid relay message from `source` as an offence.
