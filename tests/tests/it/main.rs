@@ -4,6 +4,7 @@ mod cli;
 mod filter;
 mod light_cli;
 mod lightpush;
+mod peer_exchange;
 mod relay;
 mod store;
 mod throttle;
