@@ -47,11 +47,13 @@ pub struct Config {
     /// Rendezvous points this node registers with and discovers peers from: full multiaddrs
     /// ending in `/p2p/<peer id>`. Default none (the client is off).
     pub points: Vec<Multiaddr>,
-    /// TTL this node asks for when it registers. Default `60s`.
+    /// TTL this node asks for when it registers. Default `5m`.
     #[serde(with = "units::duration")]
     pub register_ttl: Duration,
     /// How often this node refreshes its registrations; must be shorter than `register_ttl`.
-    /// Default `10s` (Waku's interval).
+    /// Default `1m`: one REGISTER per shard per minute, within a Roost point's default quota
+    /// (`throttle.rendezvous_register`, 10 a minute per peer) for up to 8 shards. (nwaku
+    /// refreshes every 10 s with 60 s TTLs, which Roost points accept too.)
     #[serde(with = "units::duration")]
     pub register_interval: Duration,
     /// How often this node asks the points for peers while a shard has fewer than
@@ -80,8 +82,8 @@ impl Default for Config {
             max_registrations: 200_000,
             max_discover_limit: SPEC_MAX_DISCOVER_LIMIT,
             points: Vec::new(),
-            register_ttl: Duration::from_secs(60),
-            register_interval: Duration::from_secs(10),
+            register_ttl: Duration::from_secs(300),
+            register_interval: Duration::from_secs(60),
             discover_interval: Duration::from_secs(30),
             discover_limit: 12,
             target_relay_peers: 6,
@@ -175,7 +177,7 @@ mod tests {
         };
         assert!(bad.validate().unwrap_err().contains("rendezvous.max_ttl"));
         let bad = Config {
-            register_interval: Duration::from_secs(60),
+            register_interval: Duration::from_secs(300),
             ..Config::default()
         };
         assert!(bad

@@ -17,8 +17,8 @@ pub const LABELLED_NAMESPACES: usize = 32;
 pub struct RequestLabels {
     /// `register`, `unregister`, `discover` or `unknown`.
     pub kind: &'static str,
-    /// A status label (`ok`, `invalid_ttl`, …) or `malformed`, `overloaded`, `unreadable`
-    /// (frame over the limit or cut short), `stream_error`.
+    /// A status label (`ok`, `invalid_ttl`, …) or `malformed`, `throttled`, `overloaded`,
+    /// `unreadable` (frame over the limit or cut short), `stream_error`.
     pub outcome: &'static str,
 }
 
@@ -79,7 +79,7 @@ impl Metrics {
         };
         registry.register(
             "requests",
-            "Rendezvous requests served, by kind and outcome (status, malformed, overloaded, unreadable, stream_error)",
+            "Rendezvous requests served, by kind and outcome (status, malformed, throttled, overloaded, unreadable, stream_error)",
             m.requests.clone(),
         );
         registry.register(

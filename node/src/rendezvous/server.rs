@@ -17,7 +17,8 @@
 //! | cookie unreadable, of another namespace, or not issued here | `E_INVALID_COOKIE` (103) |
 //! | record of another peer than the sender; policy refusal | `E_NOT_AUTHORIZED` (200) |
 //! | the database write failed | `E_INTERNAL_ERROR` (300) |
-//! | per-peer or total cap reached; queue full; over quota | `E_UNAVAILABLE` (400) |
+//! | per-peer or total cap reached | `E_UNAVAILABLE` (400) |
+//! | over the peer's throttle quota, or the server's queue full (the swarm task answers, undecoded) | `E_UNAVAILABLE` (400) |
 //! | message unreadable or of no request type | 101 in a REGISTER_RESPONSE (100 in a DISCOVER_RESPONSE when it looks like a DISCOVER) |
 //!
 //! UNREGISTER has no response (spec); its stream just closes.

@@ -1,12 +1,23 @@
-//! The rendezvous protocols on the swarm task: inbound requests go, undecoded, to the server
-//! thread's queue; responses to this node's own requests go back to their callers.
+//! The rendezvous protocols on the swarm task: inbound requests are admitted (throttle quota,
+//! room in the queue) on their raw bytes and go, undecoded, to the server thread; responses
+//! to this node's own requests go back to their callers.
 
 use std::time::Instant;
 
 use libp2p::request_response::{self, Message};
 
 use super::{proto, server::Inbound, Dialect};
-use crate::swarm::SwarmTask;
+use crate::{swarm::SwarmTask, throttle};
+
+/// The `kind` label of a request, from its peeked type.
+fn kind_label(kind: Option<proto::MessageType>) -> &'static str {
+    match kind {
+        Some(proto::MessageType::Register) => "register",
+        Some(proto::MessageType::Discover) => "discover",
+        Some(proto::MessageType::Unregister) => "unregister",
+        _ => "unknown",
+    }
+}
 
 impl SwarmTask {
     /// Handles an event of `/rendezvous/1.0.0` or `/vac/waku/rendezvous/1.0.0`.
@@ -22,15 +33,34 @@ impl SwarmTask {
         match event {
             request_response::Event::Message {
                 peer,
+                connection_id,
                 message:
                     Message::Request {
                         request, channel, ..
                     },
-                ..
             } => {
-                // Admission happens here, on the raw bytes, before anything is decoded: a
-                // request the server cannot take now is answered E_UNAVAILABLE at once. This
-                // is the one place where a per-peer request quota belongs as well.
+                // Admission, on the raw bytes, before anything is decoded: first the peer's
+                // quota (the message type is read from the first field only, to pick the
+                // REGISTER or DISCOVER quota), then room in the server's queue. Either refusal
+                // is answered E_UNAVAILABLE at once.
+                let kind = proto::peek_type(&request);
+                let service = match kind {
+                    Some(proto::MessageType::Discover) => throttle::Service::RendezvousDiscover,
+                    _ => throttle::Service::RendezvousRegister,
+                };
+                let label = kind_label(kind);
+                if let Err(throttled) = self.admit(service, peer, connection_id) {
+                    if let Some(inbox) = &self.rendezvous {
+                        inbox.count(label, "throttled");
+                    }
+                    let response = proto::refusal_for(
+                        &request,
+                        proto::Status::Unavailable,
+                        &throttled.to_string(),
+                    );
+                    self.respond(protocol, channel, response);
+                    return;
+                }
                 let Some(inbox) = self.rendezvous.as_ref() else {
                     // Only reachable if a peer ignores that we do not advertise the protocol.
                     let response = proto::refusal_for(
@@ -49,13 +79,7 @@ impl SwarmTask {
                     received: Instant::now(),
                 };
                 if let Err(refused) = inbox.offer(inbound) {
-                    let kind = match proto::peek_type(&refused.request) {
-                        Some(proto::MessageType::Register) => "register",
-                        Some(proto::MessageType::Discover) => "discover",
-                        Some(proto::MessageType::Unregister) => "unregister",
-                        _ => "unknown",
-                    };
-                    inbox.count(kind, "overloaded");
+                    inbox.count(label, "overloaded");
                     tracing::debug!(%peer, "rendezvous queue full; answering E_UNAVAILABLE");
                     let response = proto::refusal_for(
                         &refused.request,
@@ -66,8 +90,9 @@ impl SwarmTask {
                 }
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
-                // Oversize or truncated frames, streams reset by the peer. UNREGISTER, which has
-                // no response, ends here too (`ResponseOmission`): not a failure.
+                // Streams reset by the peer, response timeouts. UNREGISTER, which has no
+                // response, ends here too (`ResponseOmission`): not a failure. Frames that
+                // cannot be read never get here; the codec counts them as `unreadable`.
                 if !matches!(error, request_response::InboundFailure::ResponseOmission) {
                     if let Some(inbox) = &self.rendezvous {
                         inbox.count("unknown", "stream_error");

@@ -9,3 +9,4 @@ mod peer_exchange;
 mod relay;
 mod rendezvous;
 mod store;
+mod throttle;

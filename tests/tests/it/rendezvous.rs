@@ -628,6 +628,8 @@ async fn caps_refuse_new_registrations_and_refreshes_do_not_grow_the_table() {
     let rdv = point(|c| {
         c.rendezvous.max_registrations_per_peer = 2;
         c.rendezvous.max_registrations = 3;
+        // 25 REGISTERs from one peer: more than its quota allows.
+        c.throttle.enabled = false;
     })
     .await;
     let at = rdv.tcp_addr();
@@ -812,6 +814,93 @@ async fn bad_input_gets_status_codes_and_the_connection_stays_up() {
     })
     .await
     .expect("the oversize frame is counted");
+}
+
+/// Over its quota a peer gets E_UNAVAILABLE for REGISTER and DISCOVER alike, before anything
+/// is decoded (garbage is refused the same way, not counted as malformed); other peers are
+/// not affected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_over_the_throttle_quota_get_unavailable_undecoded() {
+    init_tracing();
+    let rdv = point(|c| {
+        c.throttle.rendezvous_register = "2/1h per-peer".parse().unwrap();
+        c.throttle.rendezvous_discover = "1/1h per-peer".parse().unwrap();
+    })
+    .await;
+    let at = rdv.tcp_addr();
+    let mut greedy = RdvPeer::ed25519().unwrap();
+    assert_eq!(register(&mut greedy, &at, "quota/a", None).await, Ok(7200));
+    assert_eq!(register(&mut greedy, &at, "quota/b", None).await, Ok(7200));
+    let refused = register(&mut greedy, &at, "quota/c", None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&refused, ResponseError::Refused { status: Status::Unavailable, text: Some(t) } if t.contains("quota")),
+        "{refused}"
+    );
+    let garbage = greedy
+        .request(&at, Flavour::Libp2p, vec![0xff, 0xff, 0xff])
+        .await
+        .unwrap();
+    assert!(matches!(
+        read_register_response(&garbage),
+        Err(ResponseError::Refused {
+            status: Status::Unavailable,
+            ..
+        })
+    ));
+    assert!(discover(&mut greedy, &at, "quota/a", None, None)
+        .await
+        .is_ok());
+    let refused = discover(&mut greedy, &at, "quota/a", None, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        refused,
+        ResponseError::Refused {
+            status: Status::Unavailable,
+            ..
+        }
+    ));
+    // Someone else still gets served.
+    let mut polite = RdvPeer::ed25519().unwrap();
+    let (found, _) = discover(&mut polite, &at, "quota/a", None, None)
+        .await
+        .unwrap();
+    assert_eq!(found, vec![greedy.peer_id]);
+    let m = rdv.metrics().await;
+    assert_eq!(
+        metric_sum(
+            &m,
+            "roost_rendezvous_requests_total",
+            &[("kind", "register"), ("outcome", "throttled")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric_sum(
+            &m,
+            "roost_rendezvous_requests_total",
+            &[("kind", "unknown"), ("outcome", "throttled")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric_sum(
+            &m,
+            "roost_rendezvous_requests_total",
+            &[("kind", "discover"), ("outcome", "throttled")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric_sum(
+            &m,
+            "roost_rendezvous_requests_total",
+            &[("outcome", "malformed")]
+        ),
+        0.0
+    );
 }
 
 /// `roost rendezvous register` and `discover` against a running point.
