@@ -9,3 +9,4 @@ mod lightpush;
 mod peer_exchange;
 mod relay;
 mod store;
+mod throttle;
