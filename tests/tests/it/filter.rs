@@ -407,3 +407,39 @@ async fn subscribers_connections_are_kept_open() {
     subscriber.stop().await;
     passer_by.stop().await;
 }
+
+/// Over the per-peer quota a filter request gets 429 with request id "N/A", undecoded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_quota_requests_get_429() {
+    init_tracing();
+    let node = TestNode::start_with(|c| {
+        c.throttle.filter = "2/1h per-peer".parse().unwrap();
+        c.throttle.ban_threshold = 0;
+    })
+    .await;
+    let client = Client::start(1).await.unwrap();
+    let addr = node.tcp_addr();
+    for _ in 0..2 {
+        let reply = client
+            .filter(&addr, RequestType::Ping, None, &[])
+            .await
+            .unwrap();
+        assert_eq!(reply.status, Status::NOT_FOUND);
+    }
+    let reply = client
+        .filter(&addr, RequestType::Ping, None, &[])
+        .await
+        .unwrap();
+    assert_eq!(reply.status, Status::TOO_MANY_REQUESTS, "{reply:?}");
+    assert_eq!(reply.request_id, filter::UNKNOWN_REQUEST_ID);
+    let m = node.metrics().await;
+    assert_eq!(
+        metric_sum(
+            &m,
+            "roost_filter_requests_total",
+            &[("outcome", "throttled")]
+        ),
+        1.0
+    );
+    client.stop().await;
+}
