@@ -158,7 +158,7 @@ pub fn node_table(fleet: &Fleet, host: &Host) -> Result<Table, ConfigError> {
     );
     set_if_known(
         &mut table,
-        "rendezvous.server_enabled",
+        "rendezvous.enabled",
         Value::Boolean(roles.contains(&Role::Rendezvous)),
     );
     let boot = roles.contains(&Role::Boot);
@@ -169,22 +169,36 @@ pub fn node_table(fleet: &Fleet, host: &Host) -> Result<Table, ConfigError> {
     ] {
         set_if_known(&mut table, service, Value::Boolean(boot));
     }
-    // Boot hosts with a known identity are every other node's static peers.
+    // Boot hosts are every other node's static peers (with /p2p when their identity is known;
+    // without, the node learns it on connection).
+    let address_of = |h: &Host| {
+        let base = format!("/ip4/{}/tcp/{}", h.address, fleet.ports_of(h).tcp);
+        match &h.peer_id {
+            Some(id) => format!("{base}/p2p/{id}"),
+            None => base,
+        }
+    };
     let peers: Vec<Value> = fleet
         .hosts
         .iter()
         .filter(|h| h.name != host.name && h.roles.contains(&Role::Boot))
-        .filter_map(|h| {
-            let id = h.peer_id.as_ref()?;
-            Some(Value::String(format!(
-                "/ip4/{}/tcp/{}/p2p/{id}",
-                h.address,
-                fleet.ports_of(h).tcp
-            )))
-        })
+        .map(|h| Value::String(address_of(h)))
         .collect();
     if !peers.is_empty() && get(&table, "network.peers").is_none() {
         set(&mut table, "network.peers", Value::Array(peers));
+    }
+    // Rendezvous points need a known identity: the client addresses requests to a PeerId.
+    let points: Vec<Value> = fleet
+        .fleet
+        .rendezvous_points
+        .iter()
+        .filter(|p| *p != &host.name)
+        .filter_map(|p| fleet.host(p))
+        .filter(|h| h.peer_id.is_some())
+        .map(|h| Value::String(address_of(h)))
+        .collect();
+    if get(&table, "rendezvous.points").is_none() {
+        set_if_known(&mut table, "rendezvous.points", Value::Array(points));
     }
     Ok(table)
 }
