@@ -1,4 +1,4 @@
-//! The `roost` command line: `run`, `config dump`, `config keys`. Every subcommand that builds a
+//! The `roost` command line: `run`, `config dump`, `config keys`, `operator …`. Every subcommand that builds a
 //! config takes `--config FILE` and one override flag per config key.
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
@@ -35,6 +35,11 @@ pub enum Command {
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+    /// Operator keys (file, HSM via PKCS#11, Keycard via PC/SC) and fleet attestations.
+    Operator {
+        #[command(subcommand)]
+        command: crate::operator::cli::OperatorCommand,
     },
 }
 
@@ -76,6 +81,7 @@ pub fn main() -> ExitCode {
             }
             Err(e) => fail(EXIT_CONFIG, &e),
         },
+        Command::Operator { command } => crate::operator::cli::run(command),
         Command::Config {
             command: ConfigCommand::Keys,
         } => {

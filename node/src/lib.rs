@@ -15,6 +15,7 @@ pub mod message;
 pub mod metadata;
 pub mod metrics;
 pub mod node;
+pub mod operator;
 pub mod relay;
 pub mod reqres;
 pub mod swarm;

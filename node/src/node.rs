@@ -43,6 +43,8 @@ pub enum StartError {
     Identity(#[from] crate::identity::Error),
     #[error(transparent)]
     Build(#[from] crate::swarm::BuildError),
+    #[error(transparent)]
+    Attestation(#[from] crate::operator::local::LoadError),
     #[error("{what} port {port} is already in use ({key}); choose another with --{flag} or ROOST_{env}, or 0 for any free port")]
     PortInUse {
         what: &'static str,
@@ -84,6 +86,7 @@ pub struct NodeHandle {
     info: Arc<NodeInfo>,
     health: Health,
     shutdown: watch::Sender<bool>,
+    fleet: crate::operator::FleetView,
 }
 
 impl NodeHandle {
@@ -97,6 +100,11 @@ impl NodeHandle {
 
     pub fn health(&self) -> &Health {
         &self.health
+    }
+
+    /// The connected peers whose fleet attestations this node verified.
+    pub fn fleet(&self) -> &crate::operator::FleetView {
+        &self.fleet
     }
 
     /// Validates and publishes a message; it is also handed to this node's own consumers.
@@ -215,12 +223,29 @@ impl Node {
         })?;
         let keypair = crate::identity::load_or_create(&data_dir)?;
         let peer_id = keypair.public().to_peer_id();
+        let attestation = match &config.operator.attestation {
+            Some(path) => {
+                let bytes = tokio::fs::read(path).await.map_err(|source| {
+                    crate::operator::local::LoadError::Read {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
+                let signed =
+                    crate::operator::local::check(&config.operator, path, peer_id, &bytes)?;
+                crate::operator::local::announce(&signed, path);
+                Some(Arc::new(signed))
+            }
+            None => None,
+        };
 
         let mut registry = metrics::new_registry();
         let libp2p_metrics = libp2p::metrics::Metrics::new(&mut registry);
         let relay_metrics =
             relay::Metrics::register(registry.sub_registry_with_prefix("roost_relay"));
         let net_metrics = NetworkMetrics::register(registry.sub_registry_with_prefix("roost"));
+        let operator_metrics =
+            crate::operator::Metrics::register(registry.sub_registry_with_prefix("roost_operator"));
         let health = Health::default();
 
         let mut swarm = build_swarm(keypair, &config, &mut registry).await?;
@@ -244,6 +269,9 @@ impl Node {
         ];
         if config.relay.enabled {
             protocols.insert(0, relay::PROTOCOL_ID.to_owned());
+        }
+        if attestation.is_some() {
+            protocols.push(crate::operator::PROTOCOL_ID.to_string());
         }
         let mut info = NodeInfo {
             peer_id,
@@ -282,13 +310,50 @@ impl Node {
             None
         };
 
+        let fleet_view = crate::operator::FleetView::default();
         let handle = NodeHandle {
             commands: command_tx,
             messages: messages_tx,
             info: Arc::new(info),
             health: health.clone(),
             shutdown: shutdown_tx,
+            fleet: fleet_view.clone(),
         };
+
+        // Fleet trust: the fleet is the configured one, else the attestation's.
+        let fleet = config.operator.fleet.clone().or_else(|| {
+            attestation
+                .as_ref()
+                .map(|signed| signed.attestation.fleet.clone())
+        });
+        let verifier = (!config.operator.trusted_keys.is_empty()).then(|| {
+            crate::operator::Verifier::new(fleet.clone(), config.operator.trusted_keys.clone())
+        });
+        let (attestation_tx, attestation_rx) = watch::channel(attestation);
+        let operator_state = crate::operator::swarm::State::new(
+            attestation_rx,
+            verifier,
+            fleet,
+            fleet_view,
+            operator_metrics.clone(),
+        );
+        if let Some(path) = config.operator.attestation.clone() {
+            let watcher = crate::operator::local::Watcher {
+                config: config.operator.clone(),
+                path,
+                me: peer_id,
+                current: attestation_tx,
+                metrics: operator_metrics,
+                health: health.clone(),
+            };
+            let mut last_warning = None;
+            watcher.evaluate(&mut last_warning);
+            let shutdown = shutdown_rx.clone();
+            tasks.spawn(async move {
+                watcher.run(shutdown, last_warning).await;
+                ("operator", Ok(()))
+            });
+        }
 
         let task = SwarmTask::new(
             swarm,
@@ -301,6 +366,7 @@ impl Node {
                 net_metrics,
                 libp2p_metrics,
                 health: health.clone(),
+                operator: operator_state,
             },
         );
         tasks.spawn(async move {

@@ -29,6 +29,7 @@ pub struct Config {
     pub relay: crate::relay::Config,
     pub http: HttpConfig,
     pub log: LogConfig,
+    pub operator: crate::operator::Config,
 }
 
 /// Where the node keeps its state and how it stops.
@@ -215,6 +216,7 @@ impl Config {
     /// Cross-field checks that serde cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.relay.validate().map_err(ConfigError::Invalid)?;
+        self.operator.validate().map_err(ConfigError::Invalid)?;
         if self.network.max_connections == 0 {
             return Err(ConfigError::Invalid(
                 "network.max_connections must be at least 1".into(),

@@ -21,6 +21,9 @@ pub struct Behaviour {
     pub relay: Toggle<gossipsub::Behaviour>,
     /// Cluster/shard exchange on every new connection.
     pub metadata: metadata::Behaviour,
+    /// Operator attestations (`/roost/attestation/1.0.0`): served when this node has one,
+    /// fetched from peers that claim fleet membership.
+    pub attestation: crate::operator::swarm::Behaviour,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
 }
@@ -36,6 +39,7 @@ impl Behaviour {
             limits: libp2p_connection_limits::Behaviour::new(limits),
             relay: relay.into(),
             metadata: metadata::behaviour(),
+            attestation: crate::operator::swarm::behaviour(config.operator.attestation.is_some()),
             identify: identify::Behaviour::new(
                 identify::Config::new(IDENTIFY_PROTOCOL.into(), keypair.public())
                     .with_agent_version(format!("roost/{VERSION}"))

@@ -79,7 +79,7 @@ struct StaticPeer {
 }
 
 pub struct SwarmTask {
-    swarm: Swarm<Behaviour>,
+    pub(crate) swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
     shutdown: watch::Receiver<bool>,
     validator: Validator,
@@ -98,6 +98,8 @@ pub struct SwarmTask {
     /// Requests sent for other tasks, awaiting responses.
     pending: reqres::PendingRequests,
     command_capacity: usize,
+    /// Attestations: this node's, and the verified fleet peers.
+    pub(crate) operator: crate::operator::swarm::State,
 }
 
 /// Everything the swarm task needs besides the swarm itself.
@@ -109,6 +111,7 @@ pub struct SwarmTaskParts {
     pub net_metrics: NetworkMetrics,
     pub libp2p_metrics: libp2p::metrics::Metrics,
     pub health: Health,
+    pub operator: crate::operator::swarm::State,
 }
 
 impl SwarmTask {
@@ -148,6 +151,7 @@ impl SwarmTask {
             metadata_pending: HashSet::new(),
             pending: reqres::PendingRequests::default(),
             command_capacity: COMMAND_CAPACITY,
+            operator: parts.operator,
         };
         task.subscribe_shards(config);
         task
@@ -187,6 +191,7 @@ impl SwarmTask {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 _ = gauges.tick() => {
                     self.redial_static_peers();
+                    self.operator_tick();
                     self.refresh_gauges();
                 }
             }
@@ -387,10 +392,12 @@ impl SwarmTask {
         match event {
             SwarmEvent::Behaviour(BehaviourEvent::Relay(event)) => self.on_gossipsub(event),
             SwarmEvent::Behaviour(BehaviourEvent::Metadata(event)) => self.on_metadata(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Attestation(event)) => self.on_attestation(event),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(event)) => {
                 self.libp2p_metrics.record(&event);
                 if let identify::Event::Received { peer_id, info, .. } = &event {
                     tracing::debug!(peer = %peer_id, agent = %info.agent_version, "identified peer");
+                    self.on_operator_identified(*peer_id, info);
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Ping(event)) => {
@@ -433,6 +440,7 @@ impl SwarmTask {
                 if num_established == 0 {
                     self.metadata_pending.remove(&peer_id);
                     self.on_static_peer_disconnected(peer_id);
+                    self.on_operator_peer_gone(peer_id);
                 }
             }
             SwarmEvent::OutgoingConnectionError {

@@ -26,6 +26,7 @@ use crate::reqres::LpCodec;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Protocol {
     Metadata,
+    Attestation,
 }
 
 /// Why an outbound request got no response.
@@ -95,6 +96,7 @@ impl SwarmTask {
         let behaviour = self.swarm.behaviour_mut();
         match protocol {
             Protocol::Metadata => Some(&mut behaviour.metadata),
+            Protocol::Attestation => Some(&mut behaviour.attestation),
         }
     }
 
@@ -128,7 +130,7 @@ impl SwarmTask {
 
     /// Resolves responses and failures of requests made through `Command::Request`.
     /// Returns the event untouched when it is not one of those.
-    pub(super) fn take_outbound(
+    pub(crate) fn take_outbound(
         &mut self,
         protocol: Protocol,
         event: request_response::Event<Vec<u8>, Vec<u8>>,

@@ -1,0 +1,270 @@
+//! Deciding whether an attestation is acceptable, and the shared view of verified fleet peers
+//! that other capabilities (rendezvous, throttle) consult.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+    time::SystemTime,
+};
+
+use libp2p::PeerId;
+
+use super::{
+    attestation::{unix, Attestation, Rejection, Role, SignedAttestation, CLOCK_SKEW},
+    key::OperatorKey,
+};
+
+/// Checks attestations against a fleet's trusted operator keys.
+///
+/// Checks run in a fixed order, and the first failure is the reason reported: format and
+/// signature, trusted key, fleet, node PeerId, validity window.
+#[derive(Debug, Clone)]
+pub struct Verifier {
+    /// The fleet attestations must name; `None` accepts any fleet (for `roost operator verify`
+    /// without `--fleet`).
+    pub fleet: Option<String>,
+    pub trusted: Vec<OperatorKey>,
+}
+
+impl Verifier {
+    pub fn new(fleet: Option<String>, trusted: Vec<OperatorKey>) -> Self {
+        Verifier { fleet, trusted }
+    }
+
+    /// Verifies `bytes` as an attestation for `peer` (if given) at `now`.
+    pub fn verify(
+        &self,
+        bytes: &[u8],
+        peer: Option<&PeerId>,
+        now: SystemTime,
+    ) -> Result<SignedAttestation, Rejection> {
+        let signed = SignedAttestation::decode(bytes)?;
+        self.check(&signed.attestation, peer, now)?;
+        Ok(signed)
+    }
+
+    /// The checks after decoding.
+    pub fn check(
+        &self,
+        a: &Attestation,
+        peer: Option<&PeerId>,
+        now: SystemTime,
+    ) -> Result<(), Rejection> {
+        if !self.trusted.contains(&a.operator) {
+            return Err(Rejection::UntrustedKey(a.operator.to_string()));
+        }
+        if let Some(fleet) = &self.fleet {
+            if &a.fleet != fleet {
+                return Err(Rejection::WrongFleet {
+                    expected: fleet.clone(),
+                    got: a.fleet.clone(),
+                });
+            }
+        }
+        if let Some(peer) = peer {
+            if &a.node != peer {
+                return Err(Rejection::WrongPeer {
+                    expected: peer.to_string(),
+                    got: a.node.to_string(),
+                });
+            }
+        }
+        let now = unix(now);
+        let skew = CLOCK_SKEW.as_secs();
+        if a.issued_at > now.saturating_add(skew) {
+            return Err(Rejection::NotYetValid(a.issued_at));
+        }
+        if a.expires_at <= now {
+            return Err(Rejection::Expired(a.expires_at));
+        }
+        Ok(())
+    }
+}
+
+/// A peer whose attestation this node verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetPeer {
+    pub fleet: String,
+    pub roles: Vec<Role>,
+    pub expires_at: u64,
+    pub seq: u64,
+    pub operator: OperatorKey,
+}
+
+impl FleetPeer {
+    pub fn from_attestation(a: &Attestation) -> Self {
+        FleetPeer {
+            fleet: a.fleet.clone(),
+            roles: a.roles.clone(),
+            expires_at: a.expires_at,
+            seq: a.seq,
+            operator: a.operator.clone(),
+        }
+    }
+
+    pub fn has_role(&self, role: Role) -> bool {
+        self.roles.contains(&role)
+    }
+
+    pub fn valid_at(&self, now: SystemTime) -> bool {
+        self.expires_at > unix(now)
+    }
+}
+
+/// The connected peers whose attestations verified, shared (cheap to clone) between the swarm
+/// task, which writes it, and any capability that gives fleet peers their due (rendezvous fleet
+/// namespaces, throttle quotas). Reads take a short `std` lock and never block on I/O.
+#[derive(Debug, Clone, Default)]
+pub struct FleetView {
+    inner: Arc<RwLock<HashMap<PeerId, FleetPeer>>>,
+}
+
+impl FleetView {
+    /// The verified fleet peer `peer`, if its attestation is still valid now.
+    pub fn get(&self, peer: &PeerId) -> Option<FleetPeer> {
+        let map = self.inner.read().ok()?;
+        map.get(peer)
+            .filter(|p| p.valid_at(SystemTime::now()))
+            .cloned()
+    }
+
+    pub fn is_fleet_peer(&self, peer: &PeerId) -> bool {
+        self.get(peer).is_some()
+    }
+
+    /// Whether `peer` is a verified member of `fleet` (with `role`, when given).
+    pub fn is_member(&self, peer: &PeerId, fleet: &str, role: Option<Role>) -> bool {
+        self.get(peer)
+            .map(|p| p.fleet == fleet && role.is_none_or(|r| p.has_role(r)))
+            .unwrap_or(false)
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.read().map(|m| m.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn peers(&self) -> Vec<(PeerId, FleetPeer)> {
+        self.inner
+            .read()
+            .map(|m| m.iter().map(|(k, v)| (*k, v.clone())).collect())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn insert(&self, peer: PeerId, fleet_peer: FleetPeer) {
+        if let Ok(mut map) = self.inner.write() {
+            map.insert(peer, fleet_peer);
+        }
+    }
+
+    pub(crate) fn remove(&self, peer: &PeerId) -> Option<FleetPeer> {
+        self.inner.write().ok().and_then(|mut m| m.remove(peer))
+    }
+
+    /// Drops entries whose attestation expired; returns the peers dropped.
+    pub(crate) fn remove_expired(&self, now: SystemTime) -> Vec<PeerId> {
+        let Ok(mut map) = self.inner.write() else {
+            return Vec::new();
+        };
+        let expired: Vec<PeerId> = map
+            .iter()
+            .filter(|(_, p)| !p.valid_at(now))
+            .map(|(k, _)| *k)
+            .collect();
+        for peer in &expired {
+            map.remove(peer);
+        }
+        expired
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use libp2p::identity::Keypair;
+
+    use super::*;
+    use crate::operator::{attestation::tests::claims, signer::file::FileSigner};
+
+    fn at(secs: u64) -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn every_rejection_reason_is_reported() {
+        let now = 1_700_000_000;
+        let operator = Keypair::generate_secp256k1();
+        let mut signer = FileSigner::from_keypair(operator.clone()).unwrap();
+        let key = OperatorKey::new(operator.public()).unwrap();
+        let node = PeerId::random();
+        let verifier = Verifier::new(Some("staging".into()), vec![key.clone()]);
+        let good = claims(node, now).sign(&mut signer).unwrap();
+
+        assert!(verifier.verify(&good.bytes, Some(&node), at(now)).is_ok());
+        // Within the clock skew either side of issue time: still fine.
+        assert!(verifier
+            .verify(&good.bytes, Some(&node), at(now - 200))
+            .is_ok());
+
+        let reason = |bytes: &[u8], peer: &PeerId, t: u64| {
+            verifier
+                .verify(bytes, Some(peer), at(t))
+                .unwrap_err()
+                .label()
+        };
+        assert_eq!(reason(&good.bytes, &PeerId::random(), now), "wrong_peer");
+        assert_eq!(reason(&good.bytes, &node, now + 3600), "expired");
+        assert_eq!(reason(&good.bytes, &node, now - 301), "not_yet_valid");
+
+        let mut other_fleet = claims(node, now);
+        other_fleet.fleet = "beta".into();
+        let other_fleet = other_fleet.sign(&mut signer).unwrap();
+        assert_eq!(reason(&other_fleet.bytes, &node, now), "wrong_fleet");
+
+        let mut stranger = FileSigner::from_keypair(Keypair::generate_secp256k1()).unwrap();
+        let self_signed = claims(node, now).sign(&mut stranger).unwrap();
+        assert_eq!(reason(&self_signed.bytes, &node, now), "untrusted_key");
+
+        let mut tampered = good.bytes.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        assert_eq!(reason(&tampered, &node, now), "bad_signature");
+
+        // Without fleet and peer constraints only trust and time count.
+        let loose = Verifier::new(None, vec![key]);
+        assert!(loose
+            .verify(&other_fleet.bytes, Some(&node), at(now))
+            .is_ok());
+        assert!(loose.verify(&good.bytes, None, at(now)).is_ok());
+    }
+
+    #[test]
+    fn fleet_view_answers_membership_and_forgets_expired_peers() {
+        let view = FleetView::default();
+        let peer = PeerId::random();
+        let key = OperatorKey::new(Keypair::generate_ed25519().public()).unwrap();
+        let now = unix(SystemTime::now());
+        view.insert(
+            peer,
+            FleetPeer {
+                fleet: "staging".into(),
+                roles: vec![Role::Relay],
+                expires_at: now + 60,
+                seq: 1,
+                operator: key.clone(),
+            },
+        );
+        assert!(view.is_member(&peer, "staging", None));
+        assert!(view.is_member(&peer, "staging", Some(Role::Relay)));
+        assert!(!view.is_member(&peer, "staging", Some(Role::Store)));
+        assert!(!view.is_member(&peer, "beta", None));
+        assert!(!view.is_fleet_peer(&PeerId::random()));
+        assert!(view.remove_expired(at(now)).is_empty());
+        assert_eq!(view.remove_expired(at(now + 61)), vec![peer]);
+        assert!(view.is_empty());
+    }
+}
