@@ -6,6 +6,7 @@
 
 pub mod bare;
 pub mod process;
+pub mod rig;
 
 use std::{future::Future, path::PathBuf, time::Duration};
 

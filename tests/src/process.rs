@@ -3,9 +3,10 @@
 //! if it is missing it is built once with cargo. `ROOST_TEST_BIN` overrides the path.
 
 use std::{
+    collections::HashMap,
     path::PathBuf,
     process::{Child, Command, Output, Stdio},
-    sync::OnceLock,
+    sync::{Mutex, OnceLock},
     time::Duration,
 };
 
@@ -16,6 +17,23 @@ pub fn roost_bin() -> PathBuf {
         if let Ok(path) = std::env::var("ROOST_TEST_BIN") {
             return PathBuf::from(path);
         }
+        workspace_bin("roost-node", "roost")
+    })
+    .clone()
+}
+
+/// Path of binary `bin` of workspace package `package` (e.g. `roost-keycard-emu`,
+/// `keycard-emu`), built once per test process so a stale binary never runs.
+pub fn workspace_bin(package: &str, bin: &str) -> PathBuf {
+    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let mut built = BUILT
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(path) = built.get(bin) {
+        return path.clone();
+    }
+    let path = {
         let exe = std::env::current_exe().expect("test executable path");
         // target/<profile>/deps/<test> -> target/<profile>/roost
         let profile_dir = exe
@@ -23,10 +41,10 @@ pub fn roost_bin() -> PathBuf {
             .and_then(|deps| deps.parent())
             .expect("test executable lives in target/<profile>/deps")
             .to_owned();
-        let bin = profile_dir.join("roost");
+        let bin_path = profile_dir.join(bin);
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut build = Command::new(cargo);
-        build.args(["build", "--quiet", "-p", "roost-node", "--bin", "roost"]);
+        build.args(["build", "--quiet", "-p", package, "--bin", bin]);
         if profile_dir.file_name().and_then(|n| n.to_str()) == Some("release") {
             build.arg("--release");
         }
@@ -45,12 +63,17 @@ pub fn roost_bin() -> PathBuf {
         let status = build
             .current_dir(env!("CARGO_MANIFEST_DIR"))
             .status()
-            .expect("run cargo build for the roost binary");
-        assert!(status.success(), "building the roost binary failed");
-        assert!(bin.exists(), "roost binary not found at {}", bin.display());
-        bin
-    })
-    .clone()
+            .unwrap_or_else(|e| panic!("run cargo build for the {bin} binary: {e}"));
+        assert!(status.success(), "building the {bin} binary failed");
+        assert!(
+            bin_path.exists(),
+            "{bin} binary not found at {}",
+            bin_path.display()
+        );
+        bin_path
+    };
+    built.insert(bin.to_owned(), path.clone());
+    path
 }
 
 /// Runs `roost <args>` to completion with a clean `ROOST_*` environment.

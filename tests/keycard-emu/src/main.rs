@@ -1,31 +1,33 @@
 //! `keycard-emu`: an emulated Keycard inserted into pcscd's vsmartcard vpcd reader.
 //!
-//! vpcd runs in "reversed" mode (`DEVICENAME 127.0.0.1:<port>` in its reader.conf): it connects
-//! to this process, which listens on loopback only. Every vpcd message is a 2-byte big-endian
-//! length and a payload; 1-byte payloads are control (00 power off, 01 power on, 02 reset,
-//! 04 get ATR, answered with the ATR), longer ones are command APDUs answered with a response APDU.
+//! vpcd listens for a virtual card (`DEVICENAME /dev/null:<port>` in its reader.conf); this
+//! process connects to it, and reconnects whenever vpcd drops the connection. Every vpcd message
+//! is a 2-byte big-endian length and a payload, always sent by vpcd; 1-byte payloads are control
+//! (00 power off, 01 power on, 02 reset, 04 get ATR, answered with the ATR), longer ones are
+//! command APDUs answered with a response APDU.
 //!
 //! ```text
-//! keycard-emu --listen 127.0.0.1:0 --state card.json [--pin 123456] [--puk 123456789012]
+//! keycard-emu --connect 127.0.0.1:35963 --state card.json [--pin 123456] [--puk 123456789012]
 //!             [--pairing-password KeycardDefaultPairing] [--pin-tries 3]
-//!             [--absent] [--remove-on-ins C0]
+//!             [--absent] [--remove-on-ins C0] [--verbose]
 //! ```
-//! Prints `listening on <port>` once bound. `--absent`: no card in the reader (connections are
-//! accepted and closed at once, which vpcd reads as "no card"). `--remove-on-ins XX`: when a
-//! command with that INS arrives, the card is pulled mid-operation (the connection drops without
-//! an answer and the card stays absent).
+//! `--state`: the card's memory (keys, pairings, PIN counter), kept across runs. `--absent`: the
+//! card is not in the reader (the process never connects). `--remove-on-ins XX`: when a command
+//! with that INS arrives, the card is pulled out mid-operation (the connection drops without an
+//! answer and the card stays out).
 
 use std::{
     io::{Read, Write},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     path::PathBuf,
     process::ExitCode,
+    time::Duration,
 };
 
 use roost_keycard_emu::{Card, CardState, ATR};
 
 struct Options {
-    listen: String,
+    connect: String,
     state: Option<PathBuf>,
     pin: String,
     puk: String,
@@ -38,7 +40,7 @@ struct Options {
 
 fn parse_args() -> Result<Options, String> {
     let mut o = Options {
-        listen: "127.0.0.1:0".into(),
+        connect: "127.0.0.1:35963".into(),
         state: None,
         pin: "123456".into(),
         puk: "123456789012".into(),
@@ -52,7 +54,7 @@ fn parse_args() -> Result<Options, String> {
     while let Some(arg) = args.next() {
         let mut value = || args.next().ok_or(format!("{arg} needs a value"));
         match arg.as_str() {
-            "--listen" => o.listen = value()?,
+            "--connect" => o.connect = value()?,
             "--state" => o.state = Some(PathBuf::from(value()?)),
             "--pin" => o.pin = value()?,
             "--puk" => o.puk = value()?,
@@ -140,55 +142,71 @@ fn main() -> ExitCode {
     };
     card.dirty = true;
     save_state(&options, &mut card);
-    let listener = match TcpListener::bind(&options.listen) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("keycard-emu: cannot listen on {}: {e}", options.listen);
-            return ExitCode::from(1);
+    eprintln!(
+        "keycard-emu: card {} {}",
+        card.state.instance_uid,
+        if options.absent {
+            "kept out of the reader"
+        } else {
+            "inserted"
         }
-    };
-    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
-    println!("listening on {port}");
-    let _ = std::io::stdout().flush();
-
-    let mut present = !options.absent;
-    for stream in listener.incoming() {
-        let Ok(mut stream) = stream else { continue };
-        if !present {
-            // No card: vpcd's ATR request fails and the reader reports an empty slot.
-            drop(stream);
+    );
+    if options.absent {
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+    loop {
+        // vpcd may not listen yet (pcscd starting) or may have dropped us: retry quietly.
+        let Ok(mut stream) = TcpStream::connect(&options.connect) else {
+            std::thread::sleep(Duration::from_millis(100));
             continue;
+        };
+        if options.verbose {
+            eprintln!("keycard-emu: connected to vpcd at {}", options.connect);
         }
         card.reset();
-        while let Some(payload) = read_frame(&mut stream) {
-            match payload.as_slice() {
-                [0x00] | [0x02] => card.reset(),
-                [0x01] => {}
-                [0x04] => {
-                    if !write_frame(&mut stream, ATR) {
-                        break;
-                    }
+        let pulled = serve(&options, &mut card, &mut stream);
+        card.reset();
+        // Hang up: vpcd sees the card gone (and an unanswered command fails).
+        drop(stream);
+        if pulled {
+            eprintln!("keycard-emu: card pulled out of the reader");
+            loop {
+                std::thread::sleep(Duration::from_secs(3600));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Answers vpcd until it hangs up; returns true when the card was pulled out mid-command.
+fn serve(options: &Options, card: &mut Card, stream: &mut TcpStream) -> bool {
+    while let Some(payload) = read_frame(stream) {
+        match payload.as_slice() {
+            [0x00] | [0x02] => card.reset(),
+            [0x01] => {}
+            [0x04] => {
+                if !write_frame(stream, ATR) {
+                    return false;
                 }
-                [_] => {}
-                apdu => {
-                    let ins = apdu.get(1).copied().unwrap_or(0);
-                    if options.verbose {
-                        eprintln!("keycard-emu: APDU INS {ins:02X} ({} bytes)", apdu.len());
-                    }
-                    if Some(ins) == options.remove_on_ins {
-                        eprintln!("keycard-emu: card pulled out during INS {ins:02X}");
-                        present = false;
-                        break;
-                    }
-                    let response = card.process(apdu);
-                    save_state(&options, &mut card);
-                    if !write_frame(&mut stream, &response) {
-                        break;
-                    }
+            }
+            [_] => {}
+            apdu => {
+                let ins = apdu.get(1).copied().unwrap_or(0);
+                if options.verbose {
+                    eprintln!("keycard-emu: APDU INS {ins:02X} ({} bytes)", apdu.len());
+                }
+                if Some(ins) == options.remove_on_ins {
+                    return true;
+                }
+                let response = card.process(apdu);
+                save_state(options, card);
+                if !write_frame(stream, &response) {
+                    return false;
                 }
             }
         }
-        card.reset();
     }
-    ExitCode::SUCCESS
+    false
 }

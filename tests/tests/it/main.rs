@@ -1,4 +1,5 @@
 //! One integration-test binary for the whole node: each module is a capability.
 
 mod cli;
+mod operator;
 mod relay;

@@ -84,7 +84,7 @@ pub enum Error {
     PairingGone(u8),
     #[error("the stored pairing key does not open a secure channel with this card; run `roost operator init --backend keycard` again")]
     PairingKeyMismatch,
-    #[error("wrong PIN; {0} tries left before the card blocks the PIN (Roost never retries a PIN by itself)")]
+    #[error("wrong PIN; {} left before the card blocks the PIN (Roost never retries a PIN by itself)", tries(*.0))]
     WrongPin(u8),
     #[error("the PIN is blocked after too many wrong tries; unblock it with the PUK (keycard-cli) first")]
     PinBlocked,
@@ -108,6 +108,14 @@ pub enum Error {
     BadPairingKey,
     #[error("PC/SC: {0}")]
     Pcsc(String),
+}
+
+fn tries(n: u8) -> String {
+    if n == 1 {
+        "1 try".into()
+    } else {
+        format!("{n} tries")
+    }
 }
 
 /// What SELECT says about the applet.

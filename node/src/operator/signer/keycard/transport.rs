@@ -118,6 +118,11 @@ impl Transport for PcscTransport {
                 .to_vec();
         }
         data.extend_from_slice(&response);
+        // Every answer ends with a status word; no bytes at all means the card is gone (vpcd,
+        // for one, reports a vanished card as an empty answer).
+        if response.len() < 2 {
+            return Err(Error::CardRemoved(self.reader.clone()));
+        }
         Ok(data)
     }
 }
