@@ -1,5 +1,5 @@
-//! The `roost` command line: `run`, `config dump`, `config keys`, `operator …`. Every subcommand that builds a
-//! config takes `--config FILE` and one override flag per config key.
+//! The `roost` command line: `run`, `config dump`, `config keys`, `store query|stats`,
+//! `operator …`. Every subcommand that builds a config takes `--config FILE` and one override flag per config key.
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -35,6 +35,17 @@ pub enum Command {
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+    /// Publish one message through a service node's light push, e.g.
+    /// `roost publish --peer /ip4/127.0.0.1/tcp/60000/p2p/16Uiu2... --content-topic /myapp/1/chat/proto --payload hello`.
+    Publish(crate::lightclient::PublishArgs),
+    /// Subscribe through a service node's filter and print messages as they arrive, e.g.
+    /// `roost subscribe --peer /ip4/127.0.0.1/tcp/60000/p2p/16Uiu2... --content-topic /myapp/1/chat/proto`.
+    Subscribe(crate::lightclient::SubscribeArgs),
+    /// Query a store node for history, or inspect this node's archive.
+    Store {
+        #[command(subcommand)]
+        command: crate::store::cli::StoreCommand,
     },
     /// Operator keys (file, HSM via PKCS#11, Keycard via PC/SC) and fleet attestations.
     Operator {
@@ -72,6 +83,8 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run(args),
+        Command::Publish(args) => crate::lightclient::publish(args),
+        Command::Subscribe(args) => crate::lightclient::subscribe(args),
         Command::Config {
             command: ConfigCommand::Dump(args),
         } => match args.load() {
@@ -81,6 +94,7 @@ pub fn main() -> ExitCode {
             }
             Err(e) => fail(EXIT_CONFIG, &e),
         },
+        Command::Store { command } => crate::store::cli::main(command),
         Command::Operator { command } => crate::operator::cli::run(command),
         Command::Config {
             command: ConfigCommand::Keys,

@@ -7,6 +7,9 @@ use tempfile::TempDir;
 
 use crate::{
     config::Config,
+    filter::{self, RequestType, SubscribeReply},
+    lightpush::{self, PushReply},
+    message::WakuMessage,
     node::{Node, NodeHandle, StartError},
     swarm::{ReqResProtocol, RequestError},
 };
@@ -20,6 +23,11 @@ pub enum ClientError {
     NoPeerId(Multiaddr),
     #[error(transparent)]
     Request(#[from] RequestError),
+    #[error("the node's answer is not a valid {protocol} response ({reason}); is it a Waku service node?")]
+    Decode {
+        protocol: &'static str,
+        reason: String,
+    },
 }
 
 /// A running light client.
@@ -43,7 +51,13 @@ impl Client {
         config.network.ws_enabled = false;
         config.http.enabled = false;
         config.relay.enabled = false;
+        config.store.enabled = false;
         config.relay.cluster_id = cluster_id;
+        config.lightpush.enabled = false;
+        config.filter.enabled = false;
+        // A service node pushes filter messages over the client's connection: the client must
+        // not close it for being idle (the service keeps its side open while subscribed).
+        config.network.idle_connection_timeout = std::time::Duration::from_secs(24 * 3600);
         let node = Node::start(config).await?;
         Ok(Client {
             handle: node.handle(),
@@ -70,10 +84,51 @@ impl Client {
             .await?)
     }
 
+    /// Pushes `message` through the light push service at `address`. `pubsub_topic: None` lets
+    /// the service autoshard (v3; legacy sends an empty topic, which Roost also autoshards).
+    pub async fn light_push(
+        &self,
+        address: &Multiaddr,
+        version: lightpush::Version,
+        pubsub_topic: Option<&str>,
+        message: &WakuMessage,
+    ) -> Result<PushReply, ClientError> {
+        let request = lightpush::encode_request(version, &request_id(), pubsub_topic, message);
+        let response = self.request(version.reqres(), address, request).await?;
+        lightpush::decode_response(version, &response).map_err(|e| ClientError::Decode {
+            protocol: "light push",
+            reason: e.to_string(),
+        })
+    }
+
+    /// Sends one filter subscribe request (subscribe, unsubscribe, unsubscribe-all or ping).
+    pub async fn filter(
+        &self,
+        address: &Multiaddr,
+        kind: RequestType,
+        pubsub_topic: Option<&str>,
+        content_topics: &[String],
+    ) -> Result<SubscribeReply, ClientError> {
+        let request =
+            filter::encode_subscribe_request(&request_id(), kind, pubsub_topic, content_topics);
+        let response = self
+            .request(ReqResProtocol::FilterSubscribe, address, request)
+            .await?;
+        filter::decode_subscribe_response(&response).map_err(|e| ClientError::Decode {
+            protocol: "filter",
+            reason: e.to_string(),
+        })
+    }
+
     /// Stops the client and removes its temporary identity.
     pub async fn stop(self) {
         let _ = self.node.stop().await;
     }
+}
+
+/// A fresh random request id.
+pub fn request_id() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
 }
 
 /// The `/p2p/<peer id>` part of an address.

@@ -20,15 +20,36 @@ pub fn open(
     column_families: &[&str],
     tune: impl Fn(&str, &mut Options),
 ) -> Result<DB, OpenError> {
+    open_with(path, column_families, |_| {}, tune)
+}
+
+/// [`open`] with database-wide options too (WAL size, background jobs, info log).
+pub fn open_with(
+    path: &Path,
+    column_families: &[&str],
+    tune_db: impl FnOnce(&mut Options),
+    tune: impl Fn(&str, &mut Options),
+) -> Result<DB, OpenError> {
     let mut db_opts = Options::default();
     db_opts.create_if_missing(true);
     db_opts.create_missing_column_families(true);
+    tune_db(&mut db_opts);
     let cfs = column_families.iter().map(|name| {
         let mut opts = Options::default();
         tune(name, &mut opts);
         ColumnFamilyDescriptor::new(*name, opts)
     });
     DB::open_cf_descriptors(&db_opts, path, cfs).map_err(|source| OpenError {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Opens an existing database read-only, e.g. for an operator command while the node that
+/// owns it keeps running (RocksDB's lock is not taken; what the owner wrote so far is seen).
+pub fn open_read_only(path: &Path, column_families: &[&str]) -> Result<DB, OpenError> {
+    let opts = Options::default();
+    DB::open_cf_for_read_only(&opts, path, column_families, false).map_err(|source| OpenError {
         path: path.to_owned(),
         source,
     })

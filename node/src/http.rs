@@ -1,5 +1,6 @@
 //! The operator HTTP endpoint (axum): `/metrics` (Prometheus text), `/health` (JSON, 503 when
-//! unhealthy) and `/debug/v1/info` (identity, addresses, cluster, protocols).
+//! unhealthy), `/debug/v1/info` (identity, addresses, cluster, protocols) and `/debug/v1/peers`
+//! (connected peers, mesh per shard).
 
 use std::{sync::Arc, time::Duration};
 
@@ -29,6 +30,7 @@ pub fn router(state: State) -> Router {
         .route("/metrics", get(metrics))
         .route("/health", get(health))
         .route("/debug/v1/info", get(info))
+        .route("/debug/v1/peers", get(peers))
         .with_state(state)
 }
 
@@ -90,6 +92,18 @@ async fn health(AxumState(state): AxumState<State>) -> Response {
         "components": report.components,
     });
     (code, Json(body)).into_response()
+}
+
+/// Connected peers and the mesh per shard, as the swarm task sees them now.
+async fn peers(AxumState(state): AxumState<State>) -> Response {
+    match tokio::time::timeout(STATUS_TIMEOUT, state.node.network_status()).await {
+        Ok(Some(status)) => Json(status).into_response(),
+        _ => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"error": "the swarm task did not answer"})),
+        )
+            .into_response(),
+    }
 }
 
 async fn info(AxumState(state): AxumState<State>) -> Response {

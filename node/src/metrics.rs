@@ -11,6 +11,16 @@ use prometheus_client::{
 /// The node's version, as shown in `roost_build_info` and identify's agent string.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+/// Buckets (seconds) of the request-duration histograms of the request/response services.
+pub const REQUEST_DURATION_BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A histogram with [`REQUEST_DURATION_BUCKETS`], as a `Family` constructor.
+pub fn request_duration_histogram() -> prometheus_client::metrics::histogram::Histogram {
+    prometheus_client::metrics::histogram::Histogram::new(REQUEST_DURATION_BUCKETS)
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
     pub reason: &'static str,

@@ -12,11 +12,13 @@ use tokio::{
 
 use crate::{
     config::Config,
+    filter::{self, ReceivedPush},
     health::Health,
-    http,
+    http, lightpush,
     message::WakuMessage,
     metrics::{self, NetworkMetrics},
     relay::{self, RelayedMessage},
+    store,
     swarm::{
         build_swarm, Command, MessageSink, NetworkStatus, PublishError, PublishReceipt, SwarmTask,
         SwarmTaskParts, COMMAND_CAPACITY,
@@ -43,6 +45,8 @@ pub enum StartError {
     Identity(#[from] crate::identity::Error),
     #[error(transparent)]
     Build(#[from] crate::swarm::BuildError),
+    #[error("store: {0}")]
+    Store(#[from] store::StoreError),
     #[error(transparent)]
     Attestation(#[from] crate::operator::local::LoadError),
     #[error("{what} port {port} is already in use ({key}); choose another with --{flag} or ROOST_{env}, or 0 for any free port")]
@@ -83,9 +87,11 @@ pub struct NodeInfo {
 pub struct NodeHandle {
     commands: mpsc::Sender<Command>,
     messages: broadcast::Sender<Arc<RelayedMessage>>,
+    filter_pushes: broadcast::Sender<Arc<ReceivedPush>>,
     info: Arc<NodeInfo>,
     health: Health,
     shutdown: watch::Sender<bool>,
+    store: Option<store::ArchiveHandle>,
     fleet: crate::operator::FleetView,
 }
 
@@ -100,6 +106,11 @@ impl NodeHandle {
 
     pub fn health(&self) -> &Health {
         &self.health
+    }
+
+    /// The archive, when this node is a store node: acknowledged inserts, local queries, stats.
+    pub fn store(&self) -> Option<&store::ArchiveHandle> {
+        self.store.as_ref()
     }
 
     /// The connected peers whose fleet attestations this node verified.
@@ -128,6 +139,12 @@ impl NodeHandle {
     /// Every message this node accepts from now on (relayed or published locally).
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<RelayedMessage>> {
         self.messages.subscribe()
+    }
+
+    /// Messages filter services push to this node from now on (this node as a filter client).
+    /// Pushes that arrive while nobody listens are dropped.
+    pub fn filter_pushes(&self) -> broadcast::Receiver<Arc<ReceivedPush>> {
+        self.filter_pushes.subscribe()
     }
 
     pub async fn dial(&self, address: Multiaddr) -> Result<(), String> {
@@ -244,9 +261,31 @@ impl Node {
         let relay_metrics =
             relay::Metrics::register(registry.sub_registry_with_prefix("roost_relay"));
         let net_metrics = NetworkMetrics::register(registry.sub_registry_with_prefix("roost"));
+        let lightpush_metrics =
+            lightpush::Metrics::register(registry.sub_registry_with_prefix("roost_lightpush"));
+        let filter_metrics =
+            filter::Metrics::register(registry.sub_registry_with_prefix("roost_filter"));
         let operator_metrics =
             crate::operator::Metrics::register(registry.sub_registry_with_prefix("roost_operator"));
         let health = Health::default();
+        // Opened before any listener, so a locked or damaged archive stops start-up cleanly.
+        let store = if store::serving(&config) {
+            let served = config
+                .relay
+                .pubsub_topics()
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            Some(store::Store::open(
+                &config.store,
+                &data_dir,
+                served,
+                registry.sub_registry_with_prefix("roost_store"),
+                health.clone(),
+            )?)
+        } else {
+            None
+        };
 
         let mut swarm = build_swarm(keypair, &config, &mut registry).await?;
         let listeners = listen(&mut swarm, &config)?;
@@ -260,6 +299,29 @@ impl Node {
         let (messages_tx, _) = broadcast::channel(SUBSCRIBER_BUFFER);
         let mut sinks: Vec<Box<dyn MessageSink>> = vec![Box::new(messages_tx.clone())];
         sinks.extend(extra_sinks);
+        let (filter_pushes_tx, _) = broadcast::channel(filter::swarm::RECEIVED_BUFFER);
+        let filter_task = if config.filter.enabled {
+            let (task, wiring) = filter::service::FilterTask::new(
+                &config.filter,
+                config
+                    .relay
+                    .pubsub_topics()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+                command_tx.clone(),
+                shutdown_rx.clone(),
+                filter_metrics.clone(),
+            );
+            sinks.push(Box::new(wiring.sink));
+            Some((task, wiring.requests))
+        } else {
+            None
+        };
+        let (filter_task, filter_requests) = match filter_task {
+            Some((task, requests)) => (Some(task), Some(requests)),
+            None => (None, None),
+        };
 
         let with_p2p = |a: &Multiaddr| a.clone().with(Protocol::P2p(peer_id));
         let mut protocols = vec![
@@ -269,6 +331,16 @@ impl Node {
         ];
         if config.relay.enabled {
             protocols.insert(0, relay::PROTOCOL_ID.to_owned());
+        }
+        if store.is_some() {
+            protocols.push(store::PROTOCOL_ID.to_string());
+        }
+        if config.lightpush.enabled {
+            protocols.push(lightpush::PROTOCOL_V3.to_string());
+            protocols.push(lightpush::PROTOCOL_LEGACY.to_string());
+        }
+        if config.filter.enabled {
+            protocols.push(filter::SUBSCRIBE_PROTOCOL.to_string());
         }
         if attestation.is_some() {
             protocols.push(crate::operator::PROTOCOL_ID.to_string());
@@ -310,13 +382,28 @@ impl Node {
             None
         };
 
+        let (store_handle, store_inbound, store_runner) = match store {
+            Some(store) => {
+                let started = store.start(command_tx.clone())?;
+                sinks.push(Box::new(started.sink));
+                (
+                    Some(started.handle),
+                    Some(started.inbound),
+                    Some(started.runner),
+                )
+            }
+            None => (None, None, None),
+        };
+
         let fleet_view = crate::operator::FleetView::default();
         let handle = NodeHandle {
             commands: command_tx,
             messages: messages_tx,
+            filter_pushes: filter_pushes_tx.clone(),
             info: Arc::new(info),
             health: health.clone(),
             shutdown: shutdown_tx,
+            store: store_handle,
             fleet: fleet_view.clone(),
         };
 
@@ -366,6 +453,13 @@ impl Node {
                 net_metrics,
                 libp2p_metrics,
                 health: health.clone(),
+                lightpush: lightpush::Service::new(lightpush_metrics),
+                filter: filter::SwarmSide {
+                    requests: filter_requests,
+                    received: filter_pushes_tx,
+                    metrics: filter_metrics,
+                },
+                store: store_inbound,
                 operator: operator_state,
             },
         );
@@ -373,6 +467,16 @@ impl Node {
             task.run().await;
             ("swarm", Ok(()))
         });
+        if let Some(runner) = store_runner {
+            let shutdown = shutdown_rx.clone();
+            tasks.spawn(async move { ("store", runner.run(shutdown).await) });
+        }
+        if let Some(filter_task) = filter_task {
+            tasks.spawn(async move {
+                filter_task.run().await;
+                ("filter", Ok(()))
+            });
+        }
 
         if let Some(listener) = http_listener {
             let state = http::State {

@@ -14,6 +14,9 @@ use libp2p::{request_response, StreamProtocol};
 pub struct LpCodec {
     pub max_request_bytes: usize,
     pub max_response_bytes: usize,
+    /// One-way protocols (filter push): the receiver answers by closing the stream, so an
+    /// empty response is written as nothing at all rather than as a zero-length frame.
+    pub one_way: bool,
 }
 
 impl LpCodec {
@@ -21,6 +24,17 @@ impl LpCodec {
         LpCodec {
             max_request_bytes,
             max_response_bytes,
+            one_way: false,
+        }
+    }
+
+    /// A codec for a protocol whose requests get no response: answering with an empty
+    /// response closes the stream, and the sender reads that as success.
+    pub fn one_way(max_request_bytes: usize) -> Self {
+        LpCodec {
+            max_request_bytes,
+            max_response_bytes: 0,
+            one_way: true,
         }
     }
 }
@@ -150,6 +164,10 @@ impl request_response::Codec for LpCodec {
     where
         T: AsyncWrite + Unpin + Send,
     {
+        if self.one_way && res.is_empty() {
+            // request_response closes the stream after this returns: that is the answer.
+            return io.flush().await;
+        }
         write_frame(io, &res).await
     }
 }

@@ -1,1 +1,379 @@
-fn main() {}
+//! B4 relay throughput: messages/s delivered through one relay to 8 subscribers, Roost against a
+//! bare rust-libp2p gossipsub relay built from the same libp2p version, in the same run.
+//!
+//! Topology (per run): 2 publishers and 8 subscribers, all bare gossipsub peers on loopback,
+//! each connected only to the relay under test. Publishers do not subscribe (they fan out to the
+//! relay); subscribers fill the relay's mesh (D_high = 8). Messages are valid WakuMessages with a
+//! 1 KiB payload. Publishing is windowed: at most `window` messages may be published and not yet
+//! delivered to all 8 subscribers, so the figure is the relay's capacity, not a queue overflow.
+//!
+//! Runs alternate Roost, bare, Roost, bare, ... after a warm-up; the table shows every run, the
+//! median of each side and the ratio. Nothing here is a test: it prints figures.
+//!
+//! `cargo bench -p roost-tests --bench relay -- [--messages N] [--window N] [--pairs N]`
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use roost_node::{message::WakuMessage, Node};
+use roost_tests::{
+    bare::{BareOptions, BarePeer},
+    test_config, wait_until,
+};
+
+const TOPIC: &str = "/waku/2/rs/1/0";
+const SUBSCRIBERS: usize = 8;
+const PUBLISHERS: usize = 2;
+const PAYLOAD: usize = 1024;
+/// A run ends when no message completes delivery for this long.
+const STALL: Duration = Duration::from_secs(5);
+
+struct Args {
+    messages: usize,
+    window: usize,
+    pairs: usize,
+}
+
+fn parse_args() -> Args {
+    let mut args = Args {
+        messages: 20_000,
+        window: 256,
+        pairs: 3,
+    };
+    let raw: Vec<String> = std::env::args().collect();
+    let mut i = 1;
+    while i < raw.len() {
+        let value = raw.get(i + 1).and_then(|v| v.parse::<usize>().ok());
+        match (raw[i].as_str(), value) {
+            ("--messages", Some(v)) => args.messages = v,
+            ("--window", Some(v)) => args.window = v,
+            ("--pairs", Some(v)) => args.pairs = v,
+            _ => {
+                i += 1;
+                continue;
+            }
+        }
+        i += 2;
+    }
+    args
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Relay {
+    Roost,
+    Bare,
+}
+
+impl Relay {
+    fn name(self) -> &'static str {
+        match self {
+            Relay::Roost => "roost",
+            Relay::Bare => "bare libp2p",
+        }
+    }
+}
+
+/// What a relay under test is: a Roost node or a bare peer, kept alive for the run.
+enum RelayUnderTest {
+    Roost(Node, tempfile::TempDir),
+    Bare(BarePeer),
+}
+
+impl RelayUnderTest {
+    async fn start(kind: Relay) -> anyhow::Result<(RelayUnderTest, libp2p::Multiaddr)> {
+        match kind {
+            Relay::Roost => {
+                let dir = tempfile::tempdir()?;
+                let mut config = test_config(dir.path());
+                config.relay.shards = vec![0];
+                config.network.ws_enabled = false;
+                let node = Node::start(config).await?;
+                let addr = roost_tests::loopback(&node.handle().info().tcp_addresses);
+                Ok((RelayUnderTest::Roost(node, dir), addr))
+            }
+            Relay::Bare => {
+                let peer = BarePeer::start(BareOptions {
+                    topics: vec![TOPIC.into()],
+                    forward_received: false,
+                    ..Default::default()
+                })
+                .await?;
+                let addr = peer.listen_addr.clone();
+                Ok((RelayUnderTest::Bare(peer), addr))
+            }
+        }
+    }
+
+    async fn mesh_peers(&self) -> usize {
+        match self {
+            RelayUnderTest::Roost(node, _) => node
+                .handle()
+                .network_status()
+                .await
+                .and_then(|s| s.shards.into_iter().find(|sh| sh.pubsub_topic == TOPIC))
+                .map(|sh| sh.mesh_peers)
+                .unwrap_or(0),
+            RelayUnderTest::Bare(peer) => peer.mesh_peers(TOPIC).await,
+        }
+    }
+
+    async fn stop(self) {
+        match self {
+            RelayUnderTest::Roost(node, _dir) => {
+                let _ = node.stop().await;
+            }
+            RelayUnderTest::Bare(peer) => drop(peer),
+        }
+    }
+}
+
+struct RunResult {
+    relay: Relay,
+    delivered: usize,
+    sent: usize,
+    msgs_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// Payload: seq (8 bytes) || send time in ns since `epoch` (8 bytes) || padding.
+fn payload(seq: u64, epoch: Instant) -> Vec<u8> {
+    let mut p = vec![0u8; PAYLOAD];
+    p[..8].copy_from_slice(&seq.to_be_bytes());
+    p[8..16].copy_from_slice(&(epoch.elapsed().as_nanos() as u64).to_be_bytes());
+    p
+}
+
+async fn run_once(kind: Relay, messages: usize, window: usize) -> anyhow::Result<RunResult> {
+    let (relay, relay_addr) = RelayUnderTest::start(kind).await?;
+    let mut subscribers = Vec::new();
+    for _ in 0..SUBSCRIBERS {
+        let peer = BarePeer::start(BareOptions::default()).await?;
+        peer.dial(relay_addr.clone())
+            .await
+            .map_err(anyhow::Error::msg)?;
+        subscribers.push(peer);
+    }
+    let mut publishers = Vec::new();
+    for _ in 0..PUBLISHERS {
+        let peer = BarePeer::start(BareOptions {
+            topics: vec![],
+            forward_received: false,
+            ..Default::default()
+        })
+        .await?;
+        peer.dial(relay_addr.clone())
+            .await
+            .map_err(anyhow::Error::msg)?;
+        publishers.push(peer);
+    }
+    wait_until(Duration::from_secs(30), || async {
+        relay.mesh_peers().await >= SUBSCRIBERS
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("{} relay mesh did not reach {SUBSCRIBERS}", kind.name()))?;
+    // Publishers need to know the relay subscribes to the topic before fanning out.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let epoch = Instant::now();
+    let counts: Arc<Vec<AtomicU8>> = Arc::new((0..messages).map(|_| AtomicU8::new(0)).collect());
+    let complete = Arc::new(AtomicUsize::new(0));
+    let last_complete_ns = Arc::new(AtomicU64::new(0));
+    let latencies = Arc::new(std::sync::Mutex::new(Vec::with_capacity(
+        messages * SUBSCRIBERS,
+    )));
+    let mut drains = Vec::new();
+    for mut sub in subscribers {
+        let counts = counts.clone();
+        let complete = complete.clone();
+        let last = last_complete_ns.clone();
+        let latencies = latencies.clone();
+        drains.push(tokio::spawn(async move {
+            let mut local = Vec::new();
+            while let Some(received) = sub.received.recv().await {
+                let Ok(msg) = WakuMessage::decode(&received.data) else {
+                    continue;
+                };
+                if msg.payload.len() < 16 {
+                    continue;
+                }
+                let seq =
+                    u64::from_be_bytes(msg.payload[..8].try_into().unwrap_or([0; 8])) as usize;
+                let sent_ns = u64::from_be_bytes(msg.payload[8..16].try_into().unwrap_or([0; 8]));
+                let at_ns = received.at.duration_since(epoch).as_nanos() as u64;
+                local.push(at_ns.saturating_sub(sent_ns));
+                if let Some(c) = counts.get(seq) {
+                    if c.fetch_add(1, Ordering::AcqRel) + 1 == SUBSCRIBERS as u8 {
+                        complete.fetch_add(1, Ordering::AcqRel);
+                        last.fetch_max(at_ns, Ordering::AcqRel);
+                    }
+                }
+                if local.len() >= 1024 {
+                    latencies.lock().map(|mut l| l.append(&mut local)).ok();
+                }
+            }
+            latencies.lock().map(|mut l| l.append(&mut local)).ok();
+            drop(sub);
+        }));
+    }
+
+    let sent = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut pubs = Vec::new();
+    for (index, publisher) in publishers.into_iter().enumerate() {
+        let complete = complete.clone();
+        let sent = sent.clone();
+        pubs.push(tokio::spawn(async move {
+            let mut seq = index;
+            while seq < messages {
+                let in_flight = sent.load(Ordering::Acquire) - complete.load(Ordering::Acquire);
+                if in_flight >= window {
+                    tokio::time::sleep(Duration::from_micros(200)).await;
+                    continue;
+                }
+                let msg = WakuMessage::new("/bench/1/relay/proto", payload(seq as u64, epoch));
+                match publisher.publish(TOPIC, msg.encode_to_vec()).await {
+                    Ok(()) => {
+                        sent.fetch_add(1, Ordering::AcqRel);
+                        seq += PUBLISHERS;
+                    }
+                    // Queues full: back off and retry the same message.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(1)).await,
+                }
+            }
+            publisher
+        }));
+    }
+    // Wait until all are delivered or progress stalls.
+    let mut last_progress = (0usize, Instant::now());
+    loop {
+        let done = complete.load(Ordering::Acquire);
+        if done >= messages {
+            break;
+        }
+        if done != last_progress.0 {
+            last_progress = (done, Instant::now());
+        } else if last_progress.1.elapsed() > STALL {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let delivered = complete.load(Ordering::Acquire);
+    let end_ns = last_complete_ns.load(Ordering::Acquire);
+    let start_ns = start.duration_since(epoch).as_nanos() as u64;
+    let elapsed = Duration::from_nanos(end_ns.saturating_sub(start_ns))
+        .as_secs_f64()
+        .max(1e-9);
+    let mut publishers_back = Vec::new();
+    for p in pubs {
+        if let Ok(p) = p.await {
+            publishers_back.push(p);
+        }
+    }
+    for d in &drains {
+        d.abort();
+    }
+    for d in drains {
+        let _ = d.await;
+    }
+    drop(publishers_back);
+    relay.stop().await;
+    let mut lat = latencies.lock().map(|l| l.clone()).unwrap_or_default();
+    lat.sort_unstable();
+    let pct = |p: f64| -> f64 {
+        if lat.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((lat.len() as f64 - 1.0) * p).round() as usize;
+        lat[i.min(lat.len() - 1)] as f64 / 1e6
+    };
+    Ok(RunResult {
+        relay: kind,
+        delivered,
+        sent: sent.load(Ordering::Acquire),
+        msgs_per_sec: delivered as f64 / elapsed,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap_or(std::cmp::Ordering::Equal));
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v[v.len() / 2]
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = parse_args();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        println!(
+            "B4 relay throughput: {} msgs of {PAYLOAD} B, {PUBLISHERS} publishers -> relay -> {SUBSCRIBERS} subscribers, window {}",
+            args.messages, args.window
+        );
+        // Warm-up (not reported): sockets, allocators, caches.
+        for kind in [Relay::Roost, Relay::Bare] {
+            run_once(kind, 1000, args.window).await?;
+        }
+        let mut results = Vec::new();
+        for _ in 0..args.pairs {
+            for kind in [Relay::Roost, Relay::Bare] {
+                let r = run_once(kind, args.messages, args.window).await?;
+                println!(
+                    "  run {:>2}  {:<12} delivered {:>6}/{:<6}  {:>9.0} msgs/s  p50 {:>7.2} ms  p99 {:>7.2} ms",
+                    results.len() + 1,
+                    r.relay.name(),
+                    r.delivered,
+                    r.sent,
+                    r.msgs_per_sec,
+                    r.p50_ms,
+                    r.p99_ms
+                );
+                results.push(r);
+            }
+        }
+        let side = |k: Relay, f: fn(&RunResult) -> f64| -> f64 {
+            median(results.iter().filter(|r| r.relay == k).map(f).collect())
+        };
+        let ratios: Vec<f64> = results
+            .chunks(2)
+            .filter(|c| c.len() == 2)
+            .map(|c| c[0].msgs_per_sec / c[1].msgs_per_sec)
+            .collect();
+        let (rmin, rmax) = ratios
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
+        println!();
+        println!("| relay | msgs/s delivered to all 8 (median) | p50 ms | p99 ms | lost |");
+        println!("|---|---|---|---|---|");
+        for kind in [Relay::Roost, Relay::Bare] {
+            let lost: usize = results.iter().filter(|r| r.relay == kind).map(|r| r.sent - r.delivered).sum();
+            println!(
+                "| {} | {:.0} | {:.2} | {:.2} | {} |",
+                kind.name(),
+                side(kind, |r| r.msgs_per_sec),
+                side(kind, |r| r.p50_ms),
+                side(kind, |r| r.p99_ms),
+                lost
+            );
+        }
+        println!(
+            "\nroost / bare throughput ratio: {:.2} (min {:.2}, max {:.2} over {} pairs)",
+            side(Relay::Roost, |r| r.msgs_per_sec) / side(Relay::Bare, |r| r.msgs_per_sec),
+            rmin,
+            rmax,
+            ratios.len()
+        );
+        anyhow::Ok(())
+    })
+}

@@ -151,3 +151,135 @@ impl Drop for RoostProcess {
         let _ = self.child.wait();
     }
 }
+
+/// A `roost run` node in its own process, on 127.0.0.1 with free ports and JSON logs, started
+/// and ready: its `/debug/v1/info` has been read. Killed when dropped.
+pub struct NodeProcess {
+    pub process: RoostProcess,
+    /// `/debug/v1/info` as JSON.
+    pub info: serde_json::Value,
+    /// `http://127.0.0.1:<port>`.
+    pub http: String,
+    logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+/// Sets the environment a test node needs: loopback, free ports, JSON logs, no inherited
+/// `ROOST_*` variables.
+pub fn test_node_env(cmd: &mut Command) {
+    for (key, _) in std::env::vars() {
+        if key.starts_with("ROOST_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("ROOST_NETWORK_TCP_PORT", "0")
+        .env("ROOST_NETWORK_WS_PORT", "0")
+        .env("ROOST_NETWORK_LISTEN_IP", "127.0.0.1")
+        .env("ROOST_HTTP_ADDRESS", "127.0.0.1:0")
+        .env("ROOST_LOG_FORMAT", "json");
+}
+
+impl NodeProcess {
+    /// `roost run --data-dir <data_dir> <args…>`.
+    pub async fn start(data_dir: &std::path::Path, args: &[&str]) -> NodeProcess {
+        let mut cmd = Command::new(roost_bin());
+        cmd.arg("run").arg("--data-dir").arg(data_dir).args(args);
+        test_node_env(&mut cmd);
+        Self::start_command(cmd).await
+    }
+
+    /// Runs a prepared command (e.g. `roost run` wrapped in `unshare`) that ends up exec'ing
+    /// a roost node, and waits until it serves `/debug/v1/info`.
+    pub async fn start_command(mut cmd: Command) -> NodeProcess {
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn roost");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let process = RoostProcess { child };
+        let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let sink = logs.clone();
+        // Drain stderr for the life of the process so it never blocks on a full pipe.
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Ok(mut logs) = sink.lock() {
+                    logs.push(line);
+                }
+            }
+        });
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let http = loop {
+            let found = logs.lock().ok().and_then(|logs| {
+                logs.iter().find_map(|line| {
+                    let json: serde_json::Value = serde_json::from_str(line).ok()?;
+                    if json["message"] != "roost node started" {
+                        return None;
+                    }
+                    json["http"].as_str().map(|s| {
+                        s.trim_start_matches("Some(")
+                            .trim_end_matches(')')
+                            .to_owned()
+                    })
+                })
+            });
+            if let Some(http) = found {
+                break format!("http://{http}");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "roost did not start; logs: {:#?}",
+                logs.lock().map(|l| l.clone()).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let (_, body) = crate::http_get(&format!("{http}/debug/v1/info")).await;
+        let info = serde_json::from_str(&body).expect("info is JSON");
+        NodeProcess {
+            process,
+            info,
+            http,
+            logs,
+        }
+    }
+
+    /// The node's TCP address on 127.0.0.1, with `/p2p/<id>`.
+    pub fn tcp_addr(&self) -> libp2p::Multiaddr {
+        let addresses: Vec<libp2p::Multiaddr> = self.info["tcp_addresses"]
+            .as_array()
+            .expect("tcp_addresses")
+            .iter()
+            .filter_map(|a| a.as_str()?.parse().ok())
+            .collect();
+        crate::loopback(&addresses)
+    }
+
+    pub fn peer_id(&self) -> libp2p::PeerId {
+        self.info["peer_id"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .expect("peer id")
+    }
+
+    /// `GET /metrics` as text.
+    pub async fn metrics(&self) -> String {
+        crate::http_get(&format!("{}/metrics", self.http)).await.1
+    }
+
+    /// `GET /health` as JSON.
+    pub async fn health(&self) -> serde_json::Value {
+        let (_, body) = crate::http_get(&format!("{}/health", self.http)).await;
+        serde_json::from_str(&body).expect("health is JSON")
+    }
+
+    /// Every log line so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// SIGKILL, and wait until the process is gone.
+    pub fn kill9(&mut self) {
+        let _ = self.process.child.kill();
+        let _ = self.process.child.wait();
+    }
+}

@@ -27,6 +27,9 @@ pub struct Config {
     pub node: NodeConfig,
     pub network: NetworkConfig,
     pub relay: crate::relay::Config,
+    pub lightpush: crate::lightpush::Config,
+    pub filter: crate::filter::Config,
+    pub store: crate::store::Config,
     pub http: HttpConfig,
     pub log: LogConfig,
     pub operator: crate::operator::Config,
@@ -216,6 +219,19 @@ impl Config {
     /// Cross-field checks that serde cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.relay.validate().map_err(ConfigError::Invalid)?;
+        self.store.validate().map_err(ConfigError::Invalid)?;
+        self.filter.validate().map_err(ConfigError::Invalid)?;
+        for (enabled, key) in [
+            (self.lightpush.enabled, "lightpush.enabled"),
+            (self.filter.enabled, "filter.enabled"),
+            (self.store.enabled, "store.enabled"),
+        ] {
+            if enabled && !self.relay.enabled {
+                return Err(ConfigError::Invalid(format!(
+                    "{key} needs the relay, but relay.enabled is false; turn the relay on or set {key} = false"
+                )));
+            }
+        }
         self.operator.validate().map_err(ConfigError::Invalid)?;
         if self.network.max_connections == 0 {
             return Err(ConfigError::Invalid(

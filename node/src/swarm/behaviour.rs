@@ -4,11 +4,15 @@
 use std::time::Duration;
 
 use libp2p::{
-    gossipsub, identify, identity::Keypair, ping, swarm::behaviour::toggle::Toggle,
-    swarm::NetworkBehaviour,
+    gossipsub, identify, identity::Keypair, ping, request_response,
+    swarm::behaviour::toggle::Toggle, swarm::NetworkBehaviour,
 };
 
-use crate::{config::Config, metadata, metrics::VERSION};
+use super::keep_alive;
+use crate::{
+    config::Config, filter, lightpush, lightpush::Version, metadata, metrics::VERSION,
+    reqres::LpCodec, store,
+};
 
 /// identify's protocol version string: the Waku protocol family.
 const IDENTIFY_PROTOCOL: &str = "/vac/waku/2.0.0";
@@ -21,11 +25,21 @@ pub struct Behaviour {
     pub relay: Toggle<gossipsub::Behaviour>,
     /// Cluster/shard exchange on every new connection.
     pub metadata: metadata::Behaviour,
+    /// Store v3 queries: served on a store node, client-only otherwise.
+    pub store: store::swarm::Behaviour,
     /// Operator attestations (`/roost/attestation/1.0.0`): served when this node has one,
     /// fetched from peers that claim fleet membership.
     pub attestation: crate::operator::swarm::Behaviour,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
+    /// Keeps connections of filter subscribers open.
+    pub keep_alive: keep_alive::Behaviour,
+    /// Light push v3 and legacy (inbound only with `lightpush.enabled`).
+    pub lightpush: request_response::Behaviour<LpCodec>,
+    pub lightpush_legacy: request_response::Behaviour<LpCodec>,
+    /// Filter subscribe (inbound only with `filter.enabled`) and push.
+    pub filter_subscribe: request_response::Behaviour<LpCodec>,
+    pub filter_push: request_response::Behaviour<LpCodec>,
 }
 
 impl Behaviour {
@@ -35,10 +49,12 @@ impl Behaviour {
             .with_max_established(Some(net.max_connections))
             .with_max_pending_incoming(Some(net.max_pending_connections))
             .with_max_established_per_peer(Some(net.max_connections_per_peer));
+        let max_message = config.relay.max_message_size.as_usize();
         Behaviour {
             limits: libp2p_connection_limits::Behaviour::new(limits),
             relay: relay.into(),
             metadata: metadata::behaviour(),
+            store: store::behaviour(store::serving(config)),
             attestation: crate::operator::swarm::behaviour(config.operator.attestation.is_some()),
             identify: identify::Behaviour::new(
                 identify::Config::new(IDENTIFY_PROTOCOL.into(), keypair.public())
@@ -46,6 +62,11 @@ impl Behaviour {
                     .with_interval(Duration::from_secs(300)),
             ),
             ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(30))),
+            keep_alive: keep_alive::Behaviour::default(),
+            lightpush: lightpush::behaviour(Version::V3, &config.lightpush, max_message),
+            lightpush_legacy: lightpush::behaviour(Version::Legacy, &config.lightpush, max_message),
+            filter_subscribe: filter::subscribe_behaviour(&config.filter),
+            filter_push: filter::push_behaviour(&config.filter, max_message),
         }
     }
 }

@@ -45,6 +45,9 @@ pub enum Command {
         channel: ResponseChannel<Vec<u8>>,
         response: Vec<u8>,
     },
+    /// Keep every connection to `peer` open although it carries no stream (a filter
+    /// subscriber), or stop doing so.
+    KeepAlive { peer: PeerId, keep_alive: bool },
 }
 
 /// What a successful publish reports.

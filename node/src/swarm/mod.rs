@@ -11,6 +11,7 @@
 
 mod behaviour;
 pub mod command;
+pub mod keep_alive;
 pub mod reqres;
 mod transport;
 
@@ -47,6 +48,7 @@ use crate::{
     metadata::{self, WakuMetadata},
     metrics::{ChannelLabels, DirectionLabels, NetworkMetrics, ReasonLabels},
     relay::{self, RelayedMessage, Validator},
+    store,
 };
 
 /// A consumer of accepted relay messages. `deliver` runs on the swarm task: it must not block
@@ -98,6 +100,12 @@ pub struct SwarmTask {
     /// Requests sent for other tasks, awaiting responses.
     pending: reqres::PendingRequests,
     command_capacity: usize,
+    /// The relay settings (autosharding for light push).
+    pub(crate) relay_config: relay::Config,
+    pub(crate) lightpush: crate::lightpush::Service,
+    pub(crate) filter: crate::filter::SwarmSide,
+    /// The store's query queue, when this node is a store node.
+    pub(crate) store: Option<store::Inbound>,
     /// Attestations: this node's, and the verified fleet peers.
     pub(crate) operator: crate::operator::swarm::State,
 }
@@ -111,6 +119,10 @@ pub struct SwarmTaskParts {
     pub net_metrics: NetworkMetrics,
     pub libp2p_metrics: libp2p::metrics::Metrics,
     pub health: Health,
+    pub lightpush: crate::lightpush::Service,
+    pub filter: crate::filter::SwarmSide,
+    /// The store's query queue (`None`: not a store node).
+    pub store: Option<store::Inbound>,
     pub operator: crate::operator::swarm::State,
 }
 
@@ -151,6 +163,10 @@ impl SwarmTask {
             metadata_pending: HashSet::new(),
             pending: reqres::PendingRequests::default(),
             command_capacity: COMMAND_CAPACITY,
+            relay_config: config.relay.clone(),
+            lightpush: parts.lightpush,
+            filter: parts.filter,
+            store: parts.store,
             operator: parts.operator,
         };
         task.subscribe_shards(config);
@@ -265,10 +281,13 @@ impl SwarmTask {
                 channel,
                 response,
             } => self.respond(protocol, channel, response),
+            Command::KeepAlive { peer, keep_alive } => {
+                self.swarm.behaviour_mut().keep_alive.set(peer, keep_alive);
+            }
         }
     }
 
-    fn publish(
+    pub(crate) fn publish(
         &mut self,
         pubsub_topic: String,
         message: crate::message::WakuMessage,
@@ -392,6 +411,7 @@ impl SwarmTask {
         match event {
             SwarmEvent::Behaviour(BehaviourEvent::Relay(event)) => self.on_gossipsub(event),
             SwarmEvent::Behaviour(BehaviourEvent::Metadata(event)) => self.on_metadata(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Store(event)) => self.on_store(event),
             SwarmEvent::Behaviour(BehaviourEvent::Attestation(event)) => self.on_attestation(event),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(event)) => {
                 self.libp2p_metrics.record(&event);
@@ -404,6 +424,17 @@ impl SwarmTask {
                 self.libp2p_metrics.record(&event)
             }
             SwarmEvent::Behaviour(BehaviourEvent::Limits(never)) => match never {},
+            SwarmEvent::Behaviour(BehaviourEvent::KeepAlive(never)) => match never {},
+            SwarmEvent::Behaviour(BehaviourEvent::Lightpush(event)) => {
+                self.on_lightpush(crate::lightpush::Version::V3, event)
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::LightpushLegacy(event)) => {
+                self.on_lightpush(crate::lightpush::Version::Legacy, event)
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::FilterSubscribe(event)) => {
+                self.on_filter_subscribe(event)
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::FilterPush(event)) => self.on_filter_push(event),
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 connection_id,

@@ -26,6 +26,11 @@ use crate::reqres::LpCodec;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Protocol {
     Metadata,
+    LightPush,
+    LightPushLegacy,
+    FilterSubscribe,
+    FilterPush,
+    Store,
     Attestation,
 }
 
@@ -89,13 +94,18 @@ impl PendingRequests {
 
 impl SwarmTask {
     /// The behaviour that runs `protocol`, if it is enabled.
-    pub(super) fn reqres_behaviour(
+    pub(crate) fn reqres_behaviour(
         &mut self,
         protocol: Protocol,
     ) -> Option<&mut request_response::Behaviour<LpCodec>> {
         let behaviour = self.swarm.behaviour_mut();
         match protocol {
             Protocol::Metadata => Some(&mut behaviour.metadata),
+            Protocol::LightPush => Some(&mut behaviour.lightpush),
+            Protocol::LightPushLegacy => Some(&mut behaviour.lightpush_legacy),
+            Protocol::FilterSubscribe => Some(&mut behaviour.filter_subscribe),
+            Protocol::FilterPush => Some(&mut behaviour.filter_push),
+            Protocol::Store => Some(&mut behaviour.store),
             Protocol::Attestation => Some(&mut behaviour.attestation),
         }
     }
@@ -116,7 +126,7 @@ impl SwarmTask {
         self.pending.replies.insert((protocol, id), reply);
     }
 
-    pub(super) fn respond(
+    pub(crate) fn respond(
         &mut self,
         protocol: Protocol,
         channel: ResponseChannel<Vec<u8>>,

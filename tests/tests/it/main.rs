@@ -1,5 +1,9 @@
 //! One integration-test binary for the whole node: each module is a capability.
 
 mod cli;
+mod filter;
+mod light_cli;
+mod lightpush;
 mod operator;
 mod relay;
+mod store;

@@ -1,0 +1,136 @@
+//! Filter metrics: requests by type and outcome, subscriptions, pushes and push failures.
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `subscribe`, `unsubscribe`, `unsubscribe_all`, `ping` or `unknown`.
+    pub r#type: &'static str,
+    /// `ok`, `bad_request`, `not_found`, `throttled` or `unavailable`.
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TypeLabels {
+    pub r#type: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: &'static str,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Handles to the filter metrics; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: HistogramFamily<TypeLabels>,
+    pub subscribed_peers: Gauge,
+    pub criteria: Gauge,
+    pub subscriptions_removed: Family<ReasonLabels, Counter>,
+    pub pushes: Counter,
+    pub push_failures: Family<ReasonLabels, Counter>,
+    pub push_duration: Histogram,
+    pub dropped_messages: Counter,
+    pub received_pushes: Family<OutcomeLabels, Counter>,
+}
+
+impl Metrics {
+    /// Registers under the given (already `roost_filter`-prefixed) registry.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Metrics {
+            requests: Family::default(),
+            request_duration: Family::new_with_constructor(
+                crate::metrics::request_duration_histogram,
+            ),
+            subscribed_peers: Gauge::default(),
+            criteria: Gauge::default(),
+            subscriptions_removed: Family::default(),
+            pushes: Counter::default(),
+            push_failures: Family::default(),
+            push_duration: crate::metrics::request_duration_histogram(),
+            dropped_messages: Counter::default(),
+            received_pushes: Family::default(),
+        };
+        registry.register(
+            "requests",
+            "Filter subscribe requests served, by type and outcome",
+            m.requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from receiving a filter subscribe request to answering it",
+            m.request_duration.clone(),
+        );
+        registry.register(
+            "subscribed_peers",
+            "Peers with a filter subscription",
+            m.subscribed_peers.clone(),
+        );
+        registry.register(
+            "criteria",
+            "(pubsub topic, content topic) criteria held by all subscribers",
+            m.criteria.clone(),
+        );
+        registry.register(
+            "subscriptions_removed",
+            "Subscribers removed, by reason (unsubscribed, expired, push_failed)",
+            m.subscriptions_removed.clone(),
+        );
+        registry.register(
+            "pushes",
+            "Messages pushed to subscribers and acknowledged",
+            m.pushes.clone(),
+        );
+        registry.register(
+            "push_failures",
+            "Pushes that failed, by reason (timeout, dial, unsupported, connection_closed, io, backlog, shutting_down)",
+            m.push_failures.clone(),
+        );
+        registry.register(
+            "push_duration_seconds",
+            "Time from starting a push to the subscriber closing the stream",
+            m.push_duration.clone(),
+        );
+        registry.register(
+            "dropped_messages",
+            "Relayed messages the filter task could not take because its queue was full",
+            m.dropped_messages.clone(),
+        );
+        registry.register(
+            "received_pushes",
+            "Pushes received as a filter client, by outcome (delivered, unsolicited, malformed)",
+            m.received_pushes.clone(),
+        );
+        m
+    }
+
+    pub fn answered(&self, kind: &'static str, outcome: &'static str, seconds: f64) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                r#type: kind,
+                outcome,
+            })
+            .inc();
+        self.request_duration
+            .get_or_create(&TypeLabels { r#type: kind })
+            .observe(seconds);
+    }
+
+    pub fn push_failed(&self, reason: &'static str) {
+        self.push_failures
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+}

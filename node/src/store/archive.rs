@@ -1,0 +1,1139 @@
+//! The archive: a RocksDB database under `<data_dir>/store` (layouts in [`super::keys`]).
+//!
+//! [`Archive`] is shared by the store's threads and only reads; [`Writer`] is owned by the
+//! writer thread and is the only code that writes: message batches (group commit) and
+//! retention cuts. A retention cut moves the *cutoff*: every message before it is gone. The
+//! `messages` family drops them with one range delete (whole files go with
+//! `delete_file_in_range`); the index families keep stale entries until compaction, where a
+//! compaction filter drops them, and readers skip them meanwhile. No row-by-row deletes.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    path::{Path, PathBuf},
+    sync::{Arc, RwLock},
+    time::Instant,
+};
+
+use rocksdb::{
+    compaction_filter::{CompactionFilter, Decision},
+    compaction_filter_factory::{CompactionFilterContext, CompactionFilterFactory},
+    BlockBasedOptions, Cache, DBRawIterator, ReadOptions, WriteBatch, WriteOptions, DB,
+};
+
+use super::{
+    keys::{self, Position, BUCKET_NANOS},
+    rpc::{Filter, Query, MAX_RESPONSE_BYTES},
+    RejectReason, StoreError,
+};
+use crate::{config::ByteSize, message::MessageHash};
+
+/// Block cache shared by the archive's column families.
+const BLOCK_CACHE_BYTES: usize = 64 * 1024 * 1024;
+
+/// How the database is tuned; the size limit scales write buffers so a small `size:` policy
+/// is not dwarfed by memtables and write-ahead logs.
+#[derive(Debug, Clone, Default)]
+pub struct Tuning {
+    pub size_limit: Option<ByteSize>,
+}
+
+/// The read side of the archive, shared by every store thread.
+pub struct Archive {
+    db: DB,
+    path: PathBuf,
+    /// Everything before this position is deleted (or about to be, in the index families).
+    cutoff: Arc<RwLock<Position>>,
+}
+
+impl std::fmt::Debug for Archive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Archive").field("path", &self.path).finish()
+    }
+}
+
+/// Positions found by a scan, with their `messages` record when it came along.
+type Found = Vec<(Position, Option<Vec<u8>>)>;
+
+/// One entry of a page: its position and, when asked for, its `messages` record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PageEntry {
+    pub position: Position,
+    pub record: Option<Vec<u8>>,
+}
+
+/// A page of results in ascending order, with the cursor when more remain.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Page {
+    pub entries: Vec<PageEntry>,
+    pub cursor: Option<MessageHash>,
+}
+
+/// Why a query could not be answered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QueryError {
+    #[error(
+        "pagination_cursor {0} is not a message in this archive (unknown, or deleted by retention)"
+    )]
+    InvalidCursor(MessageHash),
+    #[error("archive read failed: {0}")]
+    Read(String),
+}
+
+/// Drops index entries before the cutoff during compaction.
+struct CutoffFilterFactory {
+    cutoff: Arc<RwLock<Position>>,
+    hashes: bool,
+}
+
+struct CutoffFilter {
+    cutoff: Position,
+    hashes: bool,
+}
+
+impl CompactionFilter for CutoffFilter {
+    fn filter(&mut self, _level: u32, key: &[u8], value: &[u8]) -> Decision {
+        let position = if self.hashes {
+            match (<[u8; 32]>::try_from(key), keys::decode_ts(value)) {
+                (Ok(hash), Some(ts)) => Some(Position { ts, hash }),
+                _ => None,
+            }
+        } else {
+            Position::from_key_suffix(key)
+        };
+        match position {
+            Some(p) if p < self.cutoff => Decision::Remove,
+            _ => Decision::Keep,
+        }
+    }
+
+    fn name(&self) -> &std::ffi::CStr {
+        c"roost-store-cutoff"
+    }
+}
+
+impl CompactionFilterFactory for CutoffFilterFactory {
+    type Filter = CutoffFilter;
+
+    fn create(&mut self, _context: CompactionFilterContext) -> CutoffFilter {
+        // One snapshot per compaction: the cutoff only moves forward, so an older one is safe.
+        let cutoff = self.cutoff.read().map(|c| *c).unwrap_or(Position::MIN);
+        CutoffFilter {
+            cutoff,
+            hashes: self.hashes,
+        }
+    }
+
+    fn name(&self) -> &std::ffi::CStr {
+        c"roost-store-cutoff-factory"
+    }
+}
+
+fn db_error(e: rocksdb::Error) -> String {
+    e.into_string()
+}
+
+impl Archive {
+    /// Opens (creating if needed) the archive at `path`.
+    pub fn open(path: &Path, tuning: &Tuning) -> Result<Archive, StoreError> {
+        let cutoff = Arc::new(RwLock::new(Position::MIN));
+        let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES)
+            .map_err(|e| StoreError::Open(format!("cannot create block cache: {e}")))?;
+        let limit = tuning.size_limit.map(|s| s.0);
+        // Memtables and logs scale with a small size limit; 32 MiB / 64 MiB otherwise.
+        let write_buffer = limit
+            .map(|l| (l / 16).clamp(1 << 20, 32 << 20))
+            .unwrap_or(32 << 20) as usize;
+        let max_wal = limit
+            .map(|l| (l / 8).clamp(2 << 20, 64 << 20))
+            .unwrap_or(64 << 20);
+        let filter_cutoff = cutoff.clone();
+        let db = crate::db::open_with(
+            path,
+            &keys::COLUMN_FAMILIES,
+            |db| {
+                db.set_max_background_jobs(2);
+                db.set_max_total_wal_size(max_wal);
+                db.set_bytes_per_sync(1 << 20);
+                db.set_keep_log_file_num(2);
+                db.set_max_log_file_size(1 << 20);
+                db.set_log_level(rocksdb::LogLevel::Warn);
+                db.set_max_manifest_file_size(4 << 20);
+            },
+            |name, opts| {
+                let mut table = BlockBasedOptions::default();
+                table.set_block_cache(&cache);
+                match name {
+                    keys::CF_MESSAGES => {
+                        opts.set_write_buffer_size(write_buffer);
+                        opts.set_target_file_size_base((write_buffer as u64).max(4 << 20));
+                    }
+                    keys::CF_HASHES => {
+                        // Most lookups at ingest are misses (new messages): a bloom filter
+                        // answers them without reading a block.
+                        table.set_bloom_filter(10.0, false);
+                        opts.set_write_buffer_size(write_buffer / 4);
+                        opts.set_compaction_filter_factory(CutoffFilterFactory {
+                            cutoff: filter_cutoff.clone(),
+                            hashes: true,
+                        });
+                    }
+                    keys::CF_TOPICS => {
+                        opts.set_write_buffer_size(write_buffer / 4);
+                        opts.set_compaction_filter_factory(CutoffFilterFactory {
+                            cutoff: filter_cutoff.clone(),
+                            hashes: false,
+                        });
+                    }
+                    _ => {}
+                }
+                opts.set_block_based_table_factory(&table);
+            },
+        )
+        .map_err(|e| StoreError::Open(e.to_string()))?;
+        let archive = Archive {
+            db,
+            path: path.to_owned(),
+            cutoff,
+        };
+        let stored = archive.read_cutoff()?;
+        if let Ok(mut c) = archive.cutoff.write() {
+            *c = stored;
+        }
+        Ok(archive)
+    }
+
+    /// Opens an existing archive read-only (operator commands while the node runs).
+    pub fn open_read_only(path: &Path) -> Result<Archive, StoreError> {
+        let db = crate::db::open_read_only(path, &keys::COLUMN_FAMILIES)
+            .map_err(|e| StoreError::Open(e.to_string()))?;
+        let archive = Archive {
+            db,
+            path: path.to_owned(),
+            cutoff: Arc::new(RwLock::new(Position::MIN)),
+        };
+        let stored = archive.read_cutoff()?;
+        if let Ok(mut c) = archive.cutoff.write() {
+            *c = stored;
+        }
+        Ok(archive)
+    }
+
+    fn read_cutoff(&self) -> Result<Position, StoreError> {
+        let meta = self.cf(keys::CF_META)?;
+        match self
+            .db
+            .get_cf(meta, keys::META_CUTOFF)
+            .map_err(|e| StoreError::Read(db_error(e)))?
+        {
+            None => Ok(Position::MIN),
+            Some(bytes) => Position::from_key(&bytes).ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "the stored retention cutoff is {} bytes, not 40",
+                    bytes.len()
+                ))
+            }),
+        }
+    }
+
+    fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StoreError> {
+        self.db.cf_handle(name).ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "column family `{name}` is missing from the archive"
+            ))
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn db(&self) -> &DB {
+        &self.db
+    }
+
+    /// Everything before this position is deleted.
+    pub fn cutoff(&self) -> Position {
+        self.cutoff.read().map(|c| *c).unwrap_or(Position::MIN)
+    }
+
+    /// The archive's files, in bytes (what `size:` limits).
+    pub fn disk_bytes(&self) -> u64 {
+        dir_size(&self.path)
+    }
+
+    /// Timestamps of the oldest and newest archived messages.
+    pub fn extremes(&self) -> Result<(Option<i64>, Option<i64>), StoreError> {
+        let cf = self.cf(keys::CF_MESSAGES)?;
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_lower_bound(self.cutoff().to_key().to_vec());
+        let mut iter = self.db.raw_iterator_cf_opt(cf, opts);
+        iter.seek_to_first();
+        let oldest = iter.key().and_then(Position::from_key).map(|p| p.ts);
+        iter.seek_to_last();
+        let newest = iter.key().and_then(Position::from_key).map(|p| p.ts);
+        iter.status().map_err(|e| StoreError::Read(db_error(e)))?;
+        Ok((oldest, newest))
+    }
+
+    /// The per-bucket, per-topic counts as stored.
+    pub fn load_stats(&self) -> Result<Stats, StoreError> {
+        let cf = self.cf(keys::CF_STATS)?;
+        let mut stats = Stats::default();
+        let mut iter = self.db.raw_iterator_cf(cf);
+        iter.seek_to_first();
+        while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
+            let (bucket, topic) = keys::decode_stats_key(key).ok_or_else(|| {
+                StoreError::Corrupt("a stats key of the archive is malformed".into())
+            })?;
+            let (count, bytes) = keys::decode_stats_value(value).ok_or_else(|| {
+                StoreError::Corrupt("a stats value of the archive is malformed".into())
+            })?;
+            stats.add(bucket, topic, count as i64, bytes as i64);
+            iter.next();
+        }
+        iter.status().map_err(|e| StoreError::Read(db_error(e)))?;
+        Ok(stats)
+    }
+
+    /// Where a message is, if the archive has it.
+    pub fn position_of(&self, hash: &MessageHash) -> Result<Option<Position>, QueryError> {
+        let cf = self
+            .cf(keys::CF_HASHES)
+            .map_err(|e| QueryError::Read(e.to_string()))?;
+        let value = self
+            .db
+            .get_pinned_cf(cf, hash.0)
+            .map_err(|e| QueryError::Read(db_error(e)))?;
+        Ok(value
+            .and_then(|v| keys::decode_ts(&v))
+            .map(|ts| Position::new(ts, hash))
+            .filter(|p| *p >= self.cutoff()))
+    }
+
+    /// Answers one validated query.
+    pub fn query(&self, query: &Query) -> Result<Page, QueryError> {
+        let read_err = |e: StoreError| QueryError::Read(e.to_string());
+        let cutoff = self.cutoff();
+        let cursor = match &query.cursor {
+            None => None,
+            Some(hash) => Some(
+                self.position_of(hash)?
+                    .ok_or(QueryError::InvalidCursor(*hash))?,
+            ),
+        };
+        // Collect one more than the page to learn whether more remain.
+        let want = query.limit + 1;
+        let mut positions: Found = match &query.filter {
+            Filter::Hashes(hashes) => {
+                let cf = self.cf(keys::CF_HASHES).map_err(read_err)?;
+                let found = self
+                    .db
+                    .batched_multi_get_cf(cf, hashes.iter().map(|h| h.0), false);
+                let mut positions = Vec::with_capacity(hashes.len());
+                for (hash, value) in hashes.iter().zip(found) {
+                    let value = value.map_err(|e| QueryError::Read(db_error(e)))?;
+                    if let Some(ts) = value.and_then(|v| keys::decode_ts(&v)) {
+                        let p = Position::new(ts, hash);
+                        let after_cursor = match cursor {
+                            None => true,
+                            Some(c) if query.forward => p > c,
+                            Some(c) => p < c,
+                        };
+                        if p >= cutoff && after_cursor {
+                            positions.push(p);
+                        }
+                    }
+                }
+                positions.sort_unstable();
+                if !query.forward {
+                    positions.reverse();
+                }
+                positions.truncate(want);
+                positions.into_iter().map(|p| (p, None)).collect()
+            }
+            Filter::All {
+                time_start,
+                time_end,
+            } => {
+                let (lower, upper) = bounds(cutoff, *time_start, *time_end, cursor, query.forward);
+                if lower >= upper {
+                    Vec::new()
+                } else {
+                    self.scan_messages(lower, upper, query.forward, want, query.include_data)?
+                }
+            }
+            Filter::Content {
+                pubsub_topic,
+                content_topics,
+                time_start,
+                time_end,
+            } => {
+                let (lower, upper) = bounds(cutoff, *time_start, *time_end, cursor, query.forward);
+                if lower >= upper {
+                    Vec::new()
+                } else {
+                    self.scan_topics(
+                        pubsub_topic,
+                        content_topics,
+                        &lower,
+                        &upper,
+                        query.forward,
+                        want,
+                    )?
+                    .into_iter()
+                    .map(|p| (p, None))
+                    .collect()
+                }
+            }
+        };
+        let mut more = positions.len() > query.limit;
+        positions.truncate(query.limit);
+        if query.include_data && positions.iter().any(|(_, r)| r.is_none()) {
+            self.fill_records(&mut positions)?;
+        }
+        // Keep the traversal order while applying the response byte budget, so the cursor
+        // (last entry in traversal order) stays exact when a page is cut short.
+        let mut entries = Vec::with_capacity(positions.len());
+        let mut bytes = 0usize;
+        for (position, record) in positions {
+            if query.include_data {
+                let Some(record) = record else {
+                    // Deleted by retention between the index read and the record read.
+                    continue;
+                };
+                if !entries.is_empty() && bytes + record.len() > MAX_RESPONSE_BYTES {
+                    more = true;
+                    break;
+                }
+                bytes += record.len();
+                entries.push(PageEntry {
+                    position,
+                    record: Some(record),
+                });
+            } else {
+                entries.push(PageEntry {
+                    position,
+                    record: None,
+                });
+            }
+        }
+        let cursor = if more {
+            entries.last().map(|e| e.position.message_hash())
+        } else {
+            None
+        };
+        if !query.forward {
+            entries.reverse();
+        }
+        Ok(Page { entries, cursor })
+    }
+
+    /// Walks `messages` between two keys; records come along when asked for.
+    fn scan_messages(
+        &self,
+        lower: Vec<u8>,
+        upper: Vec<u8>,
+        forward: bool,
+        want: usize,
+        with_records: bool,
+    ) -> Result<Found, QueryError> {
+        let cf = self
+            .cf(keys::CF_MESSAGES)
+            .map_err(|e| QueryError::Read(e.to_string()))?;
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_lower_bound(lower);
+        opts.set_iterate_upper_bound(upper);
+        let mut iter = self.db.raw_iterator_cf_opt(cf, opts);
+        if forward {
+            iter.seek_to_first();
+        } else {
+            iter.seek_to_last();
+        }
+        let mut out = Vec::with_capacity(want);
+        while out.len() < want {
+            let Some(key) = iter.key() else { break };
+            if let Some(position) = Position::from_key(key) {
+                let record = if with_records {
+                    iter.value().map(<[u8]>::to_vec)
+                } else {
+                    None
+                };
+                out.push((position, record));
+            }
+            if forward {
+                iter.next();
+            } else {
+                iter.prev();
+            }
+        }
+        iter.status().map_err(|e| QueryError::Read(db_error(e)))?;
+        Ok(out)
+    }
+
+    /// Merges the `topics` ranges of several content topics in (timestamp, hash) order.
+    fn scan_topics(
+        &self,
+        pubsub_topic: &str,
+        content_topics: &[String],
+        lower: &[u8],
+        upper: &[u8],
+        forward: bool,
+        want: usize,
+    ) -> Result<Vec<Position>, QueryError> {
+        let cf = self
+            .cf(keys::CF_TOPICS)
+            .map_err(|e| QueryError::Read(e.to_string()))?;
+        let mut heads: Vec<DBRawIterator<'_>> = content_topics
+            .iter()
+            .map(|content_topic| {
+                let prefix = keys::topic_prefix(pubsub_topic, content_topic);
+                let mut lo = prefix.clone();
+                lo.extend_from_slice(lower);
+                let mut hi = prefix;
+                hi.extend_from_slice(upper);
+                let mut opts = ReadOptions::default();
+                opts.set_iterate_lower_bound(lo);
+                opts.set_iterate_upper_bound(hi);
+                let mut iter = self.db.raw_iterator_cf_opt(cf, opts);
+                if forward {
+                    iter.seek_to_first();
+                } else {
+                    iter.seek_to_last();
+                }
+                iter
+            })
+            .collect();
+        let mut out = Vec::with_capacity(want);
+        while out.len() < want {
+            // At most ten heads: a linear pick is cheaper than a heap.
+            let mut best: Option<(usize, Position)> = None;
+            for (i, iter) in heads.iter().enumerate() {
+                if let Some(p) = iter.key().and_then(Position::from_key_suffix) {
+                    let better = match best {
+                        None => true,
+                        Some((_, b)) => {
+                            if forward {
+                                p < b
+                            } else {
+                                p > b
+                            }
+                        }
+                    };
+                    if better {
+                        best = Some((i, p));
+                    }
+                }
+            }
+            let Some((i, p)) = best else { break };
+            out.push(p);
+            if let Some(iter) = heads.get_mut(i) {
+                if forward {
+                    iter.next();
+                } else {
+                    iter.prev();
+                }
+            }
+        }
+        for iter in &heads {
+            iter.status().map_err(|e| QueryError::Read(db_error(e)))?;
+        }
+        Ok(out)
+    }
+
+    fn fill_records(
+        &self,
+        positions: &mut [(Position, Option<Vec<u8>>)],
+    ) -> Result<(), QueryError> {
+        let cf = self
+            .cf(keys::CF_MESSAGES)
+            .map_err(|e| QueryError::Read(e.to_string()))?;
+        let keys: Vec<[u8; 40]> = positions.iter().map(|(p, _)| p.to_key()).collect();
+        let values = self.db.batched_multi_get_cf(cf, keys.iter(), false);
+        for ((_, record), value) in positions.iter_mut().zip(values) {
+            let value = value.map_err(|e| QueryError::Read(db_error(e)))?;
+            *record = value.map(|v| v.to_vec());
+        }
+        Ok(())
+    }
+
+    /// Per-topic summary for operators: counts and bytes from the stats, oldest and newest
+    /// timestamps from the data.
+    pub fn summary(&self, stats: &Stats) -> Result<Summary, StoreError> {
+        let mut topics = Vec::new();
+        for (topic, (count, bytes)) in stats.per_topic() {
+            let oldest = self.topic_extreme(stats, &topic, true)?;
+            let newest = self.topic_extreme(stats, &topic, false)?;
+            topics.push(TopicSummary {
+                pubsub_topic: topic,
+                messages: count,
+                bytes,
+                oldest,
+                newest,
+            });
+        }
+        let cutoff = self.cutoff();
+        Ok(Summary {
+            messages: stats.messages,
+            bytes: stats.bytes,
+            disk_bytes: self.disk_bytes(),
+            cutoff: (cutoff != Position::MIN).then_some(cutoff.ts),
+            topics,
+        })
+    }
+
+    /// The oldest (or newest) timestamp of `topic`: found in its first (or last) bucket.
+    fn topic_extreme(
+        &self,
+        stats: &Stats,
+        topic: &str,
+        oldest: bool,
+    ) -> Result<Option<i64>, StoreError> {
+        let mut buckets = stats
+            .buckets
+            .iter()
+            .filter(|(_, topics)| topics.get(topic).is_some_and(|t| t.0 > 0))
+            .map(|(b, _)| *b);
+        let bucket = if oldest {
+            buckets.next()
+        } else {
+            buckets.next_back()
+        };
+        let Some(bucket) = bucket else {
+            return Ok(None);
+        };
+        let cf = self.cf(keys::CF_MESSAGES)?;
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_lower_bound(Position::at(bucket).max(self.cutoff()).to_key().to_vec());
+        opts.set_iterate_upper_bound(
+            Position::at(bucket.saturating_add(BUCKET_NANOS))
+                .to_key()
+                .to_vec(),
+        );
+        let mut iter = self.db.raw_iterator_cf_opt(cf, opts);
+        if oldest {
+            iter.seek_to_first();
+        } else {
+            iter.seek_to_last();
+        }
+        while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
+            if keys::decode_record(value).is_some_and(|(t, _)| t == topic) {
+                return Ok(Position::from_key(key).map(|p| p.ts));
+            }
+            if oldest {
+                iter.next();
+            } else {
+                iter.prev();
+            }
+        }
+        iter.status().map_err(|e| StoreError::Read(db_error(e)))?;
+        Ok(None)
+    }
+}
+
+/// The (lower inclusive, upper exclusive) key bounds of a time range after the cutoff and the
+/// cursor (exclusive) are applied.
+fn bounds(
+    cutoff: Position,
+    time_start: Option<i64>,
+    time_end: Option<i64>,
+    cursor: Option<Position>,
+    forward: bool,
+) -> (Vec<u8>, Vec<u8>) {
+    let start = time_start.map(Position::at).unwrap_or(Position::MIN);
+    let mut lower = start.max(cutoff).to_key().to_vec();
+    // One past every 40-byte key.
+    let mut upper = match time_end {
+        Some(end) => Position::at(end).to_key().to_vec(),
+        None => vec![0xff; 41],
+    };
+    if let Some(c) = cursor {
+        if forward {
+            lower = lower.max(c.key_after());
+        } else {
+            upper = upper.min(c.to_key().to_vec());
+        }
+    }
+    (lower, upper)
+}
+
+/// Sum of the sizes of the regular files in `dir` (RocksDB keeps a flat directory).
+pub fn dir_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Message counts and bytes per time bucket and pubsub topic: what retention plans with and
+/// what `roost store stats` shows. Kept in memory by the writer and persisted with each batch.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Stats {
+    pub buckets: BTreeMap<i64, BTreeMap<String, (u64, u64)>>,
+    pub messages: u64,
+    pub bytes: u64,
+}
+
+impl Stats {
+    fn add(&mut self, bucket: i64, topic: &str, count: i64, bytes: i64) {
+        let entry = self
+            .buckets
+            .entry(bucket)
+            .or_default()
+            .entry(topic.to_owned())
+            .or_default();
+        entry.0 = entry.0.saturating_add_signed(count);
+        entry.1 = entry.1.saturating_add_signed(bytes);
+        self.messages = self.messages.saturating_add_signed(count);
+        self.bytes = self.bytes.saturating_add_signed(bytes);
+        if entry.0 == 0 {
+            if let Some(topics) = self.buckets.get_mut(&bucket) {
+                topics.remove(topic);
+                if topics.is_empty() {
+                    self.buckets.remove(&bucket);
+                }
+            }
+        }
+    }
+
+    fn get(&self, bucket: i64, topic: &str) -> (u64, u64) {
+        self.buckets
+            .get(&bucket)
+            .and_then(|t| t.get(topic))
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// (topic, (count, bytes)) over all buckets.
+    pub fn per_topic(&self) -> BTreeMap<String, (u64, u64)> {
+        let mut out: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        for topics in self.buckets.values() {
+            for (topic, (count, bytes)) in topics {
+                let e = out.entry(topic.clone()).or_default();
+                e.0 += count;
+                e.1 += bytes;
+            }
+        }
+        out
+    }
+
+    /// Oldest and newest bucket start.
+    pub fn span(&self) -> Option<(i64, i64)> {
+        Some((
+            *self.buckets.keys().next()?,
+            *self.buckets.keys().next_back()?,
+        ))
+    }
+}
+
+/// What `roost store stats` prints.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Summary {
+    pub messages: u64,
+    pub bytes: u64,
+    pub disk_bytes: u64,
+    /// Unix ns before which retention deleted everything (`None`: nothing deleted yet).
+    pub cutoff: Option<i64>,
+    pub topics: Vec<TopicSummary>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TopicSummary {
+    pub pubsub_topic: String,
+    pub messages: u64,
+    pub bytes: u64,
+    /// Unix ns.
+    pub oldest: Option<i64>,
+    pub newest: Option<i64>,
+}
+
+/// A message on its way into the archive.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub pubsub_topic: Arc<str>,
+    pub hash: MessageHash,
+    pub timestamp: i64,
+    pub content_topic: String,
+    /// The encoded WakuMessage.
+    pub bytes: Vec<u8>,
+}
+
+/// What happened to one message of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Written {
+    Stored,
+    Duplicate,
+    Rejected(RejectReason),
+}
+
+/// The result of a retention cut.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cut {
+    pub cutoff: Position,
+    pub policy: &'static str,
+    pub messages: u64,
+    pub bytes: u64,
+}
+
+/// How far retention wants to cut, and why.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Plan {
+    pub cutoff: Position,
+    pub policy: &'static str,
+}
+
+/// The write side: owned by the writer thread, the only code that writes to the archive.
+pub struct Writer {
+    archive: Arc<Archive>,
+    stats: Stats,
+    write_opts: WriteOptions,
+}
+
+impl Writer {
+    pub fn new(archive: Arc<Archive>, sync: bool) -> Result<Writer, StoreError> {
+        let stats = archive.load_stats()?;
+        let mut write_opts = WriteOptions::default();
+        write_opts.set_sync(sync);
+        Ok(Writer {
+            archive,
+            stats,
+            write_opts,
+        })
+    }
+
+    pub fn archive(&self) -> &Arc<Archive> {
+        &self.archive
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Writes a batch of messages in one commit. The outcome of each message is `Ok` only once
+    /// the batch is committed (its WAL fsynced when `sync`); a failed commit fails them all.
+    pub fn write(&mut self, incoming: &[Incoming]) -> Result<Vec<Written>, StoreError> {
+        let archive = self.archive.clone();
+        let cutoff = archive.cutoff();
+        let hashes_cf = archive.cf(keys::CF_HASHES)?;
+        let messages_cf = archive.cf(keys::CF_MESSAGES)?;
+        let topics_cf = archive.cf(keys::CF_TOPICS)?;
+        let stats_cf = archive.cf(keys::CF_STATS)?;
+
+        let mut outcomes = vec![Written::Stored; incoming.len()];
+        let mut candidates = Vec::with_capacity(incoming.len());
+        let mut seen = HashSet::with_capacity(incoming.len());
+        for (i, m) in incoming.iter().enumerate() {
+            if Position::new(m.timestamp, &m.hash) < cutoff {
+                outcomes[i] = Written::Rejected(RejectReason::Expired);
+            } else if m.pubsub_topic.len() > keys::MAX_PUBSUB_TOPIC_LEN {
+                outcomes[i] = Written::Rejected(RejectReason::PubsubTopic);
+            } else if !seen.insert(m.hash) {
+                outcomes[i] = Written::Duplicate;
+            } else {
+                candidates.push(i);
+            }
+        }
+        let existing = archive.db.batched_multi_get_cf(
+            hashes_cf,
+            candidates.iter().map(|&i| incoming[i].hash.0),
+            false,
+        );
+        let mut batch = WriteBatch::default();
+        let mut delta: HashMap<(i64, Arc<str>), (i64, i64)> = HashMap::new();
+        for (&i, exists) in candidates.iter().zip(existing) {
+            let exists = exists.map_err(|e| StoreError::Read(db_error(e)))?.is_some();
+            if exists {
+                outcomes[i] = Written::Duplicate;
+                continue;
+            }
+            let m = &incoming[i];
+            let position = Position::new(m.timestamp, &m.hash);
+            let record = keys::encode_record(&m.pubsub_topic, &m.bytes);
+            let size = keys::entry_bytes(m.pubsub_topic.len(), m.content_topic.len(), record.len());
+            batch.put_cf(messages_cf, position.to_key(), &record);
+            batch.put_cf(hashes_cf, m.hash.0, keys::encode_ts(m.timestamp));
+            batch.put_cf(
+                topics_cf,
+                keys::topic_key(&m.pubsub_topic, &m.content_topic, &position),
+                [],
+            );
+            let d = delta
+                .entry((keys::bucket_of(m.timestamp), m.pubsub_topic.clone()))
+                .or_default();
+            d.0 += 1;
+            d.1 += size as i64;
+        }
+        if delta.is_empty() {
+            return Ok(outcomes);
+        }
+        for ((bucket, topic), (count, bytes)) in &delta {
+            let (c, b) = self.stats.get(*bucket, topic);
+            batch.put_cf(
+                stats_cf,
+                keys::stats_key(*bucket, topic),
+                keys::stats_value(
+                    c.saturating_add_signed(*count),
+                    b.saturating_add_signed(*bytes),
+                ),
+            );
+        }
+        archive
+            .db
+            .write_opt(batch, &self.write_opts)
+            .map_err(|e| StoreError::Write(db_error(e)))?;
+        for ((bucket, topic), (count, bytes)) in delta {
+            self.stats.add(bucket, &topic, count, bytes);
+        }
+        Ok(outcomes)
+    }
+
+    /// How far the policy wants to cut now (`None`: nothing to delete). `disk_bytes` is the
+    /// measured size of the archive's files, for the size rule.
+    pub fn plan(
+        &self,
+        policy: &super::config::RetentionPolicy,
+        now: i64,
+        disk_bytes: u64,
+    ) -> Result<Option<Plan>, StoreError> {
+        let mut best: Option<Plan> = None;
+        let mut consider = |cutoff: Position, policy: &'static str| {
+            if best.is_none_or(|b| cutoff > b.cutoff) {
+                best = Some(Plan { cutoff, policy });
+            }
+        };
+        if let Some(age) = policy.time() {
+            let age = i64::try_from(age.as_nanos()).unwrap_or(i64::MAX);
+            // Whole buckets only: cheap, and keeps each message at least `age`.
+            consider(
+                Position::at(keys::bucket_of(now.saturating_sub(age))),
+                "time",
+            );
+        }
+        if let Some(capacity) = policy.capacity() {
+            if self.stats.messages > capacity {
+                // Down to 95% so the next messages do not trigger a cut each.
+                let keep = capacity - capacity / 20;
+                let delete = self.stats.messages - keep;
+                consider(self.position_after(delete, 0)?, "capacity");
+            }
+        }
+        if let Some(limit) = policy.size() {
+            // Start at 90% of the limit and go down to 80%, so the files stay under it while
+            // compaction catches up.
+            if disk_bytes > limit.0 / 10 * 9 && self.stats.bytes > 0 && disk_bytes > 0 {
+                let target_disk = limit.0 / 10 * 8;
+                let keep_fraction = target_disk as f64 / disk_bytes as f64;
+                let keep_bytes = (self.stats.bytes as f64 * keep_fraction) as u64;
+                let delete = self.stats.bytes.saturating_sub(keep_bytes).max(1);
+                consider(self.position_after(0, delete)?, "size");
+            }
+        }
+        Ok(best.filter(|p| p.cutoff > self.archive.cutoff()))
+    }
+
+    /// The position that leaves `count` messages (or `bytes` bytes, whichever is given)
+    /// before it: the oldest that many are what a cut there deletes.
+    fn position_after(&self, count: u64, bytes: u64) -> Result<Position, StoreError> {
+        let mut seen_count = 0u64;
+        let mut seen_bytes = 0u64;
+        for (&bucket, topics) in &self.stats.buckets {
+            let (c, b) = topics
+                .values()
+                .fold((0u64, 0u64), |acc, v| (acc.0 + v.0, acc.1 + v.1));
+            let reached = if count > 0 {
+                seen_count + c >= count
+            } else {
+                seen_bytes + b >= bytes
+            };
+            if !reached {
+                seen_count += c;
+                seen_bytes += b;
+                continue;
+            }
+            let need_count = count.saturating_sub(seen_count);
+            let need_bytes = bytes.saturating_sub(seen_bytes);
+            if (count > 0 && need_count == c) || (count == 0 && need_bytes >= b) {
+                return Ok(Position::at(bucket.saturating_add(BUCKET_NANOS)));
+            }
+            // The cut falls inside this bucket: walk it.
+            return self.walk_bucket(bucket, need_count, need_bytes, count > 0);
+        }
+        // Everything: cut after the newest bucket.
+        Ok(self
+            .stats
+            .span()
+            .map(|(_, last)| Position::at(last.saturating_add(BUCKET_NANOS)))
+            .unwrap_or(Position::MIN))
+    }
+
+    fn walk_bucket(
+        &self,
+        bucket: i64,
+        need_count: u64,
+        need_bytes: u64,
+        by_count: bool,
+    ) -> Result<Position, StoreError> {
+        let archive = &self.archive;
+        let cf = archive.cf(keys::CF_MESSAGES)?;
+        let end = Position::at(bucket.saturating_add(BUCKET_NANOS));
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_lower_bound(Position::at(bucket).max(archive.cutoff()).to_key().to_vec());
+        opts.set_iterate_upper_bound(end.to_key().to_vec());
+        let mut iter = archive.db.raw_iterator_cf_opt(cf, opts);
+        iter.seek_to_first();
+        let (mut count, mut bytes) = (0u64, 0u64);
+        while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
+            let done = if by_count {
+                count >= need_count
+            } else {
+                bytes >= need_bytes
+            };
+            if done {
+                return Ok(Position::from_key(key).unwrap_or(end));
+            }
+            count += 1;
+            bytes += record_entry_bytes(value);
+            iter.next();
+        }
+        iter.status().map_err(|e| StoreError::Read(db_error(e)))?;
+        Ok(end)
+    }
+
+    /// Deletes everything before `plan.cutoff`: one range delete and the stats, in one commit.
+    pub fn cut(&mut self, plan: Plan) -> Result<Cut, StoreError> {
+        let archive = self.archive.clone();
+        let old = archive.cutoff();
+        if plan.cutoff <= old {
+            return Ok(Cut {
+                cutoff: old,
+                policy: plan.policy,
+                messages: 0,
+                bytes: 0,
+            });
+        }
+        let messages_cf = archive.cf(keys::CF_MESSAGES)?;
+        let stats_cf = archive.cf(keys::CF_STATS)?;
+        let meta_cf = archive.cf(keys::CF_META)?;
+        let cut_bucket = keys::bucket_of(plan.cutoff.ts);
+        // Buckets wholly before the cut go; the bucket the cut falls in is counted entry by
+        // entry (only when the cut is not on its start).
+        let mut removed: Vec<(i64, String, u64, u64)> = Vec::new();
+        for (&bucket, topics) in self.stats.buckets.range(..cut_bucket) {
+            for (topic, (c, b)) in topics {
+                removed.push((bucket, topic.clone(), *c, *b));
+            }
+        }
+        let mut partial: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        if plan.cutoff != Position::at(cut_bucket) {
+            let mut opts = ReadOptions::default();
+            opts.set_iterate_lower_bound(Position::at(cut_bucket).max(old).to_key().to_vec());
+            opts.set_iterate_upper_bound(plan.cutoff.to_key().to_vec());
+            let mut iter = archive.db.raw_iterator_cf_opt(messages_cf, opts);
+            iter.seek_to_first();
+            while let Some(value) = iter.value() {
+                if let Some((topic, _)) = keys::decode_record(value) {
+                    let e = partial.entry(topic.to_owned()).or_default();
+                    e.0 += 1;
+                    e.1 += record_entry_bytes(value);
+                }
+                iter.next();
+            }
+            iter.status().map_err(|e| StoreError::Read(db_error(e)))?;
+        }
+        let mut batch = WriteBatch::default();
+        batch.delete_range_cf(messages_cf, Position::MIN.to_key(), plan.cutoff.to_key());
+        batch.put_cf(meta_cf, keys::META_CUTOFF, plan.cutoff.to_key());
+        for (bucket, topic, _, _) in &removed {
+            batch.delete_cf(stats_cf, keys::stats_key(*bucket, topic));
+        }
+        for (topic, (c, b)) in &partial {
+            let (have_c, have_b) = self.stats.get(cut_bucket, topic);
+            let key = keys::stats_key(cut_bucket, topic);
+            if *c >= have_c {
+                batch.delete_cf(stats_cf, key);
+            } else {
+                batch.put_cf(
+                    stats_cf,
+                    key,
+                    keys::stats_value(have_c - c, have_b.saturating_sub(*b)),
+                );
+            }
+        }
+        archive
+            .db
+            .write_opt(batch, &self.write_opts)
+            .map_err(|e| StoreError::Write(db_error(e)))?;
+        if let Ok(mut c) = archive.cutoff.write() {
+            *c = plan.cutoff;
+        }
+        let (mut messages, mut bytes) = (0u64, 0u64);
+        for (bucket, topic, c, b) in removed {
+            self.stats.add(bucket, &topic, -(c as i64), -(b as i64));
+            messages += c;
+            bytes += b;
+        }
+        for (topic, (c, b)) in partial {
+            let (have_c, have_b) = self.stats.get(cut_bucket, &topic);
+            let c = c.min(have_c);
+            let b = b.min(have_b);
+            self.stats.add(cut_bucket, &topic, -(c as i64), -(b as i64));
+            messages += c;
+            bytes += b;
+        }
+        Ok(Cut {
+            cutoff: plan.cutoff,
+            policy: plan.policy,
+            messages,
+            bytes,
+        })
+    }
+
+    /// Gives disk space back after cuts: drops files wholly before the cutoff and, when
+    /// `compact`, rewrites what is left there and the index families (where the compaction
+    /// filter drops their stale entries). Runs on the maintenance thread, concurrently with
+    /// writes and queries.
+    pub fn reclaim(archive: &Archive, cutoff: Position, compact: bool) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let messages_cf = archive.cf(keys::CF_MESSAGES)?;
+        let start = Position::MIN.to_key();
+        let end = cutoff.to_key();
+        archive
+            .db
+            .delete_file_in_range_cf(messages_cf, start, end)
+            .map_err(|e| StoreError::Write(db_error(e)))?;
+        if compact {
+            archive
+                .db
+                .compact_range_cf(messages_cf, None::<&[u8]>, Some(&end[..]));
+            for name in [keys::CF_HASHES, keys::CF_TOPICS] {
+                let cf = archive.cf(name)?;
+                archive
+                    .db
+                    .compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
+            }
+        }
+        tracing::debug!(compact, took = ?started.elapsed(), "store reclaimed space after retention");
+        Ok(())
+    }
+}
+
+/// The accounted bytes of one `messages` value (see [`keys::entry_bytes`]).
+fn record_entry_bytes(value: &[u8]) -> u64 {
+    match keys::decode_record(value) {
+        Some((topic, message)) => {
+            let content_len = crate::message::WakuMessage::decode(message)
+                .map(|m| m.content_topic.len())
+                .unwrap_or(0);
+            keys::entry_bytes(topic.len(), content_len, value.len())
+        }
+        None => (40 + value.len()) as u64,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,572 @@
+//! The archive on real RocksDB files: paging, filters, lookups, duplicates, retention and
+//! reopening, driven with chosen timestamps.
+
+use super::*;
+use crate::{
+    message::WakuMessage,
+    store::{
+        config::{Retention, RetentionPolicy},
+        rpc::{parse_request, StoreQueryRequest},
+    },
+};
+
+const PUBSUB: &str = "/waku/2/rs/1/0";
+const T0: i64 = 1_700_000_000_000_000_000;
+const MS: i64 = 1_000_000;
+
+fn served() -> std::collections::BTreeSet<String> {
+    [PUBSUB.to_owned(), "/waku/2/rs/1/1".to_owned()]
+        .into_iter()
+        .collect()
+}
+
+fn incoming(pubsub: &str, content: &str, ts: i64, payload: &[u8]) -> Incoming {
+    let message = WakuMessage {
+        payload: payload.to_vec(),
+        content_topic: content.to_owned(),
+        timestamp: Some(ts),
+        ..Default::default()
+    };
+    Incoming {
+        pubsub_topic: Arc::from(pubsub),
+        hash: message.hash(pubsub),
+        timestamp: ts,
+        content_topic: content.to_owned(),
+        bytes: message.encode_to_vec(),
+    }
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    writer: Writer,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store");
+        let archive = Arc::new(Archive::open(&path, &Tuning::default()).unwrap());
+        Fixture {
+            writer: Writer::new(archive, false).unwrap(),
+            path,
+            _dir: dir,
+        }
+    }
+
+    fn archive(&self) -> &Archive {
+        self.writer.archive()
+    }
+
+    fn query(&self, request: StoreQueryRequest) -> Result<Page, QueryError> {
+        let q = parse_request(&request.encode_to_vec(), &served()).expect("valid request");
+        self.archive().query(&q)
+    }
+
+    /// Follows cursors to the end; returns every page's hashes.
+    fn all_pages(&self, request: StoreQueryRequest) -> Vec<Vec<MessageHash>> {
+        let mut pages = Vec::new();
+        let mut request = request;
+        loop {
+            let page = self.query(request.clone()).unwrap();
+            pages.push(
+                page.entries
+                    .iter()
+                    .map(|e| e.position.message_hash())
+                    .collect(),
+            );
+            match page.cursor {
+                Some(c) => request = request.cursor(Some(c)),
+                None => return pages,
+            }
+            assert!(pages.len() < 10_000, "paging does not end");
+        }
+    }
+}
+
+use prost::Message as _;
+
+/// 3 content topics, 250 messages, some sharing a timestamp.
+fn fill(f: &mut Fixture) -> Vec<Incoming> {
+    let topics = ["/app/1/a/proto", "/app/1/b/proto", "/app/1/c/proto"];
+    let all: Vec<Incoming> = (0..250)
+        .map(|i| {
+            // Pairs share a timestamp so the hash decides their order.
+            let ts = T0 + (i / 2) * MS;
+            incoming(
+                PUBSUB,
+                topics[(i % 3) as usize],
+                ts,
+                format!("m{i}").as_bytes(),
+            )
+        })
+        .collect();
+    for chunk in all.chunks(37) {
+        let out = f.writer.write(chunk).unwrap();
+        assert!(out.iter().all(|o| *o == Written::Stored));
+    }
+    all
+}
+
+fn sorted_hashes(items: &[&Incoming]) -> Vec<MessageHash> {
+    let mut v: Vec<(i64, MessageHash)> = items.iter().map(|m| (m.timestamp, m.hash)).collect();
+    v.sort();
+    v.into_iter().map(|(_, h)| h).collect()
+}
+
+#[test]
+fn forward_and_backward_pages_cover_everything_once_in_order() {
+    let mut f = Fixture::new();
+    let all = fill(&mut f);
+    let expected = sorted_hashes(&all.iter().collect::<Vec<_>>());
+    for limit in [1u64, 7, 20, 100] {
+        let fwd = f.all_pages(StoreQueryRequest::new("f").forward(true).limit(limit));
+        assert!(fwd.iter().all(|p| p.len() <= limit as usize));
+        let flat: Vec<MessageHash> = fwd.concat();
+        assert_eq!(flat, expected, "forward, limit {limit}");
+
+        let back = f.all_pages(StoreQueryRequest::new("b").forward(false).limit(limit));
+        // Each page ascending; pages go newest first.
+        for page in &back {
+            let positions: Vec<usize> = page
+                .iter()
+                .map(|h| expected.iter().position(|e| e == h).unwrap())
+                .collect();
+            assert!(positions.windows(2).all(|w| w[0] < w[1]), "page ascending");
+        }
+        let flat: Vec<MessageHash> = back.into_iter().rev().flatten().collect();
+        assert_eq!(flat, expected, "backward, limit {limit}");
+    }
+    // Default page size is 20 and the last page has no cursor.
+    let page = f.query(StoreQueryRequest::new("d")).unwrap();
+    assert_eq!(page.entries.len(), 20);
+    assert!(page.cursor.is_some());
+}
+
+#[test]
+fn content_filters_merge_topics_and_respect_time_bounds() {
+    let mut f = Fixture::new();
+    let all = fill(&mut f);
+    let pick = |topics: &[&str], start: Option<i64>, end: Option<i64>| -> Vec<MessageHash> {
+        sorted_hashes(
+            &all.iter()
+                .filter(|m| topics.contains(&m.content_topic.as_str()))
+                .filter(|m| start.is_none_or(|s| m.timestamp >= s))
+                .filter(|m| end.is_none_or(|e| m.timestamp < e))
+                .collect::<Vec<_>>(),
+        )
+    };
+    for topics in [
+        vec!["/app/1/a/proto"],
+        vec!["/app/1/a/proto", "/app/1/c/proto"],
+        vec![
+            "/app/1/a/proto",
+            "/app/1/b/proto",
+            "/app/1/c/proto",
+            "/app/1/zz/proto",
+        ],
+    ] {
+        for (start, end) in [
+            (None, None),
+            (Some(T0 + 10 * MS), None),
+            (None, Some(T0 + 50 * MS)),
+            // time_start inclusive, time_end exclusive, on timestamps that exist.
+            (Some(T0 + 10 * MS), Some(T0 + 11 * MS)),
+            (Some(T0 + 40 * MS), Some(T0 + 40 * MS)),
+        ] {
+            for forward in [true, false] {
+                let request = StoreQueryRequest::new("c")
+                    .content(PUBSUB, topics.clone())
+                    .time_range(start, end)
+                    .forward(forward)
+                    .limit(9);
+                let pages = f.all_pages(request);
+                let flat: Vec<MessageHash> = if forward {
+                    pages.concat()
+                } else {
+                    pages.into_iter().rev().flatten().collect()
+                };
+                assert_eq!(
+                    flat,
+                    pick(&topics, start, end),
+                    "{topics:?} {start:?} {end:?} {forward}"
+                );
+            }
+        }
+    }
+    // time_start == time_end of an existing timestamp: nothing, and no cursor.
+    let page = f
+        .query(
+            StoreQueryRequest::new("e")
+                .content(PUBSUB, ["/app/1/a/proto"])
+                .time_range(Some(T0), Some(T0)),
+        )
+        .unwrap();
+    assert!(page.entries.is_empty() && page.cursor.is_none());
+    // The same content topic on another pubsub topic is another series.
+    let page = f
+        .query(StoreQueryRequest::new("o").content("/waku/2/rs/1/1", ["/app/1/a/proto"]))
+        .unwrap();
+    assert!(page.entries.is_empty());
+}
+
+#[test]
+fn records_come_back_with_their_topic_and_bytes() {
+    let mut f = Fixture::new();
+    let all = fill(&mut f);
+    let page = f
+        .query(StoreQueryRequest::new("r").forward(true).limit(3))
+        .unwrap();
+    let first = sorted_hashes(&all.iter().collect::<Vec<_>>())[0];
+    let m = all.iter().find(|m| m.hash == first).unwrap();
+    let record = page.entries[0].record.as_deref().unwrap();
+    assert_eq!(keys::decode_record(record), Some((PUBSUB, &m.bytes[..])));
+    let page = f
+        .query(
+            StoreQueryRequest::new("r")
+                .forward(true)
+                .limit(3)
+                .include_data(false),
+        )
+        .unwrap();
+    assert!(page.entries.iter().all(|e| e.record.is_none()));
+}
+
+#[test]
+fn hash_lookups_find_present_messages_and_page_them() {
+    let mut f = Fixture::new();
+    let all = fill(&mut f);
+    let unknown = MessageHash([0xee; 32]);
+    let wanted: Vec<MessageHash> = all
+        .iter()
+        .step_by(10)
+        .map(|m| m.hash)
+        .chain([unknown])
+        .collect();
+    let present = sorted_hashes(&all.iter().step_by(10).collect::<Vec<_>>());
+    for include in [true, false] {
+        let request = StoreQueryRequest::new("h")
+            .hashes(wanted.clone())
+            .include_data(include)
+            .forward(true)
+            .limit(4);
+        let pages = f.all_pages(request);
+        assert_eq!(pages.concat(), present, "include_data {include}");
+        let back = f.all_pages(
+            StoreQueryRequest::new("h")
+                .hashes(wanted.clone())
+                .include_data(include)
+                .limit(4),
+        );
+        let flat: Vec<MessageHash> = back.into_iter().rev().flatten().collect();
+        assert_eq!(flat, present);
+    }
+    let page = f
+        .query(StoreQueryRequest::new("h").hashes([unknown]))
+        .unwrap();
+    assert!(page.entries.is_empty());
+}
+
+#[test]
+fn unknown_cursors_are_errors_not_empty_pages() {
+    let mut f = Fixture::new();
+    fill(&mut f);
+    let unknown = MessageHash([0x42; 32]);
+    for request in [
+        StoreQueryRequest::new("x").cursor(Some(unknown)),
+        StoreQueryRequest::new("x")
+            .content(PUBSUB, ["/app/1/a/proto"])
+            .cursor(Some(unknown)),
+        StoreQueryRequest::new("x")
+            .hashes([unknown])
+            .cursor(Some(unknown)),
+    ] {
+        assert_eq!(f.query(request), Err(QueryError::InvalidCursor(unknown)));
+    }
+}
+
+#[test]
+fn duplicates_are_no_ops_within_and_across_batches() {
+    let mut f = Fixture::new();
+    let m = incoming(PUBSUB, "/app/1/a/proto", T0, b"x");
+    let out = f.writer.write(&[m.clone(), m.clone()]).unwrap();
+    assert_eq!(out, vec![Written::Stored, Written::Duplicate]);
+    let out = f.writer.write(std::slice::from_ref(&m)).unwrap();
+    assert_eq!(out, vec![Written::Duplicate]);
+    assert_eq!(f.writer.stats().messages, 1);
+    let page = f.query(StoreQueryRequest::new("d")).unwrap();
+    assert_eq!(page.entries.len(), 1);
+}
+
+#[test]
+fn reopening_keeps_messages_stats_and_cutoff() {
+    let mut f = Fixture::new();
+    let all = fill(&mut f);
+    let plan = f
+        .writer
+        .plan(&"capacity:100".parse().unwrap(), T0, 0)
+        .unwrap()
+        .unwrap();
+    let cut = f.writer.cut(plan).unwrap();
+    assert!(cut.messages > 0);
+    let stats = f.writer.stats().clone();
+    let cutoff = f.archive().cutoff();
+    let path = f.path.clone();
+    let dir = f._dir;
+    drop(f.writer);
+    let archive = Arc::new(Archive::open(&path, &Tuning::default()).unwrap());
+    let writer = Writer::new(archive.clone(), false).unwrap();
+    assert_eq!(writer.stats(), &stats);
+    assert_eq!(archive.cutoff(), cutoff);
+    let f = Fixture {
+        _dir: dir,
+        path,
+        writer,
+    };
+    let kept: Vec<MessageHash> = f
+        .all_pages(StoreQueryRequest::new("k").forward(true).limit(100))
+        .concat();
+    let expected = sorted_hashes(&all.iter().collect::<Vec<_>>());
+    assert_eq!(kept, expected[expected.len() - kept.len()..].to_vec());
+    assert_eq!(kept.len() as u64, stats.messages);
+}
+
+#[test]
+fn capacity_keeps_the_newest_and_counts_exactly() {
+    let mut f = Fixture::new();
+    let all = fill(&mut f);
+    let expected = sorted_hashes(&all.iter().collect::<Vec<_>>());
+    let policy: RetentionPolicy = "capacity:100".parse().unwrap();
+    let plan = f.writer.plan(&policy, T0, 0).unwrap().unwrap();
+    assert_eq!(plan.policy, "capacity");
+    let cut = f.writer.cut(plan).unwrap();
+    // Down to 95% of the capacity.
+    assert_eq!(cut.messages, 250 - 95);
+    assert_eq!(f.writer.stats().messages, 95);
+    let kept: Vec<MessageHash> = f
+        .all_pages(StoreQueryRequest::new("k").forward(true).limit(100))
+        .concat();
+    assert_eq!(kept, expected[155..].to_vec());
+    // Under capacity: nothing more to do.
+    assert_eq!(f.writer.plan(&policy, T0, 0).unwrap(), None);
+    // Cut messages are gone from every view: hash lookups, content queries, cursors.
+    let gone = expected[0];
+    let page = f.query(StoreQueryRequest::new("g").hashes([gone])).unwrap();
+    assert!(page.entries.is_empty());
+    let page = f
+        .query(
+            StoreQueryRequest::new("g")
+                .content(
+                    PUBSUB,
+                    ["/app/1/a/proto", "/app/1/b/proto", "/app/1/c/proto"],
+                )
+                .forward(true)
+                .limit(100),
+        )
+        .unwrap();
+    assert_eq!(page.entries.len(), 95);
+    assert_eq!(
+        f.query(StoreQueryRequest::new("g").cursor(Some(gone))),
+        Err(QueryError::InvalidCursor(gone))
+    );
+    // A late message older than the cutoff is refused, not stored invisibly.
+    let late = incoming(PUBSUB, "/app/1/a/proto", T0 - MS, b"late");
+    assert_eq!(
+        f.writer.write(&[late]).unwrap(),
+        vec![Written::Rejected(RejectReason::Expired)]
+    );
+}
+
+#[test]
+fn time_retention_drops_whole_old_buckets() {
+    let mut f = Fixture::new();
+    let bucket = BUCKET_NANOS;
+    let base = keys::bucket_of(T0);
+    let old: Vec<Incoming> = (0..10)
+        .map(|i| {
+            incoming(
+                PUBSUB,
+                "/app/1/a/proto",
+                base + i * MS,
+                format!("o{i}").as_bytes(),
+            )
+        })
+        .collect();
+    let new: Vec<Incoming> = (0..10)
+        .map(|i| {
+            incoming(
+                PUBSUB,
+                "/app/1/a/proto",
+                base + 5 * bucket + i * MS,
+                format!("n{i}").as_bytes(),
+            )
+        })
+        .collect();
+    f.writer.write(&old).unwrap();
+    f.writer.write(&new).unwrap();
+    let policy = RetentionPolicy(vec![Retention::Time(std::time::Duration::from_nanos(
+        3 * BUCKET_NANOS as u64,
+    ))]);
+    // 3 buckets after the old bucket ended: it is older than 3 buckets, the new one is not.
+    let now = base + 4 * bucket + MS;
+    let plan = f.writer.plan(&policy, now, 0).unwrap().unwrap();
+    assert_eq!(plan.policy, "time");
+    let cut = f.writer.cut(plan).unwrap();
+    assert_eq!(cut.messages, 10);
+    let kept: Vec<MessageHash> = f
+        .all_pages(StoreQueryRequest::new("t").forward(true))
+        .concat();
+    assert_eq!(kept, sorted_hashes(&new.iter().collect::<Vec<_>>()));
+    // 1 ms before the new messages' bucket is wholly older than 3 buckets, none of it goes.
+    let plan = f
+        .writer
+        .plan(&policy, base + 9 * bucket - MS, 0)
+        .unwrap()
+        .unwrap();
+    assert_eq!(f.writer.cut(plan).unwrap().messages, 0);
+    let kept: Vec<MessageHash> = f
+        .all_pages(StoreQueryRequest::new("t").forward(true))
+        .concat();
+    assert_eq!(kept.len(), 10);
+}
+
+#[test]
+fn size_retention_cuts_the_oldest_bytes() {
+    let mut f = Fixture::new();
+    let payload = vec![7u8; 10_000];
+    let all: Vec<Incoming> = (0..100i64)
+        .map(|i| {
+            let mut p = payload.clone();
+            p.extend_from_slice(&i.to_be_bytes());
+            incoming(PUBSUB, "/app/1/a/proto", T0 + i * MS, &p)
+        })
+        .collect();
+    f.writer.write(&all).unwrap();
+    let total = f.writer.stats().bytes;
+    let policy: RetentionPolicy = "size:1MB".parse().unwrap();
+    // Pretend the files are twice the limit: keep 80% of the limit's share of the data.
+    let plan = f.writer.plan(&policy, T0, 2 << 20).unwrap().unwrap();
+    assert_eq!(plan.policy, "size");
+    let cut = f.writer.cut(plan).unwrap();
+    let kept = f.writer.stats().bytes;
+    assert!(kept <= total * 4 / 10 + 10_300, "kept {kept} of {total}");
+    assert!(kept >= total * 4 / 10 - 10_300, "kept {kept} of {total}");
+    assert_eq!(cut.bytes + kept, total);
+    // Under 90% of the limit: nothing to do.
+    assert_eq!(f.writer.plan(&policy, T0, 900_000).unwrap(), None);
+}
+
+#[test]
+fn combined_policies_cut_at_the_furthest_rule() {
+    let mut f = Fixture::new();
+    let base = keys::bucket_of(T0);
+    let msgs: Vec<Incoming> = (0..300)
+        .map(|i| {
+            incoming(
+                PUBSUB,
+                "/app/1/a/proto",
+                base + i * BUCKET_NANOS / 100,
+                format!("c{i}").as_bytes(),
+            )
+        })
+        .collect();
+    f.writer.write(&msgs).unwrap();
+    // 300 messages over 3 buckets. A 2-bucket age at base+3 buckets deletes the first (100);
+    // capacity:150 deletes down to 143 (157): capacity wins.
+    let now = base + 3 * BUCKET_NANOS;
+    let combined = RetentionPolicy(vec![
+        Retention::Time(std::time::Duration::from_nanos(2 * BUCKET_NANOS as u64)),
+        Retention::Capacity(150),
+    ]);
+    let plan = f.writer.plan(&combined, now, 0).unwrap().unwrap();
+    assert_eq!(plan.policy, "capacity");
+    assert_eq!(f.writer.cut(plan).unwrap().messages, 157);
+    // Later the time rule is the furthest.
+    let plan = f
+        .writer
+        .plan(&combined, now + BUCKET_NANOS, 0)
+        .unwrap()
+        .unwrap();
+    assert_eq!(plan.policy, "time");
+    f.writer.cut(plan).unwrap();
+    assert_eq!(f.writer.stats().messages, 100);
+}
+
+#[test]
+fn reclaim_drops_stale_index_entries_by_compaction() {
+    let mut f = Fixture::new();
+    let all = fill(&mut f);
+    let plan = f
+        .writer
+        .plan(&"capacity:10".parse().unwrap(), T0, 0)
+        .unwrap()
+        .unwrap();
+    f.writer.cut(plan).unwrap();
+    let archive = f.archive();
+    let count = |cf: &str| {
+        let cf = archive.db().cf_handle(cf).unwrap();
+        let mut it = archive.db().raw_iterator_cf(cf);
+        it.seek_to_first();
+        let mut n = 0;
+        while it.valid() {
+            n += 1;
+            it.next();
+        }
+        n
+    };
+    // capacity:10 keeps 10 (95% of 10, rounded up). Before compaction the index entries of
+    // deleted messages are still there (skipped by reads)...
+    assert_eq!(count(keys::CF_HASHES), all.len());
+    assert_eq!(count(keys::CF_MESSAGES), 10);
+    Writer::reclaim(archive, archive.cutoff(), true).unwrap();
+    // ...and the compaction filter drops them.
+    assert_eq!(count(keys::CF_HASHES), 10);
+    assert_eq!(count(keys::CF_TOPICS), 10);
+}
+
+#[test]
+fn summary_reports_topics_with_oldest_and_newest() {
+    let mut f = Fixture::new();
+    f.writer
+        .write(&[
+            incoming(PUBSUB, "/app/1/a/proto", T0, b"1"),
+            incoming(PUBSUB, "/app/1/a/proto", T0 + 5 * BUCKET_NANOS, b"2"),
+            incoming("/waku/2/rs/1/1", "/app/1/a/proto", T0 + MS, b"3"),
+        ])
+        .unwrap();
+    let summary = f.archive().summary(f.writer.stats()).unwrap();
+    assert_eq!(summary.messages, 3);
+    assert_eq!(summary.topics.len(), 2);
+    let t0 = summary
+        .topics
+        .iter()
+        .find(|t| t.pubsub_topic == PUBSUB)
+        .unwrap();
+    assert_eq!(
+        (t0.messages, t0.oldest, t0.newest),
+        (2, Some(T0), Some(T0 + 5 * BUCKET_NANOS))
+    );
+    let t1 = summary
+        .topics
+        .iter()
+        .find(|t| t.pubsub_topic != PUBSUB)
+        .unwrap();
+    assert_eq!(
+        (t1.messages, t1.oldest, t1.newest),
+        (1, Some(T0 + MS), Some(T0 + MS))
+    );
+    assert!(summary.disk_bytes > 0);
+    assert_eq!(
+        f.archive().extremes().unwrap(),
+        (Some(T0), Some(T0 + 5 * BUCKET_NANOS))
+    );
+}
+
+#[test]
+fn a_read_only_open_sees_what_the_writer_committed() {
+    let mut f = Fixture::new();
+    fill(&mut f);
+    let reader = Archive::open_read_only(&f.path).unwrap();
+    let stats = reader.load_stats().unwrap();
+    assert_eq!(stats.messages, 250);
+}

@@ -1,0 +1,283 @@
+//! The `[store]` config section and the retention policy syntax nwaku operators know:
+//! `time:<seconds|duration>`, `capacity:<count>`, `size:<n>GB|MB`, several joined by `;`
+//! (their union: whichever deletes the most wins), or `none`.
+
+use std::{fmt, str::FromStr, time::Duration};
+
+use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::config::{units, ByteSize};
+
+/// Store (mailserver) settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Archive relayed messages and answer store v3 queries. Needs `relay.enabled`. Default `true`.
+    pub enabled: bool,
+    /// fsync the write-ahead log once per write batch before a message counts as stored, so an
+    /// acknowledged message survives power loss, not just a crash. Default `true`.
+    pub sync: bool,
+    /// What to delete, oldest first: `time:2d`, `time:172800`, `capacity:1000000`,
+    /// `size:50GB`, several joined by `;`, or `none`. Default `time:2d`.
+    pub retention: RetentionPolicy,
+    /// How often the retention policy is checked (the size policy also when a write may have
+    /// crossed it). Default `1m`.
+    #[serde(with = "units::duration")]
+    pub retention_interval: Duration,
+    /// Messages whose timestamp is further than this from the node's clock, in the past or
+    /// the future, are not stored (nwaku's `MaxMessageTimestampVariance`). Default `20s`.
+    #[serde(with = "units::duration")]
+    pub timestamp_window: Duration,
+    /// Threads answering store queries. Default `2`.
+    pub query_threads: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            enabled: true,
+            sync: true,
+            retention: RetentionPolicy::default(),
+            retention_interval: Duration::from_secs(60),
+            timestamp_window: Duration::from_secs(20),
+            query_threads: 2,
+        }
+    }
+}
+
+impl Config {
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        if self.query_threads == 0 || self.query_threads > 64 {
+            return Err(format!(
+                "store.query_threads is {}; use 1 to 64 (2 suits most nodes)",
+                self.query_threads
+            ));
+        }
+        if self.retention_interval < Duration::from_millis(10) {
+            return Err("store.retention_interval is below 10ms; use e.g. 1m".into());
+        }
+        if self.timestamp_window.is_zero() {
+            return Err(
+                "store.timestamp_window is 0, which would reject every message; use e.g. 20s"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// One retention rule.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Retention {
+    /// Delete messages older than this.
+    Time(Duration),
+    /// Keep at most this many messages.
+    Capacity(u64),
+    /// Keep the archive's files under this many bytes.
+    Size(ByteSize),
+}
+
+impl Retention {
+    /// Metric label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Retention::Time(_) => "time",
+            Retention::Capacity(_) => "capacity",
+            Retention::Size(_) => "size",
+        }
+    }
+}
+
+impl fmt::Display for Retention {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Retention::Time(d) => write!(f, "time:{}", humantime::format_duration(*d)),
+            Retention::Capacity(n) => write!(f, "capacity:{n}"),
+            Retention::Size(s) => write!(f, "size:{s}"),
+        }
+    }
+}
+
+/// The rules in force; empty means keep everything (`none`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetentionPolicy(pub Vec<Retention>);
+
+impl Default for RetentionPolicy {
+    fn default() -> Self {
+        RetentionPolicy(vec![Retention::Time(Duration::from_secs(2 * 24 * 3600))])
+    }
+}
+
+impl RetentionPolicy {
+    pub fn time(&self) -> Option<Duration> {
+        self.0.iter().find_map(|r| match r {
+            Retention::Time(d) => Some(*d),
+            _ => None,
+        })
+    }
+
+    pub fn capacity(&self) -> Option<u64> {
+        self.0.iter().find_map(|r| match r {
+            Retention::Capacity(n) => Some(*n),
+            _ => None,
+        })
+    }
+
+    pub fn size(&self) -> Option<ByteSize> {
+        self.0.iter().find_map(|r| match r {
+            Retention::Size(s) => Some(*s),
+            _ => None,
+        })
+    }
+}
+
+/// Why a retention policy does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("retention policy `{text}`: {why}; write e.g. `time:2d`, `capacity:1000000`, `size:50GB`, `size:50GB;time:32d` or `none`")]
+pub struct RetentionError {
+    pub text: String,
+    pub why: String,
+}
+
+impl FromStr for RetentionPolicy {
+    type Err = RetentionError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = |why: String| RetentionError {
+            text: s.to_owned(),
+            why,
+        };
+        let trimmed = s.trim();
+        if trimmed.is_empty() || trimmed.eq_ignore_ascii_case("none") {
+            return Ok(RetentionPolicy(Vec::new()));
+        }
+        let mut rules: Vec<Retention> = Vec::new();
+        for part in trimmed.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+            let (kind, value) = part
+                .split_once(':')
+                .ok_or_else(|| err(format!("`{part}` has no `kind:value` form")))?;
+            let value = value.trim();
+            let rule = match kind.trim().to_ascii_lowercase().as_str() {
+                "time" => {
+                    let duration = match value.parse::<u64>() {
+                        Ok(seconds) => Duration::from_secs(seconds),
+                        Err(_) => humantime::parse_duration(value)
+                            .map_err(|e| err(format!("`{value}` is not a duration ({e})")))?,
+                    };
+                    if duration.is_zero() {
+                        return Err(err("time:0 would delete every message".into()));
+                    }
+                    Retention::Time(duration)
+                }
+                "capacity" => {
+                    let n: u64 = value
+                        .parse()
+                        .map_err(|_| err(format!("`{value}` is not a message count")))?;
+                    if n == 0 {
+                        return Err(err("capacity:0 would delete every message".into()));
+                    }
+                    Retention::Capacity(n)
+                }
+                "size" => {
+                    let size: ByteSize = value.parse().map_err(|e| err(format!("{e}")))?;
+                    if size.0 < 1024 * 1024 {
+                        return Err(err(format!(
+                            "size:{value} is below 1MiB, too small for a database"
+                        )));
+                    }
+                    Retention::Size(size)
+                }
+                other => {
+                    return Err(err(format!(
+                        "unknown kind `{other}` (time, capacity or size)"
+                    )))
+                }
+            };
+            if rules
+                .iter()
+                .any(|r| std::mem::discriminant(r) == std::mem::discriminant(&rule))
+            {
+                return Err(err(format!("`{}` is given twice", rule.label())));
+            }
+            rules.push(rule);
+        }
+        Ok(RetentionPolicy(rules))
+    }
+}
+
+impl fmt::Display for RetentionPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("none");
+        }
+        for (i, rule) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(";")?;
+            }
+            write!(f, "{rule}")?;
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for RetentionPolicy {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for RetentionPolicy {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nwaku_policies_parse() {
+        let p: RetentionPolicy = "time:172800".parse().unwrap();
+        assert_eq!(p.time(), Some(Duration::from_secs(172_800)));
+        let p: RetentionPolicy = "time:2d".parse().unwrap();
+        assert_eq!(p.time(), Some(Duration::from_secs(172_800)));
+        let p: RetentionPolicy = "capacity:1000".parse().unwrap();
+        assert_eq!(p.capacity(), Some(1000));
+        let p: RetentionPolicy = "size:25.5GB".parse().unwrap();
+        assert_eq!(p.size(), Some(ByteSize((25.5 * 1073741824.0) as u64)));
+        let p: RetentionPolicy = "size:50GB;time:2764800".parse().unwrap();
+        assert_eq!(p.size(), Some(ByteSize(50 << 30)));
+        assert_eq!(p.time(), Some(Duration::from_secs(2_764_800)));
+        assert_eq!(p.capacity(), None);
+        assert!("none".parse::<RetentionPolicy>().unwrap().0.is_empty());
+    }
+
+    #[test]
+    fn policies_print_back_to_what_parses() {
+        for text in ["time:2days", "capacity:5", "size:50GiB;time:1h", "none"] {
+            let p: RetentionPolicy = text.parse().unwrap();
+            assert_eq!(p.to_string().parse::<RetentionPolicy>().unwrap(), p);
+        }
+        assert_eq!(RetentionPolicy::default().to_string(), "time:2days");
+    }
+
+    #[test]
+    fn bad_policies_say_what_is_wrong() {
+        for (text, needle) in [
+            ("time", "no `kind:value`"),
+            ("time:soon", "not a duration"),
+            ("time:0", "every message"),
+            ("capacity:-1", "not a message count"),
+            ("capacity:0", "every message"),
+            ("size:10XB", "not a byte size"),
+            ("size:100KB", "below 1MiB"),
+            ("age:2d", "unknown kind"),
+            ("time:1d;time:2d", "given twice"),
+        ] {
+            let e = text.parse::<RetentionPolicy>().unwrap_err().to_string();
+            assert!(e.contains(needle), "{text}: {e}");
+        }
+    }
+}

@@ -1,0 +1,985 @@
+//! The mailserver: a durable RocksDB archive of relayed messages and the Waku store v3
+//! protocol (`/vac/waku/store-query/3.0.0`) that serves it.
+//!
+//! This module owns the archive (its own database under `<data_dir>/store`), its writer,
+//! query and maintenance threads, retention, the store v3 wire format (server and client),
+//! the `[store]` config section, the `roost store …` commands, the `roost_store_*` metrics and
+//! the `store` health component.
+//!
+//! Data flow:
+//! - the swarm task hands every accepted relay message to [`Sink`], which checks the cheap
+//!   rules (ephemeral, timestamp window) and `try_send`s it to the writer thread; a full queue
+//!   drops the message and counts it (`roost_store_messages_dropped_total{reason="queue_full"}`);
+//! - [`ArchiveHandle::insert`] takes the same path but waits for the acknowledgement, which
+//!   comes only after the message's batch is committed to the write-ahead log (fsynced when
+//!   `store.sync`): what light push answers 200 on;
+//! - the writer thread drains its queue into one `WriteBatch` per round (group commit), then
+//!   answers the acknowledgements; between batches it refreshes gauges and applies retention;
+//! - inbound store requests travel from the swarm task to the query threads with their
+//!   `ResponseChannel` (decoding happens there, not in the codec), and the answer goes back
+//!   through `Command::Respond`;
+//! - the maintenance thread gives disk space back after retention cuts.
+
+mod archive;
+pub mod cli;
+mod client;
+mod config;
+pub mod keys;
+mod metrics;
+pub mod rpc;
+pub(crate) mod swarm;
+
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc as std_mpsc, Arc, Condvar, Mutex,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use libp2p::{request_response::ResponseChannel, PeerId};
+use prometheus_client::registry::Registry;
+use prost::Message as _;
+use tokio::sync::{mpsc, oneshot, watch};
+
+pub use archive::{
+    dir_size, Archive, Page, PageEntry, QueryError, Stats, Summary, TopicSummary, Tuning,
+};
+pub use client::{query_peer, QueryPeerError};
+pub use config::{Config, Retention, RetentionError, RetentionPolicy};
+pub use metrics::Metrics;
+pub use rpc::{StoreQueryRequest, StoreQueryResponse, PROTOCOL_ID};
+pub use swarm::{behaviour, Inbound};
+
+use crate::{
+    health::{Health, Status},
+    message::{now_nanos, WakuMessage},
+    relay::RelayedMessage,
+    swarm::{Command, MessageSink, ReqResProtocol},
+};
+use archive::{Incoming, Writer, Written};
+
+/// Messages waiting for the writer thread. Full means the disk cannot keep up: relayed
+/// messages are then dropped and counted, and [`ArchiveHandle::insert`] waits for room.
+const INGEST_QUEUE: usize = 8192;
+/// Most messages committed in one write batch.
+const MAX_BATCH: usize = 1024;
+/// Most bytes in one write batch.
+const MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
+/// Store requests waiting for a query thread. Full means the store is overloaded: new
+/// requests are answered 503 at once rather than queued.
+const QUERY_QUEUE: usize = 64;
+/// How often gauges and health are refreshed (and retention is checked when due).
+const TICK: Duration = Duration::from_secs(1);
+/// A write failure keeps the store `degraded` in `/health` this long.
+const WRITE_ERROR_HEALTH: Duration = Duration::from_secs(30);
+/// Repeated warnings (drops, write errors) are logged at most this often.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// Why a message was not stored (not an error: the store declines it by rule).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    /// The sender marked it ephemeral.
+    Ephemeral,
+    /// Its timestamp is missing or older than the timestamp window.
+    TooOld,
+    /// Its timestamp is further in the future than the timestamp window.
+    Future,
+    /// It is older than what retention already deleted.
+    Expired,
+    /// Its pubsub topic is not one of the node's shards.
+    PubsubTopic,
+}
+
+impl RejectReason {
+    pub fn label(&self) -> &'static str {
+        match self {
+            RejectReason::Ephemeral => "ephemeral",
+            RejectReason::TooOld => "too_old",
+            RejectReason::Future => "future",
+            RejectReason::Expired => "expired",
+            RejectReason::PubsubTopic => "pubsub_topic",
+        }
+    }
+}
+
+/// What [`ArchiveHandle::insert`] reports once it is final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertOutcome {
+    /// Committed to the write-ahead log (fsynced when `store.sync`).
+    Stored,
+    /// The archive already had it (committed earlier).
+    Duplicate,
+    /// Not stored, by rule.
+    Rejected(RejectReason),
+}
+
+/// What went wrong in the store.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the archive: {0}")]
+    Open(String),
+    #[error("archive write failed: {0}; check free disk space and permissions of the data dir")]
+    Write(String),
+    #[error("archive read failed: {0}")]
+    Read(String),
+    #[error(
+        "the archive is damaged: {0}; restore it from a backup or move it away to start empty"
+    )]
+    Corrupt(String),
+    #[error("the store is overloaded; retry later")]
+    Busy,
+    #[error("the store is shutting down")]
+    ShuttingDown,
+}
+
+/// The checks made before a message is queued: cheap, so they run wherever the message is.
+#[derive(Debug)]
+struct IngestRules {
+    window_nanos: i64,
+    served: BTreeSet<String>,
+    metrics: Metrics,
+}
+
+impl IngestRules {
+    fn check(
+        &self,
+        pubsub_topic: &str,
+        message: &WakuMessage,
+        now: i64,
+    ) -> Result<(), RejectReason> {
+        if message.is_ephemeral() {
+            return Err(RejectReason::Ephemeral);
+        }
+        if !self.served.contains(pubsub_topic) {
+            return Err(RejectReason::PubsubTopic);
+        }
+        match message.timestamp {
+            None | Some(0) => Err(RejectReason::TooOld),
+            Some(ts) if ts < now.saturating_sub(self.window_nanos) => Err(RejectReason::TooOld),
+            Some(ts) if ts > now.saturating_add(self.window_nanos) => Err(RejectReason::Future),
+            Some(_) => Ok(()),
+        }
+    }
+}
+
+type Ack = oneshot::Sender<Result<InsertOutcome, StoreError>>;
+
+/// What the writer thread is asked to do.
+enum WriterCommand {
+    Insert {
+        message: Arc<RelayedMessage>,
+        ack: Option<Ack>,
+    },
+    Summary {
+        reply: oneshot::Sender<Result<Summary, StoreError>>,
+    },
+    Tick,
+    Shutdown,
+}
+
+/// What the query threads are asked to do.
+pub(crate) enum QueryJob {
+    Remote {
+        peer: PeerId,
+        request: Vec<u8>,
+        channel: ResponseChannel<Vec<u8>>,
+    },
+    Local {
+        request: Vec<u8>,
+        reply: oneshot::Sender<StoreQueryResponse>,
+    },
+    Stop,
+}
+
+/// A cloneable front to the running store: acknowledged inserts, local queries, stats.
+#[derive(Clone)]
+pub struct ArchiveHandle {
+    writes: mpsc::Sender<WriterCommand>,
+    queries: std_mpsc::SyncSender<QueryJob>,
+    rules: Arc<IngestRules>,
+}
+
+impl std::fmt::Debug for ArchiveHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArchiveHandle").finish_non_exhaustive()
+    }
+}
+
+impl ArchiveHandle {
+    /// Stores a message and resolves once that is final: `Stored`/`Duplicate` only after the
+    /// batch holding it is committed to the write-ahead log (fsynced when `store.sync`), so an
+    /// acknowledged message survives a crash. Waits for room when the writer is behind.
+    pub async fn insert(
+        &self,
+        pubsub_topic: &str,
+        message: WakuMessage,
+    ) -> Result<InsertOutcome, StoreError> {
+        if let Err(reason) = self.rules.check(pubsub_topic, &message, now_nanos()) {
+            self.rules.metrics.reject(reason.label());
+            return Ok(InsertOutcome::Rejected(reason));
+        }
+        let hash = message.hash(pubsub_topic);
+        let size = message.encoded_len();
+        let relayed = Arc::new(RelayedMessage {
+            pubsub_topic: Arc::from(pubsub_topic),
+            message,
+            hash,
+            source: None,
+            size,
+        });
+        let (ack, rx) = oneshot::channel();
+        self.writes
+            .send(WriterCommand::Insert {
+                message: relayed,
+                ack: Some(ack),
+            })
+            .await
+            .map_err(|_| StoreError::ShuttingDown)?;
+        rx.await.map_err(|_| StoreError::ShuttingDown)?
+    }
+
+    /// Answers a store query locally, exactly as a peer would get it.
+    pub async fn query(&self, request: &StoreQueryRequest) -> StoreQueryResponse {
+        let (reply, rx) = oneshot::channel();
+        let job = QueryJob::Local {
+            request: request.encode_to_vec(),
+            reply,
+        };
+        let request_id = request.request_id.clone().unwrap_or_default();
+        if self.queries.try_send(job).is_err() {
+            return StoreQueryResponse::error(
+                request_id,
+                rpc::STATUS_SERVICE_UNAVAILABLE,
+                StoreError::Busy.to_string(),
+            );
+        }
+        rx.await.unwrap_or_else(|_| {
+            StoreQueryResponse::error(
+                request_id,
+                rpc::STATUS_SERVICE_UNAVAILABLE,
+                StoreError::ShuttingDown.to_string(),
+            )
+        })
+    }
+
+    /// Counts, bytes and oldest/newest per pubsub topic.
+    pub async fn summary(&self) -> Result<Summary, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.writes
+            .send(WriterCommand::Summary { reply })
+            .await
+            .map_err(|_| StoreError::ShuttingDown)?;
+        rx.await.map_err(|_| StoreError::ShuttingDown)?
+    }
+}
+
+/// Hands accepted relay messages to the writer without ever blocking the swarm task.
+pub struct Sink {
+    writes: mpsc::Sender<WriterCommand>,
+    rules: Arc<IngestRules>,
+    dropped_since_warn: u64,
+    last_warn: Option<Instant>,
+}
+
+impl MessageSink for Sink {
+    fn deliver(&mut self, message: &Arc<RelayedMessage>) {
+        let metrics = &self.rules.metrics;
+        if let Err(reason) = self
+            .rules
+            .check(&message.pubsub_topic, &message.message, now_nanos())
+        {
+            metrics.reject(reason.label());
+            tracing::trace!(hash = %message.hash, reason = reason.label(), "not archiving message");
+            return;
+        }
+        let command = WriterCommand::Insert {
+            message: message.clone(),
+            ack: None,
+        };
+        match self.writes.try_send(command) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                metrics.drop_message("queue_full");
+                self.dropped_since_warn += 1;
+                if self.last_warn.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+                    tracing::warn!(
+                        dropped = self.dropped_since_warn,
+                        queue = INGEST_QUEUE,
+                        "store ingest queue full: dropping relayed messages the disk cannot keep up with"
+                    );
+                    self.dropped_since_warn = 0;
+                    self.last_warn = Some(Instant::now());
+                }
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => metrics.drop_message("stopped"),
+        }
+    }
+}
+
+/// A store opened at start-up, before its threads run.
+pub struct Store {
+    archive: Arc<Archive>,
+    writer: Writer,
+    config: Config,
+    rules: Arc<IngestRules>,
+    health: Health,
+}
+
+impl Store {
+    /// Opens `<data_dir>/store`. `served` are the pubsub topics the node relays.
+    pub fn open(
+        config: &Config,
+        data_dir: &Path,
+        served: BTreeSet<String>,
+        registry: &mut Registry,
+        health: Health,
+    ) -> Result<Store, StoreError> {
+        let path = store_path(data_dir);
+        let started = Instant::now();
+        let archive = Arc::new(Archive::open(
+            &path,
+            &Tuning {
+                size_limit: config.retention.size(),
+            },
+        )?);
+        let writer = Writer::new(archive.clone(), config.sync)?;
+        let metrics = Metrics::register(registry);
+        tracing::info!(
+            path = %path.display(),
+            messages = writer.stats().messages,
+            took = ?started.elapsed(),
+            retention = %config.retention,
+            sync = config.sync,
+            "store archive opened"
+        );
+        Ok(Store {
+            archive,
+            writer,
+            config: config.clone(),
+            rules: Arc::new(IngestRules {
+                window_nanos: i64::try_from(config.timestamp_window.as_nanos()).unwrap_or(i64::MAX),
+                served,
+                metrics,
+            }),
+            health,
+        })
+    }
+
+    /// Starts the store's threads. `commands` is the swarm task's inbox, for answers.
+    pub fn start(self, commands: mpsc::Sender<Command>) -> Result<Started, StoreError> {
+        let (writes_tx, writes_rx) = mpsc::channel(INGEST_QUEUE);
+        let (queries_tx, queries_rx) = std_mpsc::sync_channel(QUERY_QUEUE);
+        let queries_rx = Arc::new(Mutex::new(queries_rx));
+        let mailbox = Arc::new(Mailbox::default());
+        let metrics = self.rules.metrics.clone();
+        let spawn_error =
+            |e: std::io::Error| StoreError::Open(format!("cannot start a store thread: {e}"));
+
+        let maintenance = {
+            let archive = self.archive.clone();
+            let mailbox = mailbox.clone();
+            std::thread::Builder::new()
+                .name("store-maintenance".into())
+                .spawn(move || run_maintenance(&archive, &mailbox))
+                .map_err(spawn_error)?
+        };
+        let mut readers = Vec::with_capacity(self.config.query_threads);
+        for i in 0..self.config.query_threads {
+            let ctx = QueryContext {
+                archive: self.archive.clone(),
+                served: self.rules.served.clone(),
+                metrics: metrics.clone(),
+                commands: commands.clone(),
+            };
+            let rx = queries_rx.clone();
+            readers.push(
+                std::thread::Builder::new()
+                    .name(format!("store-query-{i}"))
+                    .spawn(move || run_queries(&ctx, &rx))
+                    .map_err(spawn_error)?,
+            );
+        }
+        let (done_tx, done_rx) = oneshot::channel::<()>();
+        let writer = {
+            let mut state = WriterThread {
+                writer: self.writer,
+                config: self.config.clone(),
+                metrics: metrics.clone(),
+                health: self.health.clone(),
+                mailbox: mailbox.clone(),
+                queue: writes_tx.downgrade(),
+                last_error: None,
+                errors_since_warn: 0,
+                last_warn: None,
+                next_retention: Instant::now(),
+                last_size_check: Instant::now(),
+                disk_bytes: self.archive.disk_bytes(),
+                written_since_measure: 0,
+                dead_bytes: 0,
+            };
+            std::thread::Builder::new()
+                .name("store-writer".into())
+                .spawn(move || {
+                    state.run(writes_rx);
+                    let _ = done_tx.send(());
+                })
+                .map_err(spawn_error)?
+        };
+        let handle = ArchiveHandle {
+            writes: writes_tx.clone(),
+            queries: queries_tx.clone(),
+            rules: self.rules.clone(),
+        };
+        let sink = Sink {
+            writes: writes_tx.clone(),
+            rules: self.rules.clone(),
+            dropped_since_warn: 0,
+            last_warn: None,
+        };
+        let inbound = Inbound::new(queries_tx.clone(), metrics.clone());
+        let tick = TICK.min(self.config.retention_interval);
+        Ok(Started {
+            handle,
+            sink,
+            inbound,
+            runner: Runner {
+                writes: writes_tx,
+                queries: queries_tx,
+                mailbox,
+                writer,
+                readers,
+                maintenance,
+                writer_done: done_rx,
+                tick,
+                metrics,
+            },
+        })
+    }
+}
+
+/// Whether this node runs the store: `[store] enabled` and a relay to archive from (a store
+/// without relay would have nothing to store, nwaku#2586; `Config::validate` refuses that
+/// combination, so this is a guard for configs built in code).
+pub fn serving(config: &crate::Config) -> bool {
+    config.store.enabled && config.relay.enabled
+}
+
+/// `<data_dir>/store`.
+pub fn store_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("store")
+}
+
+/// A started store: what the node wires into the swarm task and its supervisor.
+pub struct Started {
+    pub handle: ArchiveHandle,
+    pub sink: Sink,
+    pub inbound: Inbound,
+    pub runner: Runner,
+}
+
+/// Supervises the store's threads: ticks the writer, notices if it dies, stops them all.
+pub struct Runner {
+    writes: mpsc::Sender<WriterCommand>,
+    queries: std_mpsc::SyncSender<QueryJob>,
+    mailbox: Arc<Mailbox>,
+    writer: JoinHandle<()>,
+    readers: Vec<JoinHandle<()>>,
+    maintenance: JoinHandle<()>,
+    writer_done: oneshot::Receiver<()>,
+    tick: Duration,
+    metrics: Metrics,
+}
+
+impl Runner {
+    /// Runs until shutdown; then lets the writer commit what is queued and joins every thread.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), String> {
+        let Runner {
+            writes,
+            queries,
+            mailbox,
+            writer,
+            readers,
+            maintenance,
+            mut writer_done,
+            tick,
+            metrics,
+        } = self;
+        let mut ticker = tokio::time::interval(tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failure = None;
+        loop {
+            tokio::select! {
+                biased;
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        break;
+                    }
+                }
+                _ = &mut writer_done => {
+                    failure = Some("the store writer thread stopped".to_owned());
+                    break;
+                }
+                _ = ticker.tick() => {
+                    metrics
+                        .queue_depth
+                        .get_or_create(&metrics::QueueLabels { queue: "ingest" })
+                        .set((INGEST_QUEUE - writes.capacity()) as i64);
+                    // Full: the writer is busy and checks the time after each batch anyway.
+                    let _ = writes.try_send(WriterCommand::Tick);
+                }
+            }
+        }
+        let _ = writes.send(WriterCommand::Shutdown).await;
+        let joined = tokio::task::spawn_blocking(move || {
+            for _ in 0..readers.len() {
+                let _ = queries.send(QueryJob::Stop);
+            }
+            mailbox.stop();
+            let mut panicked = false;
+            for thread in readers.into_iter().chain([writer, maintenance]) {
+                panicked |= thread.join().is_err();
+            }
+            panicked
+        })
+        .await;
+        match (failure, joined) {
+            (Some(why), _) => Err(why),
+            (None, Ok(false)) => Ok(()),
+            (None, _) => Err("a store thread panicked".into()),
+        }
+    }
+}
+
+// === writer thread ===
+
+struct WriterThread {
+    writer: Writer,
+    config: Config,
+    metrics: Metrics,
+    health: Health,
+    mailbox: Arc<Mailbox>,
+    /// To read the queue depth without keeping the queue open.
+    queue: mpsc::WeakSender<WriterCommand>,
+    last_error: Option<(Instant, String)>,
+    errors_since_warn: u64,
+    last_warn: Option<Instant>,
+    next_retention: Instant,
+    last_size_check: Instant,
+    /// Last measured size of the archive's files.
+    disk_bytes: u64,
+    /// Bytes written since `disk_bytes` was measured (the size rule's estimate).
+    written_since_measure: u64,
+    /// Bytes cut by retention since the last compaction.
+    dead_bytes: u64,
+}
+
+impl WriterThread {
+    fn run(&mut self, mut rx: mpsc::Receiver<WriterCommand>) {
+        self.refresh();
+        let mut batch: Vec<(Arc<RelayedMessage>, Option<Ack>)> = Vec::new();
+        loop {
+            let Some(first) = rx.blocking_recv() else {
+                break;
+            };
+            let mut stop = false;
+            let mut batch_bytes = 0usize;
+            let mut command = Some(first);
+            // Group commit: take whatever queued up while the last batch was committing.
+            while let Some(c) = command.take() {
+                match c {
+                    WriterCommand::Insert { message, ack } => {
+                        batch_bytes += message.size;
+                        batch.push((message, ack));
+                    }
+                    WriterCommand::Summary { reply } => {
+                        let archive = self.writer.archive().clone();
+                        let _ = reply.send(archive.summary(self.writer.stats()));
+                    }
+                    WriterCommand::Tick => {}
+                    WriterCommand::Shutdown => {
+                        stop = true;
+                        break;
+                    }
+                }
+                if batch.len() >= MAX_BATCH || batch_bytes >= MAX_BATCH_BYTES {
+                    break;
+                }
+                command = rx.try_recv().ok();
+            }
+            if !batch.is_empty() {
+                self.commit(std::mem::take(&mut batch));
+            }
+            self.housekeeping();
+            if stop {
+                break;
+            }
+        }
+        self.refresh();
+        tracing::debug!("store writer stopped");
+    }
+
+    fn commit(&mut self, batch: Vec<(Arc<RelayedMessage>, Option<Ack>)>) {
+        let incoming: Vec<Incoming> = batch
+            .iter()
+            .map(|(m, _)| Incoming {
+                pubsub_topic: m.pubsub_topic.clone(),
+                hash: m.hash,
+                timestamp: m.message.timestamp.unwrap_or(0),
+                content_topic: m.message.content_topic.clone(),
+                bytes: m.message.encode_to_vec(),
+            })
+            .collect();
+        let started = Instant::now();
+        let result = self.writer.write(&incoming);
+        self.metrics
+            .commit_duration
+            .observe(started.elapsed().as_secs_f64());
+        match result {
+            Ok(outcomes) => {
+                self.metrics.batch_messages.observe(batch.len() as f64);
+                for ((_, ack), outcome) in batch.into_iter().zip(outcomes) {
+                    let outcome = match outcome {
+                        Written::Stored => {
+                            self.metrics.stored.inc();
+                            InsertOutcome::Stored
+                        }
+                        Written::Duplicate => {
+                            self.metrics.reject("duplicate");
+                            InsertOutcome::Duplicate
+                        }
+                        Written::Rejected(reason) => {
+                            self.metrics.reject(reason.label());
+                            InsertOutcome::Rejected(reason)
+                        }
+                    };
+                    if let Some(ack) = ack {
+                        let _ = ack.send(Ok(outcome));
+                    }
+                }
+                self.written_since_measure +=
+                    incoming.iter().map(|m| m.bytes.len() as u64).sum::<u64>();
+                self.count_gauges();
+            }
+            Err(error) => {
+                self.metrics.write_errors.inc();
+                self.errors_since_warn += 1;
+                if self.last_warn.is_none_or(|t| t.elapsed() >= WARN_EVERY) {
+                    tracing::error!(
+                        %error,
+                        messages = batch.len(),
+                        failed_batches = self.errors_since_warn,
+                        "store write failed; these messages are not stored"
+                    );
+                    self.errors_since_warn = 0;
+                    self.last_warn = Some(Instant::now());
+                }
+                self.last_error = Some((Instant::now(), error.to_string()));
+                for (_, ack) in batch {
+                    match ack {
+                        Some(ack) => {
+                            let _ = ack.send(Err(error.clone()));
+                        }
+                        None => self.metrics.drop_message("write_failed"),
+                    }
+                }
+                self.refresh();
+            }
+        }
+    }
+
+    /// Between batches: gauges, health, and retention when due.
+    fn housekeeping(&mut self) {
+        let now = Instant::now();
+        let size_pressure = self.config.retention.size().is_some_and(|limit| {
+            self.disk_bytes + self.written_since_measure > limit.0 / 10 * 9
+                && now.duration_since(self.last_size_check) >= TICK
+        });
+        let over_capacity = self
+            .config
+            .retention
+            .capacity()
+            .is_some_and(|cap| self.writer.stats().messages > cap);
+        if now >= self.next_retention || size_pressure || over_capacity {
+            self.next_retention = now + self.config.retention_interval;
+            self.retention();
+        }
+        if now.duration_since(self.last_size_check) >= TICK {
+            self.refresh();
+        }
+    }
+
+    fn retention(&mut self) {
+        self.disk_bytes = self.writer.archive().disk_bytes();
+        self.written_since_measure = 0;
+        self.last_size_check = Instant::now();
+        // While space from the last cut is still being given back the measured size lags;
+        // the size rule waits for it rather than cutting twice.
+        let disk = if self.mailbox.busy() {
+            0
+        } else {
+            self.disk_bytes
+        };
+        let plan = match self.writer.plan(&self.config.retention, now_nanos(), disk) {
+            Ok(plan) => plan,
+            Err(error) => {
+                tracing::error!(%error, "store retention cannot plan");
+                return;
+            }
+        };
+        let Some(plan) = plan else { return };
+        match self.writer.cut(plan) {
+            Ok(cut) => {
+                if cut.messages > 0 {
+                    tracing::info!(
+                        policy = cut.policy,
+                        deleted = cut.messages,
+                        bytes = cut.bytes,
+                        before = cut.cutoff.ts,
+                        "store retention deleted old messages"
+                    );
+                }
+                self.metrics
+                    .retention_deleted
+                    .get_or_create(&metrics::PolicyLabels { policy: cut.policy })
+                    .inc_by(cut.messages);
+                self.dead_bytes += cut.bytes;
+                // Compact once a good share of the index entries are stale, or whenever the
+                // size rule needs the space back.
+                let compact =
+                    cut.policy == "size" || self.dead_bytes > self.writer.stats().bytes / 8;
+                if compact {
+                    self.dead_bytes = 0;
+                }
+                self.mailbox.submit(cut.cutoff, compact);
+                self.count_gauges();
+            }
+            Err(error) => {
+                self.metrics.write_errors.inc();
+                self.last_error = Some((Instant::now(), error.to_string()));
+                tracing::error!(%error, "store retention could not delete old messages");
+            }
+        }
+    }
+
+    fn count_gauges(&self) {
+        let stats = self.writer.stats();
+        self.metrics.archive_messages.set(stats.messages as i64);
+        self.metrics.archive_bytes.set(stats.bytes as i64);
+    }
+
+    /// Gauges and the health component.
+    fn refresh(&mut self) {
+        self.last_size_check = Instant::now();
+        self.disk_bytes = self.writer.archive().disk_bytes();
+        self.written_since_measure = 0;
+        self.count_gauges();
+        let stats = self.writer.stats();
+        self.metrics.disk_bytes.set(self.disk_bytes as i64);
+        let depth = self
+            .queue
+            .upgrade()
+            .map(|q| INGEST_QUEUE - q.capacity())
+            .unwrap_or(0);
+        let recent_error = self
+            .last_error
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < WRITE_ERROR_HEALTH)
+            .map(|(_, e)| e.clone());
+        let (oldest, newest) = self.writer.archive().extremes().unwrap_or((None, None));
+        self.health.set(
+            "store",
+            if recent_error.is_some() {
+                Status::Degraded
+            } else {
+                Status::Ok
+            },
+            serde_json::json!({
+                "messages": stats.messages,
+                "bytes": stats.bytes,
+                "disk_bytes": self.disk_bytes,
+                "oldest": oldest,
+                "newest": newest,
+                "retention": self.config.retention.to_string(),
+                "ingest_queue": depth,
+                "last_write_error": recent_error,
+            }),
+        );
+    }
+}
+
+// === query threads ===
+
+struct QueryContext {
+    archive: Arc<Archive>,
+    served: BTreeSet<String>,
+    metrics: Metrics,
+    commands: mpsc::Sender<Command>,
+}
+
+fn run_queries(ctx: &QueryContext, jobs: &Mutex<std_mpsc::Receiver<QueryJob>>) {
+    loop {
+        let job = match jobs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        match job {
+            Ok(QueryJob::Remote {
+                peer,
+                request,
+                channel,
+            }) => {
+                let response = answer(ctx, &request, Some(peer));
+                // Full command channel: wait (the swarm task drains it); closed: shutting down.
+                let _ = ctx.commands.blocking_send(Command::Respond {
+                    protocol: ReqResProtocol::Store,
+                    channel,
+                    response: response.encode_to_vec(),
+                });
+            }
+            Ok(QueryJob::Local { request, reply }) => {
+                let _ = reply.send(answer(ctx, &request, None));
+            }
+            Ok(QueryJob::Stop) | Err(_) => return,
+        }
+    }
+}
+
+/// Decodes, checks and runs one request; always produces a response.
+fn answer(ctx: &QueryContext, request: &[u8], peer: Option<PeerId>) -> StoreQueryResponse {
+    let started = Instant::now();
+    let query = match rpc::parse_request(request, &ctx.served) {
+        Ok(q) => q,
+        Err(bad) => {
+            tracing::debug!(?peer, error = %bad.desc, "bad store request");
+            ctx.metrics.query(
+                "invalid",
+                rpc::STATUS_BAD_REQUEST,
+                started.elapsed().as_secs_f64(),
+            );
+            return StoreQueryResponse::error(bad.request_id, rpc::STATUS_BAD_REQUEST, bad.desc);
+        }
+    };
+    let kind = query.kind();
+    let response = match ctx.archive.query(&query) {
+        Ok(page) => page_response(&query.request_id, page),
+        Err(e @ QueryError::InvalidCursor(_)) => {
+            StoreQueryResponse::error(&query.request_id, rpc::STATUS_BAD_REQUEST, e.to_string())
+        }
+        Err(e @ QueryError::Read(_)) => {
+            tracing::warn!(error = %e, "store query failed");
+            StoreQueryResponse::error(
+                &query.request_id,
+                rpc::STATUS_SERVICE_UNAVAILABLE,
+                e.to_string(),
+            )
+        }
+    };
+    ctx.metrics
+        .query(kind, response.code(), started.elapsed().as_secs_f64());
+    tracing::trace!(
+        ?peer,
+        kind,
+        status = response.code(),
+        entries = response.messages.len(),
+        "store query answered"
+    );
+    response
+}
+
+fn page_response(request_id: &str, page: Page) -> StoreQueryResponse {
+    let messages = page
+        .entries
+        .into_iter()
+        .map(|entry| {
+            let (pubsub_topic, message) =
+                match entry.record.as_deref().and_then(keys::decode_record) {
+                    Some((topic, message)) => (Some(topic.to_owned()), Some(message.to_vec())),
+                    None => (None, None),
+                };
+            rpc::WakuMessageKeyValue {
+                message_hash: Some(entry.position.hash.to_vec()),
+                message,
+                pubsub_topic,
+            }
+        })
+        .collect();
+    StoreQueryResponse {
+        request_id: Some(request_id.to_owned()),
+        status_code: Some(rpc::STATUS_OK),
+        status_desc: Some("OK".into()),
+        messages,
+        pagination_cursor: page.cursor.map(|c| c.0.to_vec()),
+    }
+}
+
+// === maintenance thread ===
+
+/// The latest reclaim job, merged when the thread is busy (only the newest cutoff matters).
+#[derive(Default)]
+struct Mailbox {
+    state: Mutex<MailboxState>,
+    wake: Condvar,
+    busy: AtomicBool,
+}
+
+#[derive(Default)]
+struct MailboxState {
+    job: Option<(keys::Position, bool)>,
+    stop: bool,
+}
+
+impl Mailbox {
+    fn submit(&self, cutoff: keys::Position, compact: bool) {
+        if let Ok(mut state) = self.state.lock() {
+            let merged = match state.job {
+                Some((c, k)) => (c.max(cutoff), k || compact),
+                None => (cutoff, compact),
+            };
+            state.job = Some(merged);
+            self.busy.store(true, Ordering::SeqCst);
+            self.wake.notify_one();
+        }
+    }
+
+    fn stop(&self) {
+        if let Ok(mut state) = self.state.lock() {
+            state.stop = true;
+            self.wake.notify_one();
+        }
+    }
+
+    fn busy(&self) -> bool {
+        self.busy.load(Ordering::SeqCst)
+    }
+}
+
+fn run_maintenance(archive: &Archive, mailbox: &Mailbox) {
+    loop {
+        let job = {
+            let Ok(mut state) = mailbox.state.lock() else {
+                return;
+            };
+            loop {
+                if state.stop {
+                    return;
+                }
+                if let Some(job) = state.job.take() {
+                    break job;
+                }
+                mailbox.busy.store(false, Ordering::SeqCst);
+                state = match mailbox.wake.wait(state) {
+                    Ok(s) => s,
+                    Err(_) => return,
+                };
+            }
+        };
+        let (cutoff, compact) = job;
+        if let Err(error) = Writer::reclaim(archive, cutoff, compact) {
+            tracing::warn!(%error, "store could not give back disk space after retention");
+        }
+    }
+}

@@ -1,0 +1,608 @@
+//! Store v3 wire format (13/WAKU2-STORE, `/vac/waku/store-query/3.0.0`) and the checks that
+//! turn a request into a [`Query`] or a 400 with a description.
+//!
+//! nwaku requires `request_id`, `status_code` and `status_desc` on the wire even when empty
+//! (waku.md §0.1), so they are `optional` here and always set when encoding.
+//! `WakuMessageKeyValue.message` is carried as raw bytes: the archive stores the encoded
+//! WakuMessage and sends it back without decoding it (same wire form as the nested message).
+
+use std::collections::{BTreeSet, HashSet};
+
+use prost::Message as _;
+
+use crate::message::{MessageHash, WakuMessage};
+
+pub const PROTOCOL_ID: libp2p::StreamProtocol =
+    libp2p::StreamProtocol::new("/vac/waku/store-query/3.0.0");
+
+/// Page size when the request names none (nwaku `DefaultPageSize`).
+pub const DEFAULT_PAGE_SIZE: usize = 20;
+/// Largest page served (nwaku `MaxPageSize`); larger requests are capped.
+pub const MAX_PAGE_SIZE: usize = 100;
+/// Most content topics in one query (nwaku `MaxContentTopicsPerQuery`), on every page.
+pub const MAX_CONTENT_TOPICS: usize = 10;
+/// Most hashes in one lookup query.
+pub const MAX_HASHES: usize = 100;
+/// Largest request decoded; a store query is a few topics or hashes, never near this.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// Largest request frame read at all: beyond it the stream is reset unread (a peer cannot
+/// make the node buffer more); between the two the request gets a 400.
+pub const MAX_REQUEST_FRAME: usize = 1024 * 1024;
+/// A page stops early (with a cursor) once its messages pass this many bytes.
+pub const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
+/// Largest response frame a client reads: the server budget plus one large message.
+pub const MAX_RESPONSE_FRAME: usize = 64 * 1024 * 1024;
+
+/// Status codes (nwaku `StatusCode`).
+pub const STATUS_OK: u32 = 200;
+pub const STATUS_BAD_REQUEST: u32 = 400;
+pub const STATUS_TOO_MANY_REQUESTS: u32 = 429;
+pub const STATUS_SERVICE_UNAVAILABLE: u32 = 503;
+
+/// `request_id` used when the request's own could not be read (nwaku and go-waku use "N/A").
+pub const UNKNOWN_REQUEST_ID: &str = "N/A";
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct WakuMessageKeyValue {
+    #[prost(bytes = "vec", optional, tag = "1")]
+    pub message_hash: Option<Vec<u8>>,
+    /// An encoded WakuMessage.
+    #[prost(bytes = "vec", optional, tag = "2")]
+    pub message: Option<Vec<u8>>,
+    #[prost(string, optional, tag = "3")]
+    pub pubsub_topic: Option<String>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StoreQueryRequest {
+    #[prost(string, optional, tag = "1")]
+    pub request_id: Option<String>,
+    #[prost(bool, tag = "2")]
+    pub include_data: bool,
+    #[prost(string, optional, tag = "10")]
+    pub pubsub_topic: Option<String>,
+    #[prost(string, repeated, tag = "11")]
+    pub content_topics: Vec<String>,
+    #[prost(sint64, optional, tag = "12")]
+    pub time_start: Option<i64>,
+    #[prost(sint64, optional, tag = "13")]
+    pub time_end: Option<i64>,
+    #[prost(bytes = "vec", repeated, tag = "20")]
+    pub message_hashes: Vec<Vec<u8>>,
+    #[prost(bytes = "vec", optional, tag = "51")]
+    pub pagination_cursor: Option<Vec<u8>>,
+    #[prost(bool, tag = "52")]
+    pub pagination_forward: bool,
+    #[prost(uint64, optional, tag = "53")]
+    pub pagination_limit: Option<u64>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StoreQueryResponse {
+    #[prost(string, optional, tag = "1")]
+    pub request_id: Option<String>,
+    #[prost(uint32, optional, tag = "10")]
+    pub status_code: Option<u32>,
+    #[prost(string, optional, tag = "11")]
+    pub status_desc: Option<String>,
+    #[prost(message, repeated, tag = "20")]
+    pub messages: Vec<WakuMessageKeyValue>,
+    #[prost(bytes = "vec", optional, tag = "51")]
+    pub pagination_cursor: Option<Vec<u8>>,
+}
+
+/// Just the request id, to echo it even when the rest of a request is malformed.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RequestIdOnly {
+    #[prost(string, optional, tag = "1")]
+    request_id: Option<String>,
+}
+
+impl StoreQueryResponse {
+    /// An error response.
+    pub fn error(request_id: impl Into<String>, code: u32, desc: impl Into<String>) -> Self {
+        StoreQueryResponse {
+            request_id: Some(request_id.into()),
+            status_code: Some(code),
+            status_desc: Some(desc.into()),
+            messages: Vec::new(),
+            pagination_cursor: None,
+        }
+    }
+
+    pub fn code(&self) -> u32 {
+        self.status_code.unwrap_or(0)
+    }
+
+    pub fn desc(&self) -> &str {
+        self.status_desc.as_deref().unwrap_or("")
+    }
+
+    pub fn cursor(&self) -> Option<MessageHash> {
+        self.pagination_cursor
+            .as_deref()
+            .and_then(MessageHash::from_slice)
+    }
+}
+
+/// What a query selects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Filter {
+    /// Messages on `pubsub_topic` with one of `content_topics` (sorted, deduplicated).
+    Content {
+        pubsub_topic: String,
+        content_topics: Vec<String>,
+        time_start: Option<i64>,
+        time_end: Option<i64>,
+    },
+    /// Every message, optionally within a time range.
+    All {
+        time_start: Option<i64>,
+        time_end: Option<i64>,
+    },
+    /// The messages with these hashes (deduplicated).
+    Hashes(Vec<MessageHash>),
+}
+
+/// A validated query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Query {
+    pub request_id: String,
+    pub include_data: bool,
+    pub filter: Filter,
+    pub cursor: Option<MessageHash>,
+    pub forward: bool,
+    /// Page size after defaulting and capping.
+    pub limit: usize,
+}
+
+impl Query {
+    /// Label for metrics: `content`, `time` (no topic filter), `lookup` or `presence`.
+    pub fn kind(&self) -> &'static str {
+        match (&self.filter, self.include_data) {
+            (Filter::Content { .. }, _) => "content",
+            (Filter::All { .. }, _) => "time",
+            (Filter::Hashes(_), true) => "lookup",
+            (Filter::Hashes(_), false) => "presence",
+        }
+    }
+}
+
+/// A request that gets a 400: the request id to echo and what was wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadRequest {
+    pub request_id: String,
+    pub desc: String,
+}
+
+/// Decodes and checks one request. `served` are the pubsub topics this node archives.
+pub fn parse_request(bytes: &[u8], served: &BTreeSet<String>) -> Result<Query, BadRequest> {
+    if bytes.len() > MAX_REQUEST_BYTES {
+        return Err(BadRequest {
+            request_id: best_effort_request_id(bytes),
+            desc: format!(
+                "request of {} bytes exceeds the {MAX_REQUEST_BYTES}-byte limit",
+                bytes.len()
+            ),
+        });
+    }
+    let request = StoreQueryRequest::decode(bytes).map_err(|e| BadRequest {
+        request_id: best_effort_request_id(bytes),
+        desc: format!("malformed StoreQueryRequest: {e}"),
+    })?;
+    validate(request, served)
+}
+
+/// The request id of a request whose body may be malformed, or "N/A".
+pub fn best_effort_request_id(bytes: &[u8]) -> String {
+    RequestIdOnly::decode(bytes)
+        .ok()
+        .and_then(|r| r.request_id)
+        .unwrap_or_else(|| UNKNOWN_REQUEST_ID.to_owned())
+}
+
+/// Checks a decoded request against the spec's rules and this node's limits.
+pub fn validate(
+    request: StoreQueryRequest,
+    served: &BTreeSet<String>,
+) -> Result<Query, BadRequest> {
+    let request_id = request.request_id.clone().unwrap_or_default();
+    let bad = |desc: String| BadRequest {
+        request_id: request_id.clone(),
+        desc,
+    };
+    let cursor = match &request.pagination_cursor {
+        None => None,
+        Some(bytes) => {
+            let hash = MessageHash::from_slice(bytes).ok_or_else(|| {
+                bad(format!(
+                    "pagination_cursor must be a 32-byte message hash, got {} bytes",
+                    bytes.len()
+                ))
+            })?;
+            if hash.0 == [0; 32] {
+                return Err(bad(
+                    "pagination_cursor is all zeroes, not a message hash".into()
+                ));
+            }
+            Some(hash)
+        }
+    };
+    let limit = match request.pagination_limit {
+        None | Some(0) => DEFAULT_PAGE_SIZE,
+        Some(n) => usize::try_from(n)
+            .unwrap_or(MAX_PAGE_SIZE)
+            .min(MAX_PAGE_SIZE),
+    };
+    let has_content_filter = request.pubsub_topic.is_some()
+        || !request.content_topics.is_empty()
+        || request.time_start.is_some()
+        || request.time_end.is_some();
+    let filter = if !request.message_hashes.is_empty() {
+        if has_content_filter {
+            return Err(bad(
+                "message_hashes cannot be combined with pubsub_topic, content_topics, time_start or time_end"
+                    .into(),
+            ));
+        }
+        if request.message_hashes.len() > MAX_HASHES {
+            return Err(bad(format!(
+                "{} message_hashes in one query; the limit is {MAX_HASHES}",
+                request.message_hashes.len()
+            )));
+        }
+        let mut seen = HashSet::new();
+        let mut hashes = Vec::with_capacity(request.message_hashes.len());
+        for (i, bytes) in request.message_hashes.iter().enumerate() {
+            let hash = MessageHash::from_slice(bytes).ok_or_else(|| {
+                bad(format!(
+                    "message_hashes[{i}] must be 32 bytes, got {}",
+                    bytes.len()
+                ))
+            })?;
+            if seen.insert(hash) {
+                hashes.push(hash);
+            }
+        }
+        Filter::Hashes(hashes)
+    } else {
+        if let (Some(start), Some(end)) = (request.time_start, request.time_end) {
+            if start > end {
+                return Err(bad(format!("time_start {start} is after time_end {end}")));
+            }
+        }
+        match (&request.pubsub_topic, request.content_topics.is_empty()) {
+            (None, true) => Filter::All {
+                time_start: request.time_start,
+                time_end: request.time_end,
+            },
+            (Some(_), true) => {
+                return Err(bad(
+                    "pubsub_topic is set without content_topics; set both or neither".into(),
+                ))
+            }
+            (None, false) => {
+                return Err(bad(
+                    "content_topics are set without pubsub_topic; set both or neither".into(),
+                ))
+            }
+            (Some(pubsub_topic), false) => {
+                if !served.contains(pubsub_topic) {
+                    return Err(bad(format!(
+                        "pubsub topic `{pubsub_topic}` is not archived by this node (it archives {})",
+                        served.iter().cloned().collect::<Vec<_>>().join(", ")
+                    )));
+                }
+                let topics: BTreeSet<&String> = request.content_topics.iter().collect();
+                if topics.len() > MAX_CONTENT_TOPICS {
+                    return Err(bad(format!(
+                        "{} content topics in one query; the limit is {MAX_CONTENT_TOPICS}",
+                        topics.len()
+                    )));
+                }
+                Filter::Content {
+                    pubsub_topic: pubsub_topic.clone(),
+                    content_topics: topics.into_iter().cloned().collect(),
+                    time_start: request.time_start,
+                    time_end: request.time_end,
+                }
+            }
+        }
+    };
+    Ok(Query {
+        request_id,
+        include_data: request.include_data,
+        filter,
+        cursor,
+        forward: request.pagination_forward,
+        limit,
+    })
+}
+
+/// Builds requests on the client side.
+impl StoreQueryRequest {
+    pub fn new(request_id: impl Into<String>) -> Self {
+        StoreQueryRequest {
+            request_id: Some(request_id.into()),
+            include_data: true,
+            pubsub_topic: None,
+            content_topics: Vec::new(),
+            time_start: None,
+            time_end: None,
+            message_hashes: Vec::new(),
+            pagination_cursor: None,
+            pagination_forward: false,
+            pagination_limit: None,
+        }
+    }
+
+    pub fn content(
+        mut self,
+        pubsub_topic: impl Into<String>,
+        content_topics: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Self {
+        self.pubsub_topic = Some(pubsub_topic.into());
+        self.content_topics = content_topics.into_iter().map(Into::into).collect();
+        self
+    }
+
+    pub fn time_range(mut self, start: Option<i64>, end: Option<i64>) -> Self {
+        self.time_start = start;
+        self.time_end = end;
+        self
+    }
+
+    pub fn hashes(mut self, hashes: impl IntoIterator<Item = MessageHash>) -> Self {
+        self.message_hashes = hashes.into_iter().map(|h| h.0.to_vec()).collect();
+        self
+    }
+
+    pub fn include_data(mut self, include: bool) -> Self {
+        self.include_data = include;
+        self
+    }
+
+    pub fn forward(mut self, forward: bool) -> Self {
+        self.pagination_forward = forward;
+        self
+    }
+
+    pub fn limit(mut self, limit: u64) -> Self {
+        self.pagination_limit = Some(limit);
+        self
+    }
+
+    pub fn cursor(mut self, cursor: Option<MessageHash>) -> Self {
+        self.pagination_cursor = cursor.map(|c| c.0.to_vec());
+        self
+    }
+}
+
+/// One entry of a response, decoded on the client side.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub hash: MessageHash,
+    /// (pubsub topic, message) when the query asked for data.
+    pub data: Option<(String, WakuMessage)>,
+}
+
+/// Why a response cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResponseError {
+    #[error("malformed StoreQueryResponse: {0}")]
+    Decode(String),
+    #[error("response entry {0} has no valid 32-byte message hash")]
+    BadHash(usize),
+    #[error("response entry {index} carries a malformed WakuMessage: {error}")]
+    BadMessage { index: usize, error: String },
+}
+
+impl StoreQueryResponse {
+    pub fn decode_bytes(bytes: &[u8]) -> Result<Self, ResponseError> {
+        StoreQueryResponse::decode(bytes).map_err(|e| ResponseError::Decode(e.to_string()))
+    }
+
+    /// The entries with their messages decoded.
+    pub fn entries(&self) -> Result<Vec<Entry>, ResponseError> {
+        self.messages
+            .iter()
+            .enumerate()
+            .map(|(index, kv)| {
+                let hash = kv
+                    .message_hash
+                    .as_deref()
+                    .and_then(MessageHash::from_slice)
+                    .ok_or(ResponseError::BadHash(index))?;
+                let data = match (&kv.message, &kv.pubsub_topic) {
+                    (Some(bytes), topic) => {
+                        let message =
+                            WakuMessage::decode(bytes).map_err(|e| ResponseError::BadMessage {
+                                index,
+                                error: e.to_string(),
+                            })?;
+                        Some((topic.clone().unwrap_or_default(), message))
+                    }
+                    (None, _) => None,
+                };
+                Ok(Entry { hash, data })
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn served() -> BTreeSet<String> {
+        ["/waku/2/rs/1/0".to_owned()].into_iter().collect()
+    }
+
+    fn parse(request: StoreQueryRequest) -> Result<Query, BadRequest> {
+        parse_request(&request.encode_to_vec(), &served())
+    }
+
+    #[test]
+    fn defaults_are_backward_20_hashes_only() {
+        let mut r = StoreQueryRequest::new("id-1");
+        r.include_data = false;
+        let q = parse(r).unwrap();
+        assert_eq!(q.request_id, "id-1");
+        assert_eq!(q.limit, DEFAULT_PAGE_SIZE);
+        assert!(!q.forward && !q.include_data);
+        assert_eq!(
+            q.filter,
+            Filter::All {
+                time_start: None,
+                time_end: None
+            }
+        );
+        let q = parse(StoreQueryRequest::new("x").limit(1000)).unwrap();
+        assert_eq!(q.limit, MAX_PAGE_SIZE);
+        let q = parse(StoreQueryRequest::new("x").limit(0)).unwrap();
+        assert_eq!(q.limit, DEFAULT_PAGE_SIZE);
+    }
+
+    #[test]
+    fn content_topics_are_deduplicated_and_capped_at_ten() {
+        let topics: Vec<String> = (0..10).map(|i| format!("/app/1/t{i}/proto")).collect();
+        let mut doubled = topics.clone();
+        doubled.extend(topics.clone());
+        let q = parse(StoreQueryRequest::new("x").content("/waku/2/rs/1/0", doubled)).unwrap();
+        match q.filter {
+            Filter::Content { content_topics, .. } => assert_eq!(content_topics.len(), 10),
+            other => panic!("{other:?}"),
+        }
+        let eleven: Vec<String> = (0..11).map(|i| format!("/app/1/t{i}/proto")).collect();
+        let e = parse(StoreQueryRequest::new("x").content("/waku/2/rs/1/0", eleven)).unwrap_err();
+        assert_eq!(e.request_id, "x");
+        assert!(e.desc.contains("limit is 10"), "{}", e.desc);
+    }
+
+    #[test]
+    fn each_bad_request_gets_a_description() {
+        let hash = MessageHash([1; 32]);
+        let cases: Vec<(StoreQueryRequest, &str)> = vec![
+            (
+                StoreQueryRequest::new("a").content("/waku/2/rs/9/9", ["/a/1/b/proto"]),
+                "not archived",
+            ),
+            (
+                {
+                    let mut r = StoreQueryRequest::new("a");
+                    r.pubsub_topic = Some("/waku/2/rs/1/0".into());
+                    r
+                },
+                "without content_topics",
+            ),
+            (
+                {
+                    let mut r = StoreQueryRequest::new("a");
+                    r.content_topics = vec!["/a/1/b/proto".into()];
+                    r
+                },
+                "without pubsub_topic",
+            ),
+            (
+                StoreQueryRequest::new("a")
+                    .hashes([hash])
+                    .time_range(Some(1), None),
+                "cannot be combined",
+            ),
+            (
+                {
+                    let mut r = StoreQueryRequest::new("a");
+                    r.pagination_cursor = Some(vec![1; 31]);
+                    r
+                },
+                "32-byte",
+            ),
+            (
+                StoreQueryRequest::new("a").cursor(Some(MessageHash([0; 32]))),
+                "all zeroes",
+            ),
+            (
+                {
+                    let mut r = StoreQueryRequest::new("a");
+                    r.message_hashes = vec![vec![1; 33]];
+                    r
+                },
+                "must be 32 bytes",
+            ),
+            (
+                StoreQueryRequest::new("a").hashes((0..101u8).map(|i| MessageHash([i; 32]))),
+                "limit is 100",
+            ),
+            (
+                StoreQueryRequest::new("a").time_range(Some(10), Some(5)),
+                "after time_end",
+            ),
+        ];
+        for (request, needle) in cases {
+            let e = parse(request.clone()).unwrap_err();
+            assert_eq!(e.request_id, "a", "{request:?}");
+            assert!(e.desc.contains(needle), "{request:?}: {}", e.desc);
+        }
+    }
+
+    #[test]
+    fn malformed_and_oversize_requests_echo_what_they_can() {
+        let e = parse_request(&[0xff, 0xff, 0xff], &served()).unwrap_err();
+        assert_eq!(e.request_id, UNKNOWN_REQUEST_ID);
+        assert!(e.desc.starts_with("malformed"), "{}", e.desc);
+        let mut big = StoreQueryRequest::new("big");
+        big.content_topics = vec!["x".repeat(MAX_REQUEST_BYTES)];
+        let e = parse(big).unwrap_err();
+        assert_eq!(e.request_id, "big");
+        assert!(e.desc.contains("exceeds"), "{}", e.desc);
+    }
+
+    #[test]
+    fn required_fields_are_on_the_wire_even_when_empty() {
+        let bytes = StoreQueryResponse::error("", STATUS_OK, "").encode_to_vec();
+        // field 1 (len 0), field 10 varint 200, field 11 (len 0)
+        assert_eq!(bytes, vec![0x0a, 0x00, 0x50, 0xc8, 0x01, 0x5a, 0x00]);
+        let bytes = StoreQueryRequest::new("").encode_to_vec();
+        assert_eq!(&bytes[..2], &[0x0a, 0x00]);
+    }
+
+    #[test]
+    fn time_fields_are_zigzag() {
+        let r = StoreQueryRequest::new("").time_range(Some(-1), None);
+        let bytes = r.encode_to_vec();
+        // field 12 varint: key 0x60, zig-zag(-1) = 1
+        assert!(bytes.windows(2).any(|w| w == [0x60, 0x01]));
+    }
+
+    #[test]
+    fn responses_decode_entries_with_and_without_data() {
+        let message = WakuMessage::new("/a/1/b/proto", b"hi".to_vec());
+        let hash = message.hash("/waku/2/rs/1/0");
+        let response = StoreQueryResponse {
+            request_id: Some("r".into()),
+            status_code: Some(200),
+            status_desc: Some("OK".into()),
+            messages: vec![
+                WakuMessageKeyValue {
+                    message_hash: Some(hash.0.to_vec()),
+                    message: Some(message.encode_to_vec()),
+                    pubsub_topic: Some("/waku/2/rs/1/0".into()),
+                },
+                WakuMessageKeyValue {
+                    message_hash: Some(hash.0.to_vec()),
+                    message: None,
+                    pubsub_topic: None,
+                },
+            ],
+            pagination_cursor: None,
+        };
+        let decoded = StoreQueryResponse::decode_bytes(&response.encode_to_vec()).unwrap();
+        let entries = decoded.entries().unwrap();
+        assert_eq!(
+            entries[0].data,
+            Some(("/waku/2/rs/1/0".to_owned(), message))
+        );
+        assert_eq!(entries[1].data, None);
+        assert_eq!(entries[1].hash, hash);
+    }
+}

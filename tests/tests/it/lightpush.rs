@@ -1,0 +1,302 @@
+//! Light push (v3 and legacy) against real nodes: relaying with autosharding, and every status
+//! code a client can provoke, counted on /metrics by outcome.
+
+use roost_node::{
+    client::Client,
+    lightpush::{self, Status, Version},
+    message::WakuMessage,
+    swarm::ReqResProtocol,
+};
+use roost_tests::{init_tracing, metric_sum, TestNode, WAIT};
+
+/// The pubsub topic a content topic autoshards to with the default config (cluster 1, 8 shards).
+pub fn autoshard(content_topic: &str) -> String {
+    roost_node::Config::default()
+        .relay
+        .autoshard(content_topic)
+        .expect("valid content topic")
+        .to_string()
+}
+
+/// Two connected nodes with a mesh on `topic`.
+pub async fn pair(topic: &str) -> (TestNode, TestNode) {
+    let a = TestNode::start().await;
+    let b = TestNode::start().await;
+    a.connect(&b).await;
+    a.wait_for_mesh(topic, 1).await;
+    b.wait_for_mesh(topic, 1).await;
+    (a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v3_push_without_topic_is_autosharded_relayed_and_reports_relay_peers() {
+    init_tracing();
+    let content_topic = "/roost/1/lightpush/proto";
+    let topic = autoshard(content_topic);
+    let (a, b) = pair(&topic).await;
+    let mut at_b = b.handle.subscribe();
+    let client = Client::start(1).await.unwrap();
+    let message = WakuMessage::new(content_topic, b"pushed".to_vec());
+
+    let reply = client
+        .light_push(&a.tcp_addr(), Version::V3, None, &message)
+        .await
+        .expect("light push answered");
+    assert_eq!(reply.status, Status::SUCCESS, "{reply:?}");
+    assert_eq!(reply.relay_peer_count, Some(1));
+    assert!(reply.is_success());
+
+    let got = tokio::time::timeout(WAIT, at_b.recv())
+        .await
+        .expect("B receives the pushed message")
+        .unwrap();
+    assert_eq!(got.message, message);
+    assert_eq!(&*got.pubsub_topic, topic.as_str());
+    assert_eq!(got.hash, message.hash(&topic));
+
+    let m = a.metrics().await;
+    assert_eq!(
+        metric_sum(
+            &m,
+            "roost_lightpush_requests_total",
+            &[("version", "v3"), ("outcome", "ok")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric_sum(
+            &m,
+            "roost_lightpush_request_duration_seconds_count",
+            &[("version", "v3")]
+        ),
+        1.0
+    );
+    client.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_push_is_relayed_and_refusals_carry_the_reason() {
+    init_tracing();
+    let content_topic = "/roost/1/legacy/proto";
+    let topic = autoshard(content_topic);
+    let (a, b) = pair(&topic).await;
+    let mut at_b = b.handle.subscribe();
+    let client = Client::start(1).await.unwrap();
+    let message = WakuMessage::new(content_topic, b"legacy".to_vec());
+
+    let reply = client
+        .light_push(&a.tcp_addr(), Version::Legacy, Some(&topic), &message)
+        .await
+        .unwrap();
+    assert!(reply.is_success(), "{reply:?}");
+    let got = tokio::time::timeout(WAIT, at_b.recv())
+        .await
+        .expect("B receives")
+        .unwrap();
+    assert_eq!(got.hash, message.hash(&topic));
+
+    let unserved = client
+        .light_push(
+            &a.tcp_addr(),
+            Version::Legacy,
+            Some("/waku/2/rs/1/99"),
+            &WakuMessage::new(content_topic, b"x".to_vec()),
+        )
+        .await
+        .unwrap();
+    assert!(!unserved.is_success());
+    assert!(
+        unserved
+            .description
+            .as_deref()
+            .unwrap_or_default()
+            .contains("/waku/2/rs/1/99"),
+        "{unserved:?}"
+    );
+    let m = a.metrics().await;
+    assert_eq!(
+        metric_sum(
+            &m,
+            "roost_lightpush_requests_total",
+            &[("version", "legacy"), ("outcome", "ok")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric_sum(
+            &m,
+            "roost_lightpush_requests_total",
+            &[("version", "legacy"), ("outcome", "unsupported_topic")]
+        ),
+        1.0
+    );
+    client.stop().await;
+}
+
+/// Every refusal a client can provoke, with its v3 code and metric outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn v3_refusals_have_the_documented_status_codes() {
+    init_tracing();
+    let content_topic = "/roost/1/codes/proto";
+    let topic = autoshard(content_topic);
+    let (a, _b) = pair(&topic).await;
+    let client = Client::start(1).await.unwrap();
+    let addr = a.tcp_addr();
+    let push = |topic: Option<String>, message: WakuMessage| {
+        let client = &client;
+        let addr = addr.clone();
+        async move {
+            client
+                .light_push(&addr, Version::V3, topic.as_deref(), &message)
+                .await
+                .expect("answered")
+        }
+    };
+
+    // 400: not protobuf at all; the request id is unknown.
+    let raw = client
+        .request(ReqResProtocol::LightPush, &addr, vec![0xff, 0xff, 0xff])
+        .await
+        .unwrap();
+    let reply = lightpush::decode_response(Version::V3, &raw).unwrap();
+    assert_eq!(
+        (reply.status, reply.request_id.as_str()),
+        (Status::BAD_REQUEST, "N/A")
+    );
+    // 400: no message.
+    let no_message = lightpush::LightPushRequestV3 {
+        request_id: Some("nomsg".into()),
+        pubsub_topic: Some(topic.clone()),
+        message: None,
+    };
+    let raw = client
+        .request(
+            ReqResProtocol::LightPush,
+            &addr,
+            prost::Message::encode_to_vec(&no_message),
+        )
+        .await
+        .unwrap();
+    let reply = lightpush::decode_response(Version::V3, &raw).unwrap();
+    assert_eq!(
+        (reply.status, reply.request_id.as_str()),
+        (Status::BAD_REQUEST, "nomsg")
+    );
+    // 400: an empty pubsub topic.
+    let reply = push(
+        Some(" ".into()),
+        WakuMessage::new(content_topic, b"e".to_vec()),
+    )
+    .await;
+    assert_eq!(reply.status, Status::BAD_REQUEST);
+    // 421: a shard this node does not relay, and another cluster.
+    for other in ["/waku/2/rs/1/100", "/waku/2/rs/2/0"] {
+        let reply = push(
+            Some(other.into()),
+            WakuMessage::new(content_topic, b"u".to_vec()),
+        )
+        .await;
+        assert_eq!(reply.status, Status::UNSUPPORTED_PUBSUB_TOPIC, "{other}");
+    }
+    // 413: one byte over relay.max_message_size.
+    let big = WakuMessage::new(content_topic, vec![1u8; 150 * 1024]);
+    let reply = push(Some(topic.clone()), big).await;
+    assert_eq!(reply.status, Status::PAYLOAD_TOO_LARGE, "{reply:?}");
+    // 420: a content topic that cannot be autosharded, or is invalid on a named topic.
+    let reply = push(None, WakuMessage::new("no-slashes", b"t".to_vec())).await;
+    assert_eq!(reply.status, Status::INVALID_MESSAGE);
+    let reply = push(Some(topic.clone()), WakuMessage::new("/x", b"t".to_vec())).await;
+    assert_eq!(reply.status, Status::INVALID_MESSAGE);
+    // 420: meta over 64 bytes.
+    let mut meta = WakuMessage::new(content_topic, b"m".to_vec());
+    meta.meta = Some(vec![0u8; 65]);
+    assert_eq!(
+        push(Some(topic.clone()), meta).await.status,
+        Status::INVALID_MESSAGE
+    );
+    // 420: the same message twice.
+    let once = WakuMessage::new(content_topic, b"once".to_vec());
+    assert_eq!(push(None, once.clone()).await.status, Status::SUCCESS);
+    let twice = push(None, once).await;
+    assert_eq!(twice.status, Status::INVALID_MESSAGE, "{twice:?}");
+
+    let m = a.metrics().await;
+    for (outcome, n) in [
+        ("bad_request", 3.0),
+        ("unsupported_topic", 2.0),
+        ("too_large", 1.0),
+        ("invalid", 4.0),
+        ("ok", 1.0),
+    ] {
+        assert_eq!(
+            metric_sum(
+                &m,
+                "roost_lightpush_requests_total",
+                &[("version", "v3"), ("outcome", outcome)]
+            ),
+            n,
+            "outcome {outcome}:\n{m}"
+        );
+    }
+    client.stop().await;
+}
+
+/// A node with no relay peers accepts the message locally but answers 505: it reached no one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_relay_peers_answers_505() {
+    init_tracing();
+    let a = TestNode::start().await;
+    let client = Client::start(1).await.unwrap();
+    let message = WakuMessage::new("/roost/1/alone/proto", b"alone".to_vec());
+    let reply = client
+        .light_push(&a.tcp_addr(), Version::V3, None, &message)
+        .await
+        .unwrap();
+    assert_eq!(reply.status, Status::NO_PEERS_TO_RELAY, "{reply:?}");
+    assert!(!reply.is_success());
+    let legacy = client
+        .light_push(
+            &a.tcp_addr(),
+            Version::Legacy,
+            None,
+            &WakuMessage::new("/roost/1/alone/proto", b"again".to_vec()),
+        )
+        .await
+        .unwrap();
+    assert!(!legacy.is_success());
+    let m = a.metrics().await;
+    assert_eq!(
+        metric_sum(
+            &m,
+            "roost_lightpush_requests_total",
+            &[("outcome", "no_peers")]
+        ),
+        2.0
+    );
+    client.stop().await;
+}
+
+/// A request frame beyond the protocol's read limit is not read at all: the stream is reset and
+/// the client sees an error, and the node goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_over_the_read_limit_are_dropped_without_harm() {
+    init_tracing();
+    let a = TestNode::start().await;
+    let client = Client::start(1).await.unwrap();
+    let huge = vec![0u8; 2 * 150 * 1024 + 64 * 1024 + 1];
+    let result = client
+        .request(ReqResProtocol::LightPush, &a.tcp_addr(), huge)
+        .await;
+    assert!(result.is_err(), "{result:?}");
+    let reply = client
+        .light_push(
+            &a.tcp_addr(),
+            Version::V3,
+            None,
+            &WakuMessage::new("/roost/1/after/proto", b"still here".to_vec()),
+        )
+        .await
+        .expect("the node still answers");
+    assert_eq!(reply.status, Status::NO_PEERS_TO_RELAY);
+    client.stop().await;
+}
