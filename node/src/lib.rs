@@ -19,11 +19,13 @@ pub mod metadata;
 pub mod metrics;
 pub mod node;
 pub mod operator;
+pub mod peer_exchange;
 pub mod relay;
 pub mod reqres;
 pub mod store;
 pub mod swarm;
 pub mod telemetry;
+pub mod waku_enr;
 
 pub use config::Config;
 pub use message::{MessageHash, WakuMessage};

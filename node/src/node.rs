@@ -17,12 +17,14 @@ use crate::{
     http, lightpush,
     message::WakuMessage,
     metrics::{self, NetworkMetrics},
+    peer_exchange,
     relay::{self, RelayedMessage},
     store,
     swarm::{
         build_swarm, Command, MessageSink, NetworkStatus, PublishError, PublishReceipt, SwarmTask,
         SwarmTaskParts, COMMAND_CAPACITY,
     },
+    waku_enr,
 };
 
 /// Buffer of the broadcast channel that API subscribers read relayed messages from; a
@@ -80,6 +82,8 @@ pub struct NodeInfo {
     pub shards: Vec<u16>,
     pub pubsub_topics: Vec<String>,
     pub protocols: Vec<String>,
+    /// This node's Waku ENR (`enr:-…`), as peer exchange hands it out.
+    pub enr: Option<String>,
 }
 
 /// A cloneable front to a running node.
@@ -265,6 +269,9 @@ impl Node {
             lightpush::Metrics::register(registry.sub_registry_with_prefix("roost_lightpush"));
         let filter_metrics =
             filter::Metrics::register(registry.sub_registry_with_prefix("roost_filter"));
+        let px_metrics = peer_exchange::Metrics::register(
+            registry.sub_registry_with_prefix("roost_peer_exchange"),
+        );
         let operator_metrics =
             crate::operator::Metrics::register(registry.sub_registry_with_prefix("roost_operator"));
         let health = Health::default();
@@ -287,7 +294,7 @@ impl Node {
             None
         };
 
-        let mut swarm = build_swarm(keypair, &config, &mut registry).await?;
+        let mut swarm = build_swarm(keypair.clone(), &config, &mut registry).await?;
         let listeners = listen(&mut swarm, &config)?;
         for address in &config.network.external_addresses {
             swarm.add_external_address(address.clone());
@@ -342,6 +349,21 @@ impl Node {
         if config.filter.enabled {
             protocols.push(filter::SUBSCRIBE_PROTOCOL.to_string());
         }
+        if config.peer_exchange.enabled {
+            protocols.push(peer_exchange::PROTOCOL_ID.to_string());
+        }
+        let seq = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(1);
+        let record = waku_enr::local_record(&config, &tcp_addresses, &ws_addresses, seq);
+        let enr = match waku_enr::build(&keypair, &record) {
+            Ok(enr) => Some(enr.to_base64()),
+            Err(e) => {
+                tracing::warn!(error = %e, "no ENR for this node; peer exchange clients cannot list it");
+                None
+            }
+        };
         if attestation.is_some() {
             protocols.push(crate::operator::PROTOCOL_ID.to_string());
         }
@@ -365,6 +387,7 @@ impl Node {
                 .map(ToString::to_string)
                 .collect(),
             protocols,
+            enr,
         };
 
         let mut tasks = JoinSet::new();
@@ -453,12 +476,22 @@ impl Node {
                 net_metrics,
                 libp2p_metrics,
                 health: health.clone(),
-                lightpush: lightpush::Service::new(lightpush_metrics),
+                lightpush: lightpush::Service::new(
+                    lightpush_metrics,
+                    handle.store.clone(),
+                    handle.commands.clone(),
+                ),
                 filter: filter::SwarmSide {
                     requests: filter_requests,
                     received: filter_pushes_tx,
                     metrics: filter_metrics,
                 },
+                peer_exchange: peer_exchange::Service::new(
+                    &config.peer_exchange,
+                    peer_id,
+                    config.relay.cluster_id,
+                    px_metrics,
+                ),
                 store: store_inbound,
                 operator: operator_state,
             },
@@ -611,10 +644,15 @@ fn listen(
         )
     })?;
     let ws = if net.ws_enabled {
+        let ws = if net.ws_tls_cert.is_some() {
+            Protocol::Wss("/".into())
+        } else {
+            Protocol::Ws("/".into())
+        };
         let ws_addr = Multiaddr::empty()
             .with(ip)
             .with(Protocol::Tcp(net.ws_port))
-            .with(Protocol::Ws("/".into()));
+            .with(ws);
         Some(swarm.listen_on(ws_addr.clone()).map_err(|e| {
             listen_error(
                 e,

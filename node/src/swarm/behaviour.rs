@@ -11,7 +11,7 @@ use libp2p::{
 use super::keep_alive;
 use crate::{
     config::Config, filter, lightpush, lightpush::Version, metadata, metrics::VERSION,
-    reqres::LpCodec, store,
+    peer_exchange, reqres::LpCodec, store,
 };
 
 /// identify's protocol version string: the Waku protocol family.
@@ -40,6 +40,8 @@ pub struct Behaviour {
     /// Filter subscribe (inbound only with `filter.enabled`) and push.
     pub filter_subscribe: request_response::Behaviour<LpCodec>,
     pub filter_push: request_response::Behaviour<LpCodec>,
+    /// Peer exchange (inbound only with `peer_exchange.enabled`).
+    pub peer_exchange: request_response::Behaviour<LpCodec>,
 }
 
 impl Behaviour {
@@ -67,6 +69,7 @@ impl Behaviour {
             lightpush_legacy: lightpush::behaviour(Version::Legacy, &config.lightpush, max_message),
             filter_subscribe: filter::subscribe_behaviour(&config.filter),
             filter_push: filter::push_behaviour(&config.filter, max_message),
+            peer_exchange: peer_exchange::behaviour(&config.peer_exchange),
         }
     }
 }

@@ -104,6 +104,7 @@ pub struct SwarmTask {
     pub(crate) relay_config: relay::Config,
     pub(crate) lightpush: crate::lightpush::Service,
     pub(crate) filter: crate::filter::SwarmSide,
+    pub(crate) peer_exchange: crate::peer_exchange::Service,
     /// The store's query queue, when this node is a store node.
     pub(crate) store: Option<store::Inbound>,
     /// Attestations: this node's, and the verified fleet peers.
@@ -121,6 +122,7 @@ pub struct SwarmTaskParts {
     pub health: Health,
     pub lightpush: crate::lightpush::Service,
     pub filter: crate::filter::SwarmSide,
+    pub peer_exchange: crate::peer_exchange::Service,
     /// The store's query queue (`None`: not a store node).
     pub store: Option<store::Inbound>,
     pub operator: crate::operator::swarm::State,
@@ -166,6 +168,7 @@ impl SwarmTask {
             relay_config: config.relay.clone(),
             lightpush: parts.lightpush,
             filter: parts.filter,
+            peer_exchange: parts.peer_exchange,
             store: parts.store,
             operator: parts.operator,
         };
@@ -417,6 +420,7 @@ impl SwarmTask {
                 self.libp2p_metrics.record(&event);
                 if let identify::Event::Received { peer_id, info, .. } = &event {
                     tracing::debug!(peer = %peer_id, agent = %info.agent_version, "identified peer");
+                    self.peer_exchange_on_identified(*peer_id, &info.protocols);
                     self.on_operator_identified(*peer_id, info);
                 }
             }
@@ -435,6 +439,9 @@ impl SwarmTask {
                 self.on_filter_subscribe(event)
             }
             SwarmEvent::Behaviour(BehaviourEvent::FilterPush(event)) => self.on_filter_push(event),
+            SwarmEvent::Behaviour(BehaviourEvent::PeerExchange(event)) => {
+                self.on_peer_exchange(event)
+            }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 connection_id,
@@ -615,6 +622,11 @@ impl SwarmTask {
     }
 
     // === static peers ===
+
+    /// Whether `peer` is one of the configured static peers.
+    pub(crate) fn is_static_peer(&self, peer: &PeerId) -> bool {
+        self.static_peers.iter().any(|p| p.peer_id == Some(*peer))
+    }
 
     fn redial_static_peers(&mut self) {
         let now = Instant::now();

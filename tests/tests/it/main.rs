@@ -5,5 +5,6 @@ mod filter;
 mod light_cli;
 mod lightpush;
 mod operator;
+mod peer_exchange;
 mod relay;
 mod store;
