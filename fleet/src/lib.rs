@@ -2,6 +2,9 @@
 //! Ansible inventories, running a whole fleet locally, and checking, auditing and comparing
 //! fleets.
 
+pub mod audit;
+pub mod check;
+pub mod compare;
 pub mod local;
 pub mod model;
 pub mod render;

@@ -4,6 +4,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use roost_fleet::{
+    audit, check, compare,
     local::{self, Progress},
     render, Fleet,
 };
@@ -43,6 +44,43 @@ enum Cmd {
         /// The roost binary (default: beside this tool, then PATH).
         #[arg(long)]
         roost_bin: Option<PathBuf>,
+    },
+    /// Connect to every node and report health, versions, attestations, the relay
+    /// connectivity matrix, store answers, a canary message and rendezvous. Non-zero on failure.
+    Check {
+        fleet: String,
+        /// A local fleet started with `up` (its fleet.json).
+        #[arg(long, conflicts_with = "inventory")]
+        dir: Option<PathBuf>,
+        /// A rendered inventory (hosts.yml) whose ansible_host addresses to use.
+        #[arg(long)]
+        inventory: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare what runs with the definition (config, versions, attestation signers); lists
+    /// drift and exits non-zero if there is any.
+    Audit {
+        fleet: String,
+        #[arg(long, conflicts_with = "inventory")]
+        dir: Option<PathBuf>,
+        #[arg(long)]
+        inventory: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// What differs between two fleet definitions; with both running locally, a cross-fleet
+    /// test (push through one fleet, find the message on the other's store nodes).
+    Compare {
+        a: String,
+        b: String,
+        #[arg(long, requires = "dir_b")]
+        dir_a: Option<PathBuf>,
+        #[arg(long, requires = "dir_a")]
+        dir_b: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
     },
     /// Stop a local fleet started with `up`.
     Down {
@@ -116,6 +154,24 @@ fn load(name: &str) -> anyhow::Result<(Fleet, PathBuf)> {
     Ok((Fleet::load(&path)?, path))
 }
 
+/// The nodes to talk to: a local fleet's fleet.json, a rendered inventory's addresses, or the
+/// definition's own addresses.
+fn targets(
+    fleet: &Fleet,
+    dir: Option<&std::path::Path>,
+    inventory: Option<&std::path::Path>,
+) -> anyhow::Result<Vec<check::Target>> {
+    Ok(match (dir, inventory) {
+        (Some(dir), _) => check::targets_from_state(&local::FleetState::load(dir)?),
+        (None, Some(inv)) => {
+            let text = std::fs::read_to_string(inv)
+                .map_err(|e| anyhow::anyhow!("cannot read inventory {}: {e}", inv.display()))?;
+            check::targets_from_fleet(fleet, &check::inventory_addresses(&text))
+        }
+        (None, None) => check::targets_from_fleet(fleet, &Default::default()),
+    })
+}
+
 async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
     match cmd {
         Cmd::Validate { fleet } => {
@@ -164,6 +220,82 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 );
             }
             println!("state: {}", dir.join(local::STATE_FILE).display());
+        }
+        Cmd::Check {
+            fleet,
+            dir,
+            inventory,
+            json,
+        } => {
+            let (fleet, _) = load(&fleet)?;
+            let targets = match (&dir, &inventory) {
+                (Some(dir), _) => check::targets_from_state(&local::FleetState::load(dir)?),
+                (None, Some(inv)) => {
+                    let text = std::fs::read_to_string(inv).map_err(|e| {
+                        anyhow::anyhow!("cannot read inventory {}: {e}", inv.display())
+                    })?;
+                    check::targets_from_fleet(&fleet, &check::inventory_addresses(&text))
+                }
+                (None, None) => check::targets_from_fleet(&fleet, &Default::default()),
+            };
+            let report = check::check(&targets, &check::Expectations::of(&fleet)).await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", check::render_table(&report));
+            }
+            return Ok(if report.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
+        Cmd::Audit {
+            fleet,
+            dir,
+            inventory,
+            json,
+        } => {
+            let (fleet, _) = load(&fleet)?;
+            let targets = targets(&fleet, dir.as_deref(), inventory.as_deref())?;
+            let report = audit::audit(&fleet, &targets, dir.is_some()).await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", audit::render_table(&report));
+            }
+            return Ok(if report.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
+        Cmd::Compare {
+            a,
+            b,
+            dir_a,
+            dir_b,
+            json,
+        } => {
+            let (fa, _) = load(&a)?;
+            let (fb, _) = load(&b)?;
+            let states = match (dir_a, dir_b) {
+                (Some(da), Some(db)) => {
+                    Some((local::FleetState::load(&da)?, local::FleetState::load(&db)?))
+                }
+                _ => None,
+            };
+            let comparison = compare::compare(&fa, &fb, states.as_ref().map(|(x, y)| (x, y))).await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&comparison)?);
+            } else {
+                print!("{}", compare::render_table(&comparison));
+            }
+            return Ok(if comparison.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
         }
         Cmd::Down { dir } => {
             let stopped = local::down(&dir).await?;

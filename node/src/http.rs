@@ -23,6 +23,9 @@ const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct State {
     pub registry: Arc<Registry>,
     pub node: NodeHandle,
+    /// The effective config, for `/debug/v1/config` (`roost-fleet audit` compares it with the
+    /// fleet definition). It holds no secrets: keys and PINs never live in the config.
+    pub config: Arc<crate::config::Config>,
 }
 
 pub fn router(state: State) -> Router {
@@ -31,6 +34,7 @@ pub fn router(state: State) -> Router {
         .route("/health", get(health))
         .route("/debug/v1/info", get(info))
         .route("/debug/v1/peers", get(peers))
+        .route("/debug/v1/config", get(config))
         .with_state(state)
 }
 
@@ -104,6 +108,10 @@ async fn peers(AxumState(state): AxumState<State>) -> Response {
         )
             .into_response(),
     }
+}
+
+async fn config(AxumState(state): AxumState<State>) -> Response {
+    Json(state.config.as_ref().clone()).into_response()
 }
 
 async fn info(AxumState(state): AxumState<State>) -> Response {

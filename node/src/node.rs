@@ -237,6 +237,7 @@ impl Node {
         config: Config,
         extra_sinks: Vec<Box<dyn MessageSink>>,
     ) -> Result<Node, StartError> {
+        let http_config = Arc::new(config.clone());
         let data_dir = config.node.data_dir.clone();
         std::fs::create_dir_all(&data_dir).map_err(|source| StartError::DataDir {
             path: data_dir.clone(),
@@ -515,6 +516,7 @@ impl Node {
             let state = http::State {
                 registry: Arc::new(registry),
                 node: handle.clone(),
+                config: http_config,
             };
             let shutdown = shutdown_rx.clone();
             tasks.spawn(async move {

@@ -14,7 +14,7 @@ use libp2p::{multiaddr::Protocol, Multiaddr};
 use roost_node::{Config, Node, NodeHandle};
 use tempfile::TempDir;
 
-pub use process::{roost_bin, RoostProcess};
+pub use process::{fleet_bin, roost_bin, RoostProcess};
 
 /// Default time a test waits for a condition before failing.
 pub const WAIT: Duration = Duration::from_secs(30);

@@ -1,79 +1,67 @@
-//! Running the real `roost` binary: for CLI tests, kill -9 tests and anything that needs a
-//! separate process. The binary is found next to the test executable (`target/<profile>/roost`);
-//! if it is missing it is built once with cargo. `ROOST_TEST_BIN` overrides the path.
+//! Running the real `roost` and `roost-fleet` binaries: for CLI tests, kill -9 tests and
+//! anything that needs a separate process. Binaries are found next to the test executable
+//! (`target/<profile>/roost`) after a `cargo build` (a no-op when fresh). `ROOST_TEST_BIN`
+//! overrides the `roost` path.
 
 use std::{
-    collections::HashMap,
     path::PathBuf,
     process::{Child, Command, Output, Stdio},
-    sync::{Mutex, OnceLock},
+    sync::OnceLock,
     time::Duration,
 };
 
 /// Path of the `roost` binary, building it if needed.
 pub fn roost_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Ok(path) = std::env::var("ROOST_TEST_BIN") {
-            return PathBuf::from(path);
-        }
-        workspace_bin("roost-node", "roost")
+    BIN.get_or_init(|| match std::env::var("ROOST_TEST_BIN") {
+        Ok(path) => PathBuf::from(path),
+        Err(_) => workspace_bin("roost-node", "roost"),
     })
     .clone()
 }
 
-/// Path of binary `bin` of workspace package `package` (e.g. `roost-keycard-emu`,
-/// `keycard-emu`), built once per test process so a stale binary never runs.
-pub fn workspace_bin(package: &str, bin: &str) -> PathBuf {
-    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
-    let mut built = BUILT
-        .get_or_init(Mutex::default)
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
-    if let Some(path) = built.get(bin) {
-        return path.clone();
+/// Path of the `roost-fleet` binary, building it if needed.
+pub fn fleet_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| workspace_bin("roost-fleet", "roost-fleet"))
+        .clone()
+}
+
+/// Builds (a no-op when fresh) and locates a binary of this workspace next to the test
+/// executable: `target/<profile>/deps/<test>` -> `target/<profile>/<bin>`.
+pub fn workspace_bin(package: &str, name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test executable lives in target/<profile>/deps")
+        .to_owned();
+    let bin = profile_dir.join(name);
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(cargo);
+    build.args(["build", "--quiet", "-p", package, "--bin", name]);
+    if profile_dir.file_name().and_then(|n| n.to_str()) == Some("release") {
+        build.arg("--release");
     }
-    let path = {
-        let exe = std::env::current_exe().expect("test executable path");
-        // target/<profile>/deps/<test> -> target/<profile>/roost
-        let profile_dir = exe
-            .parent()
-            .and_then(|deps| deps.parent())
-            .expect("test executable lives in target/<profile>/deps")
-            .to_owned();
-        let bin_path = profile_dir.join(bin);
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut build = Command::new(cargo);
-        build.args(["build", "--quiet", "-p", package, "--bin", bin]);
-        if profile_dir.file_name().and_then(|n| n.to_str()) == Some("release") {
-            build.arg("--release");
-        }
-        // Always run the build: it is a no-op when the binary is fresh, and a stale binary would
-        // test old code. The test process's CARGO_* variables (CARGO_MANIFEST_DIR, ...) must not
-        // leak into it: build scripts track some of them and would rebuild half the tree.
-        for (key, _) in std::env::vars() {
-            let keep = matches!(
-                key.as_str(),
-                "CARGO_HOME" | "CARGO_TARGET_DIR" | "CARGO_BUILD_JOBS"
-            );
-            if key.starts_with("CARGO_") && !keep {
-                build.env_remove(key);
-            }
-        }
-        let status = build
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .unwrap_or_else(|e| panic!("run cargo build for the {bin} binary: {e}"));
-        assert!(status.success(), "building the {bin} binary failed");
-        assert!(
-            bin_path.exists(),
-            "{bin} binary not found at {}",
-            bin_path.display()
+    // Always run the build: it is a no-op when the binary is fresh, and a stale binary would
+    // test old code. The test process's CARGO_* variables (CARGO_MANIFEST_DIR, ...) must not
+    // leak into it: build scripts track some of them and would rebuild half the tree.
+    for (key, _) in std::env::vars() {
+        let keep = matches!(
+            key.as_str(),
+            "CARGO_HOME" | "CARGO_TARGET_DIR" | "CARGO_BUILD_JOBS"
         );
-        bin_path
-    };
-    built.insert(bin.to_owned(), path.clone());
-    path
+        if key.starts_with("CARGO_") && !keep {
+            build.env_remove(key);
+        }
+    }
+    let status = build
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .unwrap_or_else(|e| panic!("run cargo build for {name}: {e}"));
+    assert!(status.success(), "building {name} failed");
+    assert!(bin.exists(), "{name} not found at {}", bin.display());
+    bin
 }
 
 /// Runs `roost <args>` to completion with a clean `ROOST_*` environment.

@@ -12,6 +12,7 @@
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
+    sync::OnceLock,
     time::{Duration, Instant},
 };
 
@@ -212,7 +213,7 @@ impl PcscRig {
             self.wait_for("the old card to be gone", || !self.card_present());
         }
         let mut cmd = self.nsenter(&["--net"]);
-        cmd.arg(workspace_bin("roost-keycard-emu", "keycard-emu"))
+        cmd.arg(keycard_emu_bin())
             .args(["--connect", &format!("127.0.0.1:{VPCD_PORT}")])
             .arg("--state")
             .arg(&self.card_state)
@@ -382,6 +383,13 @@ fn output_within(mut cmd: Command, limit: Duration, logs: impl Fn() -> String) -
         stdout: out.join().unwrap_or_default(),
         stderr: err.join().unwrap_or_default(),
     }
+}
+
+/// The emulated Keycard binary, built once per test process.
+fn keycard_emu_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| workspace_bin("roost-keycard-emu", "keycard-emu"))
+        .clone()
 }
 
 fn running_as_root() -> bool {

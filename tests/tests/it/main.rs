@@ -2,6 +2,7 @@
 
 mod cli;
 mod filter;
+mod fleet;
 mod light_cli;
 mod lightpush;
 mod operator;
