@@ -1,5 +1,5 @@
 //! The operator HTTP endpoint (axum): `/metrics` (Prometheus text), `/health` (JSON, 503 when
-//! unhealthy), `/debug/v1/info` (identity, addresses, cluster, protocols) and `/debug/v1/peers`
+//! unhealthy), `/debug/v1/info` (identity, addresses, cluster, protocols, attestation) and `/debug/v1/peers`
 //! (connected peers, mesh per shard).
 
 use std::{sync::Arc, time::Duration};
@@ -115,5 +115,12 @@ async fn config(AxumState(state): AxumState<State>) -> Response {
 }
 
 async fn info(AxumState(state): AxumState<State>) -> Response {
-    Json(state.node.info().clone()).into_response()
+    let mut body = serde_json::to_value(state.node.info()).unwrap_or_default();
+    if let (Some(map), Some(signed)) = (body.as_object_mut(), state.node.attestation()) {
+        map.insert(
+            "attestation".into(),
+            crate::operator::local::describe(&signed.attestation),
+        );
+    }
+    Json(body).into_response()
 }

@@ -97,6 +97,7 @@ pub struct NodeHandle {
     shutdown: watch::Sender<bool>,
     store: Option<store::ArchiveHandle>,
     fleet: crate::operator::FleetView,
+    attestation: watch::Receiver<crate::operator::local::Current>,
 }
 
 impl NodeHandle {
@@ -120,6 +121,11 @@ impl NodeHandle {
     /// The connected peers whose fleet attestations this node verified.
     pub fn fleet(&self) -> &crate::operator::FleetView {
         &self.fleet
+    }
+
+    /// The attestation this node serves now, if any (renewals replace it while running).
+    pub fn attestation(&self) -> crate::operator::local::Current {
+        self.attestation.borrow().clone()
     }
 
     /// Validates and publishes a message; it is also handed to this node's own consumers.
@@ -273,8 +279,10 @@ impl Node {
         let px_metrics = peer_exchange::Metrics::register(
             registry.sub_registry_with_prefix("roost_peer_exchange"),
         );
-        let operator_metrics =
-            crate::operator::Metrics::register(registry.sub_registry_with_prefix("roost_operator"));
+        let operator_metrics = crate::operator::Metrics::register(
+            registry.sub_registry_with_prefix("roost_operator"),
+            attestation.is_some(),
+        );
         let health = Health::default();
         // Opened before any listener, so a locked or damaged archive stops start-up cleanly.
         let store = if store::serving(&config) {
@@ -420,6 +428,7 @@ impl Node {
         };
 
         let fleet_view = crate::operator::FleetView::default();
+        let (attestation_tx, attestation_rx) = watch::channel(attestation);
         let handle = NodeHandle {
             commands: command_tx,
             messages: messages_tx,
@@ -429,18 +438,19 @@ impl Node {
             shutdown: shutdown_tx,
             store: store_handle,
             fleet: fleet_view.clone(),
+            attestation: attestation_rx.clone(),
         };
 
         // Fleet trust: the fleet is the configured one, else the attestation's.
         let fleet = config.operator.fleet.clone().or_else(|| {
-            attestation
+            attestation_rx
+                .borrow()
                 .as_ref()
                 .map(|signed| signed.attestation.fleet.clone())
         });
         let verifier = (!config.operator.trusted_keys.is_empty()).then(|| {
             crate::operator::Verifier::new(fleet.clone(), config.operator.trusted_keys.clone())
         });
-        let (attestation_tx, attestation_rx) = watch::channel(attestation);
         let operator_state = crate::operator::swarm::State::new(
             attestation_rx,
             verifier,

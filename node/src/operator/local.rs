@@ -98,6 +98,21 @@ pub fn check(
     Ok(signed)
 }
 
+/// The attestation as `/debug/v1/info` shows it.
+pub fn describe(a: &super::Attestation) -> serde_json::Value {
+    serde_json::json!({
+        "fleet": a.fleet,
+        "node": a.node.to_string(),
+        "roles": a.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+        "seq": a.seq,
+        "issued_at": format_time(a.issued_at),
+        "expires_at": format_time(a.expires_at),
+        "operator_key": a.operator.to_string(),
+        "operator_fingerprint": a.operator.fingerprint(),
+        "key_storage": a.key_storage.as_str(),
+    })
+}
+
 /// Logs what was loaded, once.
 pub fn announce(signed: &SignedAttestation, path: &Path) {
     let a = &signed.attestation;

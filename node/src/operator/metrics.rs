@@ -25,14 +25,17 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Registers under the given (already `roost_operator`-prefixed) registry.
-    pub fn register(registry: &mut Registry) -> Self {
+    /// Registers under the given (already `roost_operator`-prefixed) registry. The expiry
+    /// gauge exists only on a node with an attestation (absent = no attestation, never 0).
+    pub fn register(registry: &mut Registry, has_attestation: bool) -> Self {
         let m = Metrics::default();
-        registry.register(
-            "attestation_expiry_seconds",
-            "Seconds until this node's attestation expires (negative once expired)",
-            m.attestation_expiry_seconds.clone(),
-        );
+        if has_attestation {
+            registry.register(
+                "attestation_expiry_seconds",
+                "Seconds until this node's attestation expires (negative once expired)",
+                m.attestation_expiry_seconds.clone(),
+            );
+        }
         registry.register(
             "attestations_verified",
             "Peer attestations that verified",

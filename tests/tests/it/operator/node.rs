@@ -73,6 +73,7 @@ async fn a_node_serves_its_attestation_reports_expiry_and_picks_up_renewals() {
     let mut signer =
         FileSigner::from_keypair(libp2p::identity::Keypair::generate_secp256k1()).unwrap();
     let key = OperatorKey::new(signer_public(&signer)).unwrap();
+    let key_text = key.to_string();
     let file = dir.path().join("node.attestation");
     let first = attestation(&mut signer, me, Duration::from_secs(3600), 1);
     std::fs::write(&file, first.to_file_text()).unwrap();
@@ -103,6 +104,15 @@ async fn a_node_serves_its_attestation_reports_expiry_and_picks_up_renewals() {
         "{health}"
     );
 
+    // /debug/v1/info shows it (fleet tooling audits the signer).
+    let (_, info) = roost_tests::http_get(&format!("{}/debug/v1/info", node.http_url())).await;
+    let info: serde_json::Value = serde_json::from_str(&info).unwrap();
+    assert_eq!(info["attestation"]["fleet"], "staging");
+    assert_eq!(
+        info["attestation"]["operator_key"].as_str(),
+        Some(key_text.as_str())
+    );
+
     // Served over /roost/attestation/1.0.0, byte for byte.
     let client = Client::start(1).await.unwrap();
     let fetch = || async {
@@ -131,6 +141,29 @@ async fn a_node_serves_its_attestation_reports_expiry_and_picks_up_renewals() {
     let (_, health) = roost_tests::http_get(&format!("{}/health", node.http_url())).await;
     assert!(health.contains("\"status\":\"ok\""), "{health}");
 
+    client.stop().await;
+    node.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_attestation_exports_no_expiry_and_does_not_offer_the_protocol() {
+    let node = TestNode::start().await;
+    assert_eq!(
+        node.metric("roost_operator_attestation_expiry_seconds")
+            .await,
+        None
+    );
+    assert!(!node
+        .handle
+        .info()
+        .protocols
+        .contains(&"/roost/attestation/1.0.0".to_owned()));
+    let client = Client::start(1).await.unwrap();
+    let err = client
+        .request(ReqResProtocol::Attestation, &node.tcp_addr(), Vec::new())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("does not support"), "{err}");
     client.stop().await;
     node.stop().await;
 }
