@@ -254,12 +254,39 @@ async fn start_all(
     progress.step("waiting until every node is healthy and meshed".into());
     wait_meshed(&state).await?;
     state.save(dir)?;
+    write_scrape_targets(&state, dir)?;
     progress.done(format!(
         "fleet {} is up: {} nodes",
         state.fleet,
         state.nodes.len()
     ));
     Ok(state)
+}
+
+/// Name of the Prometheus `file_sd` targets file a local fleet writes beside `fleet.json`.
+pub const SCRAPE_TARGETS_FILE: &str = "prometheus-targets.json";
+
+/// Writes `DIR/prometheus-targets.json` so a Prometheus can scrape the local fleet with the same
+/// labels as a deployed one.
+pub fn write_scrape_targets(state: &FleetState, dir: &Path) -> anyhow::Result<()> {
+    let targets: Vec<render::ScrapeTarget> = state
+        .nodes
+        .iter()
+        .map(|n| {
+            render::ScrapeTarget::new(
+                &state.fleet,
+                &n.name,
+                &n.dc,
+                &n.roles,
+                n.http_url.trim_start_matches("http://"),
+            )
+        })
+        .collect();
+    std::fs::write(
+        dir.join(SCRAPE_TARGETS_FILE),
+        serde_json::to_string_pretty(&targets)?,
+    )?;
+    Ok(())
 }
 
 /// Starts one node from its existing `DIR/<host>/roost.toml`.
@@ -582,6 +609,7 @@ pub async fn start_node_again(
     let node = start_node(&host, &dir.join(name), roost_bin).await?;
     state.nodes[index] = node.clone();
     state.save(dir)?;
+    write_scrape_targets(&state, dir)?;
     Ok(node)
 }
 

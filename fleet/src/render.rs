@@ -240,7 +240,65 @@ pub fn render(fleet: &Fleet, source: &Path, out: &Path) -> anyhow::Result<Render
         )?;
     }
     write(out.join("hosts.yml"), inventory(fleet))?;
+    let targets: Vec<ScrapeTarget> = fleet
+        .hosts
+        .iter()
+        .map(|h| {
+            ScrapeTarget::new(
+                fleet.name(),
+                &h.name,
+                &h.dc,
+                &h.roles,
+                &format!("{}:{}", h.address, fleet.ports_of(h).http),
+            )
+        })
+        .collect();
+    write(
+        out.join("prometheus")
+            .join(format!("{}.json", fleet.name())),
+        serde_json::to_string_pretty(&targets)?,
+    )?;
     Ok(rendered)
+}
+
+/// One entry of a Prometheus `file_sd_configs` file: where to scrape a node and the labels the
+/// dashboards and alerts group by (`fleet`, `dc`, `role`, `instance`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct ScrapeTarget {
+    pub targets: Vec<String>,
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+impl ScrapeTarget {
+    /// `role` is the host's primary role: the one its name starts with.
+    pub fn new(fleet: &str, host: &str, dc: &str, roles: &[Role], address: &str) -> Self {
+        let primary = host
+            .split_once('-')
+            .map(|(r, _)| r.to_owned())
+            .or_else(|| roles.first().map(|r| r.as_str().to_owned()))
+            .unwrap_or_default();
+        let labels = [
+            ("fleet", fleet.to_owned()),
+            ("dc", dc.to_owned()),
+            ("role", primary),
+            (
+                "roles",
+                roles
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            ("instance", host.to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        ScrapeTarget {
+            targets: vec![address.to_owned()],
+            labels,
+        }
+    }
 }
 
 /// YAML string literal (double-quoted, escaped).
@@ -348,7 +406,20 @@ mod tests {
             let (fleet, path) = shipped(name);
             let out = tempfile::tempdir().unwrap();
             let rendered = render(&fleet, &path, out.path()).unwrap();
-            assert_eq!(rendered.files.len(), fleet.hosts.len() * 2 + 1);
+            assert_eq!(rendered.files.len(), fleet.hosts.len() * 2 + 2);
+            let targets: Vec<ScrapeTarget> = serde_json::from_str(
+                &std::fs::read_to_string(
+                    out.path().join("prometheus").join(format!("{name}.json")),
+                )
+                .unwrap(),
+            )
+            .unwrap();
+            assert_eq!(targets.len(), fleet.hosts.len());
+            for t in &targets {
+                for label in ["fleet", "dc", "role", "instance"] {
+                    assert!(t.labels.contains_key(label), "{t:?}");
+                }
+            }
             for host in &fleet.hosts {
                 let file = out.path().join("hosts").join(&host.name).join("roost.toml");
                 let text = std::fs::read_to_string(&file).unwrap();

@@ -25,6 +25,7 @@ pub mod reqres;
 pub mod store;
 pub mod swarm;
 pub mod telemetry;
+pub mod throttle;
 pub mod waku_enr;
 
 pub use config::Config;

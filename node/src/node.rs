@@ -24,6 +24,7 @@ use crate::{
         build_swarm, Command, MessageSink, NetworkStatus, PublishError, PublishReceipt, SwarmTask,
         SwarmTaskParts, COMMAND_CAPACITY,
     },
+    throttle::{self, Throttle},
     waku_enr,
 };
 
@@ -47,6 +48,8 @@ pub enum StartError {
     Identity(#[from] crate::identity::Error),
     #[error(transparent)]
     Build(#[from] crate::swarm::BuildError),
+    #[error(transparent)]
+    Bans(#[from] crate::throttle::bans::BanDbError),
     #[error("store: {0}")]
     Store(#[from] store::StoreError),
     #[error(transparent)]
@@ -94,6 +97,7 @@ pub struct NodeHandle {
     filter_pushes: broadcast::Sender<Arc<ReceivedPush>>,
     info: Arc<NodeInfo>,
     health: Health,
+    throttle: Throttle,
     shutdown: watch::Sender<bool>,
     store: Option<store::ArchiveHandle>,
     fleet: crate::operator::FleetView,
@@ -111,6 +115,12 @@ impl NodeHandle {
 
     pub fn health(&self) -> &Health {
         &self.health
+    }
+
+    /// The node's quotas, offence scores and bans (see [`crate::throttle`]); e.g. the
+    /// operator-identity capability marks attested fleet members through it.
+    pub fn throttle(&self) -> &Throttle {
+        &self.throttle
     }
 
     /// The archive, when this node is a store node: acknowledged inserts, local queries, stats.
@@ -272,6 +282,14 @@ impl Node {
         let relay_metrics =
             relay::Metrics::register(registry.sub_registry_with_prefix("roost_relay"));
         let net_metrics = NetworkMetrics::register(registry.sub_registry_with_prefix("roost"));
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (throttle, ban_writer) = Throttle::open(
+            &config.throttle,
+            throttle::Metrics::register(registry.sub_registry_with_prefix("roost_throttle")),
+            &data_dir,
+            shutdown_rx.clone(),
+        )
+        .await?;
         let lightpush_metrics =
             lightpush::Metrics::register(registry.sub_registry_with_prefix("roost_lightpush"));
         let filter_metrics =
@@ -303,7 +321,8 @@ impl Node {
             None
         };
 
-        let mut swarm = build_swarm(keypair.clone(), &config, &mut registry).await?;
+        let mut swarm =
+            build_swarm(keypair.clone(), &config, &mut registry, throttle.clone()).await?;
         let listeners = listen(&mut swarm, &config)?;
         for address in &config.network.external_addresses {
             swarm.add_external_address(address.clone());
@@ -311,7 +330,6 @@ impl Node {
         let (tcp_addresses, ws_addresses) = wait_for_listen_addrs(&mut swarm, &listeners).await?;
 
         let (command_tx, command_rx) = mpsc::channel(COMMAND_CAPACITY);
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (messages_tx, _) = broadcast::channel(SUBSCRIBER_BUFFER);
         let mut sinks: Vec<Box<dyn MessageSink>> = vec![Box::new(messages_tx.clone())];
         sinks.extend(extra_sinks);
@@ -435,6 +453,7 @@ impl Node {
             filter_pushes: filter_pushes_tx.clone(),
             info: Arc::new(info),
             health: health.clone(),
+            throttle: throttle.clone(),
             shutdown: shutdown_tx,
             store: store_handle,
             fleet: fleet_view.clone(),
@@ -487,6 +506,7 @@ impl Node {
                 net_metrics,
                 libp2p_metrics,
                 health: health.clone(),
+                throttle: throttle.clone(),
                 lightpush: lightpush::Service::new(
                     lightpush_metrics,
                     handle.store.clone(),
@@ -511,6 +531,19 @@ impl Node {
             task.run().await;
             ("swarm", Ok(()))
         });
+        {
+            let (throttle, health, shutdown) =
+                (throttle.clone(), health.clone(), shutdown_rx.clone());
+            let interval = config.throttle.prune_interval;
+            tasks.spawn(async move {
+                throttle::task::run(throttle, interval, health, shutdown).await;
+                ("throttle", Ok(()))
+            });
+            tasks.spawn(async move {
+                ban_writer.await;
+                ("ban writer", Ok(()))
+            });
+        }
         if let Some(runner) = store_runner {
             let shutdown = shutdown_rx.clone();
             tasks.spawn(async move { ("store", runner.run(shutdown).await) });

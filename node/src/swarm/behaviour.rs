@@ -11,7 +11,7 @@ use libp2p::{
 use super::keep_alive;
 use crate::{
     config::Config, filter, lightpush, lightpush::Version, metadata, metrics::VERSION,
-    peer_exchange, reqres::LpCodec, store,
+    peer_exchange, reqres::LpCodec, store, throttle,
 };
 
 /// identify's protocol version string: the Waku protocol family.
@@ -19,6 +19,9 @@ const IDENTIFY_PROTOCOL: &str = "/vac/waku/2.0.0";
 
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
+    /// Per-IP connection limits and bans, refused before the Noise handshake; remote IPs of
+    /// connections for quota keys.
+    pub throttle: throttle::Behaviour,
     /// Connection caps (total, pending, per peer).
     pub limits: libp2p_connection_limits::Behaviour,
     /// Waku relay; absent when the relay is turned off.
@@ -45,7 +48,12 @@ pub struct Behaviour {
 }
 
 impl Behaviour {
-    pub fn new(keypair: &Keypair, config: &Config, relay: Option<gossipsub::Behaviour>) -> Self {
+    pub fn new(
+        keypair: &Keypair,
+        config: &Config,
+        relay: Option<gossipsub::Behaviour>,
+        throttle: throttle::Throttle,
+    ) -> Self {
         let net = &config.network;
         let limits = libp2p_connection_limits::ConnectionLimits::default()
             .with_max_established(Some(net.max_connections))
@@ -53,6 +61,7 @@ impl Behaviour {
             .with_max_established_per_peer(Some(net.max_connections_per_peer));
         let max_message = config.relay.max_message_size.as_usize();
         Behaviour {
+            throttle: throttle::Behaviour::new(throttle),
             limits: libp2p_connection_limits::Behaviour::new(limits),
             relay: relay.into(),
             metadata: metadata::behaviour(),

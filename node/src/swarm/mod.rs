@@ -49,6 +49,7 @@ use crate::{
     metrics::{ChannelLabels, DirectionLabels, NetworkMetrics, ReasonLabels},
     relay::{self, RelayedMessage, Validator},
     store,
+    throttle::Throttle,
 };
 
 /// A consumer of accepted relay messages. `deliver` runs on the swarm task: it must not block
@@ -86,10 +87,11 @@ pub struct SwarmTask {
     shutdown: watch::Receiver<bool>,
     validator: Validator,
     sinks: Vec<Box<dyn MessageSink>>,
-    relay_metrics: relay::Metrics,
+    pub(crate) relay_metrics: relay::Metrics,
     net_metrics: NetworkMetrics,
     libp2p_metrics: libp2p::metrics::Metrics,
     health: Health,
+    pub(crate) throttle: Throttle,
     cluster_id: u16,
     shards: Vec<u16>,
     relay_enabled: bool,
@@ -120,6 +122,7 @@ pub struct SwarmTaskParts {
     pub net_metrics: NetworkMetrics,
     pub libp2p_metrics: libp2p::metrics::Metrics,
     pub health: Health,
+    pub throttle: Throttle,
     pub lightpush: crate::lightpush::Service,
     pub filter: crate::filter::SwarmSide,
     pub peer_exchange: crate::peer_exchange::Service,
@@ -157,6 +160,7 @@ impl SwarmTask {
             net_metrics: parts.net_metrics,
             libp2p_metrics: parts.libp2p_metrics,
             health: parts.health,
+            throttle: parts.throttle,
             cluster_id: config.relay.cluster_id,
             shards: config.relay.shards.clone(),
             relay_enabled: config.relay.enabled,
@@ -212,6 +216,7 @@ impl SwarmTask {
                     self.redial_static_peers();
                     self.operator_tick();
                     self.refresh_gauges();
+                    self.on_throttle_tick();
                 }
             }
         }
@@ -428,6 +433,7 @@ impl SwarmTask {
                 self.libp2p_metrics.record(&event)
             }
             SwarmEvent::Behaviour(BehaviourEvent::Limits(never)) => match never {},
+            SwarmEvent::Behaviour(BehaviourEvent::Throttle(never)) => match never {},
             SwarmEvent::Behaviour(BehaviourEvent::KeepAlive(never)) => match never {},
             SwarmEvent::Behaviour(BehaviourEvent::Lightpush(event)) => {
                 self.on_lightpush(crate::lightpush::Version::V3, event)
@@ -523,6 +529,13 @@ impl SwarmTask {
             return;
         };
         let topic = message.topic.as_str();
+        // Quotas first: an over-quota message is dropped before it is decoded.
+        if let Err(acceptance) = self.relay_gate(&propagation_source, topic, message.data.len()) {
+            if let Some(gs) = self.swarm.behaviour_mut().relay.as_mut() {
+                gs.report_message_validation_result(&message_id, &propagation_source, acceptance);
+            }
+            return;
+        }
         let verdict = self.validator.validate(topic, &message.data);
         let acceptance = match &verdict {
             Ok(_) => {
@@ -532,6 +545,7 @@ impl SwarmTask {
             Err(invalid) => {
                 self.relay_metrics.verdict("reject", invalid.label());
                 tracing::debug!(peer = %propagation_source, reason = invalid.label(), error = %invalid, "rejected relay message");
+                self.relay_invalid(&propagation_source);
                 MessageAcceptance::Reject
             }
         };
@@ -613,7 +627,7 @@ impl SwarmTask {
         }
     }
 
-    fn disconnect(&mut self, peer: PeerId, reason: &'static str) {
+    pub(crate) fn disconnect(&mut self, peer: PeerId, reason: &'static str) {
         self.net_metrics
             .peer_disconnects
             .get_or_create(&ReasonLabels { reason })

@@ -9,3 +9,4 @@ mod operator;
 mod peer_exchange;
 mod relay;
 mod store;
+mod throttle;
