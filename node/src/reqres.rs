@@ -14,8 +14,8 @@ use libp2p::{request_response, StreamProtocol};
 pub struct LpCodec {
     pub max_request_bytes: usize,
     pub max_response_bytes: usize,
-    /// One-way protocols (filter push): the receiver answers by closing the stream, so an
-    /// empty response is written as nothing at all rather than as a zero-length frame.
+    /// One-way protocols (filter push): the sender does not wait for an answer, and the
+    /// receiver's empty "response" is written as nothing at all (it just closes the stream).
     pub one_way: bool,
 }
 
@@ -28,8 +28,9 @@ impl LpCodec {
         }
     }
 
-    /// A codec for a protocol whose requests get no response: answering with an empty
-    /// response closes the stream, and the sender reads that as success.
+    /// A codec for a protocol whose requests get no response: the sender counts a request
+    /// delivered once written; the receiver answers with an empty response, which only closes
+    /// the stream.
     pub fn one_way(max_request_bytes: usize) -> Self {
         LpCodec {
             max_request_bytes,
@@ -136,8 +137,13 @@ impl request_response::Codec for LpCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        // One-way protocols (filter push) close the stream without a response: report that as
-        // an empty response rather than an error.
+        if self.one_way {
+            // Nothing comes back on a one-way protocol, and receivers differ in how they end the
+            // stream (js-waku never closes its side, nwaku's sender does not wait): the request
+            // is delivered once written and our side closed, as nwaku counts it.
+            return Ok(Vec::new());
+        }
+        // A peer that closes the stream without a response is read as an empty response.
         Ok(read_frame(io, self.max_response_bytes)
             .await?
             .unwrap_or_default())

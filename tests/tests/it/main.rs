@@ -3,6 +3,7 @@
 mod cli;
 mod filter;
 mod fleet;
+mod interop;
 mod light_cli;
 mod lightpush;
 mod operator;
