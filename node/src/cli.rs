@@ -52,6 +52,11 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::store::cli::StoreCommand,
     },
+    /// Ask a rendezvous point: list peers, register, unregister.
+    Rendezvous {
+        #[command(subcommand)]
+        command: crate::rendezvous::cli::Command,
+    },
     /// Operator keys (file, HSM via PKCS#11, Keycard via PC/SC) and fleet attestations.
     Operator {
         #[command(subcommand)]
@@ -110,6 +115,7 @@ pub fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Command::Rendezvous { command } => crate::rendezvous::cli::run(command),
     }
 }
 

@@ -19,7 +19,7 @@ use crate::{
     metrics::{self, NetworkMetrics},
     peer_exchange,
     relay::{self, RelayedMessage},
-    store,
+    rendezvous, store,
     swarm::{
         build_swarm, Command, MessageSink, NetworkStatus, PublishError, PublishReceipt, SwarmTask,
         SwarmTaskParts, COMMAND_CAPACITY,
@@ -53,6 +53,8 @@ pub enum StartError {
     #[error("store: {0}")]
     Store(#[from] store::StoreError),
     #[error(transparent)]
+    Rendezvous(#[from] rendezvous::server::Error),
+    #[error(transparent)]
     Attestation(#[from] crate::operator::local::LoadError),
     #[error("{what} port {port} is already in use ({key}); choose another with --{flag} or ROOST_{env}, or 0 for any free port")]
     PortInUse {
@@ -63,7 +65,10 @@ pub enum StartError {
         env: &'static str,
     },
     #[error("cannot listen on {address}: {reason}")]
-    Listen { address: Multiaddr, reason: String },
+    Listen {
+        address: Multiaddr,
+        reason: String,
+    },
     #[error("HTTP address {address} is unavailable ({source}); choose another with --http-address or ROOST_HTTP_ADDRESS")]
     Http {
         address: SocketAddr,
@@ -253,13 +258,26 @@ impl Node {
         config: Config,
         extra_sinks: Vec<Box<dyn MessageSink>>,
     ) -> Result<Node, StartError> {
+        Self::start_with_keypair(config, None, extra_sinks).await
+    }
+
+    /// Starts a node with the given identity instead of the one in its data dir (light
+    /// clients acting as a given peer), or the data dir's when `keypair` is `None`.
+    pub async fn start_with_keypair(
+        config: Config,
+        keypair: Option<libp2p::identity::Keypair>,
+        extra_sinks: Vec<Box<dyn MessageSink>>,
+    ) -> Result<Node, StartError> {
         let http_config = Arc::new(config.clone());
         let data_dir = config.node.data_dir.clone();
         std::fs::create_dir_all(&data_dir).map_err(|source| StartError::DataDir {
             path: data_dir.clone(),
             source,
         })?;
-        let keypair = crate::identity::load_or_create(&data_dir)?;
+        let keypair = match keypair {
+            Some(keypair) => keypair,
+            None => crate::identity::load_or_create(&data_dir)?,
+        };
         let peer_id = keypair.public().to_peer_id();
         let attestation = match &config.operator.attestation {
             Some(path) => {
@@ -302,6 +320,22 @@ impl Node {
             attestation.is_some(),
         );
         let health = Health::default();
+        let rendezvous_metrics =
+            rendezvous::Metrics::register(registry.sub_registry_with_prefix("roost_rendezvous"));
+        // Opened before any listener, so a locked or damaged database stops start-up cleanly.
+        let rendezvous_server = if config.rendezvous.enabled {
+            // The rendezvous authorisation hook: a fleet policy (operator attestations) goes here.
+            let policy: Arc<dyn rendezvous::Policy> = Arc::new(rendezvous::ReservedNamespaces);
+            Some(rendezvous::Server::open(
+                &config.rendezvous,
+                &data_dir,
+                rendezvous_metrics.clone(),
+                health.clone(),
+                policy,
+            )?)
+        } else {
+            None
+        };
         // Opened before any listener, so a locked or damaged archive stops start-up cleanly.
         let store = if store::serving(&config) {
             let served = config
@@ -321,8 +355,14 @@ impl Node {
             None
         };
 
-        let mut swarm =
-            build_swarm(keypair.clone(), &config, &mut registry, throttle.clone()).await?;
+        let mut swarm = build_swarm(
+            keypair.clone(),
+            &config,
+            &mut registry,
+            throttle.clone(),
+            &rendezvous_metrics,
+        )
+        .await?;
         let listeners = listen(&mut swarm, &config)?;
         for address in &config.network.external_addresses {
             swarm.add_external_address(address.clone());
@@ -330,6 +370,13 @@ impl Node {
         let (tcp_addresses, ws_addresses) = wait_for_listen_addrs(&mut swarm, &listeners).await?;
 
         let (command_tx, command_rx) = mpsc::channel(COMMAND_CAPACITY);
+        let (rendezvous_inbox, rendezvous_runner) = match rendezvous_server {
+            Some(server) => {
+                let (inbox, runner) = server.start(command_tx.clone());
+                (Some(inbox), Some(runner))
+            }
+            None => (None, None),
+        };
         let (messages_tx, _) = broadcast::channel(SUBSCRIBER_BUFFER);
         let mut sinks: Vec<Box<dyn MessageSink>> = vec![Box::new(messages_tx.clone())];
         sinks.extend(extra_sinks);
@@ -375,6 +422,12 @@ impl Node {
         }
         if config.filter.enabled {
             protocols.push(filter::SUBSCRIBE_PROTOCOL.to_string());
+        }
+        if config.rendezvous.enabled {
+            protocols.push(rendezvous::PROTOCOL_ID.to_string());
+            if config.rendezvous.waku_protocol {
+                protocols.push(rendezvous::WAKU_PROTOCOL_ID.to_string());
+            }
         }
         if config.peer_exchange.enabled {
             protocols.push(peer_exchange::PROTOCOL_ID.to_string());
@@ -524,6 +577,7 @@ impl Node {
                     px_metrics,
                 ),
                 store: store_inbound,
+                rendezvous: rendezvous_inbox,
                 operator: operator_state,
             },
         );
@@ -552,6 +606,29 @@ impl Node {
             tasks.spawn(async move {
                 filter_task.run().await;
                 ("filter", Ok(()))
+            });
+        }
+        if let Some(runner) = rendezvous_runner {
+            let shutdown = shutdown_rx.clone();
+            tasks.spawn_blocking(move || {
+                runner.run(shutdown);
+                ("rendezvous", Ok(()))
+            });
+        }
+        let plan = rendezvous::client::Plan::from_config(&config);
+        if !config.rendezvous.points.is_empty() && !plan.is_empty() {
+            let client = rendezvous::client::ClientTask::new(
+                &config,
+                plan,
+                handle.clone(),
+                keypair,
+                rendezvous_metrics,
+                health.clone(),
+            );
+            let shutdown = shutdown_rx.clone();
+            tasks.spawn(async move {
+                client.run(shutdown).await;
+                ("rendezvous-client", Ok(()))
             });
         }
 

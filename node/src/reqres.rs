@@ -8,15 +8,19 @@ use std::io;
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::{request_response, StreamProtocol};
+use prometheus_client::metrics::counter::Counter;
 
 /// Byte limits for one protocol's frames.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct LpCodec {
     pub max_request_bytes: usize,
     pub max_response_bytes: usize,
     /// One-way protocols (filter push): the sender does not wait for an answer, and the
     /// receiver's empty "response" is written as nothing at all (it just closes the stream).
     pub one_way: bool,
+    /// Counts inbound requests that could not be read (over the limit, truncated): libp2p
+    /// drops those streams without telling the behaviour, so this is the only place to see them.
+    unreadable_requests: Option<Counter>,
 }
 
 impl LpCodec {
@@ -25,6 +29,7 @@ impl LpCodec {
             max_request_bytes,
             max_response_bytes,
             one_way: false,
+            unreadable_requests: None,
         }
     }
 
@@ -36,7 +41,14 @@ impl LpCodec {
             max_request_bytes,
             max_response_bytes: 0,
             one_way: true,
+            unreadable_requests: None,
         }
+    }
+
+    /// Counts unreadable inbound requests in `counter`.
+    pub fn counting_unreadable_requests(mut self, counter: Counter) -> Self {
+        self.unreadable_requests = Some(counter);
+        self
     }
 }
 
@@ -128,9 +140,17 @@ impl request_response::Codec for LpCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        read_frame(io, self.max_request_bytes)
-            .await?
-            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "empty request stream"))
+        let read = read_frame(io, self.max_request_bytes)
+            .await
+            .and_then(|frame| {
+                frame.ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::UnexpectedEof, "empty request stream")
+                })
+            });
+        if let (Err(_), Some(counter)) = (&read, &self.unreadable_requests) {
+            counter.inc();
+        }
+        read
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>

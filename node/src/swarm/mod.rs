@@ -48,7 +48,7 @@ use crate::{
     metadata::{self, WakuMetadata},
     metrics::{ChannelLabels, DirectionLabels, NetworkMetrics, ReasonLabels},
     relay::{self, RelayedMessage, Validator},
-    store,
+    rendezvous, store,
     throttle::Throttle,
 };
 
@@ -109,6 +109,8 @@ pub struct SwarmTask {
     pub(crate) peer_exchange: crate::peer_exchange::Service,
     /// The store's query queue, when this node is a store node.
     pub(crate) store: Option<store::Inbound>,
+    /// The rendezvous server's queue, when this node is a rendezvous point.
+    pub(crate) rendezvous: Option<rendezvous::Inbox>,
     /// Attestations: this node's, and the verified fleet peers.
     pub(crate) operator: crate::operator::swarm::State,
 }
@@ -128,6 +130,8 @@ pub struct SwarmTaskParts {
     pub peer_exchange: crate::peer_exchange::Service,
     /// The store's query queue (`None`: not a store node).
     pub store: Option<store::Inbound>,
+    /// The rendezvous server's queue (`None`: not a rendezvous point).
+    pub rendezvous: Option<rendezvous::Inbox>,
     pub operator: crate::operator::swarm::State,
 }
 
@@ -174,6 +178,7 @@ impl SwarmTask {
             filter: parts.filter,
             peer_exchange: parts.peer_exchange,
             store: parts.store,
+            rendezvous: parts.rendezvous,
             operator: parts.operator,
         };
         task.subscribe_shards(config);
@@ -420,6 +425,12 @@ impl SwarmTask {
             SwarmEvent::Behaviour(BehaviourEvent::Relay(event)) => self.on_gossipsub(event),
             SwarmEvent::Behaviour(BehaviourEvent::Metadata(event)) => self.on_metadata(event),
             SwarmEvent::Behaviour(BehaviourEvent::Store(event)) => self.on_store(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Rendezvous(event)) => {
+                self.on_rendezvous(rendezvous::Dialect::Libp2p, event)
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::WakuRendezvous(event)) => {
+                self.on_rendezvous(rendezvous::Dialect::Waku, event)
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Attestation(event)) => self.on_attestation(event),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(event)) => {
                 self.libp2p_metrics.record(&event);

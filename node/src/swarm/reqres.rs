@@ -32,6 +32,8 @@ pub enum Protocol {
     FilterPush,
     PeerExchange,
     Store,
+    Rendezvous,
+    WakuRendezvous,
     Attestation,
 }
 
@@ -108,6 +110,8 @@ impl SwarmTask {
             Protocol::FilterPush => Some(&mut behaviour.filter_push),
             Protocol::PeerExchange => Some(&mut behaviour.peer_exchange),
             Protocol::Store => Some(&mut behaviour.store),
+            Protocol::Rendezvous => Some(&mut behaviour.rendezvous),
+            Protocol::WakuRendezvous => Some(&mut behaviour.waku_rendezvous),
             Protocol::Attestation => Some(&mut behaviour.attestation),
         }
     }

@@ -9,5 +9,6 @@ mod lightpush;
 mod operator;
 mod peer_exchange;
 mod relay;
+mod rendezvous;
 mod store;
 mod throttle;
