@@ -65,10 +65,7 @@ pub enum StartError {
         env: &'static str,
     },
     #[error("cannot listen on {address}: {reason}")]
-    Listen {
-        address: Multiaddr,
-        reason: String,
-    },
+    Listen { address: Multiaddr, reason: String },
     #[error("HTTP address {address} is unavailable ({source}); choose another with --http-address or ROOST_HTTP_ADDRESS")]
     Http {
         address: SocketAddr,
@@ -320,12 +317,28 @@ impl Node {
             attestation.is_some(),
         );
         let health = Health::default();
+        // Fleet trust: the fleet is the configured one, else the attestation's.
+        let fleet = config.operator.fleet.clone().or_else(|| {
+            attestation
+                .as_ref()
+                .map(|signed| signed.attestation.fleet.clone())
+        });
+        let verifier = (!config.operator.trusted_keys.is_empty()).then(|| {
+            crate::operator::Verifier::new(fleet.clone(), config.operator.trusted_keys.clone())
+        });
+        let fleet_view = crate::operator::FleetView::default();
         let rendezvous_metrics =
             rendezvous::Metrics::register(registry.sub_registry_with_prefix("roost_rendezvous"));
         // Opened before any listener, so a locked or damaged database stops start-up cleanly.
         let rendezvous_server = if config.rendezvous.enabled {
-            // The rendezvous authorisation hook: a fleet policy (operator attestations) goes here.
-            let policy: Arc<dyn rendezvous::Policy> = Arc::new(rendezvous::ReservedNamespaces);
+            // Fleet namespaces (/roost/<fleet>/…) need a verified attestation (operator/policy.rs).
+            let policy: Arc<dyn rendezvous::Policy> =
+                Arc::new(crate::operator::policy::FleetPolicy::new(
+                    fleet.clone(),
+                    verifier.is_some(),
+                    fleet_view.clone(),
+                    operator_metrics.clone(),
+                ));
             Some(rendezvous::Server::open(
                 &config.rendezvous,
                 &data_dir,
@@ -498,7 +511,6 @@ impl Node {
             None => (None, None, None),
         };
 
-        let fleet_view = crate::operator::FleetView::default();
         let (attestation_tx, attestation_rx) = watch::channel(attestation);
         let handle = NodeHandle {
             commands: command_tx,
@@ -513,20 +525,9 @@ impl Node {
             attestation: attestation_rx.clone(),
         };
 
-        // Fleet trust: the fleet is the configured one, else the attestation's.
-        let fleet = config.operator.fleet.clone().or_else(|| {
-            attestation_rx
-                .borrow()
-                .as_ref()
-                .map(|signed| signed.attestation.fleet.clone())
-        });
-        let verifier = (!config.operator.trusted_keys.is_empty()).then(|| {
-            crate::operator::Verifier::new(fleet.clone(), config.operator.trusted_keys.clone())
-        });
         let operator_state = crate::operator::swarm::State::new(
             attestation_rx,
             verifier,
-            fleet,
             fleet_view,
             operator_metrics.clone(),
         );
@@ -615,7 +616,21 @@ impl Node {
                 ("rendezvous", Ok(()))
             });
         }
-        let plan = rendezvous::client::Plan::from_config(&config);
+        let mut plan = rendezvous::client::Plan::from_config(&config);
+        if let Some(signed) = handle.attestation() {
+            // An attested node registers under its fleet's namespaces, one per role, and finds
+            // the other relays of its fleet there (renewals with other roles need a restart).
+            let a = &signed.attestation;
+            for role in &a.roles {
+                plan.register_under(crate::operator::fleet_namespace(&a.fleet, *role));
+            }
+            if a.has_role(crate::operator::Role::Relay) {
+                plan.discover_in(crate::operator::fleet_namespace(
+                    &a.fleet,
+                    crate::operator::Role::Relay,
+                ));
+            }
+        }
         if !config.rendezvous.points.is_empty() && !plan.is_empty() {
             let client = rendezvous::client::ClientTask::new(
                 &config,

@@ -23,6 +23,7 @@ pub mod key;
 pub mod local;
 pub mod metrics;
 pub mod pin;
+pub mod policy;
 pub mod profile;
 pub mod signer;
 pub mod swarm;
@@ -33,7 +34,7 @@ pub use config::Config;
 pub use key::OperatorKey;
 pub use metrics::Metrics;
 pub use signer::{Signer, SignerError};
-pub use trust::{FleetPeer, FleetView, Verifier};
+pub use trust::{FleetPeer, FleetView, PeerStatus, Verifier};
 
 /// The request/response protocol that serves a node's attestation.
 pub const PROTOCOL_ID: libp2p::StreamProtocol =
@@ -64,9 +65,9 @@ pub fn check_fleet_name(fleet: &str) -> Result<(), String> {
     }
 }
 
-/// The rendezvous namespace prefix of a fleet: `/roost/<fleet>/`.
-pub fn fleet_namespace_prefix(fleet: &str) -> String {
-    format!("/roost/{fleet}/")
+/// The rendezvous namespace of a fleet's role: `/roost/<fleet>/<role>`.
+pub fn fleet_namespace(fleet: &str, role: Role) -> String {
+    format!("/roost/{fleet}/{role}")
 }
 
 /// The fleet a rendezvous namespace is reserved for, if it is a fleet namespace

@@ -5,21 +5,20 @@
 //! accepts inbound attestation requests, and so only advertises the protocol, when it has an
 //! attestation). When this node trusts operator keys, it fetches the attestation of every peer
 //! that claims membership, verifies it (signature, trusted key, fleet, PeerId, validity) and
-//! counts rejections by reason. Verification is a signature check: cheap enough for the swarm
-//! task; nothing here blocks.
+//! counts rejections by reason. Verified members get fleet quotas from the throttle
+//! ([`crate::throttle::Throttle::set_fleet_member`]) and may register under their fleet's
+//! rendezvous namespaces ([`super::policy`]). Verification is a signature check: cheap enough for
+//! the swarm task; nothing here blocks.
 
-use std::{
-    collections::{HashMap, HashSet},
-    time::{Duration, SystemTime},
-};
+use std::time::{Duration, SystemTime};
 
 use libp2p::{identify, request_response, PeerId};
 use tokio::sync::watch;
 
 use super::{
-    attestation::{format_time, Rejection, Role, MAX_BYTES},
+    attestation::{format_time, Rejection, MAX_BYTES},
     local::Current,
-    parse_fleet_namespace, FleetPeer, FleetView, Metrics, Verifier, PROTOCOL_ID,
+    FleetPeer, FleetView, Metrics, Verifier, PROTOCOL_ID,
 };
 use crate::{reqres::LpCodec, swarm::SwarmTask};
 
@@ -47,13 +46,9 @@ pub struct State {
     local: watch::Receiver<Current>,
     /// Set when the node trusts operator keys: peers' attestations are then checked.
     verifier: Option<Verifier>,
-    /// The fleet whose namespaces this node guards (rendezvous).
-    fleet: Option<String>,
+    /// Fleet status of connected peers (members, refusals, fetches in flight), shared with the
+    /// rendezvous server's [`super::policy::FleetPolicy`].
     view: FleetView,
-    /// Peers whose attestation is being fetched.
-    pending: HashSet<PeerId>,
-    /// Why a connected peer's attestation was refused, for fleet-namespace refusals.
-    last_rejection: HashMap<PeerId, &'static str>,
     metrics: Metrics,
 }
 
@@ -61,65 +56,19 @@ impl State {
     pub fn new(
         local: watch::Receiver<Current>,
         verifier: Option<Verifier>,
-        fleet: Option<String>,
         view: FleetView,
         metrics: Metrics,
     ) -> Self {
         State {
             local,
             verifier,
-            fleet,
             view,
-            pending: HashSet::new(),
-            last_rejection: HashMap::new(),
             metrics,
         }
     }
 
     pub fn view(&self) -> &FleetView {
         &self.view
-    }
-
-    /// Whether `peer` may use the rendezvous namespace `namespace`. Namespaces outside
-    /// `/roost/…` are open to all. Under `/roost/<fleet>/[<role>/…]` the peer needs a verified
-    /// attestation for that fleet (with that role, when the segment names one); only this
-    /// node's own fleet can be checked, other fleets' namespaces are refused. Refusals are
-    /// counted by reason; the reason is returned for the response text.
-    pub fn authorize_namespace(&self, peer: &PeerId, namespace: &str) -> Result<(), &'static str> {
-        let Some((fleet, role)) = parse_fleet_namespace(namespace) else {
-            if namespace.starts_with("/roost/") {
-                return self.refuse("malformed_namespace");
-            }
-            return Ok(());
-        };
-        if self.verifier.is_none() || self.fleet.as_deref() != Some(fleet) {
-            return self.refuse("foreign_fleet");
-        }
-        let role = match role.map(Role::parse) {
-            Some(Some(role)) => Some(role),
-            Some(None) => return self.refuse("unknown_role"),
-            None => None,
-        };
-        match self.view.get(peer) {
-            Some(member) if member.fleet == fleet => match role {
-                Some(role) if !member.has_role(role) => self.refuse("missing_role"),
-                _ => Ok(()),
-            },
-            Some(_) => self.refuse("wrong_fleet"),
-            None => match self.last_rejection.get(peer) {
-                Some(reason) => self.refuse(reason),
-                None if self.pending.contains(peer) => self.refuse("not_verified_yet"),
-                None => self.refuse("no_attestation"),
-            },
-        }
-    }
-
-    fn refuse(&self, reason: &'static str) -> Result<(), &'static str> {
-        self.metrics
-            .namespace_refusals
-            .get_or_create(&crate::metrics::ReasonLabels { reason })
-            .inc();
-        Err(reason)
     }
 }
 
@@ -152,15 +101,16 @@ impl SwarmTask {
                     tracing::trace!(%peer, "served attestation");
                 }
                 request_response::Message::Response { response, .. } => {
-                    self.operator.pending.remove(&peer);
+                    self.operator.view.end_fetch(&peer);
                     self.judge_attestation(peer, &response);
                 }
             },
             request_response::Event::OutboundFailure { peer, error, .. } => {
-                if self.operator.pending.remove(&peer) {
+                if self.operator.view.end_fetch(&peer) {
                     tracing::debug!(%peer, %error, "cannot fetch the attestation of a peer claiming fleet membership");
                     self.operator.metrics.reject("unreachable");
-                    self.operator.last_rejection.insert(peer, "unreachable");
+                    self.operator.view.refuse(peer, "unreachable");
+                    self.throttle.set_fleet_member(peer, false);
                 }
             }
             request_response::Event::InboundFailure { peer, error, .. } => {
@@ -182,7 +132,7 @@ impl SwarmTask {
     }
 
     fn fetch_attestation(&mut self, peer: PeerId) {
-        if self.operator.pending.insert(peer) {
+        if self.operator.view.start_fetch(peer) {
             self.swarm
                 .behaviour_mut()
                 .attestation
@@ -220,16 +170,17 @@ impl SwarmTask {
                     "fleet peer verified"
                 );
                 self.operator.metrics.verified.inc();
-                self.operator.last_rejection.remove(&peer);
                 self.operator
                     .view
                     .insert(peer, FleetPeer::from_attestation(a));
+                // Fleet quotas and a positive gossipsub application score.
+                self.throttle.set_fleet_member(peer, true);
             }
             Err(rejection) => {
                 tracing::warn!(%peer, reason = rejection.label(), error = %rejection, "peer claims fleet membership; its attestation is refused");
                 self.operator.metrics.reject(rejection.label());
-                self.operator.last_rejection.insert(peer, rejection.label());
-                self.operator.view.remove(&peer);
+                self.operator.view.refuse(peer, rejection.label());
+                self.throttle.set_fleet_member(peer, false);
             }
         }
         self.operator
@@ -240,10 +191,9 @@ impl SwarmTask {
 
     /// The last connection to `peer` closed.
     pub(crate) fn on_operator_peer_gone(&mut self, peer: PeerId) {
-        self.operator.pending.remove(&peer);
-        self.operator.last_rejection.remove(&peer);
-        if self.operator.view.remove(&peer).is_some() {
+        if self.operator.view.forget(&peer).is_some() {
             tracing::debug!(%peer, "fleet peer disconnected");
+            self.throttle.set_fleet_member(peer, false);
         }
         self.operator
             .metrics
@@ -255,6 +205,7 @@ impl SwarmTask {
     pub(crate) fn operator_tick(&mut self) {
         for peer in self.operator.view.remove_expired(SystemTime::now()) {
             tracing::info!(%peer, "a fleet peer's attestation expired; fetching it again");
+            self.throttle.set_fleet_member(peer, false);
             if self.swarm.is_connected(&peer) {
                 self.fetch_attestation(peer);
             }

@@ -2,7 +2,7 @@
 //! that other capabilities (rendezvous, throttle) consult.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, RwLock},
     time::SystemTime,
 };
@@ -111,21 +111,63 @@ impl FleetPeer {
     }
 }
 
-/// The connected peers whose attestations verified, shared (cheap to clone) between the swarm
-/// task, which writes it, and any capability that gives fleet peers their due (rendezvous fleet
-/// namespaces, throttle quotas). Reads take a short `std` lock and never block on I/O.
+/// What this node knows about a connected peer's fleet membership.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerStatus {
+    /// Its attestation verified and is still valid.
+    Member(Box<FleetPeer>),
+    /// Its attestation was refused, for this reason ([`Rejection::label`] or `unreachable`).
+    Refused(&'static str),
+    /// Its attestation is being fetched.
+    Pending,
+    /// It offered no attestation (or this node does not check them).
+    Unknown,
+}
+
+#[derive(Debug, Default)]
+struct Peers {
+    members: HashMap<PeerId, FleetPeer>,
+    refused: HashMap<PeerId, &'static str>,
+    pending: HashSet<PeerId>,
+}
+
+/// The fleet status of connected peers, shared (cheap to clone) between the swarm task, which
+/// writes it, and the capabilities that give fleet peers their due (the rendezvous server's
+/// fleet namespaces; throttle quotas are told directly). Reads take a short `std` lock and never
+/// wait on I/O, so the rendezvous server thread can ask it for every request.
 #[derive(Debug, Clone, Default)]
 pub struct FleetView {
-    inner: Arc<RwLock<HashMap<PeerId, FleetPeer>>>,
+    inner: Arc<RwLock<Peers>>,
 }
 
 impl FleetView {
     /// The verified fleet peer `peer`, if its attestation is still valid now.
     pub fn get(&self, peer: &PeerId) -> Option<FleetPeer> {
-        let map = self.inner.read().ok()?;
-        map.get(peer)
+        let peers = self.inner.read().ok()?;
+        peers
+            .members
+            .get(peer)
             .filter(|p| p.valid_at(SystemTime::now()))
             .cloned()
+    }
+
+    /// Everything known about `peer`.
+    pub fn status(&self, peer: &PeerId) -> PeerStatus {
+        if let Some(member) = self.get(peer) {
+            return PeerStatus::Member(Box::new(member));
+        }
+        let Ok(peers) = self.inner.read() else {
+            return PeerStatus::Unknown;
+        };
+        if let Some(reason) = peers.refused.get(peer) {
+            PeerStatus::Refused(reason)
+        } else if peers.pending.contains(peer) {
+            PeerStatus::Pending
+        } else if peers.members.contains_key(peer) {
+            PeerStatus::Refused("expired")
+        } else {
+            PeerStatus::Unknown
+        }
     }
 
     pub fn is_fleet_peer(&self, peer: &PeerId) -> bool {
@@ -139,8 +181,9 @@ impl FleetView {
             .unwrap_or(false)
     }
 
+    /// How many members are known.
     pub fn len(&self) -> usize {
-        self.inner.read().map(|m| m.len()).unwrap_or(0)
+        self.inner.read().map(|p| p.members.len()).unwrap_or(0)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -150,32 +193,67 @@ impl FleetView {
     pub fn peers(&self) -> Vec<(PeerId, FleetPeer)> {
         self.inner
             .read()
-            .map(|m| m.iter().map(|(k, v)| (*k, v.clone())).collect())
+            .map(|p| p.members.iter().map(|(k, v)| (*k, v.clone())).collect())
             .unwrap_or_default()
     }
 
     pub(crate) fn insert(&self, peer: PeerId, fleet_peer: FleetPeer) {
-        if let Ok(mut map) = self.inner.write() {
-            map.insert(peer, fleet_peer);
+        if let Ok(mut p) = self.inner.write() {
+            p.refused.remove(&peer);
+            p.pending.remove(&peer);
+            p.members.insert(peer, fleet_peer);
         }
     }
 
-    pub(crate) fn remove(&self, peer: &PeerId) -> Option<FleetPeer> {
-        self.inner.write().ok().and_then(|mut m| m.remove(peer))
+    /// Records a refusal; returns whether the peer was a member until now.
+    pub(crate) fn refuse(&self, peer: PeerId, reason: &'static str) -> bool {
+        self.inner
+            .write()
+            .map(|mut p| {
+                p.pending.remove(&peer);
+                p.refused.insert(peer, reason);
+                p.members.remove(&peer).is_some()
+            })
+            .unwrap_or(false)
     }
 
-    /// Drops entries whose attestation expired; returns the peers dropped.
+    /// Marks a fetch as started; false if one already is.
+    pub(crate) fn start_fetch(&self, peer: PeerId) -> bool {
+        self.inner
+            .write()
+            .map(|mut p| p.pending.insert(peer))
+            .unwrap_or(false)
+    }
+
+    /// Whether a fetch for `peer` was in flight (and clears it).
+    pub(crate) fn end_fetch(&self, peer: &PeerId) -> bool {
+        self.inner
+            .write()
+            .map(|mut p| p.pending.remove(peer))
+            .unwrap_or(false)
+    }
+
+    /// Forgets `peer` (its last connection closed); returns its membership if it had one.
+    pub(crate) fn forget(&self, peer: &PeerId) -> Option<FleetPeer> {
+        let mut p = self.inner.write().ok()?;
+        p.pending.remove(peer);
+        p.refused.remove(peer);
+        p.members.remove(peer)
+    }
+
+    /// Drops members whose attestation expired; returns the peers dropped.
     pub(crate) fn remove_expired(&self, now: SystemTime) -> Vec<PeerId> {
-        let Ok(mut map) = self.inner.write() else {
+        let Ok(mut p) = self.inner.write() else {
             return Vec::new();
         };
-        let expired: Vec<PeerId> = map
+        let expired: Vec<PeerId> = p
+            .members
             .iter()
-            .filter(|(_, p)| !p.valid_at(now))
+            .filter(|(_, m)| !m.valid_at(now))
             .map(|(k, _)| *k)
             .collect();
         for peer in &expired {
-            map.remove(peer);
+            p.members.remove(peer);
         }
         expired
     }
@@ -263,8 +341,19 @@ mod tests {
         assert!(!view.is_member(&peer, "staging", Some(Role::Store)));
         assert!(!view.is_member(&peer, "beta", None));
         assert!(!view.is_fleet_peer(&PeerId::random()));
+        assert_eq!(view.status(&PeerId::random()), PeerStatus::Unknown);
+        assert!(matches!(view.status(&peer), PeerStatus::Member(_)));
         assert!(view.remove_expired(at(now)).is_empty());
         assert_eq!(view.remove_expired(at(now + 61)), vec![peer]);
         assert!(view.is_empty());
+
+        let other = PeerId::random();
+        assert!(view.start_fetch(other));
+        assert!(!view.start_fetch(other));
+        assert_eq!(view.status(&other), PeerStatus::Pending);
+        assert!(!view.refuse(other, "expired"));
+        assert_eq!(view.status(&other), PeerStatus::Refused("expired"));
+        view.forget(&other);
+        assert_eq!(view.status(&other), PeerStatus::Unknown);
     }
 }

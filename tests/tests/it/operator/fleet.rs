@@ -1,14 +1,22 @@
 //! A fleet of three nodes attested each way (SoftHSM2 secp256k1, SoftHSM2 Ed25519, Keycard over
 //! pcscd) accepts each other; impostors with a self-signed or an expired attestation are not
-//! fleet peers. Uses the pcscd rig, so it runs in the `pcscd` group.
+//! fleet peers, get no fleet quotas and are refused the fleet's rendezvous namespaces. Uses the
+//! pcscd rig, so it runs in the `pcscd` group.
 
 use std::path::{Path, PathBuf};
 
-use libp2p::PeerId;
-use roost_node::operator::OperatorKey;
+use std::time::Duration;
+
+use libp2p::{Multiaddr, PeerId};
+use roost_node::{
+    operator::OperatorKey,
+    rendezvous::{client::read_discover_response, proto},
+    Config,
+};
 use roost_tests::{
     metric_sum,
     process::run_roost,
+    rdv::{Flavour, RdvPeer},
     rig::{Card, PcscRig, Readers, SoftHsm, CARD_PIN, SOFTHSM_MODULE},
     wait_until, TestNode, WAIT,
 };
@@ -162,26 +170,42 @@ async fn a_fleet_attested_each_way_accepts_each_other_and_refuses_impostors() {
         &hsm.pin,
     ));
 
+    // Member 0 is also the fleet's rendezvous point; everyone registers there once a second.
+    let fleet_config = |c: &mut Config, attestation: PathBuf, keys: Vec<OperatorKey>| {
+        c.operator.attestation = Some(attestation);
+        c.operator.trusted_keys = keys;
+        c.relay.shards = vec![0];
+        c.rendezvous.register_interval = Duration::from_secs(1);
+        // The point must see every refusal, not the impostors' REGISTER quota running out.
+        c.throttle.rendezvous_register = "600/1m per-peer; 500/1s global".parse().unwrap();
+    };
+    let mut members = members.into_iter();
     let mut nodes = Vec::new();
+    let first = members.next().unwrap();
+    let (path, keys) = (first.attestation.clone(), trusted.clone());
+    nodes.push(TestNode::start_in(first.dir, |c| fleet_config(c, path, keys)).await);
+    let point = nodes[0].tcp_addr();
+    let with_point = |c: &mut Config| c.rendezvous.points = vec![point.clone()];
     for m in members {
         let (path, keys) = (m.attestation.clone(), trusted.clone());
         nodes.push(
-            TestNode::start_in(m.dir, move |c| {
-                c.operator.attestation = Some(path);
-                c.operator.trusted_keys = keys;
+            TestNode::start_in(m.dir, |c| {
+                fleet_config(c, path, keys);
+                with_point(c);
             })
             .await,
         );
     }
     let path = self_signed.attestation.clone();
-    let impostor_self = TestNode::start_in(self_signed.dir, move |c| {
-        c.operator.attestation = Some(path);
+    let impostor_self = TestNode::start_in(self_signed.dir, |c| {
+        fleet_config(c, path, Vec::new());
+        with_point(c);
     })
     .await;
     let (path, keys) = (expired.attestation.clone(), trusted.clone());
-    let impostor_expired = TestNode::start_in(expired.dir, move |c| {
-        c.operator.attestation = Some(path);
-        c.operator.trusted_keys = keys;
+    let impostor_expired = TestNode::start_in(expired.dir, |c| {
+        fleet_config(c, path, keys);
+        with_point(c);
     })
     .await;
 
@@ -250,9 +274,77 @@ async fn a_fleet_attested_each_way_accepts_each_other_and_refuses_impostors() {
         Some(2.0)
     );
 
+    // Fleet quotas from the throttle for members only.
+    let throttled = nodes[0].handle.throttle().fleet_members();
+    for member in &nodes[1..] {
+        assert!(throttled.contains(&member.handle.peer_id()));
+    }
+    for impostor in [&impostor_self, &impostor_expired] {
+        assert!(!throttled.contains(&impostor.handle.peer_id()));
+    }
+
+    // The rendezvous point lists the members under the fleet's namespace, never the impostors,
+    // and counts why it refused them.
+    let mut asker = RdvPeer::ed25519().unwrap();
+    let members_listed = [nodes[1].handle.peer_id(), nodes[2].handle.peer_id()];
+    // Polled (the first REGISTER may come before the point verified the member).
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut listed = Vec::new();
+    while tokio::time::Instant::now() < deadline {
+        listed = discover(&mut asker, &point, "/roost/staging/relay").await;
+        if members_listed.iter().all(|m| listed.contains(m)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        members_listed.iter().all(|m| listed.contains(m)),
+        "members registered under /roost/staging/relay: {listed:?}"
+    );
+    wait_until(WAIT, || async {
+        let m = nodes[0].metrics().await;
+        let refused = |reason| {
+            metric_sum(
+                &m,
+                "roost_operator_fleet_namespace_refusals_total",
+                &[("reason", reason)],
+            )
+        };
+        refused("untrusted_key") >= 1.0 && refused("expired") >= 1.0
+    })
+    .await
+    .expect("the impostors' registrations refused, by reason");
+    for ns in [
+        "/roost/staging/relay",
+        "/roost/staging/store",
+        "/roost/staging/rendezvous",
+    ] {
+        let listed = discover(&mut asker, &point, ns).await;
+        for impostor in [&impostor_self, &impostor_expired] {
+            assert!(
+                !listed.contains(&impostor.handle.peer_id()),
+                "{ns}: {listed:?}"
+            );
+        }
+    }
+
     for node in nodes {
         node.stop().await;
     }
     impostor_self.stop().await;
     impostor_expired.stop().await;
+}
+
+/// The peers registered at `point` under `ns`.
+async fn discover(asker: &mut RdvPeer, point: &Multiaddr, ns: &str) -> Vec<PeerId> {
+    let request = proto::discover_request(Some(ns), None, None);
+    let response = asker
+        .request(point, Flavour::Libp2p, request)
+        .await
+        .expect("the point answers");
+    let (registrations, _) = read_discover_response(&response).expect("a DISCOVER response");
+    registrations
+        .into_iter()
+        .filter_map(|r| r.record.ok().map(|record| record.peer))
+        .collect()
 }
