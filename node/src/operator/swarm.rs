@@ -147,14 +147,12 @@ impl SwarmTask {
         let result = verifier
             .verify(bytes, Some(&peer), SystemTime::now())
             .and_then(|signed| {
-                // A peer that already proved membership cannot downgrade to an older attestation.
-                match self.operator.view.peers().iter().find(|(p, _)| *p == peer) {
-                    Some((_, known)) if signed.attestation.seq < known.seq => {
-                        Err(Rejection::Superseded {
-                            got: signed.attestation.seq,
-                            newest: known.seq,
-                        })
-                    }
+                // A peer that proved membership cannot fall back to an older attestation.
+                match self.operator.view.newest_seq(&peer) {
+                    Some(newest) if signed.attestation.seq < newest => Err(Rejection::Superseded {
+                        got: signed.attestation.seq,
+                        newest,
+                    }),
                     _ => Ok(signed),
                 }
             });

@@ -129,6 +129,9 @@ struct Peers {
     members: HashMap<PeerId, FleetPeer>,
     refused: HashMap<PeerId, &'static str>,
     pending: HashSet<PeerId>,
+    /// Highest attestation seq verified per connected peer (kept across expiry, so a peer
+    /// cannot fall back to an older attestation while connected).
+    newest_seq: HashMap<PeerId, u64>,
 }
 
 /// The fleet status of connected peers, shared (cheap to clone) between the swarm task, which
@@ -201,8 +204,15 @@ impl FleetView {
         if let Ok(mut p) = self.inner.write() {
             p.refused.remove(&peer);
             p.pending.remove(&peer);
+            let newest = p.newest_seq.entry(peer).or_insert(fleet_peer.seq);
+            *newest = (*newest).max(fleet_peer.seq);
             p.members.insert(peer, fleet_peer);
         }
+    }
+
+    /// The highest attestation seq verified for `peer` while it has been connected.
+    pub(crate) fn newest_seq(&self, peer: &PeerId) -> Option<u64> {
+        self.inner.read().ok()?.newest_seq.get(peer).copied()
     }
 
     /// Records a refusal; returns whether the peer was a member until now.
@@ -238,6 +248,7 @@ impl FleetView {
         let mut p = self.inner.write().ok()?;
         p.pending.remove(peer);
         p.refused.remove(peer);
+        p.newest_seq.remove(peer);
         p.members.remove(peer)
     }
 
@@ -346,6 +357,9 @@ mod tests {
         assert!(view.remove_expired(at(now)).is_empty());
         assert_eq!(view.remove_expired(at(now + 61)), vec![peer]);
         assert!(view.is_empty());
+        assert_eq!(view.newest_seq(&peer), Some(1), "remembered across expiry");
+        view.forget(&peer);
+        assert_eq!(view.newest_seq(&peer), None);
 
         let other = PeerId::random();
         assert!(view.start_fetch(other));
