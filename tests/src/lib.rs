@@ -8,6 +8,7 @@
 pub mod bare;
 pub mod process;
 pub mod rdv;
+pub mod rig;
 
 use std::{future::Future, path::PathBuf, time::Duration};
 
