@@ -187,6 +187,40 @@ pub fn node_table(fleet: &Fleet, host: &Host) -> Result<Table, ConfigError> {
     if !peers.is_empty() && get(&table, "network.peers").is_none() {
         set(&mut table, "network.peers", Value::Array(peers));
     }
+    // Fleet membership: nodes trust the fleet's operator keys and serve the attestation the
+    // operator issues for them (deployed beside the data, never rendered: it is per node).
+    set_if_known(
+        &mut table,
+        "operator.fleet",
+        Value::String(fleet.name().to_owned()),
+    );
+    if !fleet.fleet.trusted_operator_keys.is_empty() {
+        set_if_known(
+            &mut table,
+            "operator.trusted_keys",
+            Value::Array(
+                fleet
+                    .fleet
+                    .trusted_operator_keys
+                    .iter()
+                    .cloned()
+                    .map(Value::String)
+                    .collect(),
+            ),
+        );
+        set_if_known(
+            &mut table,
+            "operator.attestation",
+            Value::String(
+                fleet
+                    .fleet
+                    .data_dir
+                    .join("node.attestation")
+                    .display()
+                    .to_string(),
+            ),
+        );
+    }
     // Rendezvous points need a known identity: the client addresses requests to a PeerId.
     let points: Vec<Value> = fleet
         .fleet
@@ -201,6 +235,24 @@ pub fn node_table(fleet: &Fleet, host: &Host) -> Result<Table, ConfigError> {
         set_if_known(&mut table, "rendezvous.points", Value::Array(points));
     }
     Ok(table)
+}
+
+/// The attestation roles a host's fleet roles stand for.
+pub fn attestation_roles(roles: &[Role]) -> Vec<&'static str> {
+    let mut out = BTreeSet::new();
+    for role in roles {
+        match role {
+            Role::Boot => out.extend(["relay", "lightpush", "filter"]),
+            Role::Relay => {
+                out.insert("relay");
+            }
+            Role::Store => out.extend(["relay", "store"]),
+            Role::Rendezvous => {
+                out.insert("rendezvous");
+            }
+        }
+    }
+    out.into_iter().collect()
 }
 
 /// The parsed, validated node config for `host`.
