@@ -75,6 +75,23 @@ async fn staging_checks_green_reports_a_dead_store_node_and_compares_with_beta()
         .as_ref()
         .and_then(|c| c.seconds_to_all_stores)
         .is_some());
+    for n in &report.nodes {
+        assert_eq!(
+            n.attestation_ok,
+            Some(true),
+            "{} is attested by the dev operator key",
+            n.name
+        );
+        assert!(n.attestation_days.unwrap_or(0.0) > 29.0, "{n:?}");
+    }
+    assert!(
+        report
+            .nodes
+            .iter()
+            .filter(|n| n.rendezvous_ok.is_some())
+            .all(|n| n.rendezvous_ok == Some(true)),
+        "rendezvous points list the fleet"
+    );
 
     // A store node dies: check must say so.
     let victim = "store-02.do-ams3.staging";
