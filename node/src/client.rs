@@ -55,6 +55,7 @@ impl Client {
         config.relay.cluster_id = cluster_id;
         config.lightpush.enabled = false;
         config.filter.enabled = false;
+        config.peer_exchange.enabled = false;
         // A service node pushes filter messages over the client's connection: the client must
         // not close it for being idle (the service keeps its side open while subscribed).
         config.network.idle_connection_timeout = std::time::Duration::from_secs(24 * 3600);

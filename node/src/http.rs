@@ -1,5 +1,7 @@
 //! The operator HTTP endpoint (axum): `/metrics` (Prometheus text), `/health` (JSON, 503 when
-//! unhealthy) and `/debug/v1/info` (identity, addresses, cluster, protocols).
+//! unhealthy), `/debug/v1/info` (identity, addresses, cluster, protocols), `/debug/v1/peers`
+//! (connected peers, mesh per shard) and the admin routes capabilities contribute (bans:
+//! [`crate::throttle::admin`], loopback clients only).
 
 use std::{sync::Arc, time::Duration};
 
@@ -22,14 +24,21 @@ const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
 pub struct State {
     pub registry: Arc<Registry>,
     pub node: NodeHandle,
+    /// The effective config, for `/debug/v1/config` (`roost-fleet audit` compares it with the
+    /// fleet definition). It holds no secrets: keys and PINs never live in the config.
+    pub config: Arc<crate::config::Config>,
 }
 
 pub fn router(state: State) -> Router {
+    let admin = crate::throttle::admin::router(state.node.throttle().clone());
     Router::new()
         .route("/metrics", get(metrics))
         .route("/health", get(health))
         .route("/debug/v1/info", get(info))
+        .route("/debug/v1/peers", get(peers))
+        .route("/debug/v1/config", get(config))
         .with_state(state)
+        .merge(admin)
 }
 
 pub async fn serve(
@@ -37,7 +46,9 @@ pub async fn serve(
     state: State,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    // Connect info: admin routes answer loopback clients only.
+    let service = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, service)
         .with_graceful_shutdown(async move {
             while !*shutdown.borrow() {
                 if shutdown.changed().await.is_err() {
@@ -90,6 +101,22 @@ async fn health(AxumState(state): AxumState<State>) -> Response {
         "components": report.components,
     });
     (code, Json(body)).into_response()
+}
+
+/// Connected peers and the mesh per shard, as the swarm task sees them now.
+async fn peers(AxumState(state): AxumState<State>) -> Response {
+    match tokio::time::timeout(STATUS_TIMEOUT, state.node.network_status()).await {
+        Ok(Some(status)) => Json(status).into_response(),
+        _ => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"error": "the swarm task did not answer"})),
+        )
+            .into_response(),
+    }
+}
+
+async fn config(AxumState(state): AxumState<State>) -> Response {
+    Json(state.config.as_ref().clone()).into_response()
 }
 
 async fn info(AxumState(state): AxumState<State>) -> Response {

@@ -18,11 +18,14 @@ pub mod message;
 pub mod metadata;
 pub mod metrics;
 pub mod node;
+pub mod peer_exchange;
 pub mod relay;
 pub mod reqres;
 pub mod store;
 pub mod swarm;
 pub mod telemetry;
+pub mod throttle;
+pub mod waku_enr;
 
 pub use config::Config;
 pub use message::{MessageHash, WakuMessage};

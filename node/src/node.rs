@@ -17,12 +17,15 @@ use crate::{
     http, lightpush,
     message::WakuMessage,
     metrics::{self, NetworkMetrics},
+    peer_exchange,
     relay::{self, RelayedMessage},
     store,
     swarm::{
         build_swarm, Command, MessageSink, NetworkStatus, PublishError, PublishReceipt, SwarmTask,
         SwarmTaskParts, COMMAND_CAPACITY,
     },
+    throttle::{self, Throttle},
+    waku_enr,
 };
 
 /// Buffer of the broadcast channel that API subscribers read relayed messages from; a
@@ -45,6 +48,8 @@ pub enum StartError {
     Identity(#[from] crate::identity::Error),
     #[error(transparent)]
     Build(#[from] crate::swarm::BuildError),
+    #[error(transparent)]
+    Bans(#[from] crate::throttle::bans::BanDbError),
     #[error("store: {0}")]
     Store(#[from] store::StoreError),
     #[error("{what} port {port} is already in use ({key}); choose another with --{flag} or ROOST_{env}, or 0 for any free port")]
@@ -78,6 +83,8 @@ pub struct NodeInfo {
     pub shards: Vec<u16>,
     pub pubsub_topics: Vec<String>,
     pub protocols: Vec<String>,
+    /// This node's Waku ENR (`enr:-…`), as peer exchange hands it out.
+    pub enr: Option<String>,
 }
 
 /// A cloneable front to a running node.
@@ -88,6 +95,7 @@ pub struct NodeHandle {
     filter_pushes: broadcast::Sender<Arc<ReceivedPush>>,
     info: Arc<NodeInfo>,
     health: Health,
+    throttle: Throttle,
     shutdown: watch::Sender<bool>,
     store: Option<store::ArchiveHandle>,
 }
@@ -103,6 +111,12 @@ impl NodeHandle {
 
     pub fn health(&self) -> &Health {
         &self.health
+    }
+
+    /// The node's quotas, offence scores and bans (see [`crate::throttle`]); e.g. the
+    /// operator-identity capability marks attested fleet members through it.
+    pub fn throttle(&self) -> &Throttle {
+        &self.throttle
     }
 
     /// The archive, when this node is a store node: acknowledged inserts, local queries, stats.
@@ -225,6 +239,7 @@ impl Node {
         config: Config,
         extra_sinks: Vec<Box<dyn MessageSink>>,
     ) -> Result<Node, StartError> {
+        let http_config = Arc::new(config.clone());
         let data_dir = config.node.data_dir.clone();
         std::fs::create_dir_all(&data_dir).map_err(|source| StartError::DataDir {
             path: data_dir.clone(),
@@ -238,10 +253,21 @@ impl Node {
         let relay_metrics =
             relay::Metrics::register(registry.sub_registry_with_prefix("roost_relay"));
         let net_metrics = NetworkMetrics::register(registry.sub_registry_with_prefix("roost"));
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (throttle, ban_writer) = Throttle::open(
+            &config.throttle,
+            throttle::Metrics::register(registry.sub_registry_with_prefix("roost_throttle")),
+            &data_dir,
+            shutdown_rx.clone(),
+        )
+        .await?;
         let lightpush_metrics =
             lightpush::Metrics::register(registry.sub_registry_with_prefix("roost_lightpush"));
         let filter_metrics =
             filter::Metrics::register(registry.sub_registry_with_prefix("roost_filter"));
+        let px_metrics = peer_exchange::Metrics::register(
+            registry.sub_registry_with_prefix("roost_peer_exchange"),
+        );
         let health = Health::default();
         // Opened before any listener, so a locked or damaged archive stops start-up cleanly.
         let store = if store::serving(&config) {
@@ -262,7 +288,8 @@ impl Node {
             None
         };
 
-        let mut swarm = build_swarm(keypair, &config, &mut registry).await?;
+        let mut swarm =
+            build_swarm(keypair.clone(), &config, &mut registry, throttle.clone()).await?;
         let listeners = listen(&mut swarm, &config)?;
         for address in &config.network.external_addresses {
             swarm.add_external_address(address.clone());
@@ -270,7 +297,6 @@ impl Node {
         let (tcp_addresses, ws_addresses) = wait_for_listen_addrs(&mut swarm, &listeners).await?;
 
         let (command_tx, command_rx) = mpsc::channel(COMMAND_CAPACITY);
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (messages_tx, _) = broadcast::channel(SUBSCRIBER_BUFFER);
         let mut sinks: Vec<Box<dyn MessageSink>> = vec![Box::new(messages_tx.clone())];
         sinks.extend(extra_sinks);
@@ -317,6 +343,21 @@ impl Node {
         if config.filter.enabled {
             protocols.push(filter::SUBSCRIBE_PROTOCOL.to_string());
         }
+        if config.peer_exchange.enabled {
+            protocols.push(peer_exchange::PROTOCOL_ID.to_string());
+        }
+        let seq = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(1);
+        let record = waku_enr::local_record(&config, &tcp_addresses, &ws_addresses, seq);
+        let enr = match waku_enr::build(&keypair, &record) {
+            Ok(enr) => Some(enr.to_base64()),
+            Err(e) => {
+                tracing::warn!(error = %e, "no ENR for this node; peer exchange clients cannot list it");
+                None
+            }
+        };
         let mut info = NodeInfo {
             peer_id,
             version: metrics::VERSION,
@@ -337,6 +378,7 @@ impl Node {
                 .map(ToString::to_string)
                 .collect(),
             protocols,
+            enr,
         };
 
         let mut tasks = JoinSet::new();
@@ -373,6 +415,7 @@ impl Node {
             filter_pushes: filter_pushes_tx.clone(),
             info: Arc::new(info),
             health: health.clone(),
+            throttle: throttle.clone(),
             shutdown: shutdown_tx,
             store: store_handle,
         };
@@ -388,12 +431,23 @@ impl Node {
                 net_metrics,
                 libp2p_metrics,
                 health: health.clone(),
-                lightpush: lightpush::Service::new(lightpush_metrics),
+                throttle: throttle.clone(),
+                lightpush: lightpush::Service::new(
+                    lightpush_metrics,
+                    handle.store.clone(),
+                    handle.commands.clone(),
+                ),
                 filter: filter::SwarmSide {
                     requests: filter_requests,
                     received: filter_pushes_tx,
                     metrics: filter_metrics,
                 },
+                peer_exchange: peer_exchange::Service::new(
+                    &config.peer_exchange,
+                    peer_id,
+                    config.relay.cluster_id,
+                    px_metrics,
+                ),
                 store: store_inbound,
             },
         );
@@ -401,6 +455,19 @@ impl Node {
             task.run().await;
             ("swarm", Ok(()))
         });
+        {
+            let (throttle, health, shutdown) =
+                (throttle.clone(), health.clone(), shutdown_rx.clone());
+            let interval = config.throttle.prune_interval;
+            tasks.spawn(async move {
+                throttle::task::run(throttle, interval, health, shutdown).await;
+                ("throttle", Ok(()))
+            });
+            tasks.spawn(async move {
+                ban_writer.await;
+                ("ban writer", Ok(()))
+            });
+        }
         if let Some(runner) = store_runner {
             let shutdown = shutdown_rx.clone();
             tasks.spawn(async move { ("store", runner.run(shutdown).await) });
@@ -416,6 +483,7 @@ impl Node {
             let state = http::State {
                 registry: Arc::new(registry),
                 node: handle.clone(),
+                config: http_config,
             };
             let shutdown = shutdown_rx.clone();
             tasks.spawn(async move {
@@ -545,10 +613,15 @@ fn listen(
         )
     })?;
     let ws = if net.ws_enabled {
+        let ws = if net.ws_tls_cert.is_some() {
+            Protocol::Wss("/".into())
+        } else {
+            Protocol::Ws("/".into())
+        };
         let ws_addr = Multiaddr::empty()
             .with(ip)
             .with(Protocol::Tcp(net.ws_port))
-            .with(Protocol::Ws("/".into()));
+            .with(ws);
         Some(swarm.listen_on(ws_addr.clone()).map_err(|e| {
             listen_error(
                 e,

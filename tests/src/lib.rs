@@ -13,7 +13,7 @@ use libp2p::{multiaddr::Protocol, Multiaddr};
 use roost_node::{Config, Node, NodeHandle};
 use tempfile::TempDir;
 
-pub use process::{roost_bin, RoostProcess};
+pub use process::{fleet_bin, roost_bin, RoostProcess};
 
 /// Default time a test waits for a condition before failing.
 pub const WAIT: Duration = Duration::from_secs(30);
@@ -38,6 +38,10 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     c.network.ws_port = 0;
     c.http.address = ([127, 0, 0, 1], 0).into();
     c.node.shutdown_timeout = Duration::from_secs(3);
+    // Every test peer connects from 127.0.0.1, which no production IP sees: spare it the
+    // per-IP connection limits, IP bans and gossipsub's IP colocation penalty. Tests of those
+    // limits clear this (or dial from another loopback address, e.g. 127.0.0.2).
+    c.throttle.exempt_ips = vec![[127, 0, 0, 1].into()];
     c
 }
 

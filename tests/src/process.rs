@@ -1,6 +1,7 @@
-//! Running the real `roost` binary: for CLI tests, kill -9 tests and anything that needs a
-//! separate process. The binary is found next to the test executable (`target/<profile>/roost`);
-//! if it is missing it is built once with cargo. `ROOST_TEST_BIN` overrides the path.
+//! Running the real `roost` and `roost-fleet` binaries: for CLI tests, kill -9 tests and
+//! anything that needs a separate process. Binaries are found next to the test executable
+//! (`target/<profile>/roost`) after a `cargo build` (a no-op when fresh). `ROOST_TEST_BIN`
+//! overrides the `roost` path.
 
 use std::{
     path::PathBuf,
@@ -12,45 +13,55 @@ use std::{
 /// Path of the `roost` binary, building it if needed.
 pub fn roost_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Ok(path) = std::env::var("ROOST_TEST_BIN") {
-            return PathBuf::from(path);
-        }
-        let exe = std::env::current_exe().expect("test executable path");
-        // target/<profile>/deps/<test> -> target/<profile>/roost
-        let profile_dir = exe
-            .parent()
-            .and_then(|deps| deps.parent())
-            .expect("test executable lives in target/<profile>/deps")
-            .to_owned();
-        let bin = profile_dir.join("roost");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut build = Command::new(cargo);
-        build.args(["build", "--quiet", "-p", "roost-node", "--bin", "roost"]);
-        if profile_dir.file_name().and_then(|n| n.to_str()) == Some("release") {
-            build.arg("--release");
-        }
-        // Always run the build: it is a no-op when the binary is fresh, and a stale binary would
-        // test old code. The test process's CARGO_* variables (CARGO_MANIFEST_DIR, ...) must not
-        // leak into it: build scripts track some of them and would rebuild half the tree.
-        for (key, _) in std::env::vars() {
-            let keep = matches!(
-                key.as_str(),
-                "CARGO_HOME" | "CARGO_TARGET_DIR" | "CARGO_BUILD_JOBS"
-            );
-            if key.starts_with("CARGO_") && !keep {
-                build.env_remove(key);
-            }
-        }
-        let status = build
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("run cargo build for the roost binary");
-        assert!(status.success(), "building the roost binary failed");
-        assert!(bin.exists(), "roost binary not found at {}", bin.display());
-        bin
+    BIN.get_or_init(|| match std::env::var("ROOST_TEST_BIN") {
+        Ok(path) => PathBuf::from(path),
+        Err(_) => workspace_bin("roost-node", "roost"),
     })
     .clone()
+}
+
+/// Path of the `roost-fleet` binary, building it if needed.
+pub fn fleet_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| workspace_bin("roost-fleet", "roost-fleet"))
+        .clone()
+}
+
+/// Builds (a no-op when fresh) and locates a binary of this workspace next to the test
+/// executable: `target/<profile>/deps/<test>` -> `target/<profile>/<bin>`.
+fn workspace_bin(package: &str, name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test executable lives in target/<profile>/deps")
+        .to_owned();
+    let bin = profile_dir.join(name);
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(cargo);
+    build.args(["build", "--quiet", "-p", package, "--bin", name]);
+    if profile_dir.file_name().and_then(|n| n.to_str()) == Some("release") {
+        build.arg("--release");
+    }
+    // Always run the build: it is a no-op when the binary is fresh, and a stale binary would
+    // test old code. The test process's CARGO_* variables (CARGO_MANIFEST_DIR, ...) must not
+    // leak into it: build scripts track some of them and would rebuild half the tree.
+    for (key, _) in std::env::vars() {
+        let keep = matches!(
+            key.as_str(),
+            "CARGO_HOME" | "CARGO_TARGET_DIR" | "CARGO_BUILD_JOBS"
+        );
+        if key.starts_with("CARGO_") && !keep {
+            build.env_remove(key);
+        }
+    }
+    let status = build
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .unwrap_or_else(|e| panic!("run cargo build for {name}: {e}"));
+    assert!(status.success(), "building {name} failed");
+    assert!(bin.exists(), "{name} not found at {}", bin.display());
+    bin
 }
 
 /// Runs `roost <args>` to completion with a clean `ROOST_*` environment.
@@ -252,6 +263,15 @@ impl NodeProcess {
     /// Every log line so far.
     pub fn logs(&self) -> Vec<String> {
         self.logs.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// The process's resident set size (VmRSS), in bytes.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.process.pid())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
     }
 
     /// SIGKILL, and wait until the process is gone.

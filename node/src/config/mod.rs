@@ -27,8 +27,10 @@ pub struct Config {
     pub node: NodeConfig,
     pub network: NetworkConfig,
     pub relay: crate::relay::Config,
+    pub throttle: crate::throttle::Config,
     pub lightpush: crate::lightpush::Config,
     pub filter: crate::filter::Config,
+    pub peer_exchange: crate::peer_exchange::Config,
     pub store: crate::store::Config,
     pub http: HttpConfig,
     pub log: LogConfig,
@@ -66,6 +68,11 @@ pub struct NetworkConfig {
     pub ws_enabled: bool,
     /// WebSocket listener port; `0` picks a free port. Default `8000`.
     pub ws_port: u16,
+    /// PEM certificate chain for the WebSocket listener. With `ws_tls_key` the listener serves
+    /// secure WebSocket (`/wss`), which browsers need. Default: none (plain `/ws`).
+    pub ws_tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `ws_tls_cert`. Default: none.
+    pub ws_tls_key: Option<PathBuf>,
     /// Static peers dialled at start and redialled with backoff while disconnected.
     pub peers: Vec<Multiaddr>,
     /// Addresses to announce instead of/in addition to the listen addresses (NAT, DNS).
@@ -91,6 +98,8 @@ impl Default for NetworkConfig {
             tcp_port: 60000,
             ws_enabled: true,
             ws_port: 8000,
+            ws_tls_cert: None,
+            ws_tls_key: None,
             peers: Vec::new(),
             external_addresses: Vec::new(),
             max_connections: 300,
@@ -218,8 +227,12 @@ impl Config {
     /// Cross-field checks that serde cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.relay.validate().map_err(ConfigError::Invalid)?;
+        self.throttle.validate().map_err(ConfigError::Invalid)?;
         self.store.validate().map_err(ConfigError::Invalid)?;
         self.filter.validate().map_err(ConfigError::Invalid)?;
+        self.peer_exchange
+            .validate(self.relay.cluster_id)
+            .map_err(ConfigError::Invalid)?;
         for (enabled, key) in [
             (self.lightpush.enabled, "lightpush.enabled"),
             (self.filter.enabled, "filter.enabled"),
@@ -249,6 +262,19 @@ impl Config {
                 "network.tcp_port and network.ws_port are both {}; give the WebSocket listener another port (--ws-port) or 0",
                 self.network.tcp_port
             )));
+        }
+        match (&self.network.ws_tls_cert, &self.network.ws_tls_key) {
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(ConfigError::Invalid(
+                    "set both network.ws_tls_cert and network.ws_tls_key (PEM files) for secure WebSocket, or neither".into(),
+                ))
+            }
+            (Some(_), Some(_)) if !self.network.ws_enabled => {
+                return Err(ConfigError::Invalid(
+                    "network.ws_tls_cert is set but network.ws_enabled is false; enable the WebSocket listener or remove the TLS files".into(),
+                ))
+            }
+            _ => {}
         }
         for peer in &self.network.peers {
             if !peer.iter().any(|p| {

@@ -5,24 +5,49 @@ use std::time::Instant;
 
 use libp2p::{
     request_response::{self, ResponseChannel},
+    swarm::ConnectionId,
     PeerId,
 };
+use tokio::sync::mpsc;
 
 use super::{decode_request, encode_response, Metrics, PushRequest, Refused, Status, Version};
 use crate::{
+    message::WakuMessage,
     relay::Invalid,
-    swarm::{PublishError, SwarmTask},
+    store::{ArchiveHandle, StoreError},
+    swarm::{Command, PublishError, SwarmTask},
+    throttle,
 };
 
 /// Light push state kept by the swarm task.
 pub struct Service {
     pub metrics: Metrics,
+    /// The archive, on a store node: a storable message is answered 200 only once committed.
+    store: Option<ArchiveHandle>,
+    /// Answers sent from the tasks that wait for the store.
+    commands: mpsc::Sender<Command>,
 }
 
 impl Service {
-    pub fn new(metrics: Metrics) -> Self {
-        Service { metrics }
+    pub fn new(
+        metrics: Metrics,
+        store: Option<ArchiveHandle>,
+        commands: mpsc::Sender<Command>,
+    ) -> Self {
+        Service {
+            metrics,
+            store,
+            commands,
+        }
     }
+}
+
+/// A published push: relay peers reached, and the message if the store must commit it before
+/// the answer.
+struct Published {
+    relay_peers: u32,
+    pubsub_topic: String,
+    to_store: Option<WakuMessage>,
 }
 
 /// The stable label of an inbound stream failure.
@@ -49,12 +74,12 @@ impl SwarmTask {
         match event {
             request_response::Event::Message {
                 peer,
+                connection_id,
                 message:
                     request_response::Message::Request {
                         request, channel, ..
                     },
-                ..
-            } => self.serve_lightpush(version, peer, &request, channel),
+            } => self.serve_lightpush(version, peer, connection_id, &request, channel),
             request_response::Event::InboundFailure { peer, error, .. } => {
                 tracing::debug!(%peer, version = version.label(), %error, "light push request failed");
                 self.lightpush
@@ -74,16 +99,52 @@ impl SwarmTask {
         &mut self,
         version: Version,
         peer: PeerId,
+        connection: ConnectionId,
         bytes: &[u8],
         channel: ResponseChannel<Vec<u8>>,
     ) {
         let started = Instant::now();
-        let (request_id, result) = match decode_request(version, bytes) {
-            Ok(request) => {
-                let id = request.request_id.clone();
-                (id, self.light_push(peer, request))
+        // The throttle first: an over-quota request gets a 429 without being decoded.
+        let (request_id, result) = match self.admit(throttle::Service::LightPush, peer, connection)
+        {
+            Err(throttled) => (
+                super::UNKNOWN_REQUEST_ID.to_owned(),
+                Err(Refused::new(
+                    Status::TOO_MANY_REQUESTS,
+                    throttled.to_string(),
+                )),
+            ),
+            Ok(()) => match decode_request(version, bytes) {
+                Ok(request) => {
+                    let id = request.request_id.clone();
+                    (id, self.light_push(peer, request))
+                }
+                Err((id, refused)) => (id, Err(refused)),
+            },
+        };
+        let result = match result {
+            Ok(Published {
+                relay_peers,
+                pubsub_topic,
+                to_store: Some(message),
+            }) => {
+                if let Some(store) = self.lightpush.store.clone() {
+                    self.answer_once_stored(
+                        version,
+                        store,
+                        request_id,
+                        relay_peers,
+                        pubsub_topic,
+                        message,
+                        channel,
+                        started,
+                    );
+                    return;
+                }
+                Ok(relay_peers)
             }
-            Err((id, refused)) => (id, Err(refused)),
+            Ok(published) => Ok(published.relay_peers),
+            Err(refused) => Err(refused),
         };
         let outcome = match &result {
             Ok(_) => Status::SUCCESS.outcome(),
@@ -104,8 +165,59 @@ impl SwarmTask {
             .answered(version, outcome, started.elapsed().as_secs_f64());
     }
 
-    /// Validates and publishes one pushed message; `Ok` is the number of relay peers.
-    fn light_push(&mut self, peer: PeerId, request: PushRequest) -> Result<u32, Refused> {
+    /// Waits for the store to commit a storable message before answering 200, off the swarm
+    /// task. (Concurrency is bounded by libp2p's per-connection stream limit and the connection
+    /// limits; the store's writer queue makes inserts wait, never drop.)
+    #[allow(clippy::too_many_arguments)]
+    fn answer_once_stored(
+        &self,
+        version: Version,
+        store: ArchiveHandle,
+        request_id: String,
+        relay_peers: u32,
+        pubsub_topic: String,
+        message: WakuMessage,
+        channel: ResponseChannel<Vec<u8>>,
+        started: Instant,
+    ) {
+        let commands = self.lightpush.commands.clone();
+        let metrics = self.lightpush.metrics.clone();
+        tokio::spawn(async move {
+            let hash = message.hash(&pubsub_topic);
+            let result = match store.insert(&pubsub_topic, message).await {
+                // Rejected: the message left the store's timestamp window while it was being
+                // relayed; it was not storable, so the relay answer stands.
+                Ok(_) => Ok(relay_peers),
+                Err(StoreError::ShuttingDown) => Err(Refused::new(
+                    Status::SERVICE_NOT_AVAILABLE,
+                    format!("relayed to {relay_peers} peer(s), but the node is shutting down and did not store it"),
+                )),
+                Err(e) => Err(Refused::new(
+                    Status::INTERNAL_SERVER_ERROR,
+                    format!("relayed to {relay_peers} peer(s), but not stored: {e}"),
+                )),
+            };
+            let outcome = match &result {
+                Ok(_) => Status::SUCCESS.outcome(),
+                Err(refused) => {
+                    tracing::warn!(%hash, status = %refused.status, reason = %refused.description, "light push not stored");
+                    refused.status.outcome()
+                }
+            };
+            let response = encode_response(version, &request_id, &result);
+            let _ = commands
+                .send(Command::Respond {
+                    protocol: version.reqres(),
+                    channel,
+                    response,
+                })
+                .await;
+            metrics.answered(version, outcome, started.elapsed().as_secs_f64());
+        });
+    }
+
+    /// Validates and publishes one pushed message.
+    fn light_push(&mut self, peer: PeerId, request: PushRequest) -> Result<Published, Refused> {
         let pubsub_topic = match request.pubsub_topic {
             Some(topic) if topic.trim().is_empty() => {
                 return Err(Refused::new(
@@ -122,6 +234,12 @@ impl SwarmTask {
                 })?
                 .to_string(),
         };
+        let to_store = self
+            .lightpush
+            .store
+            .as_ref()
+            .filter(|store| store.accepts(&pubsub_topic, &request.message))
+            .map(|_| request.message.clone());
         let published = self.publish(pubsub_topic.clone(), request.message);
         let receipt = published.map_err(|e| match e {
             PublishError::Invalid(Invalid::Oversize { size, max }) => Refused::new(
@@ -161,6 +279,10 @@ impl SwarmTask {
                 format!("no relay peers on {pubsub_topic}"),
             ));
         }
-        Ok(u32::try_from(receipt.relay_peers).unwrap_or(u32::MAX))
+        Ok(Published {
+            relay_peers: u32::try_from(receipt.relay_peers).unwrap_or(u32::MAX),
+            pubsub_topic,
+            to_store,
+        })
     }
 }

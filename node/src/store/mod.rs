@@ -242,6 +242,12 @@ impl ArchiveHandle {
         rx.await.map_err(|_| StoreError::ShuttingDown)?
     }
 
+    /// Whether the store would keep this message (the rules [`Self::insert`] applies first),
+    /// counting nothing: light push asks before waiting for an acknowledgement.
+    pub fn accepts(&self, pubsub_topic: &str, message: &WakuMessage) -> bool {
+        self.rules.check(pubsub_topic, message, now_nanos()).is_ok()
+    }
+
     /// Answers a store query locally, exactly as a peer would get it.
     pub async fn query(&self, request: &StoreQueryRequest) -> StoreQueryResponse {
         let (reply, rx) = oneshot::channel();
@@ -653,7 +659,12 @@ impl WriterThread {
                             InsertOutcome::Stored
                         }
                         Written::Duplicate => {
-                            self.metrics.reject("duplicate");
+                            // An acknowledged insert of a message the relay path already
+                            // queued (light push on a store node) is a confirmation, not a
+                            // rejection.
+                            if ack.is_none() {
+                                self.metrics.reject("duplicate");
+                            }
                             InsertOutcome::Duplicate
                         }
                         Written::Rejected(reason) => {

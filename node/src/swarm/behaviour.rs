@@ -11,7 +11,7 @@ use libp2p::{
 use super::keep_alive;
 use crate::{
     config::Config, filter, lightpush, lightpush::Version, metadata, metrics::VERSION,
-    reqres::LpCodec, store,
+    peer_exchange, reqres::LpCodec, store, throttle,
 };
 
 /// identify's protocol version string: the Waku protocol family.
@@ -19,6 +19,9 @@ const IDENTIFY_PROTOCOL: &str = "/vac/waku/2.0.0";
 
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
+    /// Per-IP connection limits and bans, refused before the Noise handshake; remote IPs of
+    /// connections for quota keys.
+    pub throttle: throttle::Behaviour,
     /// Connection caps (total, pending, per peer).
     pub limits: libp2p_connection_limits::Behaviour,
     /// Waku relay; absent when the relay is turned off.
@@ -37,10 +40,17 @@ pub struct Behaviour {
     /// Filter subscribe (inbound only with `filter.enabled`) and push.
     pub filter_subscribe: request_response::Behaviour<LpCodec>,
     pub filter_push: request_response::Behaviour<LpCodec>,
+    /// Peer exchange (inbound only with `peer_exchange.enabled`).
+    pub peer_exchange: request_response::Behaviour<LpCodec>,
 }
 
 impl Behaviour {
-    pub fn new(keypair: &Keypair, config: &Config, relay: Option<gossipsub::Behaviour>) -> Self {
+    pub fn new(
+        keypair: &Keypair,
+        config: &Config,
+        relay: Option<gossipsub::Behaviour>,
+        throttle: throttle::Throttle,
+    ) -> Self {
         let net = &config.network;
         let limits = libp2p_connection_limits::ConnectionLimits::default()
             .with_max_established(Some(net.max_connections))
@@ -48,6 +58,7 @@ impl Behaviour {
             .with_max_established_per_peer(Some(net.max_connections_per_peer));
         let max_message = config.relay.max_message_size.as_usize();
         Behaviour {
+            throttle: throttle::Behaviour::new(throttle),
             limits: libp2p_connection_limits::Behaviour::new(limits),
             relay: relay.into(),
             metadata: metadata::behaviour(),
@@ -63,6 +74,7 @@ impl Behaviour {
             lightpush_legacy: lightpush::behaviour(Version::Legacy, &config.lightpush, max_message),
             filter_subscribe: filter::subscribe_behaviour(&config.filter),
             filter_push: filter::push_behaviour(&config.filter, max_message),
+            peer_exchange: peer_exchange::behaviour(&config.peer_exchange),
         }
     }
 }

@@ -49,6 +49,7 @@ use crate::{
     metrics::{ChannelLabels, DirectionLabels, NetworkMetrics, ReasonLabels},
     relay::{self, RelayedMessage, Validator},
     store,
+    throttle::Throttle,
 };
 
 /// A consumer of accepted relay messages. `deliver` runs on the swarm task: it must not block
@@ -86,10 +87,11 @@ pub struct SwarmTask {
     shutdown: watch::Receiver<bool>,
     validator: Validator,
     sinks: Vec<Box<dyn MessageSink>>,
-    relay_metrics: relay::Metrics,
+    pub(crate) relay_metrics: relay::Metrics,
     net_metrics: NetworkMetrics,
     libp2p_metrics: libp2p::metrics::Metrics,
     health: Health,
+    pub(crate) throttle: Throttle,
     cluster_id: u16,
     shards: Vec<u16>,
     relay_enabled: bool,
@@ -104,6 +106,7 @@ pub struct SwarmTask {
     pub(crate) relay_config: relay::Config,
     pub(crate) lightpush: crate::lightpush::Service,
     pub(crate) filter: crate::filter::SwarmSide,
+    pub(crate) peer_exchange: crate::peer_exchange::Service,
     /// The store's query queue, when this node is a store node.
     pub(crate) store: Option<store::Inbound>,
 }
@@ -117,8 +120,10 @@ pub struct SwarmTaskParts {
     pub net_metrics: NetworkMetrics,
     pub libp2p_metrics: libp2p::metrics::Metrics,
     pub health: Health,
+    pub throttle: Throttle,
     pub lightpush: crate::lightpush::Service,
     pub filter: crate::filter::SwarmSide,
+    pub peer_exchange: crate::peer_exchange::Service,
     /// The store's query queue (`None`: not a store node).
     pub store: Option<store::Inbound>,
 }
@@ -152,6 +157,7 @@ impl SwarmTask {
             net_metrics: parts.net_metrics,
             libp2p_metrics: parts.libp2p_metrics,
             health: parts.health,
+            throttle: parts.throttle,
             cluster_id: config.relay.cluster_id,
             shards: config.relay.shards.clone(),
             relay_enabled: config.relay.enabled,
@@ -163,6 +169,7 @@ impl SwarmTask {
             relay_config: config.relay.clone(),
             lightpush: parts.lightpush,
             filter: parts.filter,
+            peer_exchange: parts.peer_exchange,
             store: parts.store,
         };
         task.subscribe_shards(config);
@@ -204,6 +211,7 @@ impl SwarmTask {
                 _ = gauges.tick() => {
                     self.redial_static_peers();
                     self.refresh_gauges();
+                    self.on_throttle_tick();
                 }
             }
         }
@@ -411,12 +419,14 @@ impl SwarmTask {
                 self.libp2p_metrics.record(&event);
                 if let identify::Event::Received { peer_id, info, .. } = &event {
                     tracing::debug!(peer = %peer_id, agent = %info.agent_version, "identified peer");
+                    self.peer_exchange_on_identified(*peer_id, &info.protocols);
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Ping(event)) => {
                 self.libp2p_metrics.record(&event)
             }
             SwarmEvent::Behaviour(BehaviourEvent::Limits(never)) => match never {},
+            SwarmEvent::Behaviour(BehaviourEvent::Throttle(never)) => match never {},
             SwarmEvent::Behaviour(BehaviourEvent::KeepAlive(never)) => match never {},
             SwarmEvent::Behaviour(BehaviourEvent::Lightpush(event)) => {
                 self.on_lightpush(crate::lightpush::Version::V3, event)
@@ -428,6 +438,9 @@ impl SwarmTask {
                 self.on_filter_subscribe(event)
             }
             SwarmEvent::Behaviour(BehaviourEvent::FilterPush(event)) => self.on_filter_push(event),
+            SwarmEvent::Behaviour(BehaviourEvent::PeerExchange(event)) => {
+                self.on_peer_exchange(event)
+            }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 connection_id,
@@ -508,6 +521,13 @@ impl SwarmTask {
             return;
         };
         let topic = message.topic.as_str();
+        // Quotas first: an over-quota message is dropped before it is decoded.
+        if let Err(acceptance) = self.relay_gate(&propagation_source, topic, message.data.len()) {
+            if let Some(gs) = self.swarm.behaviour_mut().relay.as_mut() {
+                gs.report_message_validation_result(&message_id, &propagation_source, acceptance);
+            }
+            return;
+        }
         let verdict = self.validator.validate(topic, &message.data);
         let acceptance = match &verdict {
             Ok(_) => {
@@ -517,6 +537,7 @@ impl SwarmTask {
             Err(invalid) => {
                 self.relay_metrics.verdict("reject", invalid.label());
                 tracing::debug!(peer = %propagation_source, reason = invalid.label(), error = %invalid, "rejected relay message");
+                self.relay_invalid(&propagation_source);
                 MessageAcceptance::Reject
             }
         };
@@ -598,7 +619,7 @@ impl SwarmTask {
         }
     }
 
-    fn disconnect(&mut self, peer: PeerId, reason: &'static str) {
+    pub(crate) fn disconnect(&mut self, peer: PeerId, reason: &'static str) {
         self.net_metrics
             .peer_disconnects
             .get_or_create(&ReasonLabels { reason })
@@ -607,6 +628,11 @@ impl SwarmTask {
     }
 
     // === static peers ===
+
+    /// Whether `peer` is one of the configured static peers.
+    pub(crate) fn is_static_peer(&self, peer: &PeerId) -> bool {
+        self.static_peers.iter().any(|p| p.peer_id == Some(*peer))
+    }
 
     fn redial_static_peers(&mut self) {
         let now = Instant::now();

@@ -30,6 +30,7 @@ pub enum Protocol {
     LightPushLegacy,
     FilterSubscribe,
     FilterPush,
+    PeerExchange,
     Store,
 }
 
@@ -104,6 +105,7 @@ impl SwarmTask {
             Protocol::LightPushLegacy => Some(&mut behaviour.lightpush_legacy),
             Protocol::FilterSubscribe => Some(&mut behaviour.filter_subscribe),
             Protocol::FilterPush => Some(&mut behaviour.filter_push),
+            Protocol::PeerExchange => Some(&mut behaviour.peer_exchange),
             Protocol::Store => Some(&mut behaviour.store),
         }
     }

@@ -5,9 +5,10 @@ use roost_node::{
     client::Client,
     lightpush::{self, Status, Version},
     message::WakuMessage,
+    store::{self, StoreQueryRequest},
     swarm::ReqResProtocol,
 };
-use roost_tests::{init_tracing, metric_sum, TestNode, WAIT};
+use roost_tests::{init_tracing, metric_sum, process::NodeProcess, TestNode, WAIT};
 
 /// The pubsub topic a content topic autoshards to with the default config (cluster 1, 8 shards).
 pub fn autoshard(content_topic: &str) -> String {
@@ -298,5 +299,119 @@ async fn frames_over_the_read_limit_are_dropped_without_harm() {
         .await
         .expect("the node still answers");
     assert_eq!(reply.status, Status::NO_PEERS_TO_RELAY);
+    client.stop().await;
+}
+
+/// On a store node a 200 means "stored": the message is in the archive the moment the answer
+/// arrives, counted once. Messages the store does not keep (ephemeral) are answered at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_node_answers_200_only_once_the_message_is_stored() {
+    init_tracing();
+    let content_topic = "/roost/1/stored/proto";
+    let topic = autoshard(content_topic);
+    let a = TestNode::start().await;
+    let b = TestNode::start_with(|c| c.store.enabled = false).await;
+    a.connect(&b).await;
+    a.wait_for_mesh(&topic, 1).await;
+    let store = a.handle.store().expect("A is a store node").clone();
+    let client = Client::start(1).await.unwrap();
+
+    for (version, text) in [(Version::V3, "v3"), (Version::Legacy, "legacy")] {
+        let message = WakuMessage::new(content_topic, text.as_bytes().to_vec());
+        let reply = client
+            .light_push(&a.tcp_addr(), version, Some(&topic), &message)
+            .await
+            .unwrap();
+        assert!(reply.is_success(), "{reply:?}");
+        let found = store
+            .query(
+                &StoreQueryRequest::new("check")
+                    .hashes([message.hash(&topic)])
+                    .include_data(true),
+            )
+            .await;
+        assert_eq!(found.code(), 200);
+        let entries = found.entries().unwrap();
+        assert_eq!(entries.len(), 1, "{text}: stored before the answer");
+        assert_eq!(entries[0].data.as_ref().unwrap().1, message);
+    }
+
+    let mut ephemeral = WakuMessage::new(content_topic, b"gone".to_vec());
+    ephemeral.ephemeral = Some(true);
+    let reply = client
+        .light_push(&a.tcp_addr(), Version::V3, Some(&topic), &ephemeral)
+        .await
+        .unwrap();
+    assert!(reply.is_success());
+    let found = store
+        .query(&StoreQueryRequest::new("eph").hashes([ephemeral.hash(&topic)]))
+        .await;
+    assert!(found.entries().unwrap().is_empty());
+
+    let m = a.metrics().await;
+    assert_eq!(
+        metric_sum(&m, "roost_store_messages_stored_total", &[]),
+        2.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_sum(
+            &m,
+            "roost_store_messages_rejected_total",
+            &[("reason", "duplicate")]
+        ),
+        0.0,
+        "the acknowledged insert is not a second copy"
+    );
+    client.stop().await;
+}
+
+/// kill -9 right after light-push 200s: after the restart every acknowledged message is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn light_push_200s_survive_kill_9() {
+    init_tracing();
+    let content_topic = "/roost/1/crash/proto";
+    let topic = autoshard(content_topic);
+    let data = tempfile::tempdir().unwrap();
+    let relay = TestNode::start_with(|c| c.store.enabled = false).await;
+    let client = Client::start(1).await.unwrap();
+    let mut acknowledged = Vec::new();
+    for cycle in 0..3 {
+        let mut node = NodeProcess::start(data.path(), &["--store-sync", "true"]).await;
+        let addr = node.tcp_addr();
+        relay.handle.dial(addr.clone()).await.expect("dial");
+        relay.wait_for_mesh(&topic, 1).await;
+        for i in 0..30 {
+            let message = WakuMessage::new(content_topic, format!("{cycle}/{i}").into_bytes());
+            let reply = client
+                .light_push(&addr, Version::V3, Some(&topic), &message)
+                .await
+                .expect("answered");
+            assert!(reply.is_success(), "{reply:?}");
+            acknowledged.push(message.hash(&topic));
+        }
+        node.kill9();
+    }
+    let node = NodeProcess::start(data.path(), &[]).await;
+    let mut missing = Vec::new();
+    for chunk in acknowledged.chunks(50) {
+        let r = store::query_peer(
+            &client,
+            &node.tcp_addr(),
+            &StoreQueryRequest::new("after")
+                .hashes(chunk.to_vec())
+                .limit(50),
+        )
+        .await
+        .expect("the restarted node answers");
+        let found: Vec<_> = r.entries().unwrap().iter().map(|e| e.hash).collect();
+        missing.extend(chunk.iter().filter(|h| !found.contains(h)).copied());
+    }
+    assert!(
+        missing.is_empty(),
+        "{} of {} lost",
+        missing.len(),
+        acknowledged.len()
+    );
     client.stop().await;
 }

@@ -2,7 +2,10 @@
 
 mod cli;
 mod filter;
+mod fleet;
 mod light_cli;
 mod lightpush;
+mod peer_exchange;
 mod relay;
 mod store;
+mod throttle;

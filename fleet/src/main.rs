@@ -1,0 +1,319 @@
+//! `roost-fleet`: render, run, check, audit and compare Roost fleets.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use roost_fleet::{
+    audit, check, compare,
+    local::{self, Progress},
+    render, Fleet,
+};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "roost-fleet",
+    version,
+    about = "Render, run, check, audit and compare Roost fleets"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// Check a fleet definition and print a summary.
+    Validate {
+        /// Fleet name (`staging`) or path to its TOML file.
+        fleet: String,
+    },
+    /// Write a roost.toml per host plus the Ansible inventory and host vars.
+    Render {
+        fleet: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Run the whole fleet on this machine (loopback, free ports) and write DIR/fleet.json.
+    Up {
+        fleet: String,
+        /// Run locally (the only mode: remote fleets are deployed with Ansible).
+        #[arg(long, required = true)]
+        local: bool,
+        #[arg(long)]
+        dir: PathBuf,
+        /// The roost binary (default: beside this tool, then PATH).
+        #[arg(long)]
+        roost_bin: Option<PathBuf>,
+    },
+    /// Connect to every node and report health, versions, attestations, the relay
+    /// connectivity matrix, store answers, a canary message and rendezvous. Non-zero on failure.
+    Check {
+        fleet: String,
+        /// A local fleet started with `up` (its fleet.json).
+        #[arg(long, conflicts_with = "inventory")]
+        dir: Option<PathBuf>,
+        /// A rendered inventory (hosts.yml) whose ansible_host addresses to use.
+        #[arg(long)]
+        inventory: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Compare what runs with the definition (config, versions, attestation signers); lists
+    /// drift and exits non-zero if there is any.
+    Audit {
+        fleet: String,
+        #[arg(long, conflicts_with = "inventory")]
+        dir: Option<PathBuf>,
+        #[arg(long)]
+        inventory: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// What differs between two fleet definitions; with both running locally, a cross-fleet
+    /// test (push through one fleet, find the message on the other's store nodes).
+    Compare {
+        a: String,
+        b: String,
+        #[arg(long, requires = "dir_b")]
+        dir_a: Option<PathBuf>,
+        #[arg(long, requires = "dir_a")]
+        dir_b: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a local fleet started with `up`.
+    Down {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// Stop one node of a local fleet (`--kill` for SIGKILL, as a crash).
+    StopNode {
+        #[arg(long)]
+        dir: PathBuf,
+        name: String,
+        #[arg(long)]
+        kill: bool,
+    },
+    /// Restart a stopped node of a local fleet on its identity, data and ports.
+    StartNode {
+        #[arg(long)]
+        dir: PathBuf,
+        name: String,
+        #[arg(long)]
+        roost_bin: Option<PathBuf>,
+    },
+}
+
+/// A progress bar on a terminal; plain lines otherwise.
+struct Bar(indicatif::ProgressBar);
+
+impl Progress for Bar {
+    fn step(&self, message: String) {
+        if self.0.is_hidden() {
+            eprintln!("{message}");
+        }
+        self.0.set_message(message);
+        self.0.tick();
+    }
+    fn done(&self, message: String) {
+        self.0.finish_and_clear();
+        eprintln!("{message}");
+    }
+}
+
+fn main() -> ExitCode {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(name: &str) -> anyhow::Result<(Fleet, PathBuf)> {
+    let path = Fleet::resolve(name)?;
+    Ok((Fleet::load(&path)?, path))
+}
+
+/// The nodes to talk to: a local fleet's fleet.json, a rendered inventory's addresses, or the
+/// definition's own addresses.
+fn targets(
+    fleet: &Fleet,
+    dir: Option<&std::path::Path>,
+    inventory: Option<&std::path::Path>,
+) -> anyhow::Result<Vec<check::Target>> {
+    Ok(match (dir, inventory) {
+        (Some(dir), _) => check::targets_from_state(&local::FleetState::load(dir)?),
+        (None, Some(inv)) => {
+            let text = std::fs::read_to_string(inv)
+                .map_err(|e| anyhow::anyhow!("cannot read inventory {}: {e}", inv.display()))?;
+            check::targets_from_fleet(fleet, &check::inventory_addresses(&text))
+        }
+        (None, None) => check::targets_from_fleet(fleet, &Default::default()),
+    })
+}
+
+async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        Cmd::Validate { fleet } => {
+            let (fleet, path) = load(&fleet)?;
+            println!(
+                "{}: fleet {} (cluster {}, shards {:?}, version {}), {} hosts, valid",
+                path.display(),
+                fleet.name(),
+                fleet.fleet.cluster_id,
+                fleet.fleet.shards,
+                fleet.fleet.node_version,
+                fleet.hosts.len()
+            );
+        }
+        Cmd::Render { fleet, out } => {
+            let (fleet, path) = load(&fleet)?;
+            let rendered = render::render(&fleet, &path, &out)?;
+            println!(
+                "rendered {} files for fleet {} into {}",
+                rendered.files.len(),
+                fleet.name(),
+                out.display()
+            );
+        }
+        Cmd::Up {
+            fleet,
+            local: _,
+            dir,
+            roost_bin,
+        } => {
+            let (fleet, _) = load(&fleet)?;
+            let bin = local::find_roost_bin(roost_bin);
+            let bar = indicatif::ProgressBar::new_spinner();
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+            let state = local::up(&fleet, &dir, &bin, &Bar(bar)).await?;
+            for n in &state.nodes {
+                println!(
+                    "{:<32} {:<22} {}",
+                    n.name,
+                    n.roles
+                        .iter()
+                        .map(|r| r.as_str())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    n.tcp
+                );
+            }
+            println!("state: {}", dir.join(local::STATE_FILE).display());
+        }
+        Cmd::Check {
+            fleet,
+            dir,
+            inventory,
+            json,
+        } => {
+            let (fleet, _) = load(&fleet)?;
+            let targets = match (&dir, &inventory) {
+                (Some(dir), _) => check::targets_from_state(&local::FleetState::load(dir)?),
+                (None, Some(inv)) => {
+                    let text = std::fs::read_to_string(inv).map_err(|e| {
+                        anyhow::anyhow!("cannot read inventory {}: {e}", inv.display())
+                    })?;
+                    check::targets_from_fleet(&fleet, &check::inventory_addresses(&text))
+                }
+                (None, None) => check::targets_from_fleet(&fleet, &Default::default()),
+            };
+            let report = check::check(&targets, &check::Expectations::of(&fleet)).await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", check::render_table(&report));
+            }
+            return Ok(if report.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
+        Cmd::Audit {
+            fleet,
+            dir,
+            inventory,
+            json,
+        } => {
+            let (fleet, _) = load(&fleet)?;
+            let targets = targets(&fleet, dir.as_deref(), inventory.as_deref())?;
+            let report = audit::audit(&fleet, &targets, dir.is_some()).await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", audit::render_table(&report));
+            }
+            return Ok(if report.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
+        Cmd::Compare {
+            a,
+            b,
+            dir_a,
+            dir_b,
+            json,
+        } => {
+            let (fa, _) = load(&a)?;
+            let (fb, _) = load(&b)?;
+            let states = match (dir_a, dir_b) {
+                (Some(da), Some(db)) => {
+                    Some((local::FleetState::load(&da)?, local::FleetState::load(&db)?))
+                }
+                _ => None,
+            };
+            let comparison = compare::compare(&fa, &fb, states.as_ref().map(|(x, y)| (x, y))).await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&comparison)?);
+            } else {
+                print!("{}", compare::render_table(&comparison));
+            }
+            return Ok(if comparison.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
+        }
+        Cmd::Down { dir } => {
+            let stopped = local::down(&dir).await?;
+            println!("stopped {stopped} nodes");
+        }
+        Cmd::StopNode { dir, name, kill } => {
+            local::stop_node(&dir, &name, kill).await?;
+            println!("stopped {name}");
+        }
+        Cmd::StartNode {
+            dir,
+            name,
+            roost_bin,
+        } => {
+            let node =
+                local::start_node_again(&dir, &name, &local::find_roost_bin(roost_bin)).await?;
+            println!("started {} (pid {}) at {}", node.name, node.pid, node.tcp);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

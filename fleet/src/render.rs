@@ -1,0 +1,506 @@
+//! Rendering a fleet: a `roost.toml` per host built through the node's own config loader (so a
+//! rendered file always parses), and the Ansible inventory and host vars the playbooks consume.
+
+use std::{
+    collections::BTreeSet,
+    fmt::Write as _,
+    path::{Path, PathBuf},
+};
+
+use roost_node::config::{Config, ConfigError, Schema};
+use toml::{Table, Value};
+
+use crate::model::{Fleet, Host, Role};
+
+/// Keys the fleet computes from its own fields; setting them in `[node]` tables is an error.
+const COMPUTED: &[(&str, &str)] = &[
+    ("node.data_dir", "fleet.data_dir"),
+    ("network.tcp_port", "[ports] tcp"),
+    ("network.ws_port", "[ports] ws"),
+    ("http.address", "[ports] http"),
+    (
+        "network.external_addresses",
+        "the host's address and [ports]",
+    ),
+    ("relay.cluster_id", "fleet.cluster_id"),
+    ("relay.shards", "fleet.shards"),
+];
+
+/// Roles that run the relay.
+pub fn relays(roles: &[Role]) -> bool {
+    roles
+        .iter()
+        .any(|r| matches!(r, Role::Boot | Role::Relay | Role::Store))
+}
+
+fn set(table: &mut Table, key: &str, value: Value) {
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let leaf = parts.pop().unwrap_or(key);
+    let mut t = table;
+    for part in parts {
+        let entry = t
+            .entry(part.to_owned())
+            .or_insert_with(|| Value::Table(Table::new()));
+        if !entry.is_table() {
+            *entry = Value::Table(Table::new());
+        }
+        t = match entry {
+            Value::Table(inner) => inner,
+            _ => return,
+        };
+    }
+    t.insert(leaf.to_owned(), value);
+}
+
+fn get<'a>(table: &'a Table, key: &str) -> Option<&'a Value> {
+    let mut parts = key.split('.');
+    let first = parts.next()?;
+    let mut value = table.get(first)?;
+    for part in parts {
+        value = value.as_table()?.get(part)?;
+    }
+    Some(value)
+}
+
+fn merge(base: &mut Table, over: &Table) {
+    for (k, v) in over {
+        match (base.get_mut(k), v) {
+            (Some(Value::Table(b)), Value::Table(o)) => merge(b, o),
+            _ => {
+                base.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+/// Sets `key` only if this roost version has it (capabilities grow config sections).
+fn set_if_known(table: &mut Table, key: &str, value: Value) {
+    if Schema::get().keys.contains_key(key) {
+        set(table, key, value);
+    }
+}
+
+/// The node config table for `host`: fleet `[node]` < `[role.<r>]` < host `node`, then the
+/// fleet-computed keys (ports, cluster, shards, services per role, peers).
+pub fn node_table(fleet: &Fleet, host: &Host) -> Result<Table, ConfigError> {
+    let mut table = Table::new();
+    merge(&mut table, &fleet.node);
+    let roles: BTreeSet<Role> = host.roles.iter().copied().collect();
+    for role in &roles {
+        if let Some(t) = fleet.role.get(role) {
+            merge(&mut table, t);
+        }
+    }
+    merge(&mut table, &host.node);
+    for (key, source) in COMPUTED {
+        if get(&table, key).is_some() {
+            return Err(ConfigError::Invalid(format!(
+                "host `{}`: `{key}` is set by the fleet from {source}; remove it from the [node] tables",
+                host.name
+            )));
+        }
+    }
+    let ports = fleet.ports_of(host);
+    set(
+        &mut table,
+        "node.data_dir",
+        Value::String(fleet.fleet.data_dir.display().to_string()),
+    );
+    set(
+        &mut table,
+        "network.tcp_port",
+        Value::Integer(ports.tcp.into()),
+    );
+    set(
+        &mut table,
+        "network.ws_port",
+        Value::Integer(ports.ws.into()),
+    );
+    set(
+        &mut table,
+        "http.address",
+        Value::String(format!("0.0.0.0:{}", ports.http)),
+    );
+    set(
+        &mut table,
+        "relay.cluster_id",
+        Value::Integer(fleet.fleet.cluster_id.into()),
+    );
+    set(
+        &mut table,
+        "relay.shards",
+        Value::Array(
+            fleet
+                .fleet
+                .shards
+                .iter()
+                .map(|s| Value::Integer((*s).into()))
+                .collect(),
+        ),
+    );
+    set(
+        &mut table,
+        "network.external_addresses",
+        Value::Array(vec![
+            Value::String(format!("/ip4/{}/tcp/{}", host.address, ports.tcp)),
+            Value::String(format!("/ip4/{}/tcp/{}/ws", host.address, ports.ws)),
+        ]),
+    );
+    set(
+        &mut table,
+        "relay.enabled",
+        Value::Boolean(relays(&host.roles)),
+    );
+    set_if_known(
+        &mut table,
+        "store.enabled",
+        Value::Boolean(roles.contains(&Role::Store)),
+    );
+    set_if_known(
+        &mut table,
+        "rendezvous.server_enabled",
+        Value::Boolean(roles.contains(&Role::Rendezvous)),
+    );
+    let boot = roles.contains(&Role::Boot);
+    for service in [
+        "lightpush.enabled",
+        "filter.enabled",
+        "peer_exchange.enabled",
+    ] {
+        set_if_known(&mut table, service, Value::Boolean(boot));
+    }
+    // Boot hosts with a known identity are every other node's static peers.
+    let peers: Vec<Value> = fleet
+        .hosts
+        .iter()
+        .filter(|h| h.name != host.name && h.roles.contains(&Role::Boot))
+        .filter_map(|h| {
+            let id = h.peer_id.as_ref()?;
+            Some(Value::String(format!(
+                "/ip4/{}/tcp/{}/p2p/{id}",
+                h.address,
+                fleet.ports_of(h).tcp
+            )))
+        })
+        .collect();
+    if !peers.is_empty() && get(&table, "network.peers").is_none() {
+        set(&mut table, "network.peers", Value::Array(peers));
+    }
+    Ok(table)
+}
+
+/// The parsed, validated node config for `host`.
+pub fn node_config(fleet: &Fleet, host: &Host) -> Result<Config, ConfigError> {
+    let table = node_table(fleet, host)?;
+    let text = toml::to_string(&table).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+    Config::from_toml_str(&text)
+}
+
+/// Renders `roost.toml` text for `host`: the effective config, with a header.
+pub fn roost_toml(fleet: &Fleet, host: &Host, source: &Path) -> Result<String, ConfigError> {
+    let config = node_config(fleet, host)?;
+    Ok(format!(
+        "# {host} ({roles}) of fleet {fleet}.\n# Generated by `roost-fleet render` from {source}; edit the fleet file, not this one.\n# Secrets (node key, PINs) never go here: they are provisioned separately.\n\n{body}",
+        host = host.name,
+        roles = host.roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(","),
+        fleet = fleet.name(),
+        source = source.display(),
+        body = config.to_toml()
+    ))
+}
+
+/// What `render` wrote.
+#[derive(Debug, Default)]
+pub struct Rendered {
+    pub files: Vec<PathBuf>,
+}
+
+/// Writes every host's config plus the Ansible inventory and host vars under `out`.
+pub fn render(fleet: &Fleet, source: &Path, out: &Path) -> anyhow::Result<Rendered> {
+    use anyhow::Context as _;
+    let mut rendered = Rendered::default();
+    let mut write = |path: PathBuf, text: String| -> anyhow::Result<()> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("cannot create {}", parent.display()))?;
+        }
+        std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))?;
+        rendered.files.push(path);
+        Ok(())
+    };
+    for host in &fleet.hosts {
+        let text = roost_toml(fleet, host, source)?;
+        write(
+            out.join("hosts").join(&host.name).join("roost.toml"),
+            text.clone(),
+        )?;
+        write(
+            out.join("host_vars").join(format!("{}.yml", host.name)),
+            host_vars(fleet, host, &text),
+        )?;
+    }
+    write(out.join("hosts.yml"), inventory(fleet))?;
+    let targets: Vec<ScrapeTarget> = fleet
+        .hosts
+        .iter()
+        .map(|h| {
+            ScrapeTarget::new(
+                fleet.name(),
+                &h.name,
+                &h.dc,
+                &h.roles,
+                &format!("{}:{}", h.address, fleet.ports_of(h).http),
+            )
+        })
+        .collect();
+    write(
+        out.join("prometheus")
+            .join(format!("{}.json", fleet.name())),
+        serde_json::to_string_pretty(&targets)?,
+    )?;
+    Ok(rendered)
+}
+
+/// One entry of a Prometheus `file_sd_configs` file: where to scrape a node and the labels the
+/// dashboards and alerts group by (`fleet`, `dc`, `role`, `instance`).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct ScrapeTarget {
+    pub targets: Vec<String>,
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+impl ScrapeTarget {
+    /// `role` is the host's primary role: the one its name starts with.
+    pub fn new(fleet: &str, host: &str, dc: &str, roles: &[Role], address: &str) -> Self {
+        let primary = host
+            .split_once('-')
+            .map(|(r, _)| r.to_owned())
+            .or_else(|| roles.first().map(|r| r.as_str().to_owned()))
+            .unwrap_or_default();
+        let labels = [
+            ("fleet", fleet.to_owned()),
+            ("dc", dc.to_owned()),
+            ("role", primary),
+            (
+                "roles",
+                roles
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            ("instance", host.to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        ScrapeTarget {
+            targets: vec![address.to_owned()],
+            labels,
+        }
+    }
+}
+
+/// YAML string literal (double-quoted, escaped).
+fn y(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into())
+}
+
+/// The Ansible inventory: one group per role, all under the fleet's group, with fleet vars.
+pub fn inventory(fleet: &Fleet) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# Ansible inventory of fleet {}; generated by `roost-fleet render`, never edited by hand.",
+        fleet.name()
+    );
+    let _ = writeln!(out, "all:");
+    let _ = writeln!(out, "  children:");
+    let _ = writeln!(out, "    {}:", fleet.name());
+    let _ = writeln!(out, "      vars:");
+    let _ = writeln!(out, "        roost_node_fleet: {}", y(fleet.name()));
+    let _ = writeln!(
+        out,
+        "        roost_node_version: {}",
+        y(&fleet.fleet.node_version)
+    );
+    let _ = writeln!(
+        out,
+        "        roost_node_cluster_id: {}",
+        fleet.fleet.cluster_id
+    );
+    let _ = writeln!(out, "      children:");
+    for role in Role::ALL {
+        let members: Vec<&Host> = fleet
+            .hosts
+            .iter()
+            .filter(|h| h.roles.contains(&role))
+            .collect();
+        if members.is_empty() {
+            continue;
+        }
+        let _ = writeln!(out, "        {}:", role.as_str());
+        let _ = writeln!(out, "          hosts:");
+        for h in members {
+            let _ = writeln!(out, "            {}:", h.name);
+            let _ = writeln!(
+                out,
+                "              ansible_host: {}",
+                y(&h.address.to_string())
+            );
+        }
+    }
+    out
+}
+
+/// Per-host Ansible variables: the rendered config and the facts the role needs.
+pub fn host_vars(fleet: &Fleet, host: &Host, roost_toml: &str) -> String {
+    let ports = fleet.ports_of(host);
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# Host vars of {}; generated by `roost-fleet render`.",
+        host.name
+    );
+    let _ = writeln!(out, "roost_node_host_name: {}", y(&host.name));
+    let _ = writeln!(out, "roost_node_dc: {}", y(&host.dc));
+    let _ = writeln!(
+        out,
+        "roost_node_roles: [{}]",
+        host.roles
+            .iter()
+            .map(|r| y(r.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let _ = writeln!(out, "roost_node_tcp_port: {}", ports.tcp);
+    let _ = writeln!(out, "roost_node_ws_port: {}", ports.ws);
+    let _ = writeln!(out, "roost_node_http_port: {}", ports.http);
+    let _ = writeln!(
+        out,
+        "roost_node_data_dir: {}",
+        y(&fleet.fleet.data_dir.display().to_string())
+    );
+    if let Some(id) = &host.peer_id {
+        let _ = writeln!(out, "roost_node_peer_id: {}", y(id));
+    }
+    let _ = writeln!(out, "roost_node_config: |");
+    for line in roost_toml.lines() {
+        let _ = writeln!(out, "  {line}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped(name: &str) -> (Fleet, PathBuf) {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("{name}.toml"));
+        (Fleet::load(&path).unwrap(), path)
+    }
+
+    #[test]
+    fn rendered_configs_parse_with_the_node_loader_for_every_host_of_both_fleets() {
+        for name in ["staging", "beta"] {
+            let (fleet, path) = shipped(name);
+            let out = tempfile::tempdir().unwrap();
+            let rendered = render(&fleet, &path, out.path()).unwrap();
+            assert_eq!(rendered.files.len(), fleet.hosts.len() * 2 + 2);
+            let targets: Vec<ScrapeTarget> = serde_json::from_str(
+                &std::fs::read_to_string(
+                    out.path().join("prometheus").join(format!("{name}.json")),
+                )
+                .unwrap(),
+            )
+            .unwrap();
+            assert_eq!(targets.len(), fleet.hosts.len());
+            for t in &targets {
+                for label in ["fleet", "dc", "role", "instance"] {
+                    assert!(t.labels.contains_key(label), "{t:?}");
+                }
+            }
+            for host in &fleet.hosts {
+                let file = out.path().join("hosts").join(&host.name).join("roost.toml");
+                let text = std::fs::read_to_string(&file).unwrap();
+                let config = Config::from_toml_str(&text)
+                    .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+                let ports = fleet.ports_of(host);
+                assert_eq!(config.network.tcp_port, ports.tcp);
+                assert_eq!(config.network.ws_port, ports.ws);
+                assert_eq!(config.http.address.port(), ports.http);
+                assert_eq!(config.relay.cluster_id, fleet.fleet.cluster_id);
+                assert_eq!(config.relay.shards, fleet.fleet.shards);
+                assert_eq!(config.relay.enabled, relays(&host.roles));
+                assert_eq!(
+                    config.relay.max_message_size,
+                    roost_node::config::ByteSize::mib(1)
+                );
+                let vars = std::fs::read_to_string(
+                    out.path()
+                        .join("host_vars")
+                        .join(format!("{}.yml", host.name)),
+                )
+                .unwrap();
+                assert!(vars.contains(&format!("roost_node_host_name: \"{}\"", host.name)));
+                assert!(vars.contains("roost_node_config: |"));
+            }
+            let inventory = std::fs::read_to_string(out.path().join("hosts.yml")).unwrap();
+            for host in &fleet.hosts {
+                assert!(inventory.contains(&format!("{}:", host.name)));
+            }
+        }
+    }
+
+    #[test]
+    fn layers_apply_fleet_then_role_then_host() {
+        let text = r#"
+[fleet]
+name = "t"
+cluster_id = 16
+shards = [32]
+node_version = "0.1.0"
+rendezvous_points = ["rendezvous-01.dc1.t"]
+[node]
+network.max_connections = 100
+[role.relay]
+network.max_connections = 200
+[[hosts]]
+name = "boot-01.dc1.t"
+address = "10.0.0.1"
+dc = "dc1"
+roles = ["boot"]
+peer_id = "16Uiu2HAmT3ut83osakwwZwCFfJsY6VagfbzgPwi7swrwEBb4m1Rb"
+[[hosts]]
+name = "rendezvous-01.dc1.t"
+address = "10.0.0.2"
+dc = "dc1"
+roles = ["rendezvous", "relay"]
+node = { network = { max_connections = 300 } }
+[[hosts]]
+name = "relay-01.dc1.t"
+address = "10.0.0.3"
+dc = "dc1"
+roles = ["relay"]
+"#;
+        let fleet = Fleet::parse(text, Path::new("t.toml")).unwrap();
+        let max = |i: usize| {
+            node_config(&fleet, &fleet.hosts[i])
+                .unwrap()
+                .network
+                .max_connections
+        };
+        assert_eq!(max(0), 100, "fleet [node]");
+        assert_eq!(max(1), 300, "host beats role");
+        assert_eq!(max(2), 200, "role beats fleet");
+        let relay = node_config(&fleet, &fleet.hosts[2]).unwrap();
+        assert_eq!(
+            relay.network.peers.len(),
+            1,
+            "boot hosts with a known id are static peers"
+        );
+        assert!(relay.network.peers[0]
+            .to_string()
+            .starts_with("/ip4/10.0.0.1/tcp/30303/p2p/"));
+    }
+}
