@@ -1014,24 +1014,28 @@ async fn a_full_disk_fails_writes_keeps_queries_working_and_recovers() {
             "no write failed after {round} rounds of 2 MB on a full disk"
         );
     }
-    assert!(
+    // The log line, the health component and the drop count follow the failed commit.
+    wait_until(WAIT, || async {
         node.logs()
             .iter()
-            .any(|l| l.contains("store write failed") && l.contains("ERROR")),
-        "the failure is logged"
-    );
-    let health = node.health().await;
-    assert_eq!(
-        health["components"]["store"]["status"], "degraded",
-        "{health}"
-    );
-    assert!(
+            .any(|l| l.contains("store write failed") && l.contains("ERROR"))
+    })
+    .await
+    .expect("the failure is logged");
+    wait_until(WAIT, || async {
+        node.health().await["components"]["store"]["status"] == "degraded"
+    })
+    .await
+    .expect("health shows the store degraded");
+    wait_until(WAIT, || async {
         metric_sum(
             &node.metrics().await,
             "roost_store_messages_dropped_total",
-            &[("reason", "write_failed")]
+            &[("reason", "write_failed")],
         ) >= 1.0
-    );
+    })
+    .await
+    .expect("the lost messages are counted");
     // Queries keep working and still have everything stored before.
     assert!(missing_from(&reader, &addr, &before).await.is_empty());
     let r = query(
