@@ -916,6 +916,20 @@ async fn kill_9_during_ingest_loses_no_acknowledged_message() {
     reader.stop().await;
 }
 
+/// `/metrics` of a node process, or a panic with its exit status and logs if it died.
+async fn alive_metrics(node: &NodeProcess) -> String {
+    match reqwest::get(format!("{}/metrics", node.http)).await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(e) => {
+            let logs = node.logs();
+            panic!(
+                "node unreachable ({e}); last log lines: {:#?}",
+                &logs[logs.len().saturating_sub(30)..]
+            )
+        }
+    }
+}
+
 async fn missing_from(
     reader: &Client,
     addr: &Multiaddr,
@@ -1006,7 +1020,12 @@ async fn a_full_disk_fails_writes_keeps_queries_working_and_recovers() {
     // space (up to `max_total_wal_size`, 64 MiB): keep publishing until one fails.
     let mut during = HashSet::new();
     let mut round = 0;
-    while metric_sum(&node.metrics().await, "roost_store_write_errors_total", &[]) < 1.0 {
+    while metric_sum(
+        &alive_metrics(&node).await,
+        "roost_store_write_errors_total",
+        &[],
+    ) < 1.0
+    {
         during.extend(publish(format!("during {round}")).await);
         round += 1;
         assert!(
