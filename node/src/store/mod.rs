@@ -606,7 +606,7 @@ pub struct Guard {
 }
 
 /// Longest a dropped [`Guard`] waits for the store's threads.
-const STOP_WAIT: Duration = Duration::from_secs(5);
+const STOP_WAIT: Duration = Duration::from_secs(30);
 
 impl Drop for Guard {
     fn drop(&mut self) {
@@ -621,7 +621,9 @@ impl Drop for Guard {
         for _ in 0..self.threads {
             let left = deadline.saturating_duration_since(Instant::now());
             if self.exited.recv_timeout(left).is_err() {
-                tracing::warn!("store threads did not stop within {STOP_WAIT:?}");
+                tracing::error!(
+                    "store threads did not stop within {STOP_WAIT:?}; the archive stays open"
+                );
                 return;
             }
         }
