@@ -739,6 +739,9 @@ mod tests {
         t.check(Service::LightPush, &a, None).unwrap();
         let (admitted, throttled) = t.metrics().totals();
         assert_eq!((admitted, throttled), (5, 1));
+        // Relay bytes are not counted twice.
+        t.check_relay(&a, 0, 10, None).unwrap();
+        assert_eq!(t.metrics().totals(), (6, 1));
     }
 
     #[test]
