@@ -19,7 +19,7 @@ use crate::{
     metrics::{self, NetworkMetrics},
     peer_exchange,
     relay::{self, RelayedMessage},
-    store,
+    rendezvous, store,
     swarm::{
         build_swarm, Command, MessageSink, NetworkStatus, PublishError, PublishReceipt, SwarmTask,
         SwarmTaskParts, COMMAND_CAPACITY,
@@ -52,6 +52,10 @@ pub enum StartError {
     Bans(#[from] crate::throttle::bans::BanDbError),
     #[error("store: {0}")]
     Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Rendezvous(#[from] rendezvous::server::Error),
+    #[error(transparent)]
+    Attestation(#[from] crate::operator::local::LoadError),
     #[error("{what} port {port} is already in use ({key}); choose another with --{flag} or ROOST_{env}, or 0 for any free port")]
     PortInUse {
         what: &'static str,
@@ -98,6 +102,8 @@ pub struct NodeHandle {
     throttle: Throttle,
     shutdown: watch::Sender<bool>,
     store: Option<store::ArchiveHandle>,
+    fleet: crate::operator::FleetView,
+    attestation: watch::Receiver<crate::operator::local::Current>,
 }
 
 impl NodeHandle {
@@ -122,6 +128,16 @@ impl NodeHandle {
     /// The archive, when this node is a store node: acknowledged inserts, local queries, stats.
     pub fn store(&self) -> Option<&store::ArchiveHandle> {
         self.store.as_ref()
+    }
+
+    /// The connected peers whose fleet attestations this node verified.
+    pub fn fleet(&self) -> &crate::operator::FleetView {
+        &self.fleet
+    }
+
+    /// The attestation this node serves now, if any (renewals replace it while running).
+    pub fn attestation(&self) -> crate::operator::local::Current {
+        self.attestation.borrow().clone()
     }
 
     /// Validates and publishes a message; it is also handed to this node's own consumers.
@@ -239,14 +255,42 @@ impl Node {
         config: Config,
         extra_sinks: Vec<Box<dyn MessageSink>>,
     ) -> Result<Node, StartError> {
+        Self::start_with_keypair(config, None, extra_sinks).await
+    }
+
+    /// Starts a node with the given identity instead of the one in its data dir (light
+    /// clients acting as a given peer), or the data dir's when `keypair` is `None`.
+    pub async fn start_with_keypair(
+        config: Config,
+        keypair: Option<libp2p::identity::Keypair>,
+        extra_sinks: Vec<Box<dyn MessageSink>>,
+    ) -> Result<Node, StartError> {
         let http_config = Arc::new(config.clone());
         let data_dir = config.node.data_dir.clone();
         std::fs::create_dir_all(&data_dir).map_err(|source| StartError::DataDir {
             path: data_dir.clone(),
             source,
         })?;
-        let keypair = crate::identity::load_or_create(&data_dir)?;
+        let keypair = match keypair {
+            Some(keypair) => keypair,
+            None => crate::identity::load_or_create(&data_dir)?,
+        };
         let peer_id = keypair.public().to_peer_id();
+        let attestation = match &config.operator.attestation {
+            Some(path) => {
+                let bytes = tokio::fs::read(path).await.map_err(|source| {
+                    crate::operator::local::LoadError::Read {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
+                let signed =
+                    crate::operator::local::check(&config.operator, path, peer_id, &bytes)?;
+                crate::operator::local::announce(&signed, path);
+                Some(Arc::new(signed))
+            }
+            None => None,
+        };
 
         let mut registry = metrics::new_registry();
         let libp2p_metrics = libp2p::metrics::Metrics::new(&mut registry);
@@ -268,7 +312,43 @@ impl Node {
         let px_metrics = peer_exchange::Metrics::register(
             registry.sub_registry_with_prefix("roost_peer_exchange"),
         );
+        let operator_metrics = crate::operator::Metrics::register(
+            registry.sub_registry_with_prefix("roost_operator"),
+            attestation.is_some(),
+        );
         let health = Health::default();
+        // Fleet trust: the fleet is the configured one, else the attestation's.
+        let fleet = config.operator.fleet.clone().or_else(|| {
+            attestation
+                .as_ref()
+                .map(|signed| signed.attestation.fleet.clone())
+        });
+        let verifier = (!config.operator.trusted_keys.is_empty()).then(|| {
+            crate::operator::Verifier::new(fleet.clone(), config.operator.trusted_keys.clone())
+        });
+        let fleet_view = crate::operator::FleetView::default();
+        let rendezvous_metrics =
+            rendezvous::Metrics::register(registry.sub_registry_with_prefix("roost_rendezvous"));
+        // Opened before any listener, so a locked or damaged database stops start-up cleanly.
+        let rendezvous_server = if config.rendezvous.enabled {
+            // Fleet namespaces (/roost/<fleet>/…) need a verified attestation (operator/policy.rs).
+            let policy: Arc<dyn rendezvous::Policy> =
+                Arc::new(crate::operator::policy::FleetPolicy::new(
+                    fleet.clone(),
+                    verifier.is_some(),
+                    fleet_view.clone(),
+                    operator_metrics.clone(),
+                ));
+            Some(rendezvous::Server::open(
+                &config.rendezvous,
+                &data_dir,
+                rendezvous_metrics.clone(),
+                health.clone(),
+                policy,
+            )?)
+        } else {
+            None
+        };
         // Opened before any listener, so a locked or damaged archive stops start-up cleanly.
         let store = if store::serving(&config) {
             let served = config
@@ -288,8 +368,14 @@ impl Node {
             None
         };
 
-        let mut swarm =
-            build_swarm(keypair.clone(), &config, &mut registry, throttle.clone()).await?;
+        let mut swarm = build_swarm(
+            keypair.clone(),
+            &config,
+            &mut registry,
+            throttle.clone(),
+            &rendezvous_metrics,
+        )
+        .await?;
         let listeners = listen(&mut swarm, &config)?;
         for address in &config.network.external_addresses {
             swarm.add_external_address(address.clone());
@@ -297,6 +383,13 @@ impl Node {
         let (tcp_addresses, ws_addresses) = wait_for_listen_addrs(&mut swarm, &listeners).await?;
 
         let (command_tx, command_rx) = mpsc::channel(COMMAND_CAPACITY);
+        let (rendezvous_inbox, rendezvous_runner) = match rendezvous_server {
+            Some(server) => {
+                let (inbox, runner) = server.start(command_tx.clone());
+                (Some(inbox), Some(runner))
+            }
+            None => (None, None),
+        };
         let (messages_tx, _) = broadcast::channel(SUBSCRIBER_BUFFER);
         let mut sinks: Vec<Box<dyn MessageSink>> = vec![Box::new(messages_tx.clone())];
         sinks.extend(extra_sinks);
@@ -343,6 +436,12 @@ impl Node {
         if config.filter.enabled {
             protocols.push(filter::SUBSCRIBE_PROTOCOL.to_string());
         }
+        if config.rendezvous.enabled {
+            protocols.push(rendezvous::PROTOCOL_ID.to_string());
+            if config.rendezvous.waku_protocol {
+                protocols.push(rendezvous::WAKU_PROTOCOL_ID.to_string());
+            }
+        }
         if config.peer_exchange.enabled {
             protocols.push(peer_exchange::PROTOCOL_ID.to_string());
         }
@@ -358,6 +457,9 @@ impl Node {
                 None
             }
         };
+        if attestation.is_some() {
+            protocols.push(crate::operator::PROTOCOL_ID.to_string());
+        }
         let mut info = NodeInfo {
             peer_id,
             version: metrics::VERSION,
@@ -409,6 +511,7 @@ impl Node {
             None => (None, None, None),
         };
 
+        let (attestation_tx, attestation_rx) = watch::channel(attestation);
         let handle = NodeHandle {
             commands: command_tx,
             messages: messages_tx,
@@ -418,7 +521,33 @@ impl Node {
             throttle: throttle.clone(),
             shutdown: shutdown_tx,
             store: store_handle,
+            fleet: fleet_view.clone(),
+            attestation: attestation_rx.clone(),
         };
+
+        let operator_state = crate::operator::swarm::State::new(
+            attestation_rx,
+            verifier,
+            fleet_view,
+            operator_metrics.clone(),
+        );
+        if let Some(path) = config.operator.attestation.clone() {
+            let watcher = crate::operator::local::Watcher {
+                config: config.operator.clone(),
+                path,
+                me: peer_id,
+                current: attestation_tx,
+                metrics: operator_metrics,
+                health: health.clone(),
+            };
+            let mut last_warning = None;
+            watcher.evaluate(&mut last_warning);
+            let shutdown = shutdown_rx.clone();
+            tasks.spawn(async move {
+                watcher.run(shutdown, last_warning).await;
+                ("operator", Ok(()))
+            });
+        }
 
         let task = SwarmTask::new(
             swarm,
@@ -449,6 +578,8 @@ impl Node {
                     px_metrics,
                 ),
                 store: store_inbound,
+                rendezvous: rendezvous_inbox,
+                operator: operator_state,
             },
         );
         tasks.spawn(async move {
@@ -476,6 +607,43 @@ impl Node {
             tasks.spawn(async move {
                 filter_task.run().await;
                 ("filter", Ok(()))
+            });
+        }
+        if let Some(runner) = rendezvous_runner {
+            let shutdown = shutdown_rx.clone();
+            tasks.spawn_blocking(move || {
+                runner.run(shutdown);
+                ("rendezvous", Ok(()))
+            });
+        }
+        let mut plan = rendezvous::client::Plan::from_config(&config);
+        if let Some(signed) = handle.attestation() {
+            // An attested node registers under its fleet's namespaces, one per role, and finds
+            // the other relays of its fleet there (renewals with other roles need a restart).
+            let a = &signed.attestation;
+            for role in &a.roles {
+                plan.register_under(crate::operator::fleet_namespace(&a.fleet, *role));
+            }
+            if a.has_role(crate::operator::Role::Relay) {
+                plan.discover_in(crate::operator::fleet_namespace(
+                    &a.fleet,
+                    crate::operator::Role::Relay,
+                ));
+            }
+        }
+        if !config.rendezvous.points.is_empty() && !plan.is_empty() {
+            let client = rendezvous::client::ClientTask::new(
+                &config,
+                plan,
+                handle.clone(),
+                keypair,
+                rendezvous_metrics,
+                health.clone(),
+            );
+            let shutdown = shutdown_rx.clone();
+            tasks.spawn(async move {
+                client.run(shutdown).await;
+                ("rendezvous-client", Ok(()))
             });
         }
 

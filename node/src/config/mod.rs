@@ -32,8 +32,10 @@ pub struct Config {
     pub filter: crate::filter::Config,
     pub peer_exchange: crate::peer_exchange::Config,
     pub store: crate::store::Config,
+    pub rendezvous: crate::rendezvous::Config,
     pub http: HttpConfig,
     pub log: LogConfig,
+    pub operator: crate::operator::Config,
 }
 
 /// Where the node keeps its state and how it stops.
@@ -228,6 +230,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.relay.validate().map_err(ConfigError::Invalid)?;
         self.throttle.validate().map_err(ConfigError::Invalid)?;
+        self.rendezvous.validate().map_err(ConfigError::Invalid)?;
         self.store.validate().map_err(ConfigError::Invalid)?;
         self.filter.validate().map_err(ConfigError::Invalid)?;
         self.peer_exchange
@@ -244,6 +247,7 @@ impl Config {
                 )));
             }
         }
+        self.operator.validate().map_err(ConfigError::Invalid)?;
         if self.network.max_connections == 0 {
             return Err(ConfigError::Invalid(
                 "network.max_connections must be at least 1".into(),

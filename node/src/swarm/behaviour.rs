@@ -11,7 +11,7 @@ use libp2p::{
 use super::keep_alive;
 use crate::{
     config::Config, filter, lightpush, lightpush::Version, metadata, metrics::VERSION,
-    peer_exchange, reqres::LpCodec, store, throttle,
+    peer_exchange, rendezvous, reqres::LpCodec, store, throttle,
 };
 
 /// identify's protocol version string: the Waku protocol family.
@@ -30,6 +30,13 @@ pub struct Behaviour {
     pub metadata: metadata::Behaviour,
     /// Store v3 queries: served on a store node, client-only otherwise.
     pub store: store::swarm::Behaviour,
+    /// Rendezvous point and client (`/rendezvous/1.0.0`); outbound-only without the server.
+    pub rendezvous: rendezvous::Behaviour,
+    /// nwaku's rendezvous flavour (`/vac/waku/rendezvous/1.0.0`), same table.
+    pub waku_rendezvous: rendezvous::Behaviour,
+    /// Operator attestations (`/roost/attestation/1.0.0`): served when this node has one,
+    /// fetched from peers that claim fleet membership.
+    pub attestation: crate::operator::swarm::Behaviour,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
     /// Keeps connections of filter subscribers open.
@@ -50,6 +57,7 @@ impl Behaviour {
         config: &Config,
         relay: Option<gossipsub::Behaviour>,
         throttle: throttle::Throttle,
+        rendezvous_metrics: &rendezvous::Metrics,
     ) -> Self {
         let net = &config.network;
         let limits = libp2p_connection_limits::ConnectionLimits::default()
@@ -63,6 +71,9 @@ impl Behaviour {
             relay: relay.into(),
             metadata: metadata::behaviour(),
             store: store::behaviour(store::serving(config)),
+            rendezvous: rendezvous::behaviour(&config.rendezvous, rendezvous_metrics),
+            waku_rendezvous: rendezvous::waku_behaviour(&config.rendezvous, rendezvous_metrics),
+            attestation: crate::operator::swarm::behaviour(config.operator.attestation.is_some()),
             identify: identify::Behaviour::new(
                 identify::Config::new(IDENTIFY_PROTOCOL.into(), keypair.public())
                     .with_agent_version(format!("roost/{VERSION}"))

@@ -77,6 +77,7 @@ pub async fn build_swarm(
     config: &Config,
     registry: &mut Registry,
     throttle: Throttle,
+    rendezvous_metrics: &crate::rendezvous::Metrics,
 ) -> Result<Swarm<Behaviour>, BuildError> {
     let err = |e: &dyn std::fmt::Display| BuildError::Swarm(e.to_string());
     // Built before the swarm builder so gossipsub can register its metrics in our registry.
@@ -108,7 +109,7 @@ pub async fn build_swarm(
         .with_dns()
         .map_err(|e| err(&e))?
         .with_bandwidth_metrics(registry)
-        .with_behaviour(|key| Behaviour::new(key, config, relay, throttle))
+        .with_behaviour(|key| Behaviour::new(key, config, relay, throttle, rendezvous_metrics))
         .map_err(|e| err(&e))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
         .build();

@@ -3,9 +3,12 @@
 mod cli;
 mod filter;
 mod fleet;
+mod interop;
 mod light_cli;
 mod lightpush;
+mod operator;
 mod peer_exchange;
 mod relay;
+mod rendezvous;
 mod store;
 mod throttle;
