@@ -44,9 +44,15 @@ async fn staging_checks_green_reports_a_dead_store_node_and_compares_with_beta()
     let dir = tempfile::tempdir().unwrap();
     let staging_dir = dir.path().join("staging");
     let _staging_guard = Running(staging_dir.clone());
-    let state = local::up(&staging, &staging_dir, &roost, &Quiet)
-        .await
-        .expect("staging comes up");
+    let state = local::up(
+        &staging,
+        &staging_dir,
+        &roost,
+        &local::Operator::Dev,
+        &Quiet,
+    )
+    .await
+    .expect("staging comes up");
     assert_eq!(state.nodes.len(), staging.hosts.len());
     let json: FleetState =
         serde_json::from_str(&std::fs::read_to_string(staging_dir.join("fleet.json")).unwrap())
@@ -104,7 +110,7 @@ async fn staging_checks_green_reports_a_dead_store_node_and_compares_with_beta()
     let beta = shipped("beta");
     let beta_dir = dir.path().join("beta");
     let _beta_guard = Running(beta_dir.clone());
-    let beta_state = local::up(&beta, &beta_dir, &roost, &Quiet)
+    let beta_state = local::up(&beta, &beta_dir, &roost, &local::Operator::Dev, &Quiet)
         .await
         .expect("beta comes up");
     let comparison = compare::compare(&staging, &beta, Some((&state, &beta_state))).await;
