@@ -600,8 +600,8 @@ pub struct Guard {
     mailbox: Arc<Mailbox>,
     /// Checked by the writer and query threads after each batch or query.
     stop: Arc<AtomicBool>,
-    /// One message per store thread that has ended. In a `Mutex` only so the guard (and so
-    /// `Node` and `client::Client`) stays `Sync`; it is only read by `drop`.
+    /// One message per store thread that has ended. In a mutex only so that the guard (and
+    /// the node holding it) is `Sync`; drop reaches it through `get_mut` without locking.
     exited: std::sync::Mutex<std_mpsc::Receiver<()>>,
     threads: usize,
 }
@@ -619,10 +619,10 @@ impl Drop for Guard {
         }
         self.mailbox.stop();
         let deadline = Instant::now() + STOP_WAIT;
-        let exited = match self.exited.get_mut() {
-            Ok(exited) => exited,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let exited = self
+            .exited
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for _ in 0..self.threads {
             let left = deadline.saturating_duration_since(Instant::now());
             if exited.recv_timeout(left).is_err() {
