@@ -221,6 +221,10 @@ async fn rendezvous_point_restarted_during_a_registration_storm_keeps_every_regi
         "unlimited",
         "--throttle-max-connections-per-ip",
         "0",
+        // All 200 reconnect at once when the point is back; the default cap of 100 connections
+        // being set up would refuse half of them (a real client would back off and retry).
+        "--network-max-pending-connections",
+        "300",
     ];
     let mut point = NodeProcess::start(data.path(), &args).await;
     let (addr_tx, addr_rx) = watch::channel(point.tcp_addr());
