@@ -1,4 +1,5 @@
-//! Filter metrics: requests by type and outcome, subscriptions, pushes and push failures.
+//! Filter metrics: requests by type and outcome, subscriptions, pushes and push failures, and
+//! the filter task's queues.
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -29,6 +30,13 @@ pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    /// `requests` (subscribe requests from the swarm task), `messages` (relayed messages from
+    /// the sink) or `pushes` (pushes in flight).
+    pub queue: &'static str,
+}
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Handles to the filter metrics; cheap to clone.
@@ -44,6 +52,7 @@ pub struct Metrics {
     pub push_duration: Histogram,
     pub dropped_messages: Counter,
     pub received_pushes: Family<OutcomeLabels, Counter>,
+    pub queue_depth: Family<QueueLabels, Gauge>,
 }
 
 impl Metrics {
@@ -62,6 +71,7 @@ impl Metrics {
             push_duration: crate::metrics::request_duration_histogram(),
             dropped_messages: Counter::default(),
             received_pushes: Family::default(),
+            queue_depth: Family::default(),
         };
         registry.register(
             "requests",
@@ -113,7 +123,19 @@ impl Metrics {
             "Pushes received as a filter client, by outcome (delivered, unsolicited, malformed)",
             m.received_pushes.clone(),
         );
+        registry.register(
+            "queue_depth",
+            "Work waiting in the filter task: requests, messages (queues) and pushes in flight",
+            m.queue_depth.clone(),
+        );
         m
+    }
+
+    /// Sets the depth of one of the filter task's queues.
+    pub fn set_queue_depth(&self, queue: &'static str, depth: usize) {
+        self.queue_depth
+            .get_or_create(&QueueLabels { queue })
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
     }
 
     pub fn answered(&self, kind: &'static str, outcome: &'static str, seconds: f64) {
