@@ -36,6 +36,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// List, add or lift bans on a running node (through its admin endpoint on loopback).
+    Ban {
+        #[command(subcommand)]
+        command: crate::throttle::cli::BanCommand,
+    },
     /// Publish one message through a service node's light push, e.g.
     /// `roost publish --peer /ip4/127.0.0.1/tcp/60000/p2p/16Uiu2... --content-topic /myapp/1/chat/proto --payload hello`.
     Publish(crate::lightclient::PublishArgs),
@@ -46,6 +51,11 @@ pub enum Command {
     Store {
         #[command(subcommand)]
         command: crate::store::cli::StoreCommand,
+    },
+    /// Ask a rendezvous point: list peers, register, unregister.
+    Rendezvous {
+        #[command(subcommand)]
+        command: crate::rendezvous::cli::Command,
     },
 }
 
@@ -78,6 +88,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run(args),
+        Command::Ban { command } => crate::throttle::cli::run(command),
         Command::Publish(args) => crate::lightclient::publish(args),
         Command::Subscribe(args) => crate::lightclient::subscribe(args),
         Command::Config {
@@ -98,6 +109,7 @@ pub fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Command::Rendezvous { command } => crate::rendezvous::cli::run(command),
     }
 }
 

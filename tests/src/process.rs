@@ -265,6 +265,15 @@ impl NodeProcess {
         self.logs.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
+    /// The process's resident set size (VmRSS), in bytes.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.process.pid())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
+    }
+
     /// SIGKILL, and wait until the process is gone.
     pub fn kill9(&mut self) {
         let _ = self.process.child.kill();

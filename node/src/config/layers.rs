@@ -25,6 +25,8 @@ const FLAG_ALIASES: &[(&str, &str)] = &[
     ("relay.cluster_id", "cluster-id"),
     ("relay.shards", "shards"),
     ("log.format", "log-format"),
+    // nwaku's flag: `--rate-limit=store:100/1m`, repeatable.
+    ("throttle.rate_limit", "rate-limit"),
 ];
 
 /// What type a key holds, which decides how env/flag text is parsed.

@@ -32,6 +32,8 @@ pub enum Protocol {
     FilterPush,
     PeerExchange,
     Store,
+    Rendezvous,
+    WakuRendezvous,
 }
 
 /// Why an outbound request got no response.
@@ -107,6 +109,8 @@ impl SwarmTask {
             Protocol::FilterPush => Some(&mut behaviour.filter_push),
             Protocol::PeerExchange => Some(&mut behaviour.peer_exchange),
             Protocol::Store => Some(&mut behaviour.store),
+            Protocol::Rendezvous => Some(&mut behaviour.rendezvous),
+            Protocol::WakuRendezvous => Some(&mut behaviour.waku_rendezvous),
         }
     }
 
