@@ -44,6 +44,17 @@ pub struct ChannelLabels {
     pub channel: &'static str,
 }
 
+/// Reasons the swarm task disconnects a peer on purpose (`roost_peer_disconnects_total`):
+/// the metadata exchange's and the throttle's (`graylisted`). Created at 0 when the node
+/// starts, so a burst of disconnects is a visible increase from the first one.
+pub const DISCONNECT_REASONS: [&str; 5] = [
+    "wrong_cluster",
+    "metadata_malformed",
+    "metadata_unsupported",
+    "metadata_failed",
+    "graylisted",
+];
+
 /// Node-wide network metrics owned by the swarm task.
 #[derive(Clone, Debug)]
 pub struct NetworkMetrics {
@@ -63,6 +74,9 @@ impl NetworkMetrics {
             static_peer_dials: Family::default(),
             channel_depth: Family::default(),
         };
+        for reason in DISCONNECT_REASONS {
+            let _ = m.peer_disconnects.get_or_create(&ReasonLabels { reason });
+        }
         registry.register(
             "peers_connected",
             "Peers with at least one open connection",
@@ -328,6 +342,17 @@ mod tests {
             parse_boot_time("cpu  1 2 3\nbtime 1700000000\nprocesses 9\n"),
             Some(1_700_000_000)
         );
+    }
+
+    #[test]
+    fn disconnect_reasons_exist_from_the_start() {
+        let mut registry = Registry::default();
+        NetworkMetrics::register(registry.sub_registry_with_prefix("roost"));
+        let text = render(&registry);
+        for reason in DISCONNECT_REASONS {
+            let sample = format!("roost_peer_disconnects_total{{reason=\"{reason}\"}} 0\n");
+            assert!(text.contains(&sample), "{sample} missing from:\n{text}");
+        }
     }
 
     #[test]

@@ -37,6 +37,17 @@ pub struct QueueLabels {
     pub queue: &'static str,
 }
 
+/// Reasons a push fails (`roost_filter_push_failures_total`), created at 0 at start.
+pub const PUSH_FAILURE_REASONS: [&str; 7] = [
+    "timeout",
+    "dial",
+    "unsupported",
+    "connection_closed",
+    "io",
+    "backlog",
+    "shutting_down",
+];
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Handles to the filter metrics; cheap to clone.
@@ -73,6 +84,9 @@ impl Metrics {
             received_pushes: Family::default(),
             queue_depth: Family::default(),
         };
+        for reason in PUSH_FAILURE_REASONS {
+            let _ = m.push_failures.get_or_create(&ReasonLabels { reason });
+        }
         registry.register(
             "requests",
             "Filter subscribe requests served, by type and outcome",
@@ -154,5 +168,21 @@ impl Metrics {
         self.push_failures
             .get_or_create(&ReasonLabels { reason })
             .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_push_failure_reason_exists_from_the_start() {
+        let mut registry = Registry::default();
+        Metrics::register(registry.sub_registry_with_prefix("roost_filter"));
+        let text = crate::metrics::render(&registry);
+        for reason in PUSH_FAILURE_REASONS {
+            let sample = format!("roost_filter_push_failures_total{{reason=\"{reason}\"}} 0\n");
+            assert!(text.contains(&sample), "{sample} missing from:\n{text}");
+        }
     }
 }
