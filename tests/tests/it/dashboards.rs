@@ -239,12 +239,25 @@ impl Drop for Running {
     }
 }
 
-fn shipped_fleet(name: &str) -> Fleet {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join("fleet")
-        .join(format!("{name}.toml"));
-    Fleet::load(&path).unwrap_or_else(|e| panic!("{name}: {e}"))
+/// The shipped staging fleet, as it runs on one machine: every node shares 127.0.0.1, so
+/// loopback is exempt from the throttle's per-IP limits and IP bans (otherwise the fleet's
+/// own connections count as one host's, and one banned test client would cut every node off).
+/// Per-peer quotas, bans and everything else stay as shipped.
+fn local_staging(dir: &Path) -> Fleet {
+    let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fleet/staging.toml");
+    let text = std::fs::read_to_string(&shipped).unwrap();
+    assert!(
+        text.contains("\n[node]\n"),
+        "staging.toml has a [node] section"
+    );
+    let text = text.replacen(
+        "\n[node]\n",
+        "\n[node]\nthrottle.exempt_ips = [\"127.0.0.1\"]\n",
+        1,
+    );
+    let path = dir.join("staging.toml");
+    std::fs::write(&path, text).unwrap();
+    Fleet::load(&path).unwrap_or_else(|e| panic!("staging: {e}"))
 }
 
 fn node<'a>(state: &'a FleetState, prefix: &str) -> &'a NodeState {
@@ -294,7 +307,7 @@ fn live_rules(rules: &str) -> String {
     out
 }
 
-/// What the load generator does; counters for the report.
+/// What the load generator did, for the report.
 #[derive(Default, Debug)]
 struct LoadReport {
     pushed: u64,
@@ -304,19 +317,40 @@ struct LoadReport {
     exchanges: u64,
 }
 
-/// Light load on the fleet: a light push every 250 ms through the boot node (alternating
-/// shards), store queries to every store node every 500 ms, a peer exchange request every
-/// second, and a filter subscription on the boot node. `stale` switches the pushes to
-/// timestamps an hour old (a publisher, or a store, with a wrong clock).
+/// Light load on the fleet, within the shipped per-peer quotas (30 light pushes and 30 store
+/// queries a minute, 10 peer exchanges a minute): three light clients take turns, one light
+/// push a second through the boot node (alternating shards), a store query to every store node
+/// a second, a peer exchange every 10 s, and a filter subscription on the boot node. `stale`
+/// switches the pushes to timestamps an hour old (publishers, or a store, with a wrong clock).
 struct Load {
     stop: Arc<AtomicBool>,
     stale: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<LoadReport>,
 }
 
+/// One light push through the boot node.
+fn message(i: u64, stale: bool) -> WakuMessage {
+    let mut message = WakuMessage::new(CONTENT_TOPIC, format!("load {i}").into_bytes());
+    if stale {
+        message.timestamp = Some(now_nanos() - 3600 * 1_000_000_000);
+    }
+    message
+}
+
+fn shard_topics(state: &FleetState) -> Vec<String> {
+    state
+        .shards
+        .iter()
+        .map(|s| format!("/waku/2/rs/{}/{s}", state.cluster_id))
+        .collect()
+}
+
 impl Load {
     async fn start(state: &FleetState) -> Load {
-        let client = Client::start(state.cluster_id).await.expect("light client");
+        let mut clients = Vec::new();
+        for _ in 0..3 {
+            clients.push(Client::start(state.cluster_id).await.expect("light client"));
+        }
         let boot = addr(node(state, "boot-"));
         let stores: Vec<Multiaddr> = state
             .nodes
@@ -324,12 +358,8 @@ impl Load {
             .filter(|n| n.name.starts_with("store-"))
             .map(addr)
             .collect();
-        let topics: Vec<String> = state
-            .shards
-            .iter()
-            .map(|s| format!("/waku/2/rs/{}/{s}", state.cluster_id))
-            .collect();
-        let subscribed = client
+        let topics = shard_topics(state);
+        let subscribed = clients[0]
             .filter(
                 &boot,
                 RequestType::Subscribe,
@@ -345,42 +375,41 @@ impl Load {
             let (stop, stale) = (stop.clone(), stale.clone());
             tokio::spawn(async move {
                 let mut report = LoadReport::default();
-                let mut tick = tokio::time::interval(Duration::from_millis(250));
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
                 let mut i: u64 = 0;
                 while !stop.load(Ordering::Relaxed) {
                     tick.tick().await;
                     i += 1;
+                    let client = &clients[(i as usize) % clients.len()];
                     let topic = &topics[(i as usize) % topics.len()];
-                    let mut message =
-                        WakuMessage::new(CONTENT_TOPIC, format!("load {i}").into_bytes());
-                    if stale.load(Ordering::Relaxed) {
-                        message.timestamp = Some(now_nanos() - 3600 * 1_000_000_000);
-                    }
-                    match client
-                        .light_push(&boot, Version::V3, Some(topic), &message)
-                        .await
-                    {
+                    let pushed = client
+                        .light_push(
+                            &boot,
+                            Version::V3,
+                            Some(topic),
+                            &message(i, stale.load(Ordering::Relaxed)),
+                        )
+                        .await;
+                    match pushed {
                         Ok(reply) if reply.status.0 == 200 => report.pushed += 1,
                         _ => report.push_failed += 1,
                     }
-                    if i % 2 == 0 {
-                        for store_addr in &stores {
-                            let request = StoreQueryRequest::new(format!("load-{i}"))
-                                .content(topics[0].clone(), [CONTENT_TOPIC])
-                                .limit(10);
-                            // A stopped store node makes this fail: that is part of the test.
-                            let answered = tokio::time::timeout(
-                                Duration::from_secs(2),
-                                store::query_peer(&client, store_addr, &request),
-                            )
-                            .await;
-                            match answered {
-                                Ok(Ok(_)) => report.queries += 1,
-                                _ => report.query_failed += 1,
-                            }
+                    for store_addr in &stores {
+                        let request = StoreQueryRequest::new(format!("load-{i}"))
+                            .content(topics[0].clone(), [CONTENT_TOPIC])
+                            .limit(10);
+                        // A stopped store node makes this fail: that is part of the test.
+                        let answered = tokio::time::timeout(
+                            Duration::from_secs(2),
+                            store::query_peer(client, store_addr, &request),
+                        )
+                        .await;
+                        match answered {
+                            Ok(Ok(r)) if r.code() == 200 => report.queries += 1,
+                            _ => report.query_failed += 1,
                         }
                     }
-                    if i % 4 == 0 {
+                    if i % 10 == 0 {
                         let asked = client
                             .request(
                                 ReqResProtocol::PeerExchange,
@@ -393,7 +422,9 @@ impl Load {
                         }
                     }
                 }
-                client.stop().await;
+                for client in clients {
+                    client.stop().await;
+                }
                 report
             })
         };
@@ -404,6 +435,34 @@ impl Load {
         self.stop.store(true, Ordering::Relaxed);
         self.task.await.expect("load task")
     }
+}
+
+/// A light client that floods the boot node with light pushes (stale messages, so the stores
+/// keep declining them) until the node stops answering it (banned) or `limit` requests.
+/// Returns (admitted, throttled).
+async fn flood(cluster_id: u16, boot: Multiaddr, topic: String, limit: u64) -> (u64, u64) {
+    let client = Client::start(cluster_id).await.expect("flooder");
+    let (mut admitted, mut throttled) = (0, 0);
+    for i in 0..limit {
+        match client
+            .light_push(&boot, Version::V3, Some(&topic), &message(i, true))
+            .await
+        {
+            Ok(reply) if reply.status.0 == 200 => admitted += 1,
+            Ok(reply) if reply.status.0 == 429 => throttled += 1,
+            // Banned: the node closed the connection and refuses new ones.
+            _ => break,
+        }
+    }
+    // Come back a few times, as flooders do (refused as a banned peer).
+    for i in 0..3 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let _ = client
+            .light_push(&boot, Version::V3, Some(&topic), &message(i, true))
+            .await;
+    }
+    client.stop().await;
+    (admitted, throttled)
 }
 
 /// Grafana's substitution for one evaluation: the fleet, every dc, and `instance`.
@@ -421,19 +480,25 @@ fn values(instance: &str) -> BTreeMap<String, String> {
     .collect()
 }
 
-/// A target returns data when, for at least one of `instances`, the query has a sample.
-/// `Err` for a query Prometheus refuses (syntax, types).
+/// A target returns data when, for at least one of `instances`, the query has a sample: now,
+/// or with `during = Some((from, to))` at any second of that period (incidents are often
+/// brief: a rate over 10 s of one bad request). `Err` for a query Prometheus refuses.
 async fn returns_data(
     prom: &Prometheus,
     target: &Target,
     instances: &[String],
+    during: Option<(f64, f64)>,
 ) -> Result<bool, String> {
     for instance in instances {
         let expr = dashboards::substitute(&target.expr, &values(instance));
-        let result = prom
-            .query(&expr)
-            .await
-            .map_err(|e| format!("`{expr}`: {e:#}"))?;
+        let result = match during {
+            None => prom.query(&expr).await,
+            Some((from, to)) => {
+                prom.query_range(&expr, from, to, Duration::from_secs(1))
+                    .await
+            }
+        }
+        .map_err(|e| format!("`{expr}`: {e:#}"))?;
         if result.iter().any(|s| !s.samples.is_empty()) {
             return Ok(true);
         }
@@ -441,17 +506,24 @@ async fn returns_data(
     Ok(false)
 }
 
-/// Waits until every target returns data; returns the ones that never did, with why.
+/// Waits until every target has returned data (now, or since `since`); returns the ones that
+/// never did, with why.
 async fn wait_for_data(
     prom: &Prometheus,
     targets: &[(String, Target, Vec<String>)],
+    since: Option<f64>,
 ) -> Vec<String> {
     let deadline = Instant::now() + PATIENCE;
+    let mut seen = vec![false; targets.len()];
     loop {
         let mut missing = Vec::new();
-        for (board, target, instances) in targets {
-            match returns_data(prom, target, instances).await {
-                Ok(true) => {}
+        for (i, (board, target, instances)) in targets.iter().enumerate() {
+            if seen[i] {
+                continue;
+            }
+            let during = since.map(|from| (from, now_unix()));
+            match returns_data(prom, target, instances, during).await {
+                Ok(true) => seen[i] = true,
                 Ok(false) => missing.push(format!(
                     "{board} `{}` ({}): no data for `{}`",
                     target.panel_title, target.ref_id, target.expr
@@ -584,16 +656,18 @@ async fn dashboards_and_alerts_work_on_a_live_fleet() {
     let work = tempfile::tempdir().unwrap();
     let fleet_dir = work.path().join(STAGING);
     let _fleet_guard = Running(fleet_dir.clone());
-    let staging = shipped_fleet(STAGING);
+    let staging = local_staging(work.path());
     let state = local::up(&staging, &fleet_dir, &roost_bin(), &Quiet)
         .await
         .expect("staging comes up");
+    eprintln!("[{:>6.1?}] fleet up", began.elapsed());
     let rules_path = work.path().join("alerts-live.yml");
     let rules = std::fs::read_to_string(dir().join("prometheus/alerts.yml")).unwrap();
     std::fs::write(&rules_path, live_rules(&rules)).unwrap();
     let prom = Prometheus::start(&fleet_dir.join("prometheus-targets.json"), &[rules_path])
         .await
         .expect("prometheus starts");
+    eprintln!("[{:>6.1?}] prometheus up", began.elapsed());
     let start = now_unix();
     let instances: Vec<String> = state.nodes.iter().map(|n| n.name.clone()).collect();
     wait_until(PATIENCE, || async {
@@ -620,6 +694,7 @@ async fn dashboards_and_alerts_work_on_a_live_fleet() {
     assert_eq!(loaded, ALERTS.len(), "{rule_groups}");
 
     let load = Load::start(&state).await;
+    eprintln!("[{:>6.1?}] load started", began.elapsed());
 
     // Variables resolve to the fleet's labels.
     for (name, board) in &boards {
@@ -677,16 +752,18 @@ async fn dashboards_and_alerts_work_on_a_live_fleet() {
             }
         }
     }
-    let missing = wait_for_data(&prom, &regular).await;
+    let missing = wait_for_data(&prom, &regular, None).await;
     assert!(
         missing.is_empty(),
         "panels empty on a healthy fleet under load (mark them incident panels only if they \
          show errors):\n{}",
         missing.join("\n")
     );
-    // Incident panels parse and are empty while all is well.
+    eprintln!("[{:>6.1?}] every regular panel has data", began.elapsed());
+    // Incident panels parse and have been empty all along.
+    let healthy_until = now_unix();
     for (name, target, scope) in &incident {
-        let data = returns_data(&prom, target, scope)
+        let data = returns_data(&prom, target, scope, Some((start, healthy_until)))
             .await
             .unwrap_or_else(|e| panic!("{name} `{}`: {e}", target.panel_title));
         assert!(
@@ -703,6 +780,10 @@ async fn dashboards_and_alerts_work_on_a_live_fleet() {
         firing(&prom).await
     );
     let healthy_for = began.elapsed();
+    eprintln!(
+        "[{:>6.1?}] healthy: regular panels have data, incident panels empty, no alert firing",
+        began.elapsed()
+    );
 
     // === Faults ===
     let fault_at = now_unix();
@@ -713,7 +794,8 @@ async fn dashboards_and_alerts_work_on_a_live_fleet() {
     // Publishers' clocks go wrong: every message an hour old (relay accepts them, the stores
     // decline them as too old).
     load.stale.store(true, Ordering::Relaxed);
-    // A bare peer floods relay-01 with invalid messages (bad content topic, garbage).
+    // A bare peer floods relay-01 with invalid messages (bad content topic, garbage) until
+    // relay-01 bans it, then keeps dialling back.
     let relay = node(&state, "relay-01");
     let shard = format!("/waku/2/rs/{}/{}", state.cluster_id, state.shards[0]);
     let spammer = BarePeer::start(BareOptions {
@@ -728,13 +810,20 @@ async fn dashboards_and_alerts_work_on_a_live_fleet() {
     wait_until(PATIENCE, || async { spammer.mesh_peers(&shard).await >= 1 })
         .await
         .expect("the spammer joins relay-01's mesh");
-    let spam_stop = Arc::new(AtomicBool::new(false));
+    let faults_stop = Arc::new(AtomicBool::new(false));
     let spam_task = {
-        let stop = spam_stop.clone();
+        let stop = faults_stop.clone();
         let shard = shard.clone();
+        let relay_addr = addr(relay);
         tokio::spawn(async move {
             let mut sent = 0u64;
             while !stop.load(Ordering::Relaxed) {
+                if spammer.mesh_peers(&shard).await == 0 {
+                    // Banned and disconnected: come back (refused as a banned peer).
+                    let _ = spammer.dial(relay_addr.clone()).await;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
                 let bad =
                     WakuMessage::new("not a content topic", format!("spam {sent}").into_bytes());
                 let _ = spammer.publish(&shard, bad.encode_to_vec()).await;
@@ -744,52 +833,89 @@ async fn dashboards_and_alerts_work_on_a_live_fleet() {
                 sent += 2;
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            (spammer, sent)
+            sent
         })
     };
-    // Bad requests: an invalid light push, a store query with a cursor the store never gave.
-    let prober = Client::start(state.cluster_id).await.unwrap();
+    // A spam wave from many identities: twelve light clients flood the boot node's light push
+    // until each is banned for going over its quota, then try again a few times.
     let boot = addr(node(&state, "boot-"));
-    let store_01 = addr(node(&state, "store-01"));
-    let reply = prober
-        .light_push(
-            &boot,
-            Version::V3,
-            Some(&shard),
-            &WakuMessage::new("bad topic", b"x".to_vec()),
-        )
-        .await
-        .unwrap();
-    assert_ne!(reply.status.0, 200, "{reply:?}");
-    let bad_cursor = StoreQueryRequest::new("bad-cursor")
-        .content(shard.clone(), [CONTENT_TOPIC])
-        .cursor(Some(MessageHash([7u8; 32])));
-    let answer = store::query_peer(&prober, &store_01, &bad_cursor)
-        .await
-        .unwrap();
-    assert_eq!(answer.code(), 400, "{}", answer.desc());
-    // A filter subscriber disappears without unsubscribing: pushes to it fail.
-    let leaver = Client::start(state.cluster_id).await.unwrap();
-    let subscribed = leaver
-        .filter(
-            &boot,
-            RequestType::Subscribe,
-            Some(&shard),
-            &[CONTENT_TOPIC.to_owned()],
-        )
-        .await
-        .unwrap();
-    assert_eq!(subscribed.status.0, 200, "{subscribed:?}");
-    leaver.stop().await;
-    // A peer of another cluster connects: relay-01 disconnects it.
-    let stranger = Client::start(state.cluster_id + 1).await.unwrap();
-    let _ = stranger.handle().dial(addr(relay)).await;
+    let flooders: Vec<_> = (0..12)
+        .map(|_| tokio::spawn(flood(state.cluster_id, boot.clone(), shard.clone(), 400)))
+        .collect();
+    let mut flood_report = (0, 0);
+    for flooder in flooders {
+        let (admitted, throttled) = flooder.await.unwrap();
+        flood_report.0 += admitted;
+        flood_report.1 += throttled;
+    }
+    eprintln!(
+        "[{:>6.1?}] faults: store-02 killed, clocks stale, spammer on, flooders banned \
+         (admitted {}, throttled {})",
+        began.elapsed(),
+        flood_report.0,
+        flood_report.1
+    );
+    // Broken clients, once a second until the faults end: an invalid light push, a store
+    // query with a cursor the store never gave, a filter subscriber that vanishes without
+    // unsubscribing, and a peer of another cluster dialling relay-01 (disconnected at once).
+    let nuisance_task = {
+        let stop = faults_stop.clone();
+        let cluster = state.cluster_id;
+        let (boot, store_01, relay_addr) =
+            (boot.clone(), addr(node(&state, "store-01")), addr(relay));
+        let shard = shard.clone();
+        tokio::spawn(async move {
+            let prober = Client::start(cluster).await.unwrap();
+            let stranger = Client::start(cluster + 1).await.unwrap();
+            let mut rounds = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                rounds += 1;
+                let reply = prober
+                    .light_push(
+                        &boot,
+                        Version::V3,
+                        Some(&shard),
+                        &WakuMessage::new("bad topic", b"x".to_vec()),
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(reply.status.0, 420, "{reply:?}");
+                let bad_cursor = StoreQueryRequest::new("bad-cursor")
+                    .content(shard.clone(), [CONTENT_TOPIC])
+                    .cursor(Some(MessageHash([7u8; 32])));
+                let answer = store::query_peer(&prober, &store_01, &bad_cursor)
+                    .await
+                    .unwrap();
+                assert_eq!(answer.code(), 400, "{}", answer.desc());
+                if rounds % 3 == 1 {
+                    let leaver = Client::start(cluster).await.unwrap();
+                    let subscribed = leaver
+                        .filter(
+                            &boot,
+                            RequestType::Subscribe,
+                            Some(&shard),
+                            &[CONTENT_TOPIC.to_owned()],
+                        )
+                        .await
+                        .unwrap();
+                    assert_eq!(subscribed.status.0, 200, "{subscribed:?}");
+                    leaver.stop().await;
+                }
+                let _ = stranger.handle().dial(relay_addr.clone()).await;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            prober.stop().await;
+            stranger.stop().await;
+            rounds
+        })
+    };
 
-    let missing = wait_for_data(&prom, &incident).await;
+    let missing = wait_for_data(&prom, &incident, Some(fault_at)).await;
     assert!(
         missing.is_empty(),
-        "incident panels still empty during the faults:\n{}",
-        missing.join("\n")
+        "incident panels still empty during the faults:\n{}\n\nthe nodes' counters:\n{}",
+        missing.join("\n"),
+        counters(&state, &victim).await
     );
     // Every metric a panel uses exists on a live node (some families appear only once
     // something was counted, e.g. filter push failures: hence after the faults).
@@ -823,8 +949,10 @@ async fn dashboards_and_alerts_work_on_a_live_fleet() {
         &prom,
         &[
             ("NodeDown", victim.as_str()),
+            ("MeshDegraded", relay.name.as_str()),
             ("StoreNotIngesting", node(&state, "store-01").name.as_str()),
-            ("SpamSurge", relay.name.as_str()),
+            ("SpamSurge", node(&state, "boot-").name.as_str()),
+            ("BansSpiking", node(&state, "boot-").name.as_str()),
         ],
     )
     .await;
@@ -833,11 +961,13 @@ async fn dashboards_and_alerts_work_on_a_live_fleet() {
         "alerts that did not fire: {not_fired:?}; firing: {fired:?}"
     );
     let fault_alerts = fired;
-    spam_stop.store(true, Ordering::Relaxed);
-    let (spammer, spam_sent) = spam_task.await.unwrap();
-    drop(spammer);
-    stranger.stop().await;
-    prober.stop().await;
+    eprintln!(
+        "[{:>6.1?}] faults: incident panels have data, alerts fired",
+        began.elapsed()
+    );
+    faults_stop.store(true, Ordering::Relaxed);
+    let spam_sent = spam_task.await.unwrap();
+    let nuisance_rounds = nuisance_task.await.unwrap();
     let report = load.stop().await;
 
     // === The fleet collapses around relay-01 ===
@@ -854,6 +984,7 @@ async fn dashboards_and_alerts_work_on_a_live_fleet() {
         "alerts that did not fire: {not_fired:?}; firing: {collapse_alerts:?}"
     );
     let end = now_unix();
+    eprintln!("[{:>6.1?}] collapse: NoRelayPeers fired", began.elapsed());
 
     // Pictures of the main panels, from this run's data.
     let fleet_board = &boards[0].1;
@@ -941,7 +1072,7 @@ async fn dashboards_and_alerts_work_on_a_live_fleet() {
     }
 
     eprintln!(
-        "dashboards: healthy after {:.0?}; whole test {:.0?}; load: {report:?}; spam sent: {spam_sent}",
+        "dashboards: healthy after {:.0?}; whole test {:.0?}; load: {report:?}; invalid relay messages sent: {spam_sent}; flood (admitted, throttled): {flood_report:?}; broken-client rounds: {nuisance_rounds}",
         healthy_for,
         began.elapsed()
     );
@@ -949,6 +1080,35 @@ async fn dashboards_and_alerts_work_on_a_live_fleet() {
     eprintln!("alerts fired by the collapse: {collapse_alerts:?}");
     eprintln!("pictures: {} {}", fleet_png.display(), node_png.display());
     local::down(&fleet_dir).await.unwrap();
+}
+
+/// The error and abuse counters of every live node, for failure messages.
+async fn counters(state: &FleetState, dead: &str) -> String {
+    let mut out = String::new();
+    for n in state.nodes.iter().filter(|n| n.name != dead) {
+        let Ok(response) = reqwest::get(&n.metrics_url).await else {
+            continue;
+        };
+        let text = response.text().await.unwrap_or_default();
+        for line in text.lines().filter(|l| {
+            !l.starts_with('#')
+                && !l.ends_with(" 0")
+                && [
+                    "roost_relay_messages_validated_total",
+                    "roost_throttle_bans_total",
+                    "roost_throttle_connections_refused_total",
+                    "roost_throttle_throttled_total",
+                    "roost_peer_disconnects_total",
+                    "roost_filter_push_failures_total",
+                    "roost_store_queries_total",
+                ]
+                .iter()
+                .any(|m| l.starts_with(m))
+        }) {
+            out.push_str(&format!("{}: {line}\n", n.name));
+        }
+    }
+    out
 }
 
 /// `target/dashboards/` beside the test executable's profile dir.
