@@ -1,5 +1,5 @@
-//! The `roost` command line: `run`, `config dump`, `config keys`, `store query|stats`. Every subcommand that builds a
-//! config takes `--config FILE` and one override flag per config key.
+//! The `roost` command line: `run`, `config dump`, `config keys`, `store query|stats`,
+//! `operator …`. Every subcommand that builds a config takes `--config FILE` and one override flag per config key.
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -57,6 +57,11 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::rendezvous::cli::Command,
     },
+    /// Operator keys (file, HSM via PKCS#11, Keycard via PC/SC) and fleet attestations.
+    Operator {
+        #[command(subcommand)]
+        command: crate::operator::cli::OperatorCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -101,6 +106,7 @@ pub fn main() -> ExitCode {
             Err(e) => fail(EXIT_CONFIG, &e),
         },
         Command::Store { command } => crate::store::cli::main(command),
+        Command::Operator { command } => crate::operator::cli::run(command),
         Command::Config {
             command: ConfigCommand::Keys,
         } => {

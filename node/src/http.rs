@@ -1,7 +1,7 @@
 //! The operator HTTP endpoint (axum): `/metrics` (Prometheus text), `/health` (JSON, 503 when
-//! unhealthy), `/debug/v1/info` (identity, addresses, cluster, protocols), `/debug/v1/peers`
-//! (connected peers, mesh per shard) and the admin routes capabilities contribute (bans:
-//! [`crate::throttle::admin`], loopback clients only).
+//! unhealthy), `/debug/v1/info` (identity, addresses, cluster, protocols, attestation),
+//! `/debug/v1/peers` (connected peers, mesh per shard) and the admin routes capabilities
+//! contribute (bans: [`crate::throttle::admin`], loopback clients only).
 
 use std::{sync::Arc, time::Duration};
 
@@ -120,5 +120,12 @@ async fn config(AxumState(state): AxumState<State>) -> Response {
 }
 
 async fn info(AxumState(state): AxumState<State>) -> Response {
-    Json(state.node.info().clone()).into_response()
+    let mut body = serde_json::to_value(state.node.info()).unwrap_or_default();
+    if let (Some(map), Some(signed)) = (body.as_object_mut(), state.node.attestation()) {
+        map.insert(
+            "attestation".into(),
+            crate::operator::local::describe(&signed.attestation),
+        );
+    }
+    Json(body).into_response()
 }

@@ -18,6 +18,7 @@ pub mod message;
 pub mod metadata;
 pub mod metrics;
 pub mod node;
+pub mod operator;
 pub mod peer_exchange;
 pub mod relay;
 pub mod rendezvous;

@@ -54,6 +54,8 @@ pub enum StartError {
     Store(#[from] store::StoreError),
     #[error(transparent)]
     Rendezvous(#[from] rendezvous::server::Error),
+    #[error(transparent)]
+    Attestation(#[from] crate::operator::local::LoadError),
     #[error("{what} port {port} is already in use ({key}); choose another with --{flag} or ROOST_{env}, or 0 for any free port")]
     PortInUse {
         what: &'static str,
@@ -100,6 +102,8 @@ pub struct NodeHandle {
     throttle: Throttle,
     shutdown: watch::Sender<bool>,
     store: Option<store::ArchiveHandle>,
+    fleet: crate::operator::FleetView,
+    attestation: watch::Receiver<crate::operator::local::Current>,
 }
 
 impl NodeHandle {
@@ -124,6 +128,16 @@ impl NodeHandle {
     /// The archive, when this node is a store node: acknowledged inserts, local queries, stats.
     pub fn store(&self) -> Option<&store::ArchiveHandle> {
         self.store.as_ref()
+    }
+
+    /// The connected peers whose fleet attestations this node verified.
+    pub fn fleet(&self) -> &crate::operator::FleetView {
+        &self.fleet
+    }
+
+    /// The attestation this node serves now, if any (renewals replace it while running).
+    pub fn attestation(&self) -> crate::operator::local::Current {
+        self.attestation.borrow().clone()
     }
 
     /// Validates and publishes a message; it is also handed to this node's own consumers.
@@ -228,6 +242,9 @@ pub struct Node {
     tasks: JoinSet<(&'static str, Result<(), String>)>,
     shutdown_rx: watch::Receiver<bool>,
     shutdown_timeout: Duration,
+    /// Stops the store's threads and closes its database when the node is dropped, even
+    /// without a graceful stop (last field: dropped after the tasks are aborted).
+    _store: Option<store::Guard>,
 }
 
 impl Node {
@@ -262,6 +279,21 @@ impl Node {
             None => crate::identity::load_or_create(&data_dir)?,
         };
         let peer_id = keypair.public().to_peer_id();
+        let attestation = match &config.operator.attestation {
+            Some(path) => {
+                let bytes = tokio::fs::read(path).await.map_err(|source| {
+                    crate::operator::local::LoadError::Read {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
+                let signed =
+                    crate::operator::local::check(&config.operator, path, peer_id, &bytes)?;
+                crate::operator::local::announce(&signed, path);
+                Some(Arc::new(signed))
+            }
+            None => None,
+        };
 
         let mut registry = metrics::new_registry();
         let libp2p_metrics = libp2p::metrics::Metrics::new(&mut registry);
@@ -283,13 +315,33 @@ impl Node {
         let px_metrics = peer_exchange::Metrics::register(
             registry.sub_registry_with_prefix("roost_peer_exchange"),
         );
+        let operator_metrics = crate::operator::Metrics::register(
+            registry.sub_registry_with_prefix("roost_operator"),
+            attestation.is_some(),
+        );
         let health = Health::default();
+        // Fleet trust: the fleet is the configured one, else the attestation's.
+        let fleet = config.operator.fleet.clone().or_else(|| {
+            attestation
+                .as_ref()
+                .map(|signed| signed.attestation.fleet.clone())
+        });
+        let verifier = (!config.operator.trusted_keys.is_empty()).then(|| {
+            crate::operator::Verifier::new(fleet.clone(), config.operator.trusted_keys.clone())
+        });
+        let fleet_view = crate::operator::FleetView::default();
         let rendezvous_metrics =
             rendezvous::Metrics::register(registry.sub_registry_with_prefix("roost_rendezvous"));
         // Opened before any listener, so a locked or damaged database stops start-up cleanly.
         let rendezvous_server = if config.rendezvous.enabled {
-            // The rendezvous authorisation hook: a fleet policy (operator attestations) goes here.
-            let policy: Arc<dyn rendezvous::Policy> = Arc::new(rendezvous::ReservedNamespaces);
+            // Fleet namespaces (/roost/<fleet>/…) need a verified attestation (operator/policy.rs).
+            let policy: Arc<dyn rendezvous::Policy> =
+                Arc::new(crate::operator::policy::FleetPolicy::new(
+                    fleet.clone(),
+                    verifier.is_some(),
+                    fleet_view.clone(),
+                    operator_metrics.clone(),
+                ));
             Some(rendezvous::Server::open(
                 &config.rendezvous,
                 &data_dir,
@@ -408,6 +460,9 @@ impl Node {
                 None
             }
         };
+        if attestation.is_some() {
+            protocols.push(crate::operator::PROTOCOL_ID.to_string());
+        }
         let mut info = NodeInfo {
             peer_id,
             version: metrics::VERSION,
@@ -446,7 +501,7 @@ impl Node {
             None
         };
 
-        let (store_handle, store_inbound, store_runner) = match store {
+        let (store_handle, store_inbound, store_runner, store_guard) = match store {
             Some(store) => {
                 let started = store.start(command_tx.clone())?;
                 sinks.push(Box::new(started.sink));
@@ -454,11 +509,13 @@ impl Node {
                     Some(started.handle),
                     Some(started.inbound),
                     Some(started.runner),
+                    Some(started.guard),
                 )
             }
-            None => (None, None, None),
+            None => (None, None, None, None),
         };
 
+        let (attestation_tx, attestation_rx) = watch::channel(attestation);
         let handle = NodeHandle {
             commands: command_tx,
             messages: messages_tx,
@@ -468,7 +525,33 @@ impl Node {
             throttle: throttle.clone(),
             shutdown: shutdown_tx,
             store: store_handle,
+            fleet: fleet_view.clone(),
+            attestation: attestation_rx.clone(),
         };
+
+        let operator_state = crate::operator::swarm::State::new(
+            attestation_rx,
+            verifier,
+            fleet_view,
+            operator_metrics.clone(),
+        );
+        if let Some(path) = config.operator.attestation.clone() {
+            let watcher = crate::operator::local::Watcher {
+                config: config.operator.clone(),
+                path,
+                me: peer_id,
+                current: attestation_tx,
+                metrics: operator_metrics,
+                health: health.clone(),
+            };
+            let mut last_warning = None;
+            watcher.evaluate(&mut last_warning);
+            let shutdown = shutdown_rx.clone();
+            tasks.spawn(async move {
+                watcher.run(shutdown, last_warning).await;
+                ("operator", Ok(()))
+            });
+        }
 
         let task = SwarmTask::new(
             swarm,
@@ -500,6 +583,7 @@ impl Node {
                 ),
                 store: store_inbound,
                 rendezvous: rendezvous_inbox,
+                operator: operator_state,
             },
         );
         tasks.spawn(async move {
@@ -536,7 +620,21 @@ impl Node {
                 ("rendezvous", Ok(()))
             });
         }
-        let plan = rendezvous::client::Plan::from_config(&config);
+        let mut plan = rendezvous::client::Plan::from_config(&config);
+        if let Some(signed) = handle.attestation() {
+            // An attested node registers under its fleet's namespaces, one per role, and finds
+            // the other relays of its fleet there (renewals with other roles need a restart).
+            let a = &signed.attestation;
+            for role in &a.roles {
+                plan.register_under(crate::operator::fleet_namespace(&a.fleet, *role));
+            }
+            if a.has_role(crate::operator::Role::Relay) {
+                plan.discover_in(crate::operator::fleet_namespace(
+                    &a.fleet,
+                    crate::operator::Role::Relay,
+                ));
+            }
+        }
         if !config.rendezvous.points.is_empty() && !plan.is_empty() {
             let client = rendezvous::client::ClientTask::new(
                 &config,
@@ -582,6 +680,7 @@ impl Node {
             tasks,
             shutdown_rx,
             shutdown_timeout: config.node.shutdown_timeout,
+            _store: store_guard,
         })
     }
 

@@ -12,6 +12,7 @@ pub mod dashboards;
 pub mod process;
 pub mod prometheus;
 pub mod rdv;
+pub mod rig;
 
 use std::{future::Future, path::PathBuf, time::Duration};
 

@@ -29,7 +29,7 @@ pub fn fleet_bin() -> PathBuf {
 
 /// Builds (a no-op when fresh) and locates a binary of this workspace next to the test
 /// executable: `target/<profile>/deps/<test>` -> `target/<profile>/<bin>`.
-fn workspace_bin(package: &str, name: &str) -> PathBuf {
+pub fn workspace_bin(package: &str, name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let profile_dir = exe
         .parent()

@@ -35,6 +35,7 @@ pub struct Config {
     pub rendezvous: crate::rendezvous::Config,
     pub http: HttpConfig,
     pub log: LogConfig,
+    pub operator: crate::operator::Config,
 }
 
 /// Where the node keeps its state and how it stops.
@@ -246,6 +247,7 @@ impl Config {
                 )));
             }
         }
+        self.operator.validate().map_err(ConfigError::Invalid)?;
         if self.network.max_connections == 0 {
             return Err(ConfigError::Invalid(
                 "network.max_connections must be at least 1".into(),

@@ -5,8 +5,9 @@
 //! [`Verdict::Deny`] is answered with `E_NOT_AUTHORIZED` and the verdict's text.
 //!
 //! Namespaces under [`RESERVED_PREFIX`] (`/roost/…`) belong to Roost fleets: a fleet policy
-//! (operator attestations) decides who may register there. Until one is plugged in,
-//! [`ReservedNamespaces`] refuses registrations under them and allows everything else.
+//! (operator attestations, [`crate::operator::policy::FleetPolicy`], which the node plugs in)
+//! decides who may register there. [`ReservedNamespaces`] is the fallback for a server without
+//! one: it refuses registrations under them and allows everything else.
 //!
 //! A policy runs on the rendezvous server thread for every REGISTER and DISCOVER: it must
 //! answer from memory (e.g. a cache of verified attestations that another task fills),

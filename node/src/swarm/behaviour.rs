@@ -34,6 +34,9 @@ pub struct Behaviour {
     pub rendezvous: rendezvous::Behaviour,
     /// nwaku's rendezvous flavour (`/vac/waku/rendezvous/1.0.0`), same table.
     pub waku_rendezvous: rendezvous::Behaviour,
+    /// Operator attestations (`/roost/attestation/1.0.0`): served when this node has one,
+    /// fetched from peers that claim fleet membership.
+    pub attestation: crate::operator::swarm::Behaviour,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
     /// Keeps connections of filter subscribers open.
@@ -70,6 +73,7 @@ impl Behaviour {
             store: store::behaviour(store::serving(config)),
             rendezvous: rendezvous::behaviour(&config.rendezvous, rendezvous_metrics),
             waku_rendezvous: rendezvous::waku_behaviour(&config.rendezvous, rendezvous_metrics),
+            attestation: crate::operator::swarm::behaviour(config.operator.attestation.is_some()),
             identify: identify::Behaviour::new(
                 identify::Config::new(IDENTIFY_PROTOCOL.into(), keypair.public())
                     .with_agent_version(format!("roost/{VERSION}"))

@@ -111,6 +111,8 @@ pub struct SwarmTask {
     pub(crate) store: Option<store::Inbound>,
     /// The rendezvous server's queue, when this node is a rendezvous point.
     pub(crate) rendezvous: Option<rendezvous::Inbox>,
+    /// Attestations: this node's, and the verified fleet peers.
+    pub(crate) operator: crate::operator::swarm::State,
 }
 
 /// Everything the swarm task needs besides the swarm itself.
@@ -130,6 +132,7 @@ pub struct SwarmTaskParts {
     pub store: Option<store::Inbound>,
     /// The rendezvous server's queue (`None`: not a rendezvous point).
     pub rendezvous: Option<rendezvous::Inbox>,
+    pub operator: crate::operator::swarm::State,
 }
 
 impl SwarmTask {
@@ -176,6 +179,7 @@ impl SwarmTask {
             peer_exchange: parts.peer_exchange,
             store: parts.store,
             rendezvous: parts.rendezvous,
+            operator: parts.operator,
         };
         task.subscribe_shards(config);
         task
@@ -215,6 +219,7 @@ impl SwarmTask {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 _ = gauges.tick() => {
                     self.redial_static_peers();
+                    self.operator_tick();
                     self.refresh_gauges();
                     self.on_throttle_tick();
                 }
@@ -426,11 +431,13 @@ impl SwarmTask {
             SwarmEvent::Behaviour(BehaviourEvent::WakuRendezvous(event)) => {
                 self.on_rendezvous(rendezvous::Dialect::Waku, event)
             }
+            SwarmEvent::Behaviour(BehaviourEvent::Attestation(event)) => self.on_attestation(event),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(event)) => {
                 self.libp2p_metrics.record(&event);
                 if let identify::Event::Received { peer_id, info, .. } = &event {
                     tracing::debug!(peer = %peer_id, agent = %info.agent_version, "identified peer");
                     self.peer_exchange_on_identified(*peer_id, &info.protocols);
+                    self.on_operator_identified(*peer_id, info);
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Ping(event)) => {
@@ -488,6 +495,7 @@ impl SwarmTask {
                 if num_established == 0 {
                     self.metadata_pending.remove(&peer_id);
                     self.on_static_peer_disconnected(peer_id);
+                    self.on_operator_peer_gone(peer_id);
                 }
             }
             SwarmEvent::OutgoingConnectionError {

@@ -34,6 +34,7 @@ pub enum Protocol {
     Store,
     Rendezvous,
     WakuRendezvous,
+    Attestation,
 }
 
 /// Why an outbound request got no response.
@@ -111,6 +112,7 @@ impl SwarmTask {
             Protocol::Store => Some(&mut behaviour.store),
             Protocol::Rendezvous => Some(&mut behaviour.rendezvous),
             Protocol::WakuRendezvous => Some(&mut behaviour.waku_rendezvous),
+            Protocol::Attestation => Some(&mut behaviour.attestation),
         }
     }
 

@@ -657,9 +657,15 @@ async fn dashboards_and_alerts_work_on_a_live_fleet() {
     let fleet_dir = work.path().join(STAGING);
     let _fleet_guard = Running(fleet_dir.clone());
     let staging = local_staging(work.path());
-    let state = local::up(&staging, &fleet_dir, &roost_bin(), &Quiet)
-        .await
-        .expect("staging comes up");
+    let state = local::up(
+        &staging,
+        &fleet_dir,
+        &roost_bin(),
+        &local::Operator::Dev,
+        &Quiet,
+    )
+    .await
+    .expect("staging comes up");
     eprintln!("[{:>6.1?}] fleet up", began.elapsed());
     let rules_path = work.path().join("alerts-live.yml");
     let rules = std::fs::read_to_string(dir().join("prometheus/alerts.yml")).unwrap();

@@ -7,6 +7,7 @@ mod fleet;
 mod interop;
 mod light_cli;
 mod lightpush;
+mod operator;
 mod peer_exchange;
 mod relay;
 mod rendezvous;
