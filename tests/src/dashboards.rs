@@ -451,11 +451,7 @@ pub fn exposed_names(metrics_text: &str) -> BTreeSet<String> {
     metrics_text
         .lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .filter_map(|l| {
-            l.split(|c: char| c == '{' || c == ' ')
-                .next()
-                .map(str::to_owned)
-        })
+        .filter_map(|l| l.split(['{', ' ']).next().map(str::to_owned))
         .collect()
 }
 

@@ -10,7 +10,8 @@
 //!   metric name they use must exist on a live node's `/metrics`; every variable must resolve;
 //!   and no alert may fire once the fleet has settled. Then faults: a store node killed, a
 //!   bare peer flooding invalid messages, messages with a stale clock, bad requests, a
-//!   subscriber gone, a peer of another cluster, and finally the fleet collapsing around one
+//!   subscriber gone, a peer of another cluster, impostors with self-signed attestations, and
+//!   finally the fleet collapsing around one
 //!   node. Every incident panel must then show data and the alerts these faults stand for must
 //!   fire (the live copy of the rules has its `for:` and range windows shortened; promtool's
 //!   unit tests cover the real ones).
@@ -38,6 +39,9 @@ use roost_node::{
     filter::RequestType,
     lightpush::Version,
     message::{now_nanos, MessageHash, WakuMessage},
+    operator::{
+        attestation::unix, signer::file::FileSigner, Claims, OperatorKey, Role, Signer as _,
+    },
     peer_exchange,
     store::{self, rpc::StoreQueryRequest},
     swarm::ReqResProtocol,
@@ -48,7 +52,7 @@ use roost_tests::{
     dashboards::{self, Dashboard, Target},
     fleet_bin, init_tracing,
     prometheus::{promtool, Prometheus},
-    roost_bin, wait_until,
+    roost_bin, wait_until, TestNode,
 };
 
 /// The alerts the issue asks for; each has a runbook and a promtool test file of its name.
@@ -409,7 +413,7 @@ impl Load {
                             _ => report.query_failed += 1,
                         }
                     }
-                    if i % 10 == 0 {
+                    if i.is_multiple_of(10) {
                         let asked = client
                             .request(
                                 ReqResProtocol::PeerExchange,
@@ -463,6 +467,43 @@ async fn flood(cluster_id: u16, boot: Multiaddr, topic: String, limit: u64) -> (
     }
     client.stop().await;
     (admitted, throttled)
+}
+
+/// An impostor: a node claiming staging membership with an attestation signed by its own
+/// operator key, which the fleet does not trust. It connects to `relay` and registers at the
+/// rendezvous point `point` under the fleet's namespace; the fleet refuses its attestation
+/// (`untrusted_key`) and the registration.
+async fn impostor(state: &FleetState, relay: Multiaddr, point: Multiaddr) -> TestNode {
+    let dir = tempfile::tempdir().unwrap();
+    let key = roost_node::identity::load_or_create(dir.path()).unwrap();
+    let mut signer =
+        FileSigner::from_keypair(libp2p::identity::Keypair::generate_ed25519()).unwrap();
+    let now = unix(SystemTime::now());
+    let attestation = Claims {
+        fleet: STAGING.into(),
+        node: key.public().to_peer_id(),
+        roles: vec![Role::Relay],
+        issued_at: now,
+        expires_at: now + 30 * 86400,
+        seq: 1,
+    }
+    .sign(&mut signer)
+    .unwrap();
+    let file = dir.path().join("node.attestation");
+    std::fs::write(&file, attestation.to_file_text()).unwrap();
+    let own = OperatorKey::new(signer.public_key().public_key().clone()).unwrap();
+    let (cluster_id, shards) = (state.cluster_id, state.shards.clone());
+    let node = TestNode::start_in(dir, move |c| {
+        c.relay.cluster_id = cluster_id;
+        c.relay.shards = shards;
+        c.operator.attestation = Some(file);
+        c.operator.trusted_keys = vec![own];
+        c.rendezvous.points = vec![point];
+        c.rendezvous.register_interval = Duration::from_secs(1);
+    })
+    .await;
+    let _ = node.handle.dial(relay).await;
+    node
 }
 
 /// Grafana's substitution for one evaluation: the fleet, every dc, and `instance`.
@@ -557,22 +598,44 @@ async fn firing(prom: &Prometheus) -> BTreeMap<String, BTreeSet<String>> {
     out
 }
 
-/// Waits until each (alert, instance) in `expected` fires; returns everything that fired by
-/// then, and what did not.
+/// The alerts that fired at any evaluation since `since` (Unix seconds), by instance: an
+/// alert whose burst of evidence has already left its window still counts.
+async fn fired_since(prom: &Prometheus, since: f64) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let series = prom
+        .query_range(
+            "ALERTS{alertstate=\"firing\"}",
+            since,
+            now_unix(),
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap_or_default();
+    for s in series.iter().filter(|s| !s.samples.is_empty()) {
+        out.entry(s.label("alertname").to_owned())
+            .or_default()
+            .insert(s.label("instance").to_owned());
+    }
+    out
+}
+
+/// Waits until each (alert, instance) in `expected` has fired since `since`; returns
+/// everything that fired by then, and what did not.
 async fn wait_for_alerts(
     prom: &Prometheus,
+    since: f64,
     expected: &[(&str, &str)],
 ) -> (BTreeMap<String, BTreeSet<String>>, Vec<String>) {
     let deadline = Instant::now() + PATIENCE;
     loop {
-        let now = firing(prom).await;
+        let fired = fired_since(prom, since).await;
         let missing: Vec<String> = expected
             .iter()
-            .filter(|(alert, instance)| !now.get(*alert).is_some_and(|i| i.contains(*instance)))
+            .filter(|(alert, instance)| !fired.get(*alert).is_some_and(|i| i.contains(*instance)))
             .map(|(alert, instance)| format!("{alert} on {instance}"))
             .collect();
         if missing.is_empty() || Instant::now() > deadline {
-            return (now, missing);
+            return (fired, missing);
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
@@ -870,30 +933,41 @@ async fn dashboards_and_alerts_work_on_a_live_fleet() {
         let (boot, store_01, relay_addr) =
             (boot.clone(), addr(node(&state, "store-01")), addr(relay));
         let shard = shard.clone();
+        let state = state.clone();
+        let point = addr(node(&state, "rendezvous-"));
         tokio::spawn(async move {
             let prober = Client::start(cluster).await.unwrap();
             let stranger = Client::start(cluster + 1).await.unwrap();
+            let mut impostor_node: Option<TestNode> = None;
             let mut rounds = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 rounds += 1;
-                let reply = prober
-                    .light_push(
-                        &boot,
-                        Version::V3,
-                        Some(&shard),
-                        &WakuMessage::new("bad topic", b"x".to_vec()),
-                    )
-                    .await
-                    .unwrap();
-                assert_eq!(reply.status.0, 420, "{reply:?}");
-                let bad_cursor = StoreQueryRequest::new("bad-cursor")
-                    .content(shard.clone(), [CONTENT_TOPIC])
-                    .cursor(Some(MessageHash([7u8; 32])));
-                let answer = store::query_peer(&prober, &store_01, &bad_cursor)
-                    .await
-                    .unwrap();
-                assert_eq!(answer.code(), 400, "{}", answer.desc());
+                if rounds % 5 == 1 {
+                    // A new impostor (a new identity) every few seconds: each is checked anew.
+                    if let Some(old) = impostor_node.take() {
+                        old.stop().await;
+                    }
+                    impostor_node = Some(impostor(&state, relay_addr.clone(), point.clone()).await);
+                }
+                // Within the per-peer quotas (30 a minute): one round in three.
                 if rounds % 3 == 1 {
+                    let reply = prober
+                        .light_push(
+                            &boot,
+                            Version::V3,
+                            Some(&shard),
+                            &WakuMessage::new("bad topic", b"x".to_vec()),
+                        )
+                        .await
+                        .unwrap();
+                    assert_eq!(reply.status.0, 420, "{reply:?}");
+                    let bad_cursor = StoreQueryRequest::new("bad-cursor")
+                        .content(shard.clone(), [CONTENT_TOPIC])
+                        .cursor(Some(MessageHash([7u8; 32])));
+                    let answer = store::query_peer(&prober, &store_01, &bad_cursor)
+                        .await
+                        .unwrap();
+                    assert_eq!(answer.code(), 400, "{}", answer.desc());
                     let leaver = Client::start(cluster).await.unwrap();
                     let subscribed = leaver
                         .filter(
@@ -912,6 +986,9 @@ async fn dashboards_and_alerts_work_on_a_live_fleet() {
             }
             prober.stop().await;
             stranger.stop().await;
+            if let Some(old) = impostor_node {
+                old.stop().await;
+            }
             rounds
         })
     };
@@ -953,12 +1030,14 @@ async fn dashboards_and_alerts_work_on_a_live_fleet() {
     );
     let (fired, not_fired) = wait_for_alerts(
         &prom,
+        fault_at,
         &[
             ("NodeDown", victim.as_str()),
             ("MeshDegraded", relay.name.as_str()),
             ("StoreNotIngesting", node(&state, "store-01").name.as_str()),
             ("SpamSurge", node(&state, "boot-").name.as_str()),
             ("BansSpiking", node(&state, "boot-").name.as_str()),
+            ("AttestationInvalid", relay.name.as_str()),
         ],
     )
     .await;
@@ -984,7 +1063,7 @@ async fn dashboards_and_alerts_work_on_a_live_fleet() {
         }
     }
     let (collapse_alerts, not_fired) =
-        wait_for_alerts(&prom, &[("NoRelayPeers", relay.name.as_str())]).await;
+        wait_for_alerts(&prom, collapse_at, &[("NoRelayPeers", relay.name.as_str())]).await;
     assert!(
         not_fired.is_empty(),
         "alerts that did not fire: {not_fired:?}; firing: {collapse_alerts:?}"
