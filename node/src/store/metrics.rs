@@ -291,6 +291,8 @@ mod tests {
         }
         assert!(text.contains("roost_store_queue_depth{queue=\"query\"} 0\n"));
         assert!(text.contains("roost_store_queue_depth{queue=\"ingest\"} 0\n"));
-        assert!(text.contains("# TYPE roost_store_rocksdb_sst_bytes gauge"));
+        // Per-database RocksDB gauges exist from the start (per-column-family ones appear with
+        // the first reading of the open database).
+        assert!(text.contains("roost_store_rocksdb_running_compactions 0\n"));
     }
 }
