@@ -16,7 +16,8 @@
 //!   fire (the live copy of the rules has its `for:` and range windows shortened; promtool's
 //!   unit tests cover the real ones).
 //! - The run draws the main panels into PNG charts (`target/dashboards/`; with
-//!   `ROOST_UPDATE_DOCS=1`, also into `docs/dashboards/` for the README).
+//!   `DASHBOARDS_UPDATE_DOCS=1`, also into `docs/dashboards/` for the README; not a `ROOST_*`
+//!   name, as those set node config and the fleet's nodes would refuse it).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -31,7 +32,7 @@ use std::{
 
 use libp2p::Multiaddr;
 use roost_fleet::{
-    local::{self, FleetState, NodeState, Quiet},
+    local::{self, FleetState, NodeState},
     Fleet,
 };
 use roost_node::{
@@ -247,7 +248,7 @@ impl Drop for Running {
 /// loopback is exempt from the throttle's per-IP limits and IP bans (otherwise the fleet's
 /// own connections count as one host's, and one banned test client would cut every node off).
 /// Per-peer quotas, bans and everything else stay as shipped.
-fn local_staging(dir: &Path) -> Fleet {
+fn local_staging(dir: &Path) -> PathBuf {
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fleet/staging.toml");
     let text = std::fs::read_to_string(&shipped).unwrap();
     assert!(
@@ -261,7 +262,8 @@ fn local_staging(dir: &Path) -> Fleet {
     );
     let path = dir.join("staging.toml");
     std::fs::write(&path, text).unwrap();
-    Fleet::load(&path).unwrap_or_else(|e| panic!("staging: {e}"))
+    Fleet::load(&path).unwrap_or_else(|e| panic!("staging: {e}"));
+    path
 }
 
 fn node<'a>(state: &'a FleetState, prefix: &str) -> &'a NodeState {
@@ -720,15 +722,25 @@ async fn dashboards_and_alerts_work_on_a_live_fleet() {
     let fleet_dir = work.path().join(STAGING);
     let _fleet_guard = Running(fleet_dir.clone());
     let staging = local_staging(work.path());
-    let state = local::up(
-        &staging,
-        &fleet_dir,
-        &roost_bin(),
-        &local::Operator::Dev,
-        &Quiet,
-    )
-    .await
-    .expect("staging comes up");
+    // As an operator does it: `roost-fleet up <fleet> --local --dir DIR` (nodes attested with a
+    // development operator key), which also writes DIR/prometheus-targets.json.
+    let up = tokio::process::Command::new(fleet_bin())
+        .arg("up")
+        .arg(&staging)
+        .arg("--local")
+        .arg("--dir")
+        .arg(&fleet_dir)
+        .arg("--roost-bin")
+        .arg(roost_bin())
+        .output()
+        .await
+        .expect("run roost-fleet up");
+    assert!(
+        up.status.success(),
+        "roost-fleet up failed: {}",
+        String::from_utf8_lossy(&up.stderr)
+    );
+    let state = FleetState::load(&fleet_dir).expect("roost-fleet up wrote fleet.json");
     eprintln!("[{:>6.1?}] fleet up", began.elapsed());
     let rules_path = work.path().join("alerts-live.yml");
     let rules = std::fs::read_to_string(dir().join("prometheus/alerts.yml")).unwrap();
@@ -1149,7 +1161,7 @@ async fn dashboards_and_alerts_work_on_a_live_fleet() {
         3,
     )
     .unwrap();
-    if std::env::var("ROOST_UPDATE_DOCS").is_ok_and(|v| v == "1") {
+    if std::env::var("DASHBOARDS_UPDATE_DOCS").is_ok_and(|v| v == "1") {
         let docs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/dashboards");
         std::fs::create_dir_all(&docs).unwrap();
         std::fs::copy(&fleet_png, docs.join("roost-fleet.png")).unwrap();
