@@ -391,7 +391,7 @@ impl Store {
             readers: self.config.query_threads,
             mailbox: Arc::new(Mailbox::default()),
             stop: Arc::new(AtomicBool::new(false)),
-            exited: Mutex::new(exited_rx),
+            exited: std::sync::Mutex::new(exited_rx),
             threads: 0,
         };
         let mut threads = Vec::with_capacity(self.config.query_threads + 2);
@@ -602,9 +602,9 @@ pub struct Guard {
     mailbox: Arc<Mailbox>,
     /// Checked by the writer and query threads after each batch or query.
     stop: Arc<AtomicBool>,
-    /// One message per store thread that has ended. In a mutex only to keep `Guard` (and so
-    /// `Node`, and a light client holding one) `Sync`; `Drop` reaches it with `get_mut`.
-    exited: Mutex<std_mpsc::Receiver<()>>,
+    /// One message per store thread that has ended. In a mutex only so that the guard (and
+    /// the node holding it) is `Sync`; drop reaches it through `get_mut` without locking.
+    exited: std::sync::Mutex<std_mpsc::Receiver<()>>,
     threads: usize,
 }
 
@@ -621,10 +621,10 @@ impl Drop for Guard {
         }
         self.mailbox.stop();
         let deadline = Instant::now() + STOP_WAIT;
-        let exited = match self.exited.get_mut() {
-            Ok(exited) => exited,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let exited = self
+            .exited
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         for _ in 0..self.threads {
             let left = deadline.saturating_duration_since(Instant::now());
             if exited.recv_timeout(left).is_err() {
