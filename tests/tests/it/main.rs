@@ -2,6 +2,7 @@
 
 mod chaos;
 mod cli;
+mod dashboards;
 mod filter;
 mod fleet;
 mod interop;
