@@ -106,7 +106,16 @@ fn rss_mib(node: &NodeProcess) -> f64 {
 }
 
 async fn missing_from(reader: &Client, addr: &Multiaddr, wanted: &[MessageHash]) -> usize {
-    let mut missing = 0;
+    missing_list(reader, addr, wanted).await.len()
+}
+
+/// The hashes among `wanted` that a hash lookup at `addr` does not find.
+async fn missing_list(
+    reader: &Client,
+    addr: &Multiaddr,
+    wanted: &[MessageHash],
+) -> Vec<MessageHash> {
+    let mut missing = Vec::new();
     for chunk in wanted.chunks(100) {
         let request = StoreQueryRequest::new("soak-check")
             .hashes(chunk.iter().copied())
@@ -118,9 +127,9 @@ async fn missing_from(reader: &Client, addr: &Multiaddr, wanted: &[MessageHash])
                     .entries()
                     .map(|e| e.into_iter().map(|e| e.hash).collect())
                     .unwrap_or_default();
-                missing += chunk.iter().filter(|h| !found.contains(h)).count();
+                missing.extend(chunk.iter().filter(|h| !found.contains(h)));
             }
-            _ => missing += chunk.len(),
+            _ => missing.extend(chunk),
         }
     }
     missing
@@ -387,7 +396,14 @@ async fn main() -> anyhow::Result<()> {
         missing_from(&reader, &store_addr, &all).await == 0
     })
     .await;
-    let lost_relay = missing_from(&reader, &store_addr, &relayed).await;
+    let lost_relayed = missing_list(&reader, &store_addr, &relayed).await;
+    let lost_relay = lost_relayed.len();
+    // Where a lost relayed message went missing: the hub stores too.
+    let lost_at_hub = missing_from(&reader, &hub.tcp_addr(), &lost_relayed).await;
+    let lost_index: Vec<usize> = lost_relayed
+        .iter()
+        .filter_map(|h| relayed.iter().position(|r| r == h))
+        .collect();
     let lost_push = missing_from(&reader, &store_addr, &acked).await;
     let _ = wait_until(Duration::from_secs(10), || async {
         let got = filtered.lock().unwrap();
@@ -439,6 +455,12 @@ async fn main() -> anyhow::Result<()> {
         relayed.len(),
         acked.len()
     );
+    if lost_relay > 0 {
+        println!(
+            "lost relayed messages: publish order {lost_index:?} (of {}); the hub lacks {lost_at_hub} of them",
+            relayed.len()
+        );
+    }
     filter_task.abort();
     for client in [subscriber, pusher, reader] {
         client.stop().await;
