@@ -100,8 +100,6 @@ async fn twenty_kill_9_cycles_under_light_push_lose_no_acknowledged_message() {
     const CYCLES: usize = 20;
     const PUSHERS: usize = 4;
     let data = tempfile::tempdir().unwrap();
-    // A relay peer, so light pushes have someone to relay to (else 505, nothing stored).
-    let relay = TestNode::start_with(|c| c.store.enabled = false).await;
     // One light client per pusher (a client is driven by one task at a time).
     let mut pushers = Vec::new();
     for _ in 0..PUSHERS {
@@ -122,6 +120,11 @@ async fn twenty_kill_9_cycles_under_light_push_lose_no_acknowledged_message() {
             missing.len(),
             acknowledged.len()
         );
+        // A relay peer, so light pushes have someone to relay to (else 505, nothing stored).
+        // A fresh one each cycle, so every cycle's mesh starts from scratch: gossipsub keeps
+        // per-peer state (scores are retained for an hour) across a peer's reconnections, and
+        // once, under load, a long-lived relay did not mesh again with the restarted node.
+        let relay = TestNode::start_with(|c| c.store.enabled = false).await;
         relay.handle.dial(addr.clone()).await.expect("dial");
         relay.wait_for_mesh(TOPIC, 1).await;
 
@@ -167,6 +170,7 @@ async fn twenty_kill_9_cycles_under_light_push_lose_no_acknowledged_message() {
         }
         let acked: Vec<MessageHash> = acked_now.lock().unwrap().clone();
         rows.push((cycle, sent, acked.len(), refused));
+        relay.stop().await;
         acknowledged.extend(acked);
     }
     let node = NodeProcess::start(data.path(), &args).await;
