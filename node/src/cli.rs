@@ -1,5 +1,5 @@
-//! The `roost` command line: `run`, `config dump`, `config keys`, `store query|stats`. Every subcommand that builds a
-//! config takes `--config FILE` and one override flag per config key.
+//! The `roost` command line: `run`, `config dump`, `config keys`, `store query|stats`,
+//! `operator …`. Every subcommand that builds a config takes `--config FILE` and one override flag per config key.
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -36,6 +36,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// List, add or lift bans on a running node (through its admin endpoint on loopback).
+    Ban {
+        #[command(subcommand)]
+        command: crate::throttle::cli::BanCommand,
+    },
     /// Publish one message through a service node's light push, e.g.
     /// `roost publish --peer /ip4/127.0.0.1/tcp/60000/p2p/16Uiu2... --content-topic /myapp/1/chat/proto --payload hello`.
     Publish(crate::lightclient::PublishArgs),
@@ -46,6 +51,16 @@ pub enum Command {
     Store {
         #[command(subcommand)]
         command: crate::store::cli::StoreCommand,
+    },
+    /// Ask a rendezvous point: list peers, register, unregister.
+    Rendezvous {
+        #[command(subcommand)]
+        command: crate::rendezvous::cli::Command,
+    },
+    /// Operator keys (file, HSM via PKCS#11, Keycard via PC/SC) and fleet attestations.
+    Operator {
+        #[command(subcommand)]
+        command: crate::operator::cli::OperatorCommand,
     },
 }
 
@@ -78,6 +93,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run(args),
+        Command::Ban { command } => crate::throttle::cli::run(command),
         Command::Publish(args) => crate::lightclient::publish(args),
         Command::Subscribe(args) => crate::lightclient::subscribe(args),
         Command::Config {
@@ -90,6 +106,7 @@ pub fn main() -> ExitCode {
             Err(e) => fail(EXIT_CONFIG, &e),
         },
         Command::Store { command } => crate::store::cli::main(command),
+        Command::Operator { command } => crate::operator::cli::run(command),
         Command::Config {
             command: ConfigCommand::Keys,
         } => {
@@ -98,6 +115,7 @@ pub fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Command::Rendezvous { command } => crate::rendezvous::cli::run(command),
     }
 }
 

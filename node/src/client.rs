@@ -40,6 +40,22 @@ pub struct Client {
 impl Client {
     /// Starts a client of `cluster_id` (service nodes disconnect clients of another cluster).
     pub async fn start(cluster_id: u16) -> Result<Client, StartError> {
+        Self::start_inner(cluster_id, None).await
+    }
+
+    /// Starts a client that acts as the peer of `keypair` (e.g. to register a node's identity
+    /// at a rendezvous point).
+    pub async fn start_with_keypair(
+        cluster_id: u16,
+        keypair: libp2p::identity::Keypair,
+    ) -> Result<Client, StartError> {
+        Self::start_inner(cluster_id, Some(keypair)).await
+    }
+
+    async fn start_inner(
+        cluster_id: u16,
+        keypair: Option<libp2p::identity::Keypair>,
+    ) -> Result<Client, StartError> {
         let dir = tempfile::tempdir().map_err(|source| StartError::DataDir {
             path: std::env::temp_dir(),
             source,
@@ -56,10 +72,11 @@ impl Client {
         config.lightpush.enabled = false;
         config.filter.enabled = false;
         config.peer_exchange.enabled = false;
+        config.rendezvous.enabled = false;
         // A service node pushes filter messages over the client's connection: the client must
         // not close it for being idle (the service keeps its side open while subscribed).
         config.network.idle_connection_timeout = std::time::Duration::from_secs(24 * 3600);
-        let node = Node::start(config).await?;
+        let node = Node::start_with_keypair(config, keypair, Vec::new()).await?;
         Ok(Client {
             handle: node.handle(),
             node,

@@ -1,6 +1,7 @@
 //! The operator HTTP endpoint (axum): `/metrics` (Prometheus text), `/health` (JSON, 503 when
-//! unhealthy), `/debug/v1/info` (identity, addresses, cluster, protocols) and `/debug/v1/peers`
-//! (connected peers, mesh per shard).
+//! unhealthy), `/debug/v1/info` (identity, addresses, cluster, protocols, attestation),
+//! `/debug/v1/peers` (connected peers, mesh per shard) and the admin routes capabilities
+//! contribute (bans: [`crate::throttle::admin`], loopback clients only).
 
 use std::{sync::Arc, time::Duration};
 
@@ -29,6 +30,7 @@ pub struct State {
 }
 
 pub fn router(state: State) -> Router {
+    let admin = crate::throttle::admin::router(state.node.throttle().clone());
     Router::new()
         .route("/metrics", get(metrics))
         .route("/health", get(health))
@@ -36,6 +38,7 @@ pub fn router(state: State) -> Router {
         .route("/debug/v1/peers", get(peers))
         .route("/debug/v1/config", get(config))
         .with_state(state)
+        .merge(admin)
 }
 
 pub async fn serve(
@@ -43,7 +46,9 @@ pub async fn serve(
     state: State,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    // Connect info: admin routes answer loopback clients only.
+    let service = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, service)
         .with_graceful_shutdown(async move {
             while !*shutdown.borrow() {
                 if shutdown.changed().await.is_err() {
@@ -115,5 +120,12 @@ async fn config(AxumState(state): AxumState<State>) -> Response {
 }
 
 async fn info(AxumState(state): AxumState<State>) -> Response {
-    Json(state.node.info().clone()).into_response()
+    let mut body = serde_json::to_value(state.node.info()).unwrap_or_default();
+    if let (Some(map), Some(signed)) = (body.as_object_mut(), state.node.attestation()) {
+        map.insert(
+            "attestation".into(),
+            crate::operator::local::describe(&signed.attestation),
+        );
+    }
+    Json(body).into_response()
 }

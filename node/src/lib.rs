@@ -1,5 +1,5 @@
 //! Roost: a Waku v2 fleet node. One process is a relay (gossipsub), and grows into a
-//! mailserver, rendezvous server, spam throttle and attested fleet member as those land.
+//! mailserver, rendezvous point, spam throttle and attested fleet member as those land.
 //!
 //! See `ARCHITECTURE.md` at the repository root for how a message flows through the node.
 //! Each capability is one module that owns its wire format, state and metrics.
@@ -18,12 +18,15 @@ pub mod message;
 pub mod metadata;
 pub mod metrics;
 pub mod node;
+pub mod operator;
 pub mod peer_exchange;
 pub mod relay;
+pub mod rendezvous;
 pub mod reqres;
 pub mod store;
 pub mod swarm;
 pub mod telemetry;
+pub mod throttle;
 pub mod waku_enr;
 
 pub use config::Config;

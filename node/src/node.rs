@@ -19,11 +19,12 @@ use crate::{
     metrics::{self, NetworkMetrics},
     peer_exchange,
     relay::{self, RelayedMessage},
-    store,
+    rendezvous, store,
     swarm::{
         build_swarm, Command, MessageSink, NetworkStatus, PublishError, PublishReceipt, SwarmTask,
         SwarmTaskParts, COMMAND_CAPACITY,
     },
+    throttle::{self, Throttle},
     waku_enr,
 };
 
@@ -47,8 +48,14 @@ pub enum StartError {
     Identity(#[from] crate::identity::Error),
     #[error(transparent)]
     Build(#[from] crate::swarm::BuildError),
+    #[error(transparent)]
+    Bans(#[from] crate::throttle::bans::BanDbError),
     #[error("store: {0}")]
     Store(#[from] store::StoreError),
+    #[error(transparent)]
+    Rendezvous(#[from] rendezvous::server::Error),
+    #[error(transparent)]
+    Attestation(#[from] crate::operator::local::LoadError),
     #[error("{what} port {port} is already in use ({key}); choose another with --{flag} or ROOST_{env}, or 0 for any free port")]
     PortInUse {
         what: &'static str,
@@ -92,8 +99,11 @@ pub struct NodeHandle {
     filter_pushes: broadcast::Sender<Arc<ReceivedPush>>,
     info: Arc<NodeInfo>,
     health: Health,
+    throttle: Throttle,
     shutdown: watch::Sender<bool>,
     store: Option<store::ArchiveHandle>,
+    fleet: crate::operator::FleetView,
+    attestation: watch::Receiver<crate::operator::local::Current>,
 }
 
 impl NodeHandle {
@@ -109,9 +119,25 @@ impl NodeHandle {
         &self.health
     }
 
+    /// The node's quotas, offence scores and bans (see [`crate::throttle`]); e.g. the
+    /// operator-identity capability marks attested fleet members through it.
+    pub fn throttle(&self) -> &Throttle {
+        &self.throttle
+    }
+
     /// The archive, when this node is a store node: acknowledged inserts, local queries, stats.
     pub fn store(&self) -> Option<&store::ArchiveHandle> {
         self.store.as_ref()
+    }
+
+    /// The connected peers whose fleet attestations this node verified.
+    pub fn fleet(&self) -> &crate::operator::FleetView {
+        &self.fleet
+    }
+
+    /// The attestation this node serves now, if any (renewals replace it while running).
+    pub fn attestation(&self) -> crate::operator::local::Current {
+        self.attestation.borrow().clone()
     }
 
     /// Validates and publishes a message; it is also handed to this node's own consumers.
@@ -229,20 +255,56 @@ impl Node {
         config: Config,
         extra_sinks: Vec<Box<dyn MessageSink>>,
     ) -> Result<Node, StartError> {
+        Self::start_with_keypair(config, None, extra_sinks).await
+    }
+
+    /// Starts a node with the given identity instead of the one in its data dir (light
+    /// clients acting as a given peer), or the data dir's when `keypair` is `None`.
+    pub async fn start_with_keypair(
+        config: Config,
+        keypair: Option<libp2p::identity::Keypair>,
+        extra_sinks: Vec<Box<dyn MessageSink>>,
+    ) -> Result<Node, StartError> {
         let http_config = Arc::new(config.clone());
         let data_dir = config.node.data_dir.clone();
         std::fs::create_dir_all(&data_dir).map_err(|source| StartError::DataDir {
             path: data_dir.clone(),
             source,
         })?;
-        let keypair = crate::identity::load_or_create(&data_dir)?;
+        let keypair = match keypair {
+            Some(keypair) => keypair,
+            None => crate::identity::load_or_create(&data_dir)?,
+        };
         let peer_id = keypair.public().to_peer_id();
+        let attestation = match &config.operator.attestation {
+            Some(path) => {
+                let bytes = tokio::fs::read(path).await.map_err(|source| {
+                    crate::operator::local::LoadError::Read {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
+                let signed =
+                    crate::operator::local::check(&config.operator, path, peer_id, &bytes)?;
+                crate::operator::local::announce(&signed, path);
+                Some(Arc::new(signed))
+            }
+            None => None,
+        };
 
         let mut registry = metrics::new_registry();
         let libp2p_metrics = libp2p::metrics::Metrics::new(&mut registry);
         let relay_metrics =
             relay::Metrics::register(registry.sub_registry_with_prefix("roost_relay"));
         let net_metrics = NetworkMetrics::register(registry.sub_registry_with_prefix("roost"));
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (throttle, ban_writer) = Throttle::open(
+            &config.throttle,
+            throttle::Metrics::register(registry.sub_registry_with_prefix("roost_throttle")),
+            &data_dir,
+            shutdown_rx.clone(),
+        )
+        .await?;
         let lightpush_metrics =
             lightpush::Metrics::register(registry.sub_registry_with_prefix("roost_lightpush"));
         let filter_metrics =
@@ -250,7 +312,43 @@ impl Node {
         let px_metrics = peer_exchange::Metrics::register(
             registry.sub_registry_with_prefix("roost_peer_exchange"),
         );
+        let operator_metrics = crate::operator::Metrics::register(
+            registry.sub_registry_with_prefix("roost_operator"),
+            attestation.is_some(),
+        );
         let health = Health::default();
+        // Fleet trust: the fleet is the configured one, else the attestation's.
+        let fleet = config.operator.fleet.clone().or_else(|| {
+            attestation
+                .as_ref()
+                .map(|signed| signed.attestation.fleet.clone())
+        });
+        let verifier = (!config.operator.trusted_keys.is_empty()).then(|| {
+            crate::operator::Verifier::new(fleet.clone(), config.operator.trusted_keys.clone())
+        });
+        let fleet_view = crate::operator::FleetView::default();
+        let rendezvous_metrics =
+            rendezvous::Metrics::register(registry.sub_registry_with_prefix("roost_rendezvous"));
+        // Opened before any listener, so a locked or damaged database stops start-up cleanly.
+        let rendezvous_server = if config.rendezvous.enabled {
+            // Fleet namespaces (/roost/<fleet>/…) need a verified attestation (operator/policy.rs).
+            let policy: Arc<dyn rendezvous::Policy> =
+                Arc::new(crate::operator::policy::FleetPolicy::new(
+                    fleet.clone(),
+                    verifier.is_some(),
+                    fleet_view.clone(),
+                    operator_metrics.clone(),
+                ));
+            Some(rendezvous::Server::open(
+                &config.rendezvous,
+                &data_dir,
+                rendezvous_metrics.clone(),
+                health.clone(),
+                policy,
+            )?)
+        } else {
+            None
+        };
         // Opened before any listener, so a locked or damaged archive stops start-up cleanly.
         let store = if store::serving(&config) {
             let served = config
@@ -270,7 +368,14 @@ impl Node {
             None
         };
 
-        let mut swarm = build_swarm(keypair.clone(), &config, &mut registry).await?;
+        let mut swarm = build_swarm(
+            keypair.clone(),
+            &config,
+            &mut registry,
+            throttle.clone(),
+            &rendezvous_metrics,
+        )
+        .await?;
         let listeners = listen(&mut swarm, &config)?;
         for address in &config.network.external_addresses {
             swarm.add_external_address(address.clone());
@@ -278,7 +383,13 @@ impl Node {
         let (tcp_addresses, ws_addresses) = wait_for_listen_addrs(&mut swarm, &listeners).await?;
 
         let (command_tx, command_rx) = mpsc::channel(COMMAND_CAPACITY);
-        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (rendezvous_inbox, rendezvous_runner) = match rendezvous_server {
+            Some(server) => {
+                let (inbox, runner) = server.start(command_tx.clone());
+                (Some(inbox), Some(runner))
+            }
+            None => (None, None),
+        };
         let (messages_tx, _) = broadcast::channel(SUBSCRIBER_BUFFER);
         let mut sinks: Vec<Box<dyn MessageSink>> = vec![Box::new(messages_tx.clone())];
         sinks.extend(extra_sinks);
@@ -325,6 +436,12 @@ impl Node {
         if config.filter.enabled {
             protocols.push(filter::SUBSCRIBE_PROTOCOL.to_string());
         }
+        if config.rendezvous.enabled {
+            protocols.push(rendezvous::PROTOCOL_ID.to_string());
+            if config.rendezvous.waku_protocol {
+                protocols.push(rendezvous::WAKU_PROTOCOL_ID.to_string());
+            }
+        }
         if config.peer_exchange.enabled {
             protocols.push(peer_exchange::PROTOCOL_ID.to_string());
         }
@@ -340,6 +457,9 @@ impl Node {
                 None
             }
         };
+        if attestation.is_some() {
+            protocols.push(crate::operator::PROTOCOL_ID.to_string());
+        }
         let mut info = NodeInfo {
             peer_id,
             version: metrics::VERSION,
@@ -391,15 +511,43 @@ impl Node {
             None => (None, None, None),
         };
 
+        let (attestation_tx, attestation_rx) = watch::channel(attestation);
         let handle = NodeHandle {
             commands: command_tx,
             messages: messages_tx,
             filter_pushes: filter_pushes_tx.clone(),
             info: Arc::new(info),
             health: health.clone(),
+            throttle: throttle.clone(),
             shutdown: shutdown_tx,
             store: store_handle,
+            fleet: fleet_view.clone(),
+            attestation: attestation_rx.clone(),
         };
+
+        let operator_state = crate::operator::swarm::State::new(
+            attestation_rx,
+            verifier,
+            fleet_view,
+            operator_metrics.clone(),
+        );
+        if let Some(path) = config.operator.attestation.clone() {
+            let watcher = crate::operator::local::Watcher {
+                config: config.operator.clone(),
+                path,
+                me: peer_id,
+                current: attestation_tx,
+                metrics: operator_metrics,
+                health: health.clone(),
+            };
+            let mut last_warning = None;
+            watcher.evaluate(&mut last_warning);
+            let shutdown = shutdown_rx.clone();
+            tasks.spawn(async move {
+                watcher.run(shutdown, last_warning).await;
+                ("operator", Ok(()))
+            });
+        }
 
         let task = SwarmTask::new(
             swarm,
@@ -412,6 +560,7 @@ impl Node {
                 net_metrics,
                 libp2p_metrics,
                 health: health.clone(),
+                throttle: throttle.clone(),
                 lightpush: lightpush::Service::new(
                     lightpush_metrics,
                     handle.store.clone(),
@@ -429,12 +578,27 @@ impl Node {
                     px_metrics,
                 ),
                 store: store_inbound,
+                rendezvous: rendezvous_inbox,
+                operator: operator_state,
             },
         );
         tasks.spawn(async move {
             task.run().await;
             ("swarm", Ok(()))
         });
+        {
+            let (throttle, health, shutdown) =
+                (throttle.clone(), health.clone(), shutdown_rx.clone());
+            let interval = config.throttle.prune_interval;
+            tasks.spawn(async move {
+                throttle::task::run(throttle, interval, health, shutdown).await;
+                ("throttle", Ok(()))
+            });
+            tasks.spawn(async move {
+                ban_writer.await;
+                ("ban writer", Ok(()))
+            });
+        }
         if let Some(runner) = store_runner {
             let shutdown = shutdown_rx.clone();
             tasks.spawn(async move { ("store", runner.run(shutdown).await) });
@@ -443,6 +607,43 @@ impl Node {
             tasks.spawn(async move {
                 filter_task.run().await;
                 ("filter", Ok(()))
+            });
+        }
+        if let Some(runner) = rendezvous_runner {
+            let shutdown = shutdown_rx.clone();
+            tasks.spawn_blocking(move || {
+                runner.run(shutdown);
+                ("rendezvous", Ok(()))
+            });
+        }
+        let mut plan = rendezvous::client::Plan::from_config(&config);
+        if let Some(signed) = handle.attestation() {
+            // An attested node registers under its fleet's namespaces, one per role, and finds
+            // the other relays of its fleet there (renewals with other roles need a restart).
+            let a = &signed.attestation;
+            for role in &a.roles {
+                plan.register_under(crate::operator::fleet_namespace(&a.fleet, *role));
+            }
+            if a.has_role(crate::operator::Role::Relay) {
+                plan.discover_in(crate::operator::fleet_namespace(
+                    &a.fleet,
+                    crate::operator::Role::Relay,
+                ));
+            }
+        }
+        if !config.rendezvous.points.is_empty() && !plan.is_empty() {
+            let client = rendezvous::client::ClientTask::new(
+                &config,
+                plan,
+                handle.clone(),
+                keypair,
+                rendezvous_metrics,
+                health.clone(),
+            );
+            let shutdown = shutdown_rx.clone();
+            tasks.spawn(async move {
+                client.run(shutdown).await;
+                ("rendezvous-client", Ok(()))
             });
         }
 

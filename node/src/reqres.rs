@@ -8,15 +8,19 @@ use std::io;
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p::{request_response, StreamProtocol};
+use prometheus_client::metrics::counter::Counter;
 
 /// Byte limits for one protocol's frames.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct LpCodec {
     pub max_request_bytes: usize,
     pub max_response_bytes: usize,
-    /// One-way protocols (filter push): the receiver answers by closing the stream, so an
-    /// empty response is written as nothing at all rather than as a zero-length frame.
+    /// One-way protocols (filter push): the sender does not wait for an answer, and the
+    /// receiver's empty "response" is written as nothing at all (it just closes the stream).
     pub one_way: bool,
+    /// Counts inbound requests that could not be read (over the limit, truncated): libp2p
+    /// drops those streams without telling the behaviour, so this is the only place to see them.
+    unreadable_requests: Option<Counter>,
 }
 
 impl LpCodec {
@@ -25,17 +29,26 @@ impl LpCodec {
             max_request_bytes,
             max_response_bytes,
             one_way: false,
+            unreadable_requests: None,
         }
     }
 
-    /// A codec for a protocol whose requests get no response: answering with an empty
-    /// response closes the stream, and the sender reads that as success.
+    /// A codec for a protocol whose requests get no response: the sender counts a request
+    /// delivered once written; the receiver answers with an empty response, which only closes
+    /// the stream.
     pub fn one_way(max_request_bytes: usize) -> Self {
         LpCodec {
             max_request_bytes,
             max_response_bytes: 0,
             one_way: true,
+            unreadable_requests: None,
         }
+    }
+
+    /// Counts unreadable inbound requests in `counter`.
+    pub fn counting_unreadable_requests(mut self, counter: Counter) -> Self {
+        self.unreadable_requests = Some(counter);
+        self
     }
 }
 
@@ -127,17 +140,30 @@ impl request_response::Codec for LpCodec {
     where
         T: AsyncRead + Unpin + Send,
     {
-        read_frame(io, self.max_request_bytes)
-            .await?
-            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "empty request stream"))
+        let read = read_frame(io, self.max_request_bytes)
+            .await
+            .and_then(|frame| {
+                frame.ok_or_else(|| {
+                    io::Error::new(io::ErrorKind::UnexpectedEof, "empty request stream")
+                })
+            });
+        if let (Err(_), Some(counter)) = (&read, &self.unreadable_requests) {
+            counter.inc();
+        }
+        read
     }
 
     async fn read_response<T>(&mut self, _: &StreamProtocol, io: &mut T) -> io::Result<Vec<u8>>
     where
         T: AsyncRead + Unpin + Send,
     {
-        // One-way protocols (filter push) close the stream without a response: report that as
-        // an empty response rather than an error.
+        if self.one_way {
+            // Nothing comes back on a one-way protocol, and receivers differ in how they end the
+            // stream (js-waku never closes its side, nwaku's sender does not wait): the request
+            // is delivered once written and our side closed, as nwaku counts it.
+            return Ok(Vec::new());
+        }
+        // A peer that closes the stream without a response is read as an empty response.
         Ok(read_frame(io, self.max_response_bytes)
             .await?
             .unwrap_or_default())

@@ -10,7 +10,7 @@ use libp2p::{
     gossipsub::{self, IdentTopic, MessageAuthenticity, ValidationMode},
     identity::Keypair,
     noise, request_response,
-    swarm::{NetworkBehaviour, SwarmEvent},
+    swarm::{dial_opts::DialOpts, ConnectionId, NetworkBehaviour, SwarmEvent},
     tcp, yamux, Multiaddr, PeerId, Swarm,
 };
 use prost::Message as _;
@@ -35,6 +35,7 @@ pub struct Received {
 enum Cmd {
     Publish(String, Vec<u8>, oneshot::Sender<Result<(), String>>),
     Dial(Multiaddr, oneshot::Sender<Result<(), String>>),
+    Connect(Multiaddr, oneshot::Sender<Result<PeerId, String>>),
     MeshPeers(String, oneshot::Sender<usize>),
     ConnectedPeers(oneshot::Sender<Vec<PeerId>>),
 }
@@ -108,6 +109,17 @@ impl BarePeer {
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(Cmd::Dial(address, tx))
+            .await
+            .map_err(|_| "bare peer stopped".to_owned())?;
+        rx.await.map_err(|_| "bare peer stopped".to_owned())?
+    }
+
+    /// Dials `address` and waits for the outcome: `Ok(peer)` once the connection is
+    /// established (Noise and multiplexer done), `Err` when it failed or was refused.
+    pub async fn connect(&self, address: Multiaddr) -> Result<PeerId, String> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Cmd::Connect(address, tx))
             .await
             .map_err(|_| "bare peer stopped".to_owned())?;
         rx.await.map_err(|_| "bare peer stopped".to_owned())?
@@ -208,6 +220,10 @@ async fn run(
     options: BareOptions,
 ) {
     let ours = WakuMetadata::new(options.cluster_id, &[0]).encode_to_vec();
+    let mut connecting: std::collections::HashMap<
+        ConnectionId,
+        oneshot::Sender<Result<PeerId, String>>,
+    > = std::collections::HashMap::new();
     loop {
         tokio::select! {
             cmd = commands.recv() => match cmd {
@@ -224,6 +240,18 @@ async fn run(
                 Some(Cmd::Dial(addr, reply)) => {
                     let _ = reply.send(swarm.dial(addr).map_err(|e| e.to_string()));
                 }
+                Some(Cmd::Connect(addr, reply)) => {
+                    let opts = DialOpts::unknown_peer_id().address(addr).build();
+                    let id = opts.connection_id();
+                    match swarm.dial(opts) {
+                        Ok(()) => {
+                            connecting.insert(id, reply);
+                        }
+                        Err(e) => {
+                            let _ = reply.send(Err(e.to_string()));
+                        }
+                    }
+                }
                 Some(Cmd::MeshPeers(topic, reply)) => {
                     let hash = IdentTopic::new(topic).hash();
                     let _ = reply.send(swarm.behaviour().gossipsub.mesh_peers(&hash).count());
@@ -233,6 +261,16 @@ async fn run(
                 }
             },
             event = swarm.select_next_some() => match event {
+                SwarmEvent::ConnectionEstablished { peer_id, connection_id, .. } => {
+                    if let Some(reply) = connecting.remove(&connection_id) {
+                        let _ = reply.send(Ok(peer_id));
+                    }
+                }
+                SwarmEvent::OutgoingConnectionError { connection_id, error, .. } => {
+                    if let Some(reply) = connecting.remove(&connection_id) {
+                        let _ = reply.send(Err(error.to_string()));
+                    }
+                }
                 SwarmEvent::Behaviour(BareBehaviourEvent::Gossipsub(gossipsub::Event::Message {
                     message, ..
                 })) if options.forward_received => {

@@ -1,12 +1,15 @@
 //! The Roost test harness: real nodes on 127.0.0.1 with port 0 and temp dirs, started in-process
 //! ([`TestNode`]) or as `roost` processes ([`RoostProcess`]), plus a bare rust-libp2p gossipsub
-//! peer ([`bare::BarePeer`]) that can send what a Roost node never would.
+//! peer ([`bare::BarePeer`]) and a bare rendezvous client ([`rdv::RdvPeer`]) that can send what
+//! a Roost node never would.
 //!
 //! Everything cleans up after itself: temp dirs are removed on drop, processes are killed.
 
 pub mod ansible;
 pub mod bare;
 pub mod process;
+pub mod rdv;
+pub mod rig;
 
 use std::{future::Future, path::PathBuf, time::Duration};
 
@@ -39,6 +42,10 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     c.network.ws_port = 0;
     c.http.address = ([127, 0, 0, 1], 0).into();
     c.node.shutdown_timeout = Duration::from_secs(3);
+    // Every test peer connects from 127.0.0.1, which no production IP sees: spare it the
+    // per-IP connection limits, IP bans and gossipsub's IP colocation penalty. Tests of those
+    // limits clear this (or dial from another loopback address, e.g. 127.0.0.2).
+    c.throttle.exempt_ips = vec![[127, 0, 0, 1].into()];
     c
 }
 

@@ -29,7 +29,7 @@ pub fn fleet_bin() -> PathBuf {
 
 /// Builds (a no-op when fresh) and locates a binary of this workspace next to the test
 /// executable: `target/<profile>/deps/<test>` -> `target/<profile>/<bin>`.
-fn workspace_bin(package: &str, name: &str) -> PathBuf {
+pub fn workspace_bin(package: &str, name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let profile_dir = exe
         .parent()
@@ -263,6 +263,15 @@ impl NodeProcess {
     /// Every log line so far.
     pub fn logs(&self) -> Vec<String> {
         self.logs.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// The process's resident set size (VmRSS), in bytes.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.process.pid())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib * 1024)
     }
 
     /// SIGKILL, and wait until the process is gone.

@@ -12,7 +12,11 @@ use toml::{Table, Value};
 use super::{Config, ConfigError, Sources, EXAMPLE_TOML};
 
 /// Env vars under the `ROOST_` prefix that are not config keys.
-const RESERVED_ENV: &[&str] = &["ROOST_CONFIG"];
+const RESERVED_ENV: &[&str] = &[
+    "ROOST_CONFIG",
+    crate::operator::pin::PIN_ENV,
+    crate::operator::pin::PAIRING_PASSWORD_ENV,
+];
 /// Prefix for variables the test harness uses; never config keys.
 const TEST_ENV_PREFIX: &str = "ROOST_TEST_";
 
@@ -25,6 +29,8 @@ const FLAG_ALIASES: &[(&str, &str)] = &[
     ("relay.cluster_id", "cluster-id"),
     ("relay.shards", "shards"),
     ("log.format", "log-format"),
+    // nwaku's flag: `--rate-limit=store:100/1m`, repeatable.
+    ("throttle.rate_limit", "rate-limit"),
 ];
 
 /// What type a key holds, which decides how env/flag text is parsed.

@@ -27,12 +27,15 @@ pub struct Config {
     pub node: NodeConfig,
     pub network: NetworkConfig,
     pub relay: crate::relay::Config,
+    pub throttle: crate::throttle::Config,
     pub lightpush: crate::lightpush::Config,
     pub filter: crate::filter::Config,
     pub peer_exchange: crate::peer_exchange::Config,
     pub store: crate::store::Config,
+    pub rendezvous: crate::rendezvous::Config,
     pub http: HttpConfig,
     pub log: LogConfig,
+    pub operator: crate::operator::Config,
 }
 
 /// Where the node keeps its state and how it stops.
@@ -226,6 +229,8 @@ impl Config {
     /// Cross-field checks that serde cannot express.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.relay.validate().map_err(ConfigError::Invalid)?;
+        self.throttle.validate().map_err(ConfigError::Invalid)?;
+        self.rendezvous.validate().map_err(ConfigError::Invalid)?;
         self.store.validate().map_err(ConfigError::Invalid)?;
         self.filter.validate().map_err(ConfigError::Invalid)?;
         self.peer_exchange
@@ -242,6 +247,7 @@ impl Config {
                 )));
             }
         }
+        self.operator.validate().map_err(ConfigError::Invalid)?;
         if self.network.max_connections == 0 {
             return Err(ConfigError::Invalid(
                 "network.max_connections must be at least 1".into(),

@@ -90,7 +90,7 @@ impl Metrics {
         );
         registry.register(
             "pushes",
-            "Messages pushed to subscribers and acknowledged",
+            "Messages pushed to subscribers (written to their push stream)",
             m.pushes.clone(),
         );
         registry.register(
@@ -100,7 +100,7 @@ impl Metrics {
         );
         registry.register(
             "push_duration_seconds",
-            "Time from starting a push to the subscriber closing the stream",
+            "Time from starting a push to it being written to the subscriber",
             m.push_duration.clone(),
         );
         registry.register(

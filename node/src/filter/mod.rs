@@ -6,8 +6,9 @@
 //!   [`MAX_CONTENT_TOPICS_PER_REQUEST`] topics), 404 (no such subscription), 429 or 503 (the
 //!   node's subscriber or per-peer criteria caps are reached). A subscription lapses after
 //!   `filter.subscription_timeout` (5 min) without a subscribe or ping.
-//! - `/vac/waku/filter-push/2.0.0-beta1`: service → client `MessagePush`, no response (the
-//!   client closes the stream), given up after `filter.push_timeout`.
+//! - `/vac/waku/filter-push/2.0.0-beta1`: service → client `MessagePush`, no response; a push
+//!   counts as delivered once written to the subscriber's stream (as in nwaku; js-waku never
+//!   closes its side), and fails if that takes longer than `filter.push_timeout`.
 //!
 //! This module owns both wire formats, the `[filter]` config section, the `roost_filter_*`
 //! metrics and the subscription state. The state lives in its own task ([`service`]): the swarm
@@ -71,7 +72,7 @@ pub struct Config {
     /// A subscription lapses after this long without a subscribe or ping. Default `5m`.
     #[serde(with = "units::duration")]
     pub subscription_timeout: Duration,
-    /// A push not acknowledged (stream closed) within this long counts as failed. Default `20s`.
+    /// A push not written to the subscriber within this long counts as failed. Default `20s`.
     #[serde(with = "units::duration")]
     pub push_timeout: Duration,
 }

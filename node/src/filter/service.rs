@@ -409,6 +409,17 @@ impl FilterTask {
     }
 }
 
+/// The 429 the swarm task sends, undecoded, for a request over the peer's filter quota.
+pub fn throttled_response(throttled: &crate::throttle::Throttled) -> Vec<u8> {
+    encode_subscribe_response(
+        UNKNOWN_REQUEST_ID,
+        &Err(Refused::new(
+            Status::TOO_MANY_REQUESTS,
+            throttled.to_string(),
+        )),
+    )
+}
+
 /// The 503 the swarm task sends when the filter task's queue is full.
 pub fn busy_response() -> Vec<u8> {
     encode_subscribe_response(

@@ -7,7 +7,10 @@ use libp2p::request_response;
 use tokio::sync::{broadcast, mpsc};
 
 use super::{decode_push, service::Inbound, Metrics, ReceivedPush};
-use crate::swarm::{ReqResProtocol, SwarmTask};
+use crate::{
+    swarm::{ReqResProtocol, SwarmTask},
+    throttle::Service,
+};
 
 /// Buffer of the broadcast that client-side consumers (`roost subscribe`) read pushes from; a
 /// consumer that falls this far behind misses pushes (it sees `Lagged`).
@@ -31,12 +34,22 @@ impl SwarmTask {
         match event {
             request_response::Event::Message {
                 peer,
+                connection_id,
                 message:
                     request_response::Message::Request {
                         request, channel, ..
                     },
-                ..
             } => {
+                // The throttle first: an over-quota request gets a 429 without being decoded.
+                if let Err(throttled) = self.admit(Service::Filter, peer, connection_id) {
+                    self.filter.metrics.answered("unknown", "throttled", 0.0);
+                    let _ = self
+                        .swarm
+                        .behaviour_mut()
+                        .filter_subscribe
+                        .send_response(channel, super::service::throttled_response(&throttled));
+                    return;
+                }
                 let inbound = Inbound {
                     peer,
                     bytes: request,

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use libp2p::{
     request_response::{self, ResponseChannel},
+    swarm::ConnectionId,
     PeerId,
 };
 use tokio::sync::mpsc;
@@ -15,6 +16,7 @@ use crate::{
     relay::Invalid,
     store::{ArchiveHandle, StoreError},
     swarm::{Command, PublishError, SwarmTask},
+    throttle,
 };
 
 /// Light push state kept by the swarm task.
@@ -72,12 +74,12 @@ impl SwarmTask {
         match event {
             request_response::Event::Message {
                 peer,
+                connection_id,
                 message:
                     request_response::Message::Request {
                         request, channel, ..
                     },
-                ..
-            } => self.serve_lightpush(version, peer, &request, channel),
+            } => self.serve_lightpush(version, peer, connection_id, &request, channel),
             request_response::Event::InboundFailure { peer, error, .. } => {
                 tracing::debug!(%peer, version = version.label(), %error, "light push request failed");
                 self.lightpush
@@ -97,16 +99,28 @@ impl SwarmTask {
         &mut self,
         version: Version,
         peer: PeerId,
+        connection: ConnectionId,
         bytes: &[u8],
         channel: ResponseChannel<Vec<u8>>,
     ) {
         let started = Instant::now();
-        let (request_id, result) = match decode_request(version, bytes) {
-            Ok(request) => {
-                let id = request.request_id.clone();
-                (id, self.light_push(peer, request))
-            }
-            Err((id, refused)) => (id, Err(refused)),
+        // The throttle first: an over-quota request gets a 429 without being decoded.
+        let (request_id, result) = match self.admit(throttle::Service::LightPush, peer, connection)
+        {
+            Err(throttled) => (
+                super::UNKNOWN_REQUEST_ID.to_owned(),
+                Err(Refused::new(
+                    Status::TOO_MANY_REQUESTS,
+                    throttled.to_string(),
+                )),
+            ),
+            Ok(()) => match decode_request(version, bytes) {
+                Ok(request) => {
+                    let id = request.request_id.clone();
+                    (id, self.light_push(peer, request))
+                }
+                Err((id, refused)) => (id, Err(refused)),
+            },
         };
         let result = match result {
             Ok(Published {

@@ -7,6 +7,7 @@ use std::{
 
 use libp2p::{
     request_response::{self, OutboundRequestId, ResponseChannel},
+    swarm::ConnectionId,
     PeerId, StreamProtocol,
 };
 use prost::Message as _;
@@ -17,7 +18,7 @@ use super::{
 };
 use crate::{
     swarm::{ReqResProtocol, SwarmTask},
-    waku_enr,
+    throttle, waku_enr,
 };
 
 /// Peer exchange state kept by the swarm task.
@@ -76,12 +77,12 @@ impl SwarmTask {
         match event {
             request_response::Event::Message {
                 peer,
+                connection_id,
                 message:
                     request_response::Message::Request {
                         request, channel, ..
                     },
-                ..
-            } => self.serve_peer_exchange(peer, &request, channel),
+            } => self.serve_peer_exchange(peer, connection_id, &request, channel),
             request_response::Event::Message {
                 peer,
                 message:
@@ -116,10 +117,27 @@ impl SwarmTask {
     fn serve_peer_exchange(
         &mut self,
         peer: PeerId,
+        connection: ConnectionId,
         bytes: &[u8],
         channel: ResponseChannel<Vec<u8>>,
     ) {
         let started = Instant::now();
+        // The throttle first: an over-quota request gets a 429 without being decoded.
+        if let Err(throttled) = self.admit(throttle::Service::PeerExchange, peer, connection) {
+            let response = encode_response(
+                0,
+                Vec::new(),
+                status::TOO_MANY_REQUESTS,
+                Some(throttled.to_string()),
+            );
+            let _ = self
+                .swarm
+                .behaviour_mut()
+                .peer_exchange
+                .send_response(channel, response);
+            Metrics::count(&self.peer_exchange.metrics.requests, "throttled");
+            return;
+        }
         let query = PeerExchangeRpc::decode(bytes)
             .ok()
             .and_then(|rpc| rpc.query);

@@ -5,6 +5,7 @@ use std::{sync::mpsc as std_mpsc, time::Duration};
 
 use libp2p::{
     request_response::{self, ProtocolSupport, ResponseChannel},
+    swarm::ConnectionId,
     PeerId,
 };
 use prost::Message as _;
@@ -17,6 +18,7 @@ use super::{
 use crate::{
     reqres::LpCodec,
     swarm::{ReqResProtocol, SwarmTask},
+    throttle::Service,
 };
 
 /// How long a client waits for a store response.
@@ -58,12 +60,12 @@ impl SwarmTask {
         match event {
             request_response::Event::Message {
                 peer,
+                connection_id,
                 message:
                     request_response::Message::Request {
                         request, channel, ..
                     },
-                ..
-            } => self.on_store_request(peer, request, channel),
+            } => self.on_store_request(peer, connection_id, request, channel),
             request_response::Event::InboundFailure { peer, error, .. } => {
                 tracing::debug!(%peer, %error, "inbound store request failed");
             }
@@ -73,16 +75,34 @@ impl SwarmTask {
         }
     }
 
-    /// The single entry point of inbound store requests. Nothing is decoded here: a per-peer
-    /// quota check belongs at the top of this function, before the request is queued.
+    /// The single entry point of inbound store requests. Nothing is decoded here: the
+    /// throttle admits the request (or it gets a 429) before it is queued.
     fn on_store_request(
         &mut self,
         peer: PeerId,
+        connection: ConnectionId,
         request: Vec<u8>,
         channel: ResponseChannel<Vec<u8>>,
     ) {
-        let Some(inbound) = &self.store else {
+        if self.store.is_none() {
             // Not a store node: the protocol is outbound-only, so this cannot arrive.
+            return;
+        }
+        if let Err(throttled) = self.admit(Service::Store, peer, connection) {
+            if let Some(inbound) = &self.store {
+                inbound
+                    .metrics
+                    .query("throttled", rpc::STATUS_TOO_MANY_REQUESTS, 0.0);
+            }
+            let response = StoreQueryResponse::error(
+                rpc::UNKNOWN_REQUEST_ID,
+                rpc::STATUS_TOO_MANY_REQUESTS,
+                throttled.to_string(),
+            );
+            self.respond(ReqResProtocol::Store, channel, response.encode_to_vec());
+            return;
+        }
+        let Some(inbound) = &self.store else {
             return;
         };
         let refused = match inbound.queries.try_send(QueryJob::Remote {

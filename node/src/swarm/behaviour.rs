@@ -11,7 +11,7 @@ use libp2p::{
 use super::keep_alive;
 use crate::{
     config::Config, filter, lightpush, lightpush::Version, metadata, metrics::VERSION,
-    peer_exchange, reqres::LpCodec, store,
+    peer_exchange, rendezvous, reqres::LpCodec, store, throttle,
 };
 
 /// identify's protocol version string: the Waku protocol family.
@@ -19,6 +19,9 @@ const IDENTIFY_PROTOCOL: &str = "/vac/waku/2.0.0";
 
 #[derive(NetworkBehaviour)]
 pub struct Behaviour {
+    /// Per-IP connection limits and bans, refused before the Noise handshake; remote IPs of
+    /// connections for quota keys.
+    pub throttle: throttle::Behaviour,
     /// Connection caps (total, pending, per peer).
     pub limits: libp2p_connection_limits::Behaviour,
     /// Waku relay; absent when the relay is turned off.
@@ -27,6 +30,13 @@ pub struct Behaviour {
     pub metadata: metadata::Behaviour,
     /// Store v3 queries: served on a store node, client-only otherwise.
     pub store: store::swarm::Behaviour,
+    /// Rendezvous point and client (`/rendezvous/1.0.0`); outbound-only without the server.
+    pub rendezvous: rendezvous::Behaviour,
+    /// nwaku's rendezvous flavour (`/vac/waku/rendezvous/1.0.0`), same table.
+    pub waku_rendezvous: rendezvous::Behaviour,
+    /// Operator attestations (`/roost/attestation/1.0.0`): served when this node has one,
+    /// fetched from peers that claim fleet membership.
+    pub attestation: crate::operator::swarm::Behaviour,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
     /// Keeps connections of filter subscribers open.
@@ -42,7 +52,13 @@ pub struct Behaviour {
 }
 
 impl Behaviour {
-    pub fn new(keypair: &Keypair, config: &Config, relay: Option<gossipsub::Behaviour>) -> Self {
+    pub fn new(
+        keypair: &Keypair,
+        config: &Config,
+        relay: Option<gossipsub::Behaviour>,
+        throttle: throttle::Throttle,
+        rendezvous_metrics: &rendezvous::Metrics,
+    ) -> Self {
         let net = &config.network;
         let limits = libp2p_connection_limits::ConnectionLimits::default()
             .with_max_established(Some(net.max_connections))
@@ -50,10 +66,14 @@ impl Behaviour {
             .with_max_established_per_peer(Some(net.max_connections_per_peer));
         let max_message = config.relay.max_message_size.as_usize();
         Behaviour {
+            throttle: throttle::Behaviour::new(throttle),
             limits: libp2p_connection_limits::Behaviour::new(limits),
             relay: relay.into(),
             metadata: metadata::behaviour(),
             store: store::behaviour(store::serving(config)),
+            rendezvous: rendezvous::behaviour(&config.rendezvous, rendezvous_metrics),
+            waku_rendezvous: rendezvous::waku_behaviour(&config.rendezvous, rendezvous_metrics),
+            attestation: crate::operator::swarm::behaviour(config.operator.attestation.is_some()),
             identify: identify::Behaviour::new(
                 identify::Config::new(IDENTIFY_PROTOCOL.into(), keypair.public())
                     .with_agent_version(format!("roost/{VERSION}"))

@@ -48,7 +48,8 @@ use crate::{
     metadata::{self, WakuMetadata},
     metrics::{ChannelLabels, DirectionLabels, NetworkMetrics, ReasonLabels},
     relay::{self, RelayedMessage, Validator},
-    store,
+    rendezvous, store,
+    throttle::Throttle,
 };
 
 /// A consumer of accepted relay messages. `deliver` runs on the swarm task: it must not block
@@ -86,10 +87,11 @@ pub struct SwarmTask {
     shutdown: watch::Receiver<bool>,
     validator: Validator,
     sinks: Vec<Box<dyn MessageSink>>,
-    relay_metrics: relay::Metrics,
+    pub(crate) relay_metrics: relay::Metrics,
     net_metrics: NetworkMetrics,
     libp2p_metrics: libp2p::metrics::Metrics,
     health: Health,
+    pub(crate) throttle: Throttle,
     cluster_id: u16,
     shards: Vec<u16>,
     relay_enabled: bool,
@@ -107,6 +109,10 @@ pub struct SwarmTask {
     pub(crate) peer_exchange: crate::peer_exchange::Service,
     /// The store's query queue, when this node is a store node.
     pub(crate) store: Option<store::Inbound>,
+    /// The rendezvous server's queue, when this node is a rendezvous point.
+    pub(crate) rendezvous: Option<rendezvous::Inbox>,
+    /// Attestations: this node's, and the verified fleet peers.
+    pub(crate) operator: crate::operator::swarm::State,
 }
 
 /// Everything the swarm task needs besides the swarm itself.
@@ -118,11 +124,15 @@ pub struct SwarmTaskParts {
     pub net_metrics: NetworkMetrics,
     pub libp2p_metrics: libp2p::metrics::Metrics,
     pub health: Health,
+    pub throttle: Throttle,
     pub lightpush: crate::lightpush::Service,
     pub filter: crate::filter::SwarmSide,
     pub peer_exchange: crate::peer_exchange::Service,
     /// The store's query queue (`None`: not a store node).
     pub store: Option<store::Inbound>,
+    /// The rendezvous server's queue (`None`: not a rendezvous point).
+    pub rendezvous: Option<rendezvous::Inbox>,
+    pub operator: crate::operator::swarm::State,
 }
 
 impl SwarmTask {
@@ -154,6 +164,7 @@ impl SwarmTask {
             net_metrics: parts.net_metrics,
             libp2p_metrics: parts.libp2p_metrics,
             health: parts.health,
+            throttle: parts.throttle,
             cluster_id: config.relay.cluster_id,
             shards: config.relay.shards.clone(),
             relay_enabled: config.relay.enabled,
@@ -167,6 +178,8 @@ impl SwarmTask {
             filter: parts.filter,
             peer_exchange: parts.peer_exchange,
             store: parts.store,
+            rendezvous: parts.rendezvous,
+            operator: parts.operator,
         };
         task.subscribe_shards(config);
         task
@@ -206,7 +219,9 @@ impl SwarmTask {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 _ = gauges.tick() => {
                     self.redial_static_peers();
+                    self.operator_tick();
                     self.refresh_gauges();
+                    self.on_throttle_tick();
                 }
             }
         }
@@ -410,17 +425,26 @@ impl SwarmTask {
             SwarmEvent::Behaviour(BehaviourEvent::Relay(event)) => self.on_gossipsub(event),
             SwarmEvent::Behaviour(BehaviourEvent::Metadata(event)) => self.on_metadata(event),
             SwarmEvent::Behaviour(BehaviourEvent::Store(event)) => self.on_store(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Rendezvous(event)) => {
+                self.on_rendezvous(rendezvous::Dialect::Libp2p, event)
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::WakuRendezvous(event)) => {
+                self.on_rendezvous(rendezvous::Dialect::Waku, event)
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Attestation(event)) => self.on_attestation(event),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(event)) => {
                 self.libp2p_metrics.record(&event);
                 if let identify::Event::Received { peer_id, info, .. } = &event {
                     tracing::debug!(peer = %peer_id, agent = %info.agent_version, "identified peer");
                     self.peer_exchange_on_identified(*peer_id, &info.protocols);
+                    self.on_operator_identified(*peer_id, info);
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Ping(event)) => {
                 self.libp2p_metrics.record(&event)
             }
             SwarmEvent::Behaviour(BehaviourEvent::Limits(never)) => match never {},
+            SwarmEvent::Behaviour(BehaviourEvent::Throttle(never)) => match never {},
             SwarmEvent::Behaviour(BehaviourEvent::KeepAlive(never)) => match never {},
             SwarmEvent::Behaviour(BehaviourEvent::Lightpush(event)) => {
                 self.on_lightpush(crate::lightpush::Version::V3, event)
@@ -471,6 +495,7 @@ impl SwarmTask {
                 if num_established == 0 {
                     self.metadata_pending.remove(&peer_id);
                     self.on_static_peer_disconnected(peer_id);
+                    self.on_operator_peer_gone(peer_id);
                 }
             }
             SwarmEvent::OutgoingConnectionError {
@@ -515,6 +540,13 @@ impl SwarmTask {
             return;
         };
         let topic = message.topic.as_str();
+        // Quotas first: an over-quota message is dropped before it is decoded.
+        if let Err(acceptance) = self.relay_gate(&propagation_source, topic, message.data.len()) {
+            if let Some(gs) = self.swarm.behaviour_mut().relay.as_mut() {
+                gs.report_message_validation_result(&message_id, &propagation_source, acceptance);
+            }
+            return;
+        }
         let verdict = self.validator.validate(topic, &message.data);
         let acceptance = match &verdict {
             Ok(_) => {
@@ -524,6 +556,7 @@ impl SwarmTask {
             Err(invalid) => {
                 self.relay_metrics.verdict("reject", invalid.label());
                 tracing::debug!(peer = %propagation_source, reason = invalid.label(), error = %invalid, "rejected relay message");
+                self.relay_invalid(&propagation_source);
                 MessageAcceptance::Reject
             }
         };
@@ -605,7 +638,7 @@ impl SwarmTask {
         }
     }
 
-    fn disconnect(&mut self, peer: PeerId, reason: &'static str) {
+    pub(crate) fn disconnect(&mut self, peer: PeerId, reason: &'static str) {
         self.net_metrics
             .peer_disconnects
             .get_or_create(&ReasonLabels { reason })

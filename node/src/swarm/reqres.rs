@@ -32,6 +32,9 @@ pub enum Protocol {
     FilterPush,
     PeerExchange,
     Store,
+    Rendezvous,
+    WakuRendezvous,
+    Attestation,
 }
 
 /// Why an outbound request got no response.
@@ -107,6 +110,9 @@ impl SwarmTask {
             Protocol::FilterPush => Some(&mut behaviour.filter_push),
             Protocol::PeerExchange => Some(&mut behaviour.peer_exchange),
             Protocol::Store => Some(&mut behaviour.store),
+            Protocol::Rendezvous => Some(&mut behaviour.rendezvous),
+            Protocol::WakuRendezvous => Some(&mut behaviour.waku_rendezvous),
+            Protocol::Attestation => Some(&mut behaviour.attestation),
         }
     }
 

@@ -14,7 +14,7 @@ use prometheus_client::registry::Registry;
 use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
 
 use super::behaviour::Behaviour;
-use crate::config::Config;
+use crate::{config::Config, throttle::Throttle};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
@@ -76,11 +76,14 @@ pub async fn build_swarm(
     keypair: Keypair,
     config: &Config,
     registry: &mut Registry,
+    throttle: Throttle,
+    rendezvous_metrics: &crate::rendezvous::Metrics,
 ) -> Result<Swarm<Behaviour>, BuildError> {
     let err = |e: &dyn std::fmt::Display| BuildError::Swarm(e.to_string());
     // Built before the swarm builder so gossipsub can register its metrics in our registry.
     let relay = if config.relay.enabled {
-        let gs = crate::relay::gossipsub_behaviour(&config.relay).map_err(|e| err(&e))?;
+        let mut gs = crate::relay::gossipsub_behaviour(&config.relay).map_err(|e| err(&e))?;
+        crate::throttle::scoring::enable(&mut gs, config).map_err(|e| err(&e))?;
         Some(gs.with_metrics(
             registry.sub_registry_with_prefix("libp2p_gossipsub"),
             gossipsub::MetricsConfig::default(),
@@ -106,7 +109,7 @@ pub async fn build_swarm(
         .with_dns()
         .map_err(|e| err(&e))?
         .with_bandwidth_metrics(registry)
-        .with_behaviour(|key| Behaviour::new(key, config, relay))
+        .with_behaviour(|key| Behaviour::new(key, config, relay, throttle, rendezvous_metrics))
         .map_err(|e| err(&e))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
         .build();

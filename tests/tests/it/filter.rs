@@ -87,13 +87,13 @@ async fn subscribers_receive_messages_pushed_elsewhere_in_the_network() {
         "only the still-subscribed topic is pushed"
     );
 
-    // The service counts a push once the subscriber closed the stream, which may be just after
-    // the subscriber saw the message.
+    // The service counts a push once its stream is written and closed, which may be just
+    // after the subscriber saw the message.
     wait_until(WAIT, || async {
         metric_sum(&b.metrics().await, "roost_filter_pushes_total", &[]) == 2.0
     })
     .await
-    .expect("two acknowledged pushes");
+    .expect("two pushes counted");
     let m = b.metrics().await;
     assert_eq!(metric_sum(&m, "roost_filter_subscribed_peers", &[]), 1.0);
     assert_eq!(metric_sum(&m, "roost_filter_criteria", &[]), 1.0);
@@ -406,4 +406,40 @@ async fn subscribers_connections_are_kept_open() {
     .expect("the former subscriber is disconnected when idle");
     subscriber.stop().await;
     passer_by.stop().await;
+}
+
+/// Over the per-peer quota a filter request gets 429 with request id "N/A", undecoded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_quota_requests_get_429() {
+    init_tracing();
+    let node = TestNode::start_with(|c| {
+        c.throttle.filter = "2/1h per-peer".parse().unwrap();
+        c.throttle.ban_threshold = 0;
+    })
+    .await;
+    let client = Client::start(1).await.unwrap();
+    let addr = node.tcp_addr();
+    for _ in 0..2 {
+        let reply = client
+            .filter(&addr, RequestType::Ping, None, &[])
+            .await
+            .unwrap();
+        assert_eq!(reply.status, Status::NOT_FOUND);
+    }
+    let reply = client
+        .filter(&addr, RequestType::Ping, None, &[])
+        .await
+        .unwrap();
+    assert_eq!(reply.status, Status::TOO_MANY_REQUESTS, "{reply:?}");
+    assert_eq!(reply.request_id, filter::UNKNOWN_REQUEST_ID);
+    let m = node.metrics().await;
+    assert_eq!(
+        metric_sum(
+            &m,
+            "roost_filter_requests_total",
+            &[("outcome", "throttled")]
+        ),
+        1.0
+    );
+    client.stop().await;
 }

@@ -415,3 +415,65 @@ async fn light_push_200s_survive_kill_9() {
     );
     client.stop().await;
 }
+
+/// Over the per-peer quota a request gets 429 before it is decoded (the request id is unknown),
+/// on both versions; another client still gets through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_quota_pushes_get_429_without_being_decoded() {
+    init_tracing();
+    let a = TestNode::start_with(|c| {
+        c.throttle.lightpush = "2/1h per-peer".parse().unwrap();
+        c.throttle.ban_threshold = 0;
+    })
+    .await;
+    let client = Client::start(1).await.unwrap();
+    let message = |n: u32| WakuMessage::new("/roost/1/quota/proto", n.to_be_bytes().to_vec());
+    for n in 0..2 {
+        let reply = client
+            .light_push(&a.tcp_addr(), Version::V3, None, &message(n))
+            .await
+            .unwrap();
+        assert_eq!(reply.status, Status::NO_PEERS_TO_RELAY, "served: {reply:?}");
+    }
+    let reply = client
+        .light_push(&a.tcp_addr(), Version::V3, None, &message(2))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, Status::TOO_MANY_REQUESTS, "{reply:?}");
+    assert_eq!(reply.request_id, lightpush::UNKNOWN_REQUEST_ID);
+    // Garbage is not even looked at: still 429, not 400.
+    let raw = client
+        .request(ReqResProtocol::LightPush, &a.tcp_addr(), vec![0xff, 0xff])
+        .await
+        .unwrap();
+    let reply = lightpush::decode_response(Version::V3, &raw).unwrap();
+    assert_eq!(reply.status, Status::TOO_MANY_REQUESTS);
+    let legacy = client
+        .light_push(&a.tcp_addr(), Version::Legacy, None, &message(3))
+        .await
+        .unwrap();
+    assert!(!legacy.is_success());
+    assert_eq!(legacy.request_id, lightpush::UNKNOWN_REQUEST_ID);
+
+    let other = Client::start(1).await.unwrap();
+    let reply = other
+        .light_push(&a.tcp_addr(), Version::V3, None, &message(4))
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.status,
+        Status::NO_PEERS_TO_RELAY,
+        "another peer has its own quota"
+    );
+    let m = a.metrics().await;
+    assert_eq!(
+        metric_sum(
+            &m,
+            "roost_lightpush_requests_total",
+            &[("outcome", "throttled")]
+        ),
+        3.0
+    );
+    client.stop().await;
+    other.stop().await;
+}

@@ -299,3 +299,44 @@ async fn unreadable_tls_files_stop_the_node_with_the_key_and_path() {
         .expect("start fails");
     assert!(err.to_string().contains("network.ws_tls_key"), "{err}");
 }
+
+/// Over the per-peer quota a peer exchange request gets 429 and no ENRs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_quota_requests_get_429() {
+    init_tracing();
+    let b = TestNode::start().await;
+    let b_enr = enr_of(&b).await;
+    let a = TestNode::start_with(|c| {
+        c.peer_exchange.enrs = vec![b_enr];
+        c.throttle.peer_exchange = "1/1h per-peer".parse().unwrap();
+        c.throttle.ban_threshold = 0;
+    })
+    .await;
+    let client = Client::start(1).await.unwrap();
+    let mut replies = Vec::new();
+    for _ in 0..2 {
+        let raw = client
+            .request(
+                ReqResProtocol::PeerExchange,
+                &a.tcp_addr(),
+                peer_exchange::encode_request(5),
+            )
+            .await
+            .unwrap();
+        replies.push(peer_exchange::decode_response(&raw).unwrap());
+    }
+    assert_eq!((replies[0].status, replies[0].enrs.len()), (status::OK, 1));
+    assert_eq!(
+        (replies[1].status, replies[1].enrs.len()),
+        (status::TOO_MANY_REQUESTS, 0)
+    );
+    assert_eq!(
+        metric_sum(
+            &a.metrics().await,
+            "roost_peer_exchange_requests_total",
+            &[("outcome", "throttled")]
+        ),
+        1.0
+    );
+    client.stop().await;
+}

@@ -76,6 +76,24 @@ fn in_store_order<'a>(items: impl IntoIterator<Item = &'a Published>) -> Vec<Mes
     v.into_iter().map(|(_, h)| h).collect()
 }
 
+/// Flags for a store node under load by design (bursts from one publisher, one reader polling
+/// in a loop): quotas a real peer would hit are turned off; the throttle tests cover them.
+const UNTHROTTLED: [&str; 6] = [
+    "--throttle-relay",
+    "unlimited",
+    "--throttle-relay-bytes",
+    "unlimited",
+    "--throttle-store",
+    "unlimited",
+];
+
+/// `UNTHROTTLED` for in-process test nodes.
+fn unthrottled(c: &mut roost_node::Config) {
+    c.throttle.relay = roost_node::throttle::quota::QuotaSpec::unlimited();
+    c.throttle.relay_bytes = roost_node::throttle::quota::QuotaSpec::unlimited();
+    c.throttle.store = roost_node::throttle::quota::QuotaSpec::unlimited();
+}
+
 async fn archived(node: &TestNode) -> u64 {
     node.handle
         .store()
@@ -93,7 +111,8 @@ async fn archived(node: &TestNode) -> u64 {
 async fn offline_reader_gets_every_missed_message_from_the_store() {
     init_tracing();
     let a = TestNode::start_with(|c| c.store.enabled = false).await;
-    let b = TestNode::start().await;
+    // A publishes 500 messages at once and the reader pages through them all.
+    let b = TestNode::start_with(unthrottled).await;
     assert!(a.handle.store().is_none());
     a.connect(&b).await;
     a.wait_for_mesh(TOPIC, 1).await;
@@ -819,7 +838,9 @@ async fn kill_9_during_ingest_loses_no_acknowledged_message() {
     let mut acknowledged: HashSet<MessageHash> = HashSet::new();
     let mut sent_total = 0usize;
     for cycle in 0..5 {
-        let mut node = NodeProcess::start(data.path(), &["--store-sync", "true"]).await;
+        let mut args = vec!["--store-sync", "true"];
+        args.extend(UNTHROTTLED);
+        let mut node = NodeProcess::start(data.path(), &args).await;
         let addr = node.tcp_addr();
         // Everything acknowledged before earlier kills is there after the restart.
         let missing = missing_from(&reader, &addr, &acknowledged).await;
@@ -884,7 +905,7 @@ async fn kill_9_during_ingest_loses_no_acknowledged_message() {
             acknowledged.len()
         );
     }
-    let node = NodeProcess::start(data.path(), &[]).await;
+    let node = NodeProcess::start(data.path(), &UNTHROTTLED).await;
     let missing = missing_from(&reader, &node.tcp_addr(), &acknowledged).await;
     assert!(
         missing.is_empty(),
@@ -934,7 +955,8 @@ async fn a_full_disk_fails_writes_keeps_queries_working_and_recovers() {
         .arg("sh")
         .arg(&mount_path)
         .arg(roost_tests::roost_bin())
-        .args(["run", "--data-dir", &mount_path]);
+        .args(["run", "--data-dir", &mount_path])
+        .args(UNTHROTTLED);
     roost_tests::process::test_node_env(&mut cmd);
     let node = NodeProcess::start_command(cmd).await;
     let disk = std::path::PathBuf::from(format!("/proc/{}/root{mount_path}", node.process.pid()));

@@ -1,0 +1,94 @@
+//! Where operator keys live, behind one [`Signer`] trait.
+//!
+//! - [`file`]: a key file on disk, for development fleets only;
+//! - [`pkcs11`]: a key in an HSM (or SoftHSM2) through any PKCS#11 module;
+//! - [`keycard`]: a key on a Status Keycard, through PC/SC.
+//!
+//! Signing is blocking (PKCS#11 and PC/SC calls can take a second): call it from a plain thread,
+//! or through `tokio::task::spawn_blocking` from async code. The `roost operator` commands are
+//! synchronous and the node never signs, so neither ever runs on an executor thread.
+
+pub mod file;
+pub mod keycard;
+pub mod pkcs11;
+
+use super::{attestation::KeyStorage, key::OperatorKey, pin::PinError};
+
+/// An operator key that can sign.
+pub trait Signer {
+    /// The operator public key.
+    fn public_key(&self) -> &OperatorKey;
+
+    /// Where the key is kept (written into attestations).
+    fn key_storage(&self) -> KeyStorage;
+
+    /// Signs `message` the way libp2p verifies signatures of this key type: Ed25519 over the
+    /// message; secp256k1 as DER ECDSA over SHA-256(message) with low S.
+    fn sign(&mut self, message: &[u8]) -> Result<Vec<u8>, SignerError>;
+}
+
+/// A failure of an operator key backend; each message is one line saying what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum SignerError {
+    #[error(transparent)]
+    File(#[from] file::Error),
+    #[error(transparent)]
+    Pkcs11(#[from] pkcs11::Error),
+    #[error(transparent)]
+    Keycard(#[from] keycard::Error),
+    #[error(transparent)]
+    Pin(#[from] PinError),
+    #[error("the operator key produced an unusable signature ({0}); nothing was written")]
+    BadSignature(String),
+    #[error("the operator profile is incomplete: {0}; run `roost operator init` again")]
+    Profile(String),
+    #[error("the key found is {got}, not the operator key {expected} the profile names; is this the right card or token? (run `roost operator init` again to adopt this key)")]
+    KeyMismatch { expected: String, got: String },
+}
+
+/// The secp256k1 signature libp2p verifies: DER with low S. Accepts raw `r || s` (64 bytes, as
+/// PKCS#11 CKM_ECDSA returns it) or DER (as a Keycard returns it).
+pub fn secp256k1_libp2p_signature(signature: &[u8]) -> Result<Vec<u8>, SignerError> {
+    let parsed = if signature.len() == 64 {
+        k256::ecdsa::Signature::from_slice(signature)
+    } else {
+        k256::ecdsa::Signature::from_der(signature)
+    }
+    .map_err(|e| SignerError::BadSignature(format!("not an ECDSA signature: {e}")))?;
+    let normalized = parsed.normalize_s();
+    Ok(normalized.to_der().as_bytes().to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k256::ecdsa::{signature::hazmat::PrehashSigner, SigningKey};
+    use k256::sha2::{Digest, Sha256};
+
+    #[test]
+    fn raw_high_s_signatures_become_low_s_der_that_libp2p_accepts() {
+        let secret: [u8; 32] = rand::random();
+        let signing = SigningKey::from_slice(&secret).unwrap();
+        let public = libp2p::identity::secp256k1::PublicKey::try_from_bytes(
+            signing.verifying_key().to_sec1_point(true).as_bytes(),
+        )
+        .unwrap();
+        let message = b"attest this";
+        let digest = Sha256::digest(message);
+        let sig: k256::ecdsa::Signature = signing.sign_prehash(&digest).unwrap();
+        // Make it high-S, as a PKCS#11 token may return it: s' = n - s.
+        let (r, s) = (sig.r(), sig.s());
+        let high = k256::ecdsa::Signature::from_scalars(r, -*s).unwrap();
+        assert!(high.normalize_s() != high, "constructed a high-S signature");
+        let raw = high.to_bytes();
+        assert_eq!(raw.len(), 64);
+        // libp2p refuses the high-S form...
+        assert!(!public.verify(message, high.to_der().as_bytes()));
+        // ...and accepts what we make of it, from raw and from DER input.
+        let fixed = secp256k1_libp2p_signature(&raw).unwrap();
+        assert!(public.verify(message, &fixed));
+        let fixed_der = secp256k1_libp2p_signature(high.to_der().as_bytes()).unwrap();
+        assert_eq!(fixed, fixed_der);
+        assert!(secp256k1_libp2p_signature(&[1, 2, 3]).is_err());
+    }
+}

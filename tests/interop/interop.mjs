@@ -1,0 +1,174 @@
+// js-waku (@waku/sdk) as a light client of Roost nodes, driven by tests/tests/it/interop.rs.
+//
+//   node interop.mjs <scenario> '<json arguments>'
+//
+// Every scenario connects with nothing but the Roost node's multiaddr (no default bootstrap, no
+// DNS discovery), does its part as a Waku light client would, and prints JSON lines on stdout:
+// {"event":"ready"} when it is waiting for the Rust side, then {"event":"result", ...} once.
+// Diagnostics go to stderr. Hashes are computed with @waku/message-hash.
+
+import { createLightNode, Protocols, utf8ToBytes, bytesToUtf8 } from "@waku/sdk";
+import { messageHashStr } from "@waku/message-hash";
+
+const [scenario, rawArgs] = process.argv.slice(2);
+const args = JSON.parse(rawArgs ?? "{}");
+const TIMEOUT_MS = args.timeoutMs ?? 60_000;
+
+function emit(event, fields = {}) {
+  process.stdout.write(JSON.stringify({ event, ...fields }) + "\n");
+}
+
+function log(...parts) {
+  console.error(`[js-waku ${scenario}]`, ...parts);
+}
+
+async function start(extra = {}) {
+  const node = await createLightNode({
+    defaultBootstrap: false,
+    bootstrapPeers: [args.peer],
+    networkConfig: { clusterId: args.clusterId ?? 1, numShardsInCluster: args.numShards ?? 8 },
+    discovery: { dns: false, peerExchange: false, peerCache: false, ...(extra.discovery ?? {}) },
+    // Plain ws on loopback needs filterMultiaddrs: false; the wss scenario keeps js-waku's
+    // default (dial wss only).
+    libp2p: {
+      hideWebSocketInfo: true,
+      ...(args.plainWs === false ? {} : { filterMultiaddrs: false }),
+    },
+    ...extra.node,
+  });
+  await node.start();
+  return node;
+}
+
+// Hash the message as it was on the wire: a decoded message's `timestamp` is a Date (whole
+// milliseconds), its `proto` keeps the nanoseconds the hash covers.
+function hashOf(message) {
+  return messageHashStr(message.pubsubTopic, message.proto ?? message);
+}
+
+async function withDeadline(promise, what) {
+  let timer;
+  const deadline = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} timed out after ${TIMEOUT_MS} ms`)), TIMEOUT_MS);
+  });
+  try {
+    return await Promise.race([promise, deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/// Light push `count` messages over v3 and `legacyCount` over legacy, then read them back from
+/// the store.
+async function pushAndStore(node) {
+  await withDeadline(node.waitForPeers([Protocols.LightPush, Protocols.Store]), "peers");
+  const encoder = node.createEncoder({ contentTopic: args.contentTopic });
+  const decoder = node.createDecoder({ contentTopic: args.contentTopic });
+  const pushed = [];
+  const failures = [];
+  const base = Date.now();
+  const plan = [
+    ...Array.from({ length: args.count }, (_, i) => ({ legacy: false, i })),
+    ...Array.from({ length: args.legacyCount ?? 0 }, (_, i) => ({ legacy: true, i })),
+  ];
+  for (const [n, { legacy, i }] of plan.entries()) {
+    const message = {
+      payload: utf8ToBytes(`js-waku ${legacy ? "legacy" : "v3"} ${i}`),
+      timestamp: new Date(base + n),
+    };
+    const proto = await encoder.toProtoObj(message);
+    const hash = messageHashStr(encoder.pubsubTopic, proto);
+    const result = await node.lightPush.send(encoder, message, { autoRetry: false, useLegacy: legacy });
+    if (result.successes.length > 0) {
+      pushed.push(hash);
+    } else {
+      failures.push({ hash, legacy, errors: result.failures.map((f) => String(f.error)) });
+    }
+  }
+  const stored = [];
+  for await (const page of node.store.queryGenerator([decoder], {
+    paginationForward: true,
+    paginationLimit: 100,
+  })) {
+    for (const message of await Promise.all(page)) {
+      if (message) stored.push(hashOf(message));
+    }
+  }
+  emit("result", { pubsubTopic: encoder.pubsubTopic, pushed, failures, stored });
+}
+
+/// Subscribe through filter and report the first `count` messages pushed.
+async function filterSubscribe(node) {
+  await withDeadline(node.waitForPeers([Protocols.Filter]), "peers");
+  const decoder = node.createDecoder({ contentTopic: args.contentTopic });
+  const received = [];
+  let done;
+  const all = new Promise((resolve) => (done = resolve));
+  const ok = await node.filter.subscribe(decoder, (message) => {
+    received.push({ hash: hashOf(message), payload: bytesToUtf8(message.payload) });
+    if (received.length >= args.count) done();
+  });
+  if (!ok) throw new Error("filter subscription failed");
+  emit("ready");
+  await withDeadline(all, "messages");
+  emit("result", { received });
+}
+
+/// Page through the store both ways, `pageSize` at a time.
+async function storePages(node) {
+  await withDeadline(node.waitForPeers([Protocols.Store]), "peers");
+  const decoder = node.createDecoder({ contentTopic: args.contentTopic });
+  const pages = {};
+  for (const forward of [true, false]) {
+    const collected = [];
+    for await (const page of node.store.queryGenerator([decoder], {
+      paginationForward: forward,
+      paginationLimit: args.pageSize,
+    })) {
+      const messages = (await Promise.all(page)).filter(Boolean);
+      collected.push(messages.map(hashOf));
+    }
+    pages[forward ? "forward" : "backward"] = collected;
+  }
+  emit("result", pages);
+}
+
+/// Connect to one node only and let peer exchange find `expect`.
+async function peerExchange(node) {
+  const found = new Promise((resolve) => {
+    const check = () => {
+      const peers = node.libp2p.getConnections().map((c) => c.remotePeer.toString());
+      if (peers.includes(args.expect)) resolve(peers);
+    };
+    node.libp2p.addEventListener("connection:open", check);
+    check();
+  });
+  const peers = await withDeadline(found, "peer exchange");
+  emit("result", { connected: [...new Set(peers)] });
+}
+
+const scenarios = {
+  "push-and-store": pushAndStore,
+  filter: filterSubscribe,
+  "store-pages": storePages,
+  "peer-exchange": peerExchange,
+};
+
+const run = scenarios[scenario];
+if (!run) {
+  console.error(`unknown scenario ${scenario}; one of ${Object.keys(scenarios).join(", ")}`);
+  process.exit(2);
+}
+let node;
+try {
+  node = await start(
+    scenario === "peer-exchange" ? { discovery: { peerExchange: true } } : {},
+  );
+  await run(node);
+  await node.stop();
+  process.exit(0);
+} catch (error) {
+  log("failed:", error?.stack ?? error);
+  emit("error", { message: String(error?.message ?? error) });
+  process.exit(1);
+}
