@@ -19,6 +19,9 @@ const LOCAL_ONLY: &[&str] = &[
     "http.address",
     "rendezvous.points",
     "log.format",
+    // A local fleet's attestations are signed with its own development (or given) key.
+    "operator.attestation",
+    "operator.trusted_keys",
 ];
 
 /// One difference between definition and reality.

@@ -362,6 +362,7 @@ pub async fn check(targets: &[Target], expect: &Expectations) -> CheckReport {
                 }
             }
             let report = canary(&light, &mut nodes, expect, &mut failures).await;
+            rendezvous(&light, &client, targets, &mut nodes, expect, &mut failures).await;
             light.stop().await;
             Some(report)
         }
@@ -506,6 +507,105 @@ async fn canary(
         report.seconds_to_all_stores = Some(started.elapsed().as_secs_f64());
     }
     report
+}
+
+/// How long registrations get to show up at a rendezvous point.
+const RENDEZVOUS_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Every rendezvous point must list, under `rs/<cluster>/<shard>` for every shard, each
+/// reachable relay node whose config names that point.
+async fn rendezvous(
+    light: &Client,
+    http: &reqwest::Client,
+    targets: &[Target],
+    nodes: &mut [NodeReport],
+    expect: &Expectations,
+    failures: &mut Vec<String>,
+) {
+    use roost_node::rendezvous::{client::read_discover_response, proto::discover_request};
+    // Which points each relay node registers with, from its effective config.
+    let mut registers_with: Vec<Vec<String>> = vec![Vec::new(); nodes.len()];
+    for (i, t) in targets.iter().enumerate() {
+        if !nodes[i].reachable || !render::relays(&nodes[i].roles) {
+            continue;
+        }
+        if let Ok(config) = get_json(http, &format!("{}/debug/v1/config", t.http_url)).await {
+            registers_with[i] = config["rendezvous"]["points"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+        }
+    }
+    let points: Vec<usize> = (0..nodes.len())
+        .filter(|i| nodes[*i].reachable && nodes[*i].roles.contains(&Role::Rendezvous))
+        .collect();
+    for p in points {
+        let (Some(point_id), Some(address)) = (nodes[p].peer_id.clone(), store_address(&nodes[p]))
+        else {
+            continue;
+        };
+        let expected: BTreeSet<String> = (0..nodes.len())
+            .filter(|i| registers_with[*i].iter().any(|a| a.ends_with(&point_id)))
+            .filter_map(|i| nodes[i].peer_id.clone())
+            .collect();
+        let deadline = Instant::now() + RENDEZVOUS_TIMEOUT;
+        let mut missing: Vec<String>;
+        loop {
+            missing = Vec::new();
+            for shard in &expect.shards {
+                let namespace = format!("rs/{}/{shard}", expect.cluster_id);
+                let mut listed = BTreeSet::new();
+                let mut cookie = None;
+                for _page in 0..100 {
+                    let request = discover_request(Some(&namespace), Some(1000), cookie.clone());
+                    let Ok(bytes) = light
+                        .request(ReqResProtocol::Rendezvous, &address, request)
+                        .await
+                    else {
+                        break;
+                    };
+                    let Ok((registrations, next)) = read_discover_response(&bytes) else {
+                        break;
+                    };
+                    let done = registrations.is_empty() || next.is_none() || next == cookie;
+                    listed.extend(
+                        registrations
+                            .into_iter()
+                            .filter_map(|r| r.record.ok())
+                            .map(|r| r.peer.to_string()),
+                    );
+                    cookie = next;
+                    if done {
+                        break;
+                    }
+                }
+                for id in expected.difference(&listed) {
+                    let name = nodes
+                        .iter()
+                        .find(|n| n.peer_id.as_deref() == Some(id))
+                        .map(|n| n.name.clone())
+                        .unwrap_or_else(|| id.clone());
+                    missing.push(format!("{name} in {namespace}"));
+                }
+            }
+            if missing.is_empty() || Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        nodes[p].rendezvous_ok = Some(missing.is_empty());
+        if !missing.is_empty() {
+            failures.push(format!(
+                "{}: rendezvous does not list {}",
+                nodes[p].name,
+                missing.join(", ")
+            ));
+        }
+    }
 }
 
 async fn has_hash(light: &Client, address: &Multiaddr, hash: &MessageHash) -> bool {

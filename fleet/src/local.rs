@@ -141,14 +141,136 @@ fn set(table: &mut Table, section: &str, key: &str, value: Value) {
     }
 }
 
+/// The operator key a local fleet's attestations are signed with.
+#[derive(Debug, Clone)]
+pub enum Operator {
+    /// A development file key created in `DIR/operator/` (the default).
+    Dev,
+    /// An existing operator profile (`roost operator init`), e.g. a SoftHSM2 token; its PIN
+    /// comes from `ROOST_PIN` as for `roost operator attest`.
+    Profile(PathBuf),
+    /// No attestations: nodes claim no fleet membership.
+    None,
+}
+
+/// Makes sure an operator profile exists and returns (profile, public key).
+fn operator_profile(
+    operator: &Operator,
+    dir: &Path,
+    roost_bin: &Path,
+) -> anyhow::Result<Option<(PathBuf, String)>> {
+    let profile = match operator {
+        Operator::None => return Ok(None),
+        Operator::Profile(p) => p.clone(),
+        Operator::Dev => {
+            let op_dir = dir.join("operator");
+            std::fs::create_dir_all(&op_dir)?;
+            let profile = op_dir.join("roost-operator.toml");
+            if !profile.exists() {
+                run_roost(
+                    roost_bin,
+                    &["operator", "init", "--backend", "file", "--profile"],
+                    &[&profile],
+                )?;
+            }
+            profile
+        }
+    };
+    let key = run_roost(roost_bin, &["operator", "pubkey", "--profile"], &[&profile])?;
+    Ok(Some((profile, key.trim().to_owned())))
+}
+
+/// Runs `roost <args> <paths>` and returns its stdout, or its one-line error.
+fn run_roost(roost_bin: &Path, args: &[&str], paths: &[&Path]) -> anyhow::Result<String> {
+    let mut cmd = Command::new(roost_bin);
+    cmd.args(args).args(paths);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("ROOST_") && key != "ROOST_PIN" && key != "ROOST_PAIRING_PASSWORD" {
+            cmd.env_remove(key);
+        }
+    }
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot run {}", roost_bin.display()))?;
+    if !out.status.success() {
+        bail!(
+            "`roost {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Creates the node's key (so its PeerId is known before it starts) and an attestation for it.
+fn attest(
+    fleet: &Fleet,
+    host: &Host,
+    node_dir: &Path,
+    profile: &Path,
+    roost_bin: &Path,
+) -> anyhow::Result<PathBuf> {
+    let data = node_dir.join("data");
+    std::fs::create_dir_all(&data)?;
+    roost_node::identity::load_or_create(&data)?;
+    let out = node_dir.join("node.attestation");
+    let roles = render::attestation_roles(&host.roles).join(",");
+    let data_arg = data.display().to_string();
+    let out_arg = out.display().to_string();
+    run_roost(
+        roost_bin,
+        &[
+            "operator",
+            "attest",
+            "--node",
+            &data_arg,
+            "--fleet",
+            fleet.name(),
+            "--roles",
+            &roles,
+            "--valid",
+            &fleet.fleet.attestation_validity,
+            "--out",
+            &out_arg,
+            "--profile",
+        ],
+        &[profile],
+    )?;
+    Ok(out)
+}
+
 /// The node config of `host` adjusted for this machine.
 fn local_table(
     fleet: &Fleet,
     host: &Host,
     node_dir: &Path,
     started: &[NodeState],
+    attestation: Option<(&Path, &str)>,
 ) -> anyhow::Result<Table> {
     let mut table = render::node_table(fleet, host)?;
+    if let Some((file, key)) = attestation {
+        let mut trusted: Vec<Value> = vec![Value::String(key.to_owned())];
+        trusted.extend(
+            fleet
+                .fleet
+                .trusted_operator_keys
+                .iter()
+                .cloned()
+                .map(Value::String),
+        );
+        set(
+            &mut table,
+            "operator",
+            "attestation",
+            Value::String(file.display().to_string()),
+        );
+        set(
+            &mut table,
+            "operator",
+            "trusted_keys",
+            Value::Array(trusted),
+        );
+    }
     set(
         &mut table,
         "node",
@@ -204,9 +326,10 @@ pub async fn up(
     fleet: &Fleet,
     dir: &Path,
     roost_bin: &Path,
+    operator: &Operator,
     progress: &dyn Progress,
 ) -> anyhow::Result<FleetState> {
-    let result = start_all(fleet, dir, roost_bin, progress).await;
+    let result = start_all(fleet, dir, roost_bin, operator, progress).await;
     if result.is_err() && dir.join(STATE_FILE).exists() {
         // Do not leave half a fleet running; the logs stay for the post-mortem.
         let _ = down(dir).await;
@@ -218,6 +341,7 @@ async fn start_all(
     fleet: &Fleet,
     dir: &Path,
     roost_bin: &Path,
+    operator: &Operator,
     progress: &dyn Progress,
 ) -> anyhow::Result<FleetState> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -238,11 +362,25 @@ async fn start_all(
         node_version: fleet.fleet.node_version.clone(),
         nodes: Vec::new(),
     };
+    let profile = operator_profile(operator, dir, roost_bin)?;
     for host in start_order(fleet) {
         progress.step(format!("starting {}", host.name));
         let node_dir = dir.join(&host.name);
         std::fs::create_dir_all(&node_dir)?;
-        let table = local_table(fleet, host, &node_dir, &state.nodes)?;
+        let attestation = match &profile {
+            Some((profile, key)) => Some((
+                attest(fleet, host, &node_dir, profile, roost_bin)?,
+                key.clone(),
+            )),
+            None => None,
+        };
+        let table = local_table(
+            fleet,
+            host,
+            &node_dir,
+            &state.nodes,
+            attestation.as_ref().map(|(f, k)| (f.as_path(), k.as_str())),
+        )?;
         let config_path = node_dir.join("roost.toml");
         std::fs::write(&config_path, toml::to_string(&table)?)?;
         let node = start_node(host, &node_dir, roost_bin).await?;

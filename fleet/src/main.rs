@@ -44,6 +44,13 @@ enum Cmd {
         /// The roost binary (default: beside this tool, then PATH).
         #[arg(long)]
         roost_bin: Option<PathBuf>,
+        /// Sign the nodes' attestations with this operator profile (`roost operator init`, e.g.
+        /// a SoftHSM2 token; PIN from ROOST_PIN) instead of a development key made in DIR/operator.
+        #[arg(long, conflicts_with = "no_attestations")]
+        operator_profile: Option<PathBuf>,
+        /// Start the nodes without attestations.
+        #[arg(long)]
+        no_attestations: bool,
     },
     /// Connect to every node and report health, versions, attestations, the relay
     /// connectivity matrix, store answers, a canary message and rendezvous. Non-zero on failure.
@@ -201,12 +208,19 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             local: _,
             dir,
             roost_bin,
+            operator_profile,
+            no_attestations,
         } => {
             let (fleet, _) = load(&fleet)?;
             let bin = local::find_roost_bin(roost_bin);
+            let operator = match (operator_profile, no_attestations) {
+                (Some(p), _) => local::Operator::Profile(p),
+                (None, true) => local::Operator::None,
+                (None, false) => local::Operator::Dev,
+            };
             let bar = indicatif::ProgressBar::new_spinner();
             bar.enable_steady_tick(std::time::Duration::from_millis(120));
-            let state = local::up(&fleet, &dir, &bin, &Bar(bar)).await?;
+            let state = local::up(&fleet, &dir, &bin, &operator, &Bar(bar)).await?;
             for n in &state.nodes {
                 println!(
                     "{:<32} {:<22} {}",

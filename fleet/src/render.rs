@@ -158,7 +158,7 @@ pub fn node_table(fleet: &Fleet, host: &Host) -> Result<Table, ConfigError> {
     );
     set_if_known(
         &mut table,
-        "rendezvous.server_enabled",
+        "rendezvous.enabled",
         Value::Boolean(roles.contains(&Role::Rendezvous)),
     );
     let boot = roles.contains(&Role::Boot);
@@ -169,24 +169,90 @@ pub fn node_table(fleet: &Fleet, host: &Host) -> Result<Table, ConfigError> {
     ] {
         set_if_known(&mut table, service, Value::Boolean(boot));
     }
-    // Boot hosts with a known identity are every other node's static peers.
+    // Boot hosts are every other node's static peers (with /p2p when their identity is known;
+    // without, the node learns it on connection).
+    let address_of = |h: &Host| {
+        let base = format!("/ip4/{}/tcp/{}", h.address, fleet.ports_of(h).tcp);
+        match &h.peer_id {
+            Some(id) => format!("{base}/p2p/{id}"),
+            None => base,
+        }
+    };
     let peers: Vec<Value> = fleet
         .hosts
         .iter()
         .filter(|h| h.name != host.name && h.roles.contains(&Role::Boot))
-        .filter_map(|h| {
-            let id = h.peer_id.as_ref()?;
-            Some(Value::String(format!(
-                "/ip4/{}/tcp/{}/p2p/{id}",
-                h.address,
-                fleet.ports_of(h).tcp
-            )))
-        })
+        .map(|h| Value::String(address_of(h)))
         .collect();
     if !peers.is_empty() && get(&table, "network.peers").is_none() {
         set(&mut table, "network.peers", Value::Array(peers));
     }
+    // Fleet membership: nodes trust the fleet's operator keys and serve the attestation the
+    // operator issues for them (deployed beside the data, never rendered: it is per node).
+    set_if_known(
+        &mut table,
+        "operator.fleet",
+        Value::String(fleet.name().to_owned()),
+    );
+    if !fleet.fleet.trusted_operator_keys.is_empty() {
+        set_if_known(
+            &mut table,
+            "operator.trusted_keys",
+            Value::Array(
+                fleet
+                    .fleet
+                    .trusted_operator_keys
+                    .iter()
+                    .cloned()
+                    .map(Value::String)
+                    .collect(),
+            ),
+        );
+        set_if_known(
+            &mut table,
+            "operator.attestation",
+            Value::String(
+                fleet
+                    .fleet
+                    .data_dir
+                    .join("node.attestation")
+                    .display()
+                    .to_string(),
+            ),
+        );
+    }
+    // Rendezvous points need a known identity: the client addresses requests to a PeerId.
+    let points: Vec<Value> = fleet
+        .fleet
+        .rendezvous_points
+        .iter()
+        .filter(|p| *p != &host.name)
+        .filter_map(|p| fleet.host(p))
+        .filter(|h| h.peer_id.is_some())
+        .map(|h| Value::String(address_of(h)))
+        .collect();
+    if get(&table, "rendezvous.points").is_none() {
+        set_if_known(&mut table, "rendezvous.points", Value::Array(points));
+    }
     Ok(table)
+}
+
+/// The attestation roles a host's fleet roles stand for.
+pub fn attestation_roles(roles: &[Role]) -> Vec<&'static str> {
+    let mut out = BTreeSet::new();
+    for role in roles {
+        match role {
+            Role::Boot => out.extend(["relay", "lightpush", "filter"]),
+            Role::Relay => {
+                out.insert("relay");
+            }
+            Role::Store => out.extend(["relay", "store"]),
+            Role::Rendezvous => {
+                out.insert("rendezvous");
+            }
+        }
+    }
+    out.into_iter().collect()
 }
 
 /// The parsed, validated node config for `host`.

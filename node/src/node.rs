@@ -242,6 +242,9 @@ pub struct Node {
     tasks: JoinSet<(&'static str, Result<(), String>)>,
     shutdown_rx: watch::Receiver<bool>,
     shutdown_timeout: Duration,
+    /// Stops the store's threads and closes its database when the node is dropped, even
+    /// without a graceful stop (last field: dropped after the tasks are aborted).
+    _store: Option<store::Guard>,
 }
 
 impl Node {
@@ -498,7 +501,7 @@ impl Node {
             None
         };
 
-        let (store_handle, store_inbound, store_runner) = match store {
+        let (store_handle, store_inbound, store_runner, store_guard) = match store {
             Some(store) => {
                 let started = store.start(command_tx.clone())?;
                 sinks.push(Box::new(started.sink));
@@ -506,9 +509,10 @@ impl Node {
                     Some(started.handle),
                     Some(started.inbound),
                     Some(started.runner),
+                    Some(started.guard),
                 )
             }
-            None => (None, None, None),
+            None => (None, None, None, None),
         };
 
         let (attestation_tx, attestation_rx) = watch::channel(attestation);
@@ -676,6 +680,7 @@ impl Node {
             tasks,
             shutdown_rx,
             shutdown_timeout: config.node.shutdown_timeout,
+            _store: store_guard,
         })
     }
 

@@ -92,6 +92,11 @@ impl RelayUnderTest {
                 let mut config = test_config(dir.path());
                 config.relay.shards = vec![0];
                 config.network.ws_enabled = false;
+                // B4 measures the relay's capacity, with two publishers far above any per-peer
+                // relay quota: the throttle's gate stays in the path but its relay quotas are
+                // off; the throttle bench (B9) measures throttling itself.
+                config.throttle.relay = roost_node::throttle::quota::QuotaSpec::unlimited();
+                config.throttle.relay_bytes = roost_node::throttle::quota::QuotaSpec::unlimited();
                 let node = Node::start(config).await?;
                 let addr = roost_tests::loopback(&node.handle().info().tcp_addresses);
                 Ok((RelayUnderTest::Roost(node, dir), addr))

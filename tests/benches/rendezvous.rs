@@ -337,7 +337,7 @@ impl Row {
         let min = ratios.iter().cloned().fold(f64::INFINITY, f64::min);
         let max = ratios.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
         println!(
-            "| {:<44} | {:>10.2} | {:>10.2} | {:>6.2}x | {:.2}-{:.2}x |",
+            "| {:<48} | {:>10.2} | {:>10.2} | {:>6.2}x | {:.2}-{:.2}x |",
             self.name,
             r,
             b,
@@ -388,7 +388,7 @@ fn main() {
 
         let mut rows = vec![
             Row {
-                name: "fill: REGISTER/s (new connection per identity)".into(),
+                name: "fill: REGISTER/s (a connection per identity)".into(),
                 roost: vec![roost_fill.rate()],
                 reference: vec![ref_fill.rate()],
                 lower_is_better: false,
@@ -400,12 +400,12 @@ fn main() {
                 lower_is_better: true,
             },
         ];
-        let mut refresh_rate = Row { name: "refresh at 100K: REGISTER/s".into(), roost: vec![], reference: vec![], lower_is_better: false };
-        let mut refresh_p50 = Row { name: "refresh at 100K: REGISTER p50 ms".into(), roost: vec![], reference: vec![], lower_is_better: true };
-        let mut refresh_p99 = Row { name: "refresh at 100K: REGISTER p99 ms".into(), roost: vec![], reference: vec![], lower_is_better: true };
-        let mut disc_rate = Row { name: "DISCOVER/s at 100K (limit 20, cookies)".into(), roost: vec![], reference: vec![], lower_is_better: false };
-        let mut disc_p50 = Row { name: "DISCOVER p50 ms at 100K".into(), roost: vec![], reference: vec![], lower_is_better: true };
-        let mut disc_p99 = Row { name: "DISCOVER p99 ms at 100K".into(), roost: vec![], reference: vec![], lower_is_better: true };
+        let mut refresh_rate = Row { name: format!("refresh at {total}: REGISTER/s"), roost: vec![], reference: vec![], lower_is_better: false };
+        let mut refresh_p50 = Row { name: format!("refresh at {total}: REGISTER p50 ms"), roost: vec![], reference: vec![], lower_is_better: true };
+        let mut refresh_p99 = Row { name: format!("refresh at {total}: REGISTER p99 ms"), roost: vec![], reference: vec![], lower_is_better: true };
+        let mut disc_rate = Row { name: format!("DISCOVER/s at {total} (limit 20, cookies)"), roost: vec![], reference: vec![], lower_is_better: false };
+        let mut disc_p50 = Row { name: format!("DISCOVER p50 ms at {total}"), roost: vec![], reference: vec![], lower_is_better: true };
+        let mut disc_p99 = Row { name: format!("DISCOVER p99 ms at {total}"), roost: vec![], reference: vec![], lower_is_better: true };
         let mut errors = (0usize, 0usize);
         for pair in 0..pairs {
             for (is_roost, addr) in [(true, &roost_addr), (false, &reference)] {
@@ -442,13 +442,13 @@ fn main() {
         let reloaded = roost.metric("roost_rendezvous_table_size").await.unwrap_or(0.0);
 
         println!();
-        println!("| {:<44} | {:>10} | {:>10} | {:>7} | {:<10} |", "metric (median of runs)", "roost", "reference", "ratio", "min-max");
-        println!("|{}|{}|{}|{}|{}|", "-".repeat(46), "-".repeat(12), "-".repeat(12), "-".repeat(9), "-".repeat(12));
+        println!("| {:<48} | {:>10} | {:>10} | {:>7} | {:<10} |", "metric (median of runs)", "roost", "reference", "ratio", "min-max");
+        println!("|{}|{}|{}|{}|{}|", "-".repeat(50), "-".repeat(12), "-".repeat(12), "-".repeat(9), "-".repeat(12));
         for row in &rows {
             row.print();
         }
         println!(
-            "| {:<44} | {:>10.0} | {:>10.0} | {:>6.2}x | {:<10} |",
+            "| {:<48} | {:>10.0} | {:>10.0} | {:>6.2}x | {:<10} |",
             "RSS growth per registration during fill (B)",
             (rss1.saturating_sub(rss0)) as f64 / total as f64,
             (rss2.saturating_sub(rss1)) as f64 / total as f64,
@@ -456,7 +456,7 @@ fn main() {
             "-"
         );
         println!(
-            "| {:<44} | {:>10.0} | {:>10} | {:>7} | {:<10} |",
+            "| {:<48} | {:>10.0} | {:>10} | {:>7} | {:<10} |",
             "restart: reload + first DISCOVER (ms)",
             restart.as_secs_f64() * 1000.0,
             "starts empty",

@@ -261,6 +261,17 @@ impl Archive {
         dir_size(&self.path)
     }
 
+    /// Writes the memtables to table files, so the next open has no log to replay.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        for name in keys::COLUMN_FAMILIES {
+            let cf = self.cf(name)?;
+            self.db
+                .flush_cf(cf)
+                .map_err(|e| StoreError::Write(db_error(e)))?;
+        }
+        Ok(())
+    }
+
     /// Timestamps of the oldest and newest archived messages.
     pub fn extremes(&self) -> Result<(Option<i64>, Option<i64>), StoreError> {
         let cf = self.cf(keys::CF_MESSAGES)?;

@@ -16,7 +16,8 @@ pub struct ReasonLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QueryLabels {
     /// `content`, `time`, `lookup`, `presence`, `invalid` (a 400 before the query ran) or
-    /// `refused` (not read: the store was overloaded or stopping).
+    /// `refused` (not read: the store was overloaded or stopping) or `throttled` (not read:
+    /// the peer is over its quota, 429).
     pub kind: &'static str,
     /// The status code answered.
     pub status: u32,

@@ -380,43 +380,67 @@ impl Store {
         let (writes_tx, writes_rx) = mpsc::channel(INGEST_QUEUE);
         let (queries_tx, queries_rx) = std_mpsc::sync_channel(QUERY_QUEUE);
         let queries_rx = Arc::new(Mutex::new(queries_rx));
-        let mailbox = Arc::new(Mailbox::default());
+        let (exited_tx, exited_rx) = std_mpsc::channel();
         let metrics = self.rules.metrics.clone();
+        // Created first: if a later thread cannot start, dropping it stops the earlier ones.
+        let mut control = Guard {
+            writes: writes_tx.clone(),
+            queries: queries_tx.clone(),
+            readers: self.config.query_threads,
+            mailbox: Arc::new(Mailbox::default()),
+            stop: Arc::new(AtomicBool::new(false)),
+            exited: std::sync::Mutex::new(exited_rx),
+            threads: 0,
+        };
+        let mut threads = Vec::with_capacity(self.config.query_threads + 2);
         let spawn_error =
             |e: std::io::Error| StoreError::Open(format!("cannot start a store thread: {e}"));
 
-        let maintenance = {
+        {
             let archive = self.archive.clone();
-            let mailbox = mailbox.clone();
-            std::thread::Builder::new()
-                .name("store-maintenance".into())
-                .spawn(move || run_maintenance(&archive, &mailbox))
-                .map_err(spawn_error)?
-        };
-        let mut readers = Vec::with_capacity(self.config.query_threads);
+            let mailbox = control.mailbox.clone();
+            let notice = ExitNotice(exited_tx.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name("store-maintenance".into())
+                    .spawn(move || {
+                        let _notice = notice;
+                        run_maintenance(&archive, &mailbox);
+                    })
+                    .map_err(spawn_error)?,
+            );
+            control.threads += 1;
+        }
         for i in 0..self.config.query_threads {
             let ctx = QueryContext {
                 archive: self.archive.clone(),
                 served: self.rules.served.clone(),
                 metrics: metrics.clone(),
                 commands: commands.clone(),
+                stop: control.stop.clone(),
             };
             let rx = queries_rx.clone();
-            readers.push(
+            let notice = ExitNotice(exited_tx.clone());
+            threads.push(
                 std::thread::Builder::new()
                     .name(format!("store-query-{i}"))
-                    .spawn(move || run_queries(&ctx, &rx))
+                    .spawn(move || {
+                        let _notice = notice;
+                        run_queries(&ctx, &rx);
+                    })
                     .map_err(spawn_error)?,
             );
+            control.threads += 1;
         }
         let (done_tx, done_rx) = oneshot::channel::<()>();
-        let writer = {
+        {
             let mut state = WriterThread {
                 writer: self.writer,
                 config: self.config.clone(),
                 metrics: metrics.clone(),
                 health: self.health.clone(),
-                mailbox: mailbox.clone(),
+                mailbox: control.mailbox.clone(),
+                stop: control.stop.clone(),
                 queue: writes_tx.downgrade(),
                 last_error: None,
                 errors_since_warn: 0,
@@ -427,21 +451,26 @@ impl Store {
                 written_since_measure: 0,
                 dead_bytes: 0,
             };
-            std::thread::Builder::new()
-                .name("store-writer".into())
-                .spawn(move || {
-                    state.run(writes_rx);
-                    let _ = done_tx.send(());
-                })
-                .map_err(spawn_error)?
-        };
+            let notice = ExitNotice(exited_tx);
+            threads.push(
+                std::thread::Builder::new()
+                    .name("store-writer".into())
+                    .spawn(move || {
+                        let _notice = notice;
+                        state.run(writes_rx);
+                        let _ = done_tx.send(());
+                    })
+                    .map_err(spawn_error)?,
+            );
+            control.threads += 1;
+        }
         let handle = ArchiveHandle {
             writes: writes_tx.clone(),
             queries: queries_tx.clone(),
             rules: self.rules.clone(),
         };
         let sink = Sink {
-            writes: writes_tx.clone(),
+            writes: writes_tx,
             rules: self.rules.clone(),
             dropped_since_warn: 0,
             last_warn: None,
@@ -453,16 +482,16 @@ impl Store {
             sink,
             inbound,
             runner: Runner {
-                writes: writes_tx,
+                writes: control.writes.clone(),
                 queries: queries_tx,
-                mailbox,
-                writer,
-                readers,
-                maintenance,
+                readers: control.readers,
+                mailbox: control.mailbox.clone(),
+                threads,
                 writer_done: done_rx,
                 tick,
                 metrics,
             },
+            guard: control,
         })
     }
 }
@@ -485,16 +514,17 @@ pub struct Started {
     pub sink: Sink,
     pub inbound: Inbound,
     pub runner: Runner,
+    /// Keep it in the `Node`: dropping it stops the threads and closes the database.
+    pub guard: Guard,
 }
 
 /// Supervises the store's threads: ticks the writer, notices if it dies, stops them all.
 pub struct Runner {
     writes: mpsc::Sender<WriterCommand>,
     queries: std_mpsc::SyncSender<QueryJob>,
+    readers: usize,
     mailbox: Arc<Mailbox>,
-    writer: JoinHandle<()>,
-    readers: Vec<JoinHandle<()>>,
-    maintenance: JoinHandle<()>,
+    threads: Vec<JoinHandle<()>>,
     writer_done: oneshot::Receiver<()>,
     tick: Duration,
     metrics: Metrics,
@@ -506,10 +536,9 @@ impl Runner {
         let Runner {
             writes,
             queries,
-            mailbox,
-            writer,
             readers,
-            maintenance,
+            mailbox,
+            threads,
             mut writer_done,
             tick,
             metrics,
@@ -539,14 +568,15 @@ impl Runner {
                 }
             }
         }
+        // Graceful: the writer commits what is queued before it stops.
         let _ = writes.send(WriterCommand::Shutdown).await;
         let joined = tokio::task::spawn_blocking(move || {
-            for _ in 0..readers.len() {
+            for _ in 0..readers {
                 let _ = queries.send(QueryJob::Stop);
             }
             mailbox.stop();
             let mut panicked = false;
-            for thread in readers.into_iter().chain([writer, maintenance]) {
+            for thread in threads {
                 panicked |= thread.join().is_err();
             }
             panicked
@@ -560,6 +590,60 @@ impl Runner {
     }
 }
 
+/// Stops the store's threads when dropped and waits (a little) for them, so the database is
+/// closed: a node dropped without a graceful stop must not leave it open behind it, e.g. while
+/// its data dir is being removed. After a graceful stop it has nothing left to wait for.
+pub struct Guard {
+    writes: mpsc::Sender<WriterCommand>,
+    queries: std_mpsc::SyncSender<QueryJob>,
+    readers: usize,
+    mailbox: Arc<Mailbox>,
+    /// Checked by the writer and query threads after each batch or query.
+    stop: Arc<AtomicBool>,
+    /// One message per store thread that has ended. In a mutex only so that the guard (and
+    /// the node holding it) is `Sync`; drop reaches it through `get_mut` without locking.
+    exited: std::sync::Mutex<std_mpsc::Receiver<()>>,
+    threads: usize,
+}
+
+/// Longest a dropped [`Guard`] waits for the store's threads.
+const STOP_WAIT: Duration = Duration::from_secs(30);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Full queues mean the threads are busy; they see the flag after their current work.
+        let _ = self.writes.try_send(WriterCommand::Shutdown);
+        for _ in 0..self.readers {
+            let _ = self.queries.try_send(QueryJob::Stop);
+        }
+        self.mailbox.stop();
+        let deadline = Instant::now() + STOP_WAIT;
+        let exited = self
+            .exited
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for _ in 0..self.threads {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if exited.recv_timeout(left).is_err() {
+                tracing::error!(
+                    "store threads did not stop within {STOP_WAIT:?}; the archive stays open"
+                );
+                return;
+            }
+        }
+    }
+}
+
+/// Tells [`Guard`] a thread ended, however it ended (a panic unwinds through this).
+struct ExitNotice(std_mpsc::Sender<()>);
+
+impl Drop for ExitNotice {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
+    }
+}
+
 // === writer thread ===
 
 struct WriterThread {
@@ -568,6 +652,7 @@ struct WriterThread {
     metrics: Metrics,
     health: Health,
     mailbox: Arc<Mailbox>,
+    stop: Arc<AtomicBool>,
     /// To read the queue depth without keeping the queue open.
     queue: mpsc::WeakSender<WriterCommand>,
     last_error: Option<(Instant, String)>,
@@ -620,11 +705,18 @@ impl WriterThread {
                 self.commit(std::mem::take(&mut batch));
             }
             self.housekeeping();
-            if stop {
+            if stop || self.stop.load(Ordering::SeqCst) {
                 break;
             }
         }
         self.refresh();
+        // A clean stop leaves nothing in the write-ahead log, so the next start opens at once
+        // (after a crash the log replayed is at most `max_total_wal_size`).
+        if let Err(error) = self.writer.archive().flush() {
+            tracing::warn!(%error, "store could not flush at shutdown; the next start replays its log");
+        }
+        // The maintenance thread has nothing left to do once nothing writes.
+        self.mailbox.stop();
         tracing::debug!("store writer stopped");
     }
 
@@ -829,6 +921,7 @@ struct QueryContext {
     served: BTreeSet<String>,
     metrics: Metrics,
     commands: mpsc::Sender<Command>,
+    stop: Arc<AtomicBool>,
 }
 
 fn run_queries(ctx: &QueryContext, jobs: &Mutex<std_mpsc::Receiver<QueryJob>>) {
@@ -855,6 +948,9 @@ fn run_queries(ctx: &QueryContext, jobs: &Mutex<std_mpsc::Receiver<QueryJob>>) {
                 let _ = reply.send(answer(ctx, &request, None));
             }
             Ok(QueryJob::Stop) | Err(_) => return,
+        }
+        if ctx.stop.load(Ordering::SeqCst) {
+            return;
         }
     }
 }

@@ -232,10 +232,16 @@ impl NetworkBehaviour for Behaviour {
         _local_addr: &Multiaddr,
         remote_addr: &Multiaddr,
     ) -> Result<THandler<Self>, ConnectionDenied> {
+        let ip = ip_of(remote_addr);
         if self.throttle.is_enabled() && self.throttle.is_banned(&Offender::Peer(peer)) {
-            return Err(self.refuse(Refused::BannedPeer));
+            // Each attempt cost a handshake: a banned peer that keeps coming back gets its
+            // IP banned too, which is refused before the handshake.
+            return Err(match ip {
+                Some(ip) => self.refuse_ip(ip, Refused::BannedPeer),
+                None => self.refuse(Refused::BannedPeer),
+            });
         }
-        self.established(connection_id, peer, ip_of(remote_addr));
+        self.established(connection_id, peer, ip);
         Ok(dummy::ConnectionHandler)
     }
 

@@ -139,31 +139,34 @@ impl Limiter {
             Bucket::Peer(l) => match peer {
                 Some(peer) => {
                     self.guard_capacity(l)?;
-                    keyed_check(l, peer, n, self.rule.scope, self.rule.period)
+                    keyed_check(l, peer, n, &self.rule)
                 }
                 None => Ok(()),
             },
             Bucket::Ip(l) => match ip {
                 Some(ip) => {
                     self.guard_capacity(l)?;
-                    keyed_check(l, &ip, n, self.rule.scope, self.rule.period)
+                    keyed_check(l, &ip, n, &self.rule)
                 }
                 None => Ok(()),
             },
             Bucket::Global(l) => {
-                let result = if n.get() == 1 {
-                    l.check().map_err(Some)
-                } else {
-                    l.check_n(n).map_err(|_| None).and_then(|r| r.map_err(Some))
-                };
-                result.map_err(|not_until| {
-                    Denial::Over(
-                        Scope::Global,
-                        not_until
-                            .map(|nu| nu.wait_time_from(l.clock().now()))
-                            .unwrap_or(self.rule.period),
-                    )
-                })
+                if n.get() == 1 {
+                    return l
+                        .check()
+                        .map_err(|_| Denial::Over(Scope::Global, self.rule.emission_interval()));
+                }
+                l.check_n(n)
+                    .map_err(|_| None)
+                    .and_then(|r| r.map_err(Some))
+                    .map_err(|not_until| {
+                        Denial::Over(
+                            Scope::Global,
+                            not_until
+                                .map(|nu| nu.wait_time_from(l.clock().now()))
+                                .unwrap_or(self.rule.period),
+                        )
+                    })
             }
         }
     }
@@ -245,25 +248,27 @@ fn keyed_check<K: Hash + Eq + Clone>(
     l: &Keyed<K>,
     key: &K,
     n: NonZeroU32,
-    scope: Scope,
-    period: Duration,
+    rule: &Rule,
 ) -> Result<(), Denial> {
-    let result = if n.get() == 1 {
-        l.check_key(key).map_err(Some)
-    } else {
-        // Err(InsufficientCapacity): more cells than the burst; it can never pass.
-        l.check_key_n(key, n)
-            .map_err(|_| None)
-            .and_then(|r| r.map_err(Some))
-    };
-    result.map_err(|not_until| {
-        Denial::Over(
-            scope,
-            not_until
-                .map(|nu| nu.wait_time_from(l.clock().now()))
-                .unwrap_or(period),
-        )
-    })
+    if n.get() == 1 {
+        // A refused single cell conforms again within one emission interval: report that
+        // bound rather than read the clock again (refusals are the flood's hot path).
+        return l
+            .check_key(key)
+            .map_err(|_| Denial::Over(rule.scope, rule.emission_interval()));
+    }
+    // Err(InsufficientCapacity): more cells than the burst; it can never pass.
+    l.check_key_n(key, n)
+        .map_err(|_| None)
+        .and_then(|r| r.map_err(Some))
+        .map_err(|not_until| {
+            Denial::Over(
+                rule.scope,
+                not_until
+                    .map(|nu| nu.wait_time_from(l.clock().now()))
+                    .unwrap_or(rule.period),
+            )
+        })
 }
 
 /// The limiters of one quota, checked most specific first (peer, IP, global), so a request
@@ -328,7 +333,7 @@ mod tests {
         }
         assert!(matches!(
             l.check(Some(&a), None, ONE),
-            Err(Denial::Over(Scope::PerPeer, wait)) if wait > Duration::from_secs(60)
+            Err(Denial::Over(Scope::PerPeer, wait)) if wait == Duration::from_secs(1200)
         ));
         l.check(Some(&b), None, ONE).unwrap();
         // Another lane of the same peer is another bucket.

@@ -163,11 +163,12 @@ impl KeyKind {
 
 /// A request refused by a quota. Protocols answer it with their "too many requests" status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("{service} quota exceeded ({} limit); retry in {}ms", key.label(), retry_after.as_millis())]
+#[error("{service} quota exceeded ({} limit); retry within {}ms", key.label(), retry_after.as_millis())]
 pub struct Throttled {
     pub service: Service,
     pub key: KeyKind,
-    /// When the refusing bucket has room again (the limiter's period when it is full).
+    /// When the refusing bucket has room again, at the latest (for one cell, the rule's
+    /// emission interval; the limiter's period when it is full).
     pub retry_after: Duration,
 }
 
@@ -733,12 +734,19 @@ mod tests {
         let err = t.check(Service::Store, &a, None).unwrap_err();
         assert_eq!(err.service, Service::Store);
         assert_eq!(err.key, KeyKind::Peer);
-        assert!(err.retry_after > Duration::from_secs(60));
+        assert_eq!(
+            err.retry_after,
+            Duration::from_secs(1200),
+            "3/1h: one every 20 min"
+        );
         t.check(Service::Store, &b, None).unwrap();
         // Other services have their own buckets.
         t.check(Service::LightPush, &a, None).unwrap();
         let (admitted, throttled) = t.metrics().totals();
         assert_eq!((admitted, throttled), (5, 1));
+        // Relay bytes are not counted twice.
+        t.check_relay(&a, 0, 10, None).unwrap();
+        assert_eq!(t.metrics().totals(), (6, 1));
     }
 
     #[test]

@@ -53,9 +53,14 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// One cell comes back every this long (`period / volume`).
+    pub fn emission_interval(&self) -> Duration {
+        (self.period / self.volume.get()).max(Duration::from_nanos(1))
+    }
+
     /// The GCRA quota: a burst of `volume`, one cell back every `period / volume`.
     pub fn governor_quota(&self) -> governor::Quota {
-        let per_cell = (self.period / self.volume.get()).max(Duration::from_nanos(1));
+        let per_cell = self.emission_interval();
         governor::Quota::with_period(per_cell)
             .unwrap_or_else(|| governor::Quota::per_second(self.volume))
             .allow_burst(self.volume)

@@ -15,7 +15,7 @@ const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 /// refused...
 const HEAVY_MIN_THROTTLED: u64 = 100;
 /// ...and they were at least this share of all checked requests.
-const HEAVY_SHARE: f64 = 0.5;
+const HEAVY_SHARE: f64 = 0.25;
 
 /// Runs until shutdown.
 pub async fn run(

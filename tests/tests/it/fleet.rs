@@ -44,9 +44,15 @@ async fn staging_checks_green_reports_a_dead_store_node_and_compares_with_beta()
     let dir = tempfile::tempdir().unwrap();
     let staging_dir = dir.path().join("staging");
     let _staging_guard = Running(staging_dir.clone());
-    let state = local::up(&staging, &staging_dir, &roost, &Quiet)
-        .await
-        .expect("staging comes up");
+    let state = local::up(
+        &staging,
+        &staging_dir,
+        &roost,
+        &local::Operator::Dev,
+        &Quiet,
+    )
+    .await
+    .expect("staging comes up");
     assert_eq!(state.nodes.len(), staging.hosts.len());
     let json: FleetState =
         serde_json::from_str(&std::fs::read_to_string(staging_dir.join("fleet.json")).unwrap())
@@ -69,6 +75,23 @@ async fn staging_checks_green_reports_a_dead_store_node_and_compares_with_beta()
         .as_ref()
         .and_then(|c| c.seconds_to_all_stores)
         .is_some());
+    for n in &report.nodes {
+        assert_eq!(
+            n.attestation_ok,
+            Some(true),
+            "{} is attested by the dev operator key",
+            n.name
+        );
+        assert!(n.attestation_days.unwrap_or(0.0) > 29.0, "{n:?}");
+    }
+    assert!(
+        report
+            .nodes
+            .iter()
+            .filter(|n| n.rendezvous_ok.is_some())
+            .all(|n| n.rendezvous_ok == Some(true)),
+        "rendezvous points list the fleet"
+    );
 
     // A store node dies: check must say so.
     let victim = "store-02.do-ams3.staging";
@@ -104,7 +127,7 @@ async fn staging_checks_green_reports_a_dead_store_node_and_compares_with_beta()
     let beta = shipped("beta");
     let beta_dir = dir.path().join("beta");
     let _beta_guard = Running(beta_dir.clone());
-    let beta_state = local::up(&beta, &beta_dir, &roost, &Quiet)
+    let beta_state = local::up(&beta, &beta_dir, &roost, &local::Operator::Dev, &Quiet)
         .await
         .expect("beta comes up");
     let comparison = compare::compare(&staging, &beta, Some((&state, &beta_state))).await;

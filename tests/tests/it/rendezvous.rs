@@ -572,6 +572,20 @@ async fn registrations_survive_a_restart_of_the_point() {
             Ok(3600)
         );
     }
+    // UNREGISTER has no response: the stream just ends, which reads as an empty answer.
+    let mut gone = RdvPeer::ed25519().unwrap();
+    assert_eq!(
+        register(&mut gone, &rdv.tcp_addr(), "persist/me", Some(3600)).await,
+        Ok(3600)
+    );
+    let answer = gone
+        .request(
+            &rdv.tcp_addr(),
+            Flavour::Libp2p,
+            proto::unregister_request("persist/me"),
+        )
+        .await;
+    assert_eq!(answer, Ok(Vec::new()));
     let dir = rdv.stop().await;
     let rdv = TestNode::start_in(dir, point_only).await;
     let mut asker = RdvPeer::ed25519().unwrap();
@@ -972,6 +986,55 @@ async fn cli_registers_and_discovers() {
         stdout.lines().any(|l| l.starts_with("cookie: ")),
         "{stdout}"
     );
+
+    // Register and unregister as a given node key.
+    let key = libp2p::identity::secp256k1::Keypair::generate();
+    let key_hex: String = key
+        .secret()
+        .to_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let node_id = Keypair::from(key).public().to_peer_id();
+    let key_file = dir.path().join("node.key");
+    std::fs::write(&key_file, key_hex).unwrap();
+    let key_path = key_file.to_string_lossy().into_owned();
+    for (command, want) in [("register", "registered"), ("unregister", "unregistered")] {
+        let (cwd, at, key_path) = (
+            dir.path().to_owned(),
+            rdv.tcp_addr().to_string(),
+            key_path.clone(),
+        );
+        let out = tokio::task::spawn_blocking(move || {
+            run_roost(
+                &[
+                    "rendezvous",
+                    command,
+                    "--server",
+                    &at,
+                    "--namespace",
+                    "cli/keyed",
+                    "--key",
+                    &key_path,
+                ],
+                &cwd,
+            )
+        })
+        .await
+        .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{command}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.starts_with(&format!("{want} {node_id}")), "{stdout}");
+    }
+    let mut asker = RdvPeer::ed25519().unwrap();
+    let (found, _) = discover(&mut asker, &rdv.tcp_addr(), "cli/keyed", None, None)
+        .await
+        .unwrap();
+    assert!(found.is_empty(), "unregistered: {found:?}");
 
     // A refusal is one line on stderr and a failing exit code.
     let cwd = dir.path().to_owned();

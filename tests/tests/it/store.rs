@@ -916,6 +916,20 @@ async fn kill_9_during_ingest_loses_no_acknowledged_message() {
     reader.stop().await;
 }
 
+/// `/metrics` of a node process, or a panic with its exit status and logs if it died.
+async fn alive_metrics(node: &NodeProcess) -> String {
+    match reqwest::get(format!("{}/metrics", node.http)).await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(e) => {
+            let logs = node.logs();
+            panic!(
+                "node unreachable ({e}); last log lines: {:#?}",
+                &logs[logs.len().saturating_sub(30)..]
+            )
+        }
+    }
+}
+
 async fn missing_from(
     reader: &Client,
     addr: &Multiaddr,
@@ -1006,7 +1020,12 @@ async fn a_full_disk_fails_writes_keeps_queries_working_and_recovers() {
     // space (up to `max_total_wal_size`, 64 MiB): keep publishing until one fails.
     let mut during = HashSet::new();
     let mut round = 0;
-    while metric_sum(&node.metrics().await, "roost_store_write_errors_total", &[]) < 1.0 {
+    while metric_sum(
+        &alive_metrics(&node).await,
+        "roost_store_write_errors_total",
+        &[],
+    ) < 1.0
+    {
         during.extend(publish(format!("during {round}")).await);
         round += 1;
         assert!(
@@ -1014,24 +1033,28 @@ async fn a_full_disk_fails_writes_keeps_queries_working_and_recovers() {
             "no write failed after {round} rounds of 2 MB on a full disk"
         );
     }
-    assert!(
+    // The log line, the health component and the drop count follow the failed commit.
+    wait_until(WAIT, || async {
         node.logs()
             .iter()
-            .any(|l| l.contains("store write failed") && l.contains("ERROR")),
-        "the failure is logged"
-    );
-    let health = node.health().await;
-    assert_eq!(
-        health["components"]["store"]["status"], "degraded",
-        "{health}"
-    );
-    assert!(
+            .any(|l| l.contains("store write failed") && l.contains("ERROR"))
+    })
+    .await
+    .expect("the failure is logged");
+    wait_until(WAIT, || async {
+        node.health().await["components"]["store"]["status"] == "degraded"
+    })
+    .await
+    .expect("health shows the store degraded");
+    wait_until(WAIT, || async {
         metric_sum(
             &node.metrics().await,
             "roost_store_messages_dropped_total",
-            &[("reason", "write_failed")]
+            &[("reason", "write_failed")],
         ) >= 1.0
-    );
+    })
+    .await
+    .expect("the lost messages are counted");
     // Queries keep working and still have everything stored before.
     assert!(missing_from(&reader, &addr, &before).await.is_empty());
     let r = query(

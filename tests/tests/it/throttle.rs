@@ -1,10 +1,17 @@
 //! Spam throttling across real nodes: per-IP connection limits against many identities,
-//! bans (admin CLI, persistence, expiry) and the flood test.
+//! bans (admin CLI, persistence, expiry), 429s before decoding, and the flood test.
 
-use std::{collections::HashSet, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
 
 use libp2p::PeerId;
-use roost_node::message::WakuMessage;
+use roost_node::{
+    client::Client,
+    message::{MessageHash, WakuMessage},
+    store::{self, rpc::StoreQueryRequest},
+};
 use roost_tests::{
     bare::{BareOptions, BarePeer},
     http_get, init_tracing, metric_sum, metric_value,
@@ -315,20 +322,26 @@ async fn bans_persist_across_restarts_and_expire() {
         .expect("an expired ban lets the peer in");
 }
 
-/// A peer flooding relay messages at 100x its quota while ten honest peers publish at a
-/// normal rate: every honest message is relayed, the flood is dropped (Ignored, then
-/// Rejected), the flooder is disconnected and banned, and the node's memory stays bounded.
+/// The flood test. Ten honest peers publish at a normal rate while one peer floods relay
+/// messages at 100x its quota and a light client hammers store queries at 100x its quota:
+/// every honest message is relayed and stored, the relay flood is dropped (Ignored, then
+/// Rejected) and the store flood answered 429 without being served, both attackers end up
+/// disconnected and banned, `/health` reports the heavy throttling, and the node's memory
+/// stays bounded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn relay_flooder_is_throttled_then_banned_while_honest_traffic_flows() {
+async fn flooders_are_throttled_and_banned_while_honest_traffic_is_relayed_and_stored() {
     init_tracing();
-    const QUOTA_PER_S: u32 = 20;
+    const RELAY_PER_S: u64 = 20;
+    const STORE_PER_MIN: u64 = 30;
     const HONEST: usize = 10;
-    const HONEST_MESSAGES: usize = 10;
+    const HONEST_ROUNDS: usize = 10;
+    let flood_for = Duration::from_secs(HONEST_ROUNDS as u64 + 2);
     let dir = tempfile::tempdir().unwrap();
     let config = format!(
         r#"
 [throttle]
-relay = "{QUOTA_PER_S}/1s per-peer"
+relay = "{RELAY_PER_S}/1s per-peer"
+store = "{STORE_PER_MIN}/1m per-peer; 300/1s global"
 # Every test peer connects from 127.0.0.1.
 exempt_ips = ["127.0.0.1"]
 "#
@@ -360,7 +373,9 @@ exempt_ips = ["127.0.0.1"]
     attacker
         .connect(node_addr.clone())
         .await
-        .expect("attacker connects");
+        .expect("relay attacker connects");
+    let store_attacker = Client::start(1).await.expect("store attacker starts");
+    let store_attacker_id = store_attacker.handle().peer_id();
     // Publishers flood-publish to the node whether or not it keeps them in its mesh; the sink
     // gets messages through the mesh or gossip. Wait until the node sees every subscription.
     let subscribed = format!("roost_relay_topic_peers{{shard=\"{TOPIC}\"}}");
@@ -372,49 +387,80 @@ exempt_ips = ["127.0.0.1"]
     .expect("the node sees every peer's subscription");
     let rss_before = node.rss_bytes().expect("rss");
 
-    // The attacker floods at 100x its quota for the whole honest publishing phase.
-    let flood = {
-        let attacker_msgs = (0..u32::MAX).map(|i| {
-            WakuMessage::new("/flood/1/spam/proto", format!("spam-{i}").into_bytes())
-                .encode_to_vec()
-        });
-        let rate = QUOTA_PER_S as u64 * 100;
-        async move {
-            let mut sent = 0u64;
-            let mut tick = tokio::time::interval(Duration::from_millis(10));
-            let started = std::time::Instant::now();
-            let mut msgs = attacker_msgs;
-            while started.elapsed() < Duration::from_secs(HONEST_MESSAGES as u64 + 2) {
-                tick.tick().await;
-                for _ in 0..rate / 100 {
-                    let Some(m) = msgs.next() else { break };
-                    if attacker.publish(TOPIC, m).await.is_ok() {
-                        sent += 1;
-                    }
+    // Relay flood: 100x the quota for the whole honest publishing phase.
+    let relay_flood = async {
+        let per_tick = RELAY_PER_S; // 100x the quota per second, in 100 ticks of 10 ms
+        let mut sent = 0u64;
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        let started = std::time::Instant::now();
+        let mut i = 0u64;
+        while started.elapsed() < flood_for {
+            tick.tick().await;
+            for _ in 0..per_tick {
+                i += 1;
+                let m = WakuMessage::new("/flood/1/spam/proto", format!("spam-{i}").into_bytes());
+                if attacker.publish(TOPIC, m.encode_to_vec()).await.is_ok() {
+                    sent += 1;
                 }
             }
-            (attacker, sent)
         }
+        sent
+    };
+    // Store flood: 100x the per-peer quota (30/min → 50/s).
+    let store_flood = async {
+        let (mut ok, mut throttled, mut failed) = (0u64, 0u64, 0u64);
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        let started = std::time::Instant::now();
+        while started.elapsed() < flood_for {
+            tick.tick().await;
+            let request = StoreQueryRequest::new("hammer")
+                .content(TOPIC, ["/honest/1/chat/proto"])
+                .limit(100);
+            match store::query_peer(&store_attacker, &node_addr, &request).await {
+                Ok(r) if r.code() == 200 => ok += 1,
+                Ok(r) if r.code() == 429 => throttled += 1,
+                Ok(r) => panic!("unexpected store answer {} {}", r.code(), r.desc()),
+                // Banned: the node refuses the connection.
+                Err(_) => failed += 1,
+            }
+        }
+        (ok, throttled, failed)
+    };
+    // The health component, read while the floods run.
+    let health_seen = async {
+        let mut heavy = false;
+        let started = std::time::Instant::now();
+        while started.elapsed() < flood_for && !heavy {
+            let (_, body) = http_get(&format!("{http}/health")).await;
+            let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+            heavy = health["components"]["throttle"]["detail"]["heavy_throttling"] == true
+                && health["components"]["throttle"]["status"] == "degraded";
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        heavy
     };
     let publish_honest = async {
-        let mut expected = HashSet::new();
-        for round in 0..HONEST_MESSAGES {
+        let mut expected = HashMap::new();
+        for round in 0..HONEST_ROUNDS {
             for (i, p) in honest.iter().enumerate() {
                 let payload = format!("honest-{i}-{round}");
-                let data = WakuMessage::new("/honest/1/chat/proto", payload.clone().into_bytes())
-                    .encode_to_vec();
-                p.publish(TOPIC, data).await.expect("honest publish");
-                expected.insert(payload);
+                let m = WakuMessage::new("/honest/1/chat/proto", payload.clone().into_bytes());
+                p.publish(TOPIC, m.encode_to_vec())
+                    .await
+                    .expect("honest publish");
+                expected.insert(payload, m.hash(TOPIC));
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
         expected
     };
-    let ((attacker, sent), expected) = tokio::join!(flood, publish_honest);
+    let (sent, (store_ok, store_429, store_failed), heavy, expected) =
+        tokio::join!(relay_flood, store_flood, health_seen, publish_honest);
     assert!(
         sent >= 1000,
-        "the attacker managed to send only {sent} messages"
+        "the relay attacker managed to send only {sent} messages"
     );
+    assert!(heavy, "/health reported heavy throttling during the flood");
 
     // Every honest message reaches the sink through the node; the flood mostly does not.
     let mut honest_seen = HashSet::new();
@@ -432,7 +478,10 @@ exempt_ips = ["127.0.0.1"]
             }
         }
     }
-    let missing: Vec<_> = expected.difference(&honest_seen).collect();
+    let missing: Vec<_> = expected
+        .keys()
+        .filter(|p| !honest_seen.contains(*p))
+        .collect();
     assert!(
         missing.is_empty(),
         "honest messages not relayed: {missing:?}"
@@ -443,39 +492,90 @@ exempt_ips = ["127.0.0.1"]
         }
     }
     // At most the burst plus the quota rate over the flood passes.
-    let allowed = QUOTA_PER_S as u64 * (HONEST_MESSAGES as u64 + 3);
+    let allowed = RELAY_PER_S * (flood_for.as_secs() + 1);
     assert!(
         spam_seen <= allowed,
         "{spam_seen} of {sent} flood messages relayed (quota allows {allowed})"
     );
 
-    // The flooder is banned and disconnected; honest peers are not.
+    // Every honest message is in the node's store (one honest reader, two hash queries).
+    let reader = Client::start(1).await.expect("reader starts");
+    let wanted: Vec<MessageHash> = expected.values().copied().collect();
+    for chunk in wanted.chunks(100) {
+        let request = StoreQueryRequest::new("check")
+            .hashes(chunk.iter().copied())
+            .include_data(false)
+            .limit(100);
+        let r = store::query_peer(&reader, &node_addr, &request)
+            .await
+            .expect("the store answers the honest reader");
+        assert_eq!(r.code(), 200, "{}", r.desc());
+        let found: HashSet<MessageHash> = r.entries().unwrap().iter().map(|e| e.hash).collect();
+        let missing = chunk.iter().filter(|h| !found.contains(h)).count();
+        assert_eq!(missing, 0, "honest messages missing from the store");
+    }
+    reader.stop().await;
+
+    // The store flood got its burst and then 429s (unread), until it was banned.
+    let store_allowed = STORE_PER_MIN + flood_for.as_secs() * STORE_PER_MIN / 60 + 1;
+    assert!(
+        store_ok <= store_allowed,
+        "{store_ok} store queries served (quota allows {store_allowed})"
+    );
+    assert!(store_429 >= 1, "no 429 for the store flood");
+    eprintln!(
+        "relay flood: {sent} sent, {spam_seen} relayed; store flood: {store_ok} served, {store_429} × 429, {store_failed} refused"
+    );
+
+    // Both flooders are banned and disconnected; honest peers are not.
     let (_, bans) = http_get(&format!("{http}/admin/v1/bans")).await;
     let bans: Vec<serde_json::Value> = serde_json::from_str(&bans).unwrap();
-    assert_eq!(bans.len(), 1, "{bans:?}");
-    assert_eq!(bans[0]["target"], attacker.peer_id.to_string().as_str());
-    // Banned by its offence score, or by gossipsub's once its Rejected messages graylisted it.
+    let banned: HashMap<String, String> = bans
+        .iter()
+        .map(|b| {
+            (
+                b["target"].as_str().unwrap().to_owned(),
+                b["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(banned.len(), 2, "{bans:?}");
+    // The relay flooder is banned by its offence score, or by gossipsub's once its Rejected
+    // messages graylisted it; the store flooder by its offence score.
+    let relay_reason = &banned[&attacker.peer_id.to_string()];
     assert!(
-        bans[0]["reason"] == "quota" || bans[0]["reason"] == "score",
+        relay_reason == "quota" || relay_reason == "score",
         "{bans:?}"
     );
+    assert_eq!(banned[&store_attacker_id.to_string()], "quota", "{bans:?}");
     wait_until(WAIT, || async {
         !attacker.connected_peers().await.contains(&node_id)
     })
     .await
-    .expect("flooder disconnected");
+    .expect("relay flooder disconnected");
+    wait_until(WAIT, || async {
+        !store_attacker
+            .handle()
+            .network_status()
+            .await
+            .is_some_and(|s| s.connected_peers.contains(&node_id))
+    })
+    .await
+    .expect("store flooder disconnected");
     for p in &honest {
         assert!(p.connected_peers().await.contains(&node_id));
     }
     assert!(
-        attacker.connect(node_addr.clone()).await.is_err() || {
-            wait_until(WAIT, || async {
-                !attacker.connected_peers().await.contains(&node_id)
-            })
-            .await
-            .is_ok()
-        }
+        store::query_peer(
+            &store_attacker,
+            &node_addr,
+            &StoreQueryRequest::new("again").content(TOPIC, ["/honest/1/chat/proto"])
+        )
+        .await
+        .is_err(),
+        "the banned store flooder cannot reconnect"
     );
+    store_attacker.stop().await;
 
     let (_, metrics) = http_get(&format!("{http}/metrics")).await;
     let verdict = |result: &str| {
@@ -490,12 +590,30 @@ exempt_ips = ["127.0.0.1"]
         "over-quota messages are Ignored first"
     );
     assert!(verdict("reject") >= 1.0, "then Rejected");
+    for (service, key) in [("relay", "peer"), ("store", "peer")] {
+        assert!(
+            metric_sum(
+                &metrics,
+                "roost_throttle_throttled_total",
+                &[("service", service), ("key", key)]
+            ) >= 1.0,
+            "{service} throttled by {key}"
+        );
+    }
     assert!(
         metric_sum(
             &metrics,
-            "roost_throttle_throttled_total",
-            &[("service", "relay"), ("key", "peer")]
+            "roost_store_queries_total",
+            &[("kind", "throttled")]
         ) >= 1.0
+    );
+    assert!(
+        metric_sum(&metrics, "roost_throttle_peer_scores", &[]) >= HONEST as f64,
+        "the score distribution covers the connected relay peers"
+    );
+    assert_eq!(
+        metric_value(&metrics, "roost_throttle_bans_active{kind=\"peer\"}"),
+        Some(2.0)
     );
 
     let rss_after = node.rss_bytes().expect("rss");
@@ -506,5 +624,50 @@ exempt_ips = ["127.0.0.1"]
         growth >> 20,
         rss_before >> 20,
         rss_after >> 20
+    );
+}
+
+/// nwaku's `--rate-limit` flag is accepted (repeatable) and lands in `throttle.rate_limit`;
+/// a bad entry stops the node with one line naming the key and the syntax.
+#[test]
+fn nwaku_rate_limit_flags_are_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_roost(
+        &[
+            "config",
+            "dump",
+            "--rate-limit=store:100/1m",
+            "--rate-limit",
+            "30/1s",
+            "--throttle-relay",
+            "50/1s per-peer; 2000/1s global",
+        ],
+        dir.path(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dumped: toml::Table = toml::from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    let throttle = dumped["throttle"].as_table().unwrap();
+    assert_eq!(
+        throttle["rate_limit"],
+        toml::Value::Array(vec!["store:100/1m".into(), "30/1s".into()])
+    );
+    assert_eq!(
+        throttle["relay"].as_str(),
+        Some("50/1s per-peer; 2000/1s global")
+    );
+
+    let out = run_roost(
+        &["config", "dump", "--rate-limit", "relay:5/1s"],
+        dir.path(),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("throttle.rate_limit") && err.contains("unknown service `relay`"),
+        "{err}"
     );
 }
