@@ -1,11 +1,19 @@
 //! The one metrics registry: everything the node exports lives under `roost_*`, libp2p's own
-//! metrics under `libp2p_*`, both served by `/metrics`. Capabilities register their metrics in
-//! sub-registries (`roost_relay_*`, `roost_store_*`, ...) when the node is built.
+//! metrics under `libp2p_*`, the process's CPU, memory, file descriptors and threads under the
+//! standard `process_*` names (read from `/proc` at each scrape), all served by `/metrics`.
+//! Capabilities register their metrics in sub-registries (`roost_relay_*`, `roost_store_*`,
+//! ...) when the node is built.
 
 use prometheus_client::{
-    encoding::{text::encode, EncodeLabelSet},
-    metrics::{counter::Counter, family::Family, gauge::Gauge, info::Info},
-    registry::Registry,
+    collector::Collector,
+    encoding::{text::encode, DescriptorEncoder, EncodeLabelSet, EncodeMetric},
+    metrics::{
+        counter::{ConstCounter, Counter},
+        family::Family,
+        gauge::{ConstGauge, Gauge},
+        info::Info,
+    },
+    registry::{Registry, Unit},
 };
 
 /// The node's version, as shown in `roost_build_info` and identify's agent string.
@@ -36,6 +44,17 @@ pub struct ChannelLabels {
     pub channel: &'static str,
 }
 
+/// Reasons the swarm task disconnects a peer on purpose (`roost_peer_disconnects_total`):
+/// the metadata exchange's and the throttle's (`graylisted`). Created at 0 when the node
+/// starts, so a burst of disconnects is a visible increase from the first one.
+pub const DISCONNECT_REASONS: [&str; 5] = [
+    "wrong_cluster",
+    "metadata_malformed",
+    "metadata_unsupported",
+    "metadata_failed",
+    "graylisted",
+];
+
 /// Node-wide network metrics owned by the swarm task.
 #[derive(Clone, Debug)]
 pub struct NetworkMetrics {
@@ -55,6 +74,9 @@ impl NetworkMetrics {
             static_peer_dials: Family::default(),
             channel_depth: Family::default(),
         };
+        for reason in DISCONNECT_REASONS {
+            let _ = m.peer_disconnects.get_or_create(&ReasonLabels { reason });
+        }
         registry.register(
             "peers_connected",
             "Peers with at least one open connection",
@@ -84,14 +106,189 @@ impl NetworkMetrics {
     }
 }
 
-/// A registry with the build info already in it.
+/// A registry with the build info and the process metrics already in it.
 pub fn new_registry() -> Registry {
     let mut registry = Registry::default();
     let info = Info::new(vec![("version", VERSION.to_owned())]);
     registry
         .sub_registry_with_prefix("roost")
         .register("build", "Roost build information", info);
+    registry.register_collector(Box::new(ProcessCollector));
     registry
+}
+
+// === process metrics ===
+
+/// Clock ticks per second in `/proc/<pid>/stat` (`USER_HZ`). The kernel fixes it at 100 for
+/// user space on every architecture Roost runs on (x86, ARM, RISC-V), whatever `HZ` it runs at.
+const USER_HZ: f64 = 100.0;
+
+/// The process metrics Prometheus client libraries export under standard names
+/// (`process_cpu_seconds_total`, `process_resident_memory_bytes`, `process_open_fds`, ...), read
+/// from `/proc` at each scrape. Where `/proc` is missing (not Linux) nothing is exported.
+#[derive(Debug)]
+pub struct ProcessCollector;
+
+/// One reading of the process's `/proc` files; `None` where a file could not be read.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct ProcessStats {
+    pub cpu_seconds: Option<f64>,
+    pub resident_bytes: Option<u64>,
+    pub virtual_bytes: Option<u64>,
+    pub threads: Option<u64>,
+    pub start_time_seconds: Option<f64>,
+    pub open_fds: Option<u64>,
+    pub max_fds: Option<u64>,
+}
+
+/// The fields of `/proc/<pid>/stat` the process metrics use.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StatFields {
+    /// User plus system CPU time, in clock ticks.
+    pub cpu_ticks: u64,
+    pub threads: u64,
+    /// Start time in clock ticks after boot.
+    pub start_ticks: u64,
+    pub virtual_bytes: u64,
+}
+
+impl ProcessStats {
+    /// Reads this process's `/proc/self` files.
+    pub fn read() -> ProcessStats {
+        let read = |path: &str| std::fs::read_to_string(path).ok();
+        let stat = read("/proc/self/stat").and_then(|s| parse_stat(&s));
+        let boot_time = read("/proc/stat").and_then(|s| parse_boot_time(&s));
+        let status = read("/proc/self/status");
+        ProcessStats {
+            cpu_seconds: stat.map(|s| s.cpu_ticks as f64 / USER_HZ),
+            resident_bytes: status
+                .as_deref()
+                .and_then(|s| parse_status_kib(s, "VmRSS"))
+                .map(|kib| kib * 1024),
+            virtual_bytes: stat.map(|s| s.virtual_bytes),
+            threads: stat.map(|s| s.threads),
+            start_time_seconds: stat
+                .zip(boot_time)
+                .map(|(s, boot)| boot as f64 + s.start_ticks as f64 / USER_HZ),
+            open_fds: std::fs::read_dir("/proc/self/fd")
+                .ok()
+                .map(|dir| dir.count() as u64),
+            max_fds: read("/proc/self/limits").and_then(|s| parse_max_fds(&s)),
+        }
+    }
+}
+
+/// Parses `/proc/<pid>/stat`. The command name (field 2) is in parentheses and may itself hold
+/// spaces and parentheses, so fields are counted from the last `)`.
+pub fn parse_stat(text: &str) -> Option<StatFields> {
+    let (_, rest) = text.rsplit_once(')')?;
+    // rest[0] is field 3 (state), so field N is rest[N - 3].
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| -> Option<u64> { fields.get(n - 3)?.parse().ok() };
+    Some(StatFields {
+        cpu_ticks: field(14)?.checked_add(field(15)?)?,
+        threads: field(20)?,
+        start_ticks: field(22)?,
+        virtual_bytes: field(23)?,
+    })
+}
+
+/// A `Key:   1234 kB` line of `/proc/<pid>/status`, in KiB.
+pub fn parse_status_kib(text: &str, key: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let value = line.strip_prefix(key)?.strip_prefix(':')?;
+        value.split_whitespace().next()?.parse().ok()
+    })
+}
+
+/// The `btime` line of `/proc/stat`: boot time in seconds since the Unix epoch.
+pub fn parse_boot_time(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix("btime ")?.trim().parse().ok())
+}
+
+/// The soft limit of `Max open files` in `/proc/<pid>/limits` (`None` when unlimited).
+pub fn parse_max_fds(text: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix("Max open files")?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
+
+fn encode_gauge<V>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<Unit>,
+    value: Option<V>,
+) -> Result<(), std::fmt::Error>
+where
+    ConstGauge<V>: EncodeMetric,
+{
+    if let Some(value) = value {
+        let gauge = ConstGauge::new(value);
+        let metric = encoder.encode_descriptor(name, help, unit.as_ref(), gauge.metric_type())?;
+        gauge.encode(metric)?;
+    }
+    Ok(())
+}
+
+impl Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stats = ProcessStats::read();
+        if let Some(seconds) = stats.cpu_seconds {
+            let counter = ConstCounter::new(seconds);
+            let metric = encoder.encode_descriptor(
+                "process_cpu",
+                "Total user and system CPU time spent",
+                Some(&Unit::Seconds),
+                counter.metric_type(),
+            )?;
+            counter.encode(metric)?;
+        }
+        encode_gauge(
+            &mut encoder,
+            "process_resident_memory",
+            "Resident memory size",
+            Some(Unit::Bytes),
+            stats.resident_bytes.map(|v| v as f64),
+        )?;
+        encode_gauge(
+            &mut encoder,
+            "process_virtual_memory",
+            "Virtual memory size",
+            Some(Unit::Bytes),
+            stats.virtual_bytes.map(|v| v as f64),
+        )?;
+        encode_gauge(
+            &mut encoder,
+            "process_start_time",
+            "Start time of the process since the Unix epoch",
+            Some(Unit::Seconds),
+            stats.start_time_seconds,
+        )?;
+        encode_gauge(
+            &mut encoder,
+            "process_open_fds",
+            "Open file descriptors",
+            None,
+            stats.open_fds.map(|v| v as f64),
+        )?;
+        encode_gauge(
+            &mut encoder,
+            "process_max_fds",
+            "Limit on open file descriptors (soft limit)",
+            None,
+            stats.max_fds.map(|v| v as f64),
+        )?;
+        encode_gauge(
+            &mut encoder,
+            "process_threads",
+            "Threads of the process",
+            None,
+            stats.threads.map(|v| v as f64),
+        )
+    }
 }
 
 /// The registry rendered in the Prometheus/OpenMetrics text format.
@@ -101,4 +298,94 @@ pub fn render(registry: &Registry) -> String {
         tracing::error!(error = %e, "cannot encode metrics");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // A real line from Linux 6.1, with a command name holding a space and a parenthesis.
+    const STAT: &str = "4242 (roost (x) y) S 1 4242 4242 0 -1 4194560 2811 0 0 0 153 47 0 0 20 0 \
+        11 0 889912 1191960576 6144 18446744073709551615 1 1 0 0 0 0 0 4096 17640 0 0 0 17 1 0 0 \
+        0 0 0 0 0 0 0 0 0 0 0";
+
+    #[test]
+    fn parses_proc_stat_from_the_last_parenthesis() {
+        let stat = parse_stat(STAT).unwrap();
+        assert_eq!(
+            stat,
+            StatFields {
+                cpu_ticks: 153 + 47,
+                threads: 11,
+                start_ticks: 889912,
+                virtual_bytes: 1191960576,
+            }
+        );
+        assert_eq!(parse_stat("4242 (roost) S 1 2"), None);
+        assert_eq!(parse_stat("garbage"), None);
+    }
+
+    #[test]
+    fn parses_status_limits_and_boot_time() {
+        let status = "Name:\troost\nVmPeak:\t 1200 kB\nVmRSS:\t   24576 kB\nThreads:\t11\n";
+        assert_eq!(parse_status_kib(status, "VmRSS"), Some(24576));
+        assert_eq!(parse_status_kib(status, "VmSwap"), None);
+        let limits =
+            "Limit                     Soft Limit           Hard Limit           Units     \n\
+            Max processes             95452                95452                processes \n\
+            Max open files            1024                 524288               files     \n";
+        assert_eq!(parse_max_fds(limits), Some(1024));
+        let unlimited =
+            "Max open files            unlimited            unlimited            files\n";
+        assert_eq!(parse_max_fds(unlimited), None);
+        assert_eq!(
+            parse_boot_time("cpu  1 2 3\nbtime 1700000000\nprocesses 9\n"),
+            Some(1_700_000_000)
+        );
+    }
+
+    #[test]
+    fn disconnect_reasons_exist_from_the_start() {
+        let mut registry = Registry::default();
+        NetworkMetrics::register(registry.sub_registry_with_prefix("roost"));
+        let text = render(&registry);
+        for reason in DISCONNECT_REASONS {
+            let sample = format!("roost_peer_disconnects_total{{reason=\"{reason}\"}} 0\n");
+            assert!(text.contains(&sample), "{sample} missing from:\n{text}");
+        }
+    }
+
+    #[test]
+    fn this_process_reads_and_renders_under_standard_names() {
+        let stats = ProcessStats::read();
+        assert!(stats.resident_bytes.unwrap() > 0);
+        assert!(stats.open_fds.unwrap() >= 3);
+        assert!(stats.threads.unwrap() >= 1);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        let start = stats.start_time_seconds.unwrap();
+        assert!(
+            start <= now + 1.0 && start > now - 86400.0 * 365.0,
+            "{start}"
+        );
+
+        let text = render(&new_registry());
+        for name in [
+            "process_cpu_seconds_total ",
+            "process_resident_memory_bytes ",
+            "process_virtual_memory_bytes ",
+            "process_start_time_seconds ",
+            "process_open_fds ",
+            "process_max_fds ",
+            "process_threads ",
+            "roost_build_info{version=",
+        ] {
+            assert!(
+                text.lines().any(|l| l.starts_with(name)),
+                "{name} missing from:\n{text}"
+            );
+        }
+    }
 }

@@ -1,13 +1,17 @@
 //! The Roost test harness: real nodes on 127.0.0.1 with port 0 and temp dirs, started in-process
 //! ([`TestNode`]) or as `roost` processes ([`RoostProcess`]), plus a bare rust-libp2p gossipsub
 //! peer ([`bare::BarePeer`]) and a bare rendezvous client ([`rdv::RdvPeer`]) that can send what
-//! a Roost node never would.
+//! a Roost node never would, a real Prometheus ([`prometheus::Prometheus`]) with the
+//! dashboards' reader ([`dashboards`]) and PNG charts ([`charts`]).
 //!
 //! Everything cleans up after itself: temp dirs are removed on drop, processes are killed.
 
 pub mod ansible;
 pub mod bare;
+pub mod charts;
+pub mod dashboards;
 pub mod process;
+pub mod prometheus;
 pub mod rdv;
 pub mod rig;
 

@@ -1,4 +1,5 @@
-//! Filter metrics: requests by type and outcome, subscriptions, pushes and push failures.
+//! Filter metrics: requests by type and outcome, subscriptions, pushes and push failures, and
+//! the filter task's queues.
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -29,6 +30,24 @@ pub struct OutcomeLabels {
     pub outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabels {
+    /// `requests` (subscribe requests from the swarm task), `messages` (relayed messages from
+    /// the sink) or `pushes` (pushes in flight).
+    pub queue: &'static str,
+}
+
+/// Reasons a push fails (`roost_filter_push_failures_total`), created at 0 at start.
+pub const PUSH_FAILURE_REASONS: [&str; 7] = [
+    "timeout",
+    "dial",
+    "unsupported",
+    "connection_closed",
+    "io",
+    "backlog",
+    "shutting_down",
+];
+
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
 /// Handles to the filter metrics; cheap to clone.
@@ -44,6 +63,7 @@ pub struct Metrics {
     pub push_duration: Histogram,
     pub dropped_messages: Counter,
     pub received_pushes: Family<OutcomeLabels, Counter>,
+    pub queue_depth: Family<QueueLabels, Gauge>,
 }
 
 impl Metrics {
@@ -62,7 +82,11 @@ impl Metrics {
             push_duration: crate::metrics::request_duration_histogram(),
             dropped_messages: Counter::default(),
             received_pushes: Family::default(),
+            queue_depth: Family::default(),
         };
+        for reason in PUSH_FAILURE_REASONS {
+            let _ = m.push_failures.get_or_create(&ReasonLabels { reason });
+        }
         registry.register(
             "requests",
             "Filter subscribe requests served, by type and outcome",
@@ -113,7 +137,19 @@ impl Metrics {
             "Pushes received as a filter client, by outcome (delivered, unsolicited, malformed)",
             m.received_pushes.clone(),
         );
+        registry.register(
+            "queue_depth",
+            "Work waiting in the filter task: requests, messages (queues) and pushes in flight",
+            m.queue_depth.clone(),
+        );
         m
+    }
+
+    /// Sets the depth of one of the filter task's queues.
+    pub fn set_queue_depth(&self, queue: &'static str, depth: usize) {
+        self.queue_depth
+            .get_or_create(&QueueLabels { queue })
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
     }
 
     pub fn answered(&self, kind: &'static str, outcome: &'static str, seconds: f64) {
@@ -132,5 +168,21 @@ impl Metrics {
         self.push_failures
             .get_or_create(&ReasonLabels { reason })
             .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_push_failure_reason_exists_from_the_start() {
+        let mut registry = Registry::default();
+        Metrics::register(registry.sub_registry_with_prefix("roost_filter"));
+        let text = crate::metrics::render(&registry);
+        for reason in PUSH_FAILURE_REASONS {
+            let sample = format!("roost_filter_push_failures_total{{reason=\"{reason}\"}} 0\n");
+            assert!(text.contains(&sample), "{sample} missing from:\n{text}");
+        }
     }
 }

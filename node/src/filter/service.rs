@@ -45,6 +45,8 @@ const MAX_PUSHES_PER_PEER: usize = 64;
 const MAX_PUSHES_IN_FLIGHT: usize = 4096;
 /// How often lapsed subscriptions are swept and gauges refreshed.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+/// How often the queue-depth gauges are refreshed.
+const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
 /// Extra time on top of `filter.push_timeout` before the task gives up on a push whose command
 /// never got an answer (the swarm task enforces the real timeout).
 const PUSH_TIMEOUT_SLACK: Duration = Duration::from_secs(5);
@@ -134,6 +136,8 @@ impl FilterTask {
     pub async fn run(mut self) {
         let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut gauges = tokio::time::interval(GAUGE_INTERVAL);
+        gauges.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
@@ -152,9 +156,18 @@ impl FilterTask {
                     None => break,
                 },
                 _ = sweep.tick() => self.sweep(),
+                _ = gauges.tick() => self.refresh_queue_gauges(),
             }
         }
         tracing::debug!(pushes_in_flight = self.pushes.len(), "filter task stopped");
+    }
+
+    fn refresh_queue_gauges(&self) {
+        self.metrics
+            .set_queue_depth("requests", self.requests.len());
+        self.metrics
+            .set_queue_depth("messages", self.messages.len());
+        self.metrics.set_queue_depth("pushes", self.pushes.len());
     }
 
     fn on_request(&mut self, request: Inbound) {

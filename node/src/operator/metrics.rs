@@ -7,6 +7,24 @@ use prometheus_client::{
 
 use crate::metrics::ReasonLabels;
 
+/// Reasons a peer's attestation is refused (`roost_operator_attestation_rejections_total`):
+/// every [`super::Rejection::label`], and `unreachable` (the fetch failed). Created at 0 when
+/// the node starts, so the first refusal is a visible increase (the AttestationInvalid alert).
+pub const REJECTION_REASONS: [&str; 12] = [
+    "missing",
+    "malformed",
+    "unsupported_version",
+    "bad_signature",
+    "untrusted_key",
+    "wrong_fleet",
+    "wrong_peer",
+    "not_yet_valid",
+    "expired",
+    "superseded",
+    "missing_role",
+    "unreachable",
+];
+
 /// Handles to the operator metrics; cheap to clone.
 #[derive(Clone, Debug, Default)]
 pub struct Metrics {
@@ -29,6 +47,9 @@ impl Metrics {
     /// gauge exists only on a node with an attestation (absent = no attestation, never 0).
     pub fn register(registry: &mut Registry, has_attestation: bool) -> Self {
         let m = Metrics::default();
+        for reason in REJECTION_REASONS {
+            let _ = m.rejections.get_or_create(&ReasonLabels { reason });
+        }
         if has_attestation {
             registry.register(
                 "attestation_expiry_seconds",
@@ -68,5 +89,44 @@ impl Metrics {
         self.rejections
             .get_or_create(&ReasonLabels { reason })
             .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operator::{Rejection, Role};
+
+    #[test]
+    fn every_rejection_reason_exists_from_the_start() {
+        let mut registry = Registry::default();
+        Metrics::register(registry.sub_registry_with_prefix("roost_operator"), false);
+        let text = crate::metrics::render(&registry);
+        for reason in REJECTION_REASONS {
+            let sample =
+                format!("roost_operator_attestation_rejections_total{{reason=\"{reason}\"}} 0\n");
+            assert!(text.contains(&sample), "{sample} missing from:\n{text}");
+        }
+        for rejection in [
+            Rejection::Missing,
+            Rejection::Malformed("x".into()),
+            Rejection::UnsupportedVersion(9),
+            Rejection::BadSignature,
+            Rejection::UntrustedKey("k".into()),
+            Rejection::WrongFleet {
+                expected: "a".into(),
+                got: "b".into(),
+            },
+            Rejection::WrongPeer {
+                expected: "a".into(),
+                got: "b".into(),
+            },
+            Rejection::NotYetValid(1),
+            Rejection::Expired(1),
+            Rejection::Superseded { got: 1, newest: 2 },
+            Rejection::MissingRole(Role::Relay),
+        ] {
+            assert!(REJECTION_REASONS.contains(&rejection.label()));
+        }
     }
 }

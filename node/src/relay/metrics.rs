@@ -25,6 +25,19 @@ pub struct PublishLabels {
     pub outcome: &'static str,
 }
 
+/// Reasons a relayed message is rejected: every [`super::Invalid::label`], and `throttled`
+/// (over quota, from the throttle's relay gate). Created at 0 when the node starts, so a burst
+/// of rejections is a visible increase from the first one.
+pub const REJECT_REASONS: [&str; 7] = [
+    "decode",
+    "oversize",
+    "meta_too_long",
+    "version",
+    "content_topic",
+    "pubsub_topic",
+    "throttled",
+];
+
 /// Handles to the relay's metrics; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Metrics {
@@ -47,6 +60,16 @@ impl Metrics {
             mesh_peers: Family::default(),
             topic_peers: Family::default(),
         };
+        for reason in REJECT_REASONS {
+            let _ = m.validated.get_or_create(&VerdictLabels {
+                result: "reject",
+                reason,
+            });
+        }
+        let _ = m.validated.get_or_create(&VerdictLabels {
+            result: "ignore",
+            reason: "throttled",
+        });
         registry.register(
             "messages_validated",
             "Relayed messages by validation result and reason",
@@ -79,5 +102,37 @@ impl Metrics {
         self.validated
             .get_or_create(&VerdictLabels { result, reason })
             .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reject_reason_exists_from_the_start() {
+        let mut registry = Registry::default();
+        Metrics::register(registry.sub_registry_with_prefix("roost_relay"));
+        let text = crate::metrics::render(&registry);
+        for reason in REJECT_REASONS {
+            let sample = format!(
+                "roost_relay_messages_validated_total{{result=\"reject\",reason=\"{reason}\"}} 0\n"
+            );
+            assert!(text.contains(&sample), "{sample} missing from:\n{text}");
+        }
+        // Every label the validator produces is in the list.
+        use super::super::Invalid;
+        for invalid in [
+            Invalid::Decode("x".into()),
+            Invalid::Oversize { size: 2, max: 1 },
+            Invalid::MetaTooLong(65),
+            Invalid::Version(9),
+            Invalid::ContentTopic(crate::message::ContentTopicError::NoLeadingSlash(
+                "x".into(),
+            )),
+            Invalid::UnknownPubsubTopic("x".into()),
+        ] {
+            assert!(REJECT_REASONS.contains(&invalid.label()));
+        }
     }
 }

@@ -256,7 +256,9 @@ impl ArchiveHandle {
             reply,
         };
         let request_id = request.request_id.clone().unwrap_or_default();
+        self.rules.metrics.query_queued();
         if self.queries.try_send(job).is_err() {
+            self.rules.metrics.query_dequeued();
             return StoreQueryResponse::error(
                 request_id,
                 rpc::STATUS_SERVICE_UNAVAILABLE,
@@ -353,7 +355,7 @@ impl Store {
             },
         )?);
         let writer = Writer::new(archive.clone(), config.sync)?;
-        let metrics = Metrics::register(registry);
+        let metrics = Metrics::register(registry, &config.retention);
         tracing::info!(
             path = %path.display(),
             messages = writer.stats().messages,
@@ -882,6 +884,9 @@ impl WriterThread {
         self.count_gauges();
         let stats = self.writer.stats();
         self.metrics.disk_bytes.set(self.disk_bytes as i64);
+        self.metrics
+            .rocksdb
+            .observe(self.writer.archive().db(), &keys::COLUMN_FAMILIES);
         let depth = self
             .queue
             .upgrade()
@@ -930,6 +935,9 @@ fn run_queries(ctx: &QueryContext, jobs: &Mutex<std_mpsc::Receiver<QueryJob>>) {
             Ok(rx) => rx.recv(),
             Err(_) => return,
         };
+        if matches!(job, Ok(QueryJob::Remote { .. } | QueryJob::Local { .. })) {
+            ctx.metrics.query_dequeued();
+        }
         match job {
             Ok(QueryJob::Remote {
                 peer,

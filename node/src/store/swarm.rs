@@ -105,6 +105,8 @@ impl SwarmTask {
         let Some(inbound) = &self.store else {
             return;
         };
+        // Counted before it is queued, so a query thread's decrement never comes first.
+        inbound.metrics.query_queued();
         let refused = match inbound.queries.try_send(QueryJob::Remote {
             peer,
             request,
@@ -114,6 +116,7 @@ impl SwarmTask {
             Err(std_mpsc::TrySendError::Full(job)) => (job, "the store is overloaded; retry later"),
             Err(std_mpsc::TrySendError::Disconnected(job)) => (job, "the store is shutting down"),
         };
+        inbound.metrics.query_dequeued();
         inbound
             .metrics
             .query("refused", rpc::STATUS_SERVICE_UNAVAILABLE, 0.0);

@@ -8,7 +8,7 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use super::{KeyKind, Service};
+use super::{behaviour::Refused, BanReason, KeyKind, Service};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -140,6 +140,34 @@ impl Metrics {
             throttled_by_service,
             throttled_by_key,
         };
+        // Every ban and refusal label exists from the start (at 0): a burst of bans within one
+        // scrape would otherwise first appear as a series already at N, which rate() and
+        // increase() read as no change (BansSpiking, the dashboards' ban panels).
+        for kind in ["peer", "ip"] {
+            for reason in [
+                BanReason::Quota,
+                BanReason::Invalid,
+                BanReason::Score,
+                BanReason::Manual,
+            ] {
+                let _ = m.bans.get_or_create(&BanLabels {
+                    kind,
+                    reason: reason.label(),
+                });
+            }
+        }
+        for refused in [
+            Refused::BannedIp,
+            Refused::BannedPeer,
+            Refused::IpConnections,
+            Refused::IpRate,
+            Refused::GlobalRate,
+            Refused::Capacity,
+        ] {
+            let _ = m.connections_refused.get_or_create(&RefusedLabels {
+                reason: refused.label(),
+            });
+        }
         registry.register(
             "requests",
             "Requests, relay messages and new connections checked against quotas, by service and outcome",
@@ -208,5 +236,26 @@ impl Metrics {
             sum(&self.admitted_by_service),
             sum(&self.throttled_by_service),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ban_and_refusal_labels_exist_from_the_start() {
+        let mut registry = Registry::default();
+        Metrics::register(registry.sub_registry_with_prefix("roost_throttle"));
+        let text = crate::metrics::render(&registry);
+        for sample in [
+            "roost_throttle_bans_total{kind=\"peer\",reason=\"quota\"} 0\n",
+            "roost_throttle_bans_total{kind=\"ip\",reason=\"manual\"} 0\n",
+            "roost_throttle_connections_refused_total{reason=\"banned_peer\"} 0\n",
+            "roost_throttle_connections_refused_total{reason=\"capacity\"} 0\n",
+        ] {
+            assert!(text.contains(sample), "{sample} missing from:\n{text}");
+        }
+        assert_eq!(text.matches("roost_throttle_bans_total{").count(), 8);
     }
 }

@@ -2,6 +2,7 @@
 
 mod ansible;
 mod cli;
+mod dashboards;
 mod filter;
 mod fleet;
 mod interop;
