@@ -20,6 +20,14 @@ pub struct OpenError {
     pub source: rocksdb::Error,
 }
 
+/// Free bytes (for unprivileged users) on the filesystem holding `path`, if it can be read.
+/// Databases check it before writing, so RocksDB itself rarely meets a full disk.
+pub fn free_bytes(path: &Path) -> Option<u64> {
+    rustix::fs::statvfs(path)
+        .ok()
+        .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+}
+
 /// Opens (creating if needed) the database at `path` with the given column families.
 /// `tune` adjusts the options of every column family (e.g. a compaction filter).
 pub fn open(

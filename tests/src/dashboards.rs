@@ -218,6 +218,44 @@ impl Dashboard {
                 }
             }
         }
+        // Grafana checks on import that the plugins in __requires exist: every panel type used
+        // is listed (a missing one imports, then renders as "panel plugin not found").
+        let required: BTreeSet<&str> = json["__requires"]
+            .as_array()
+            .map(|r| {
+                r.iter()
+                    .filter(|r| r["type"] == "panel")
+                    .filter_map(|r| r["id"].as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        for panel in self.panels() {
+            let kind = panel["type"].as_str().unwrap_or("");
+            if kind != "row" && !kind.is_empty() && !required.contains(kind) {
+                problems.push(format!("panel type `{kind}` is not in __requires"));
+            }
+        }
+        // Panels do not overlap on the 24-column grid (hand edits of the JSON can make them).
+        let boxes: Vec<(String, [u64; 4])> = self
+            .panels()
+            .iter()
+            .map(|p| {
+                let g = &p["gridPos"];
+                let n = |k: &str| g[k].as_u64().unwrap_or(0);
+                let title = p["title"].as_str().unwrap_or("").to_owned();
+                (title, [n("x"), n("y"), n("w"), n("h")])
+            })
+            .collect();
+        for (i, (a, [ax, ay, aw, ah])) in boxes.iter().enumerate() {
+            if ax + aw > 24 {
+                problems.push(format!("panel `{a}` is wider than the grid"));
+            }
+            for (b, [bx, by, bw, bh]) in &boxes[i + 1..] {
+                if ax < &(bx + bw) && bx < &(ax + aw) && ay < &(by + bh) && by < &(ay + ah) {
+                    problems.push(format!("panels `{a}` and `{b}` overlap"));
+                }
+            }
+        }
         // Variables: the required ones exist, and every `$var` used is defined.
         let variables = self.variables();
         let names: BTreeSet<&str> = variables.iter().map(|v| v.name.as_str()).collect();
@@ -458,6 +496,44 @@ pub fn exposed_names(metrics_text: &str) -> BTreeSet<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_unlisted_panel_types_and_overlapping_panels() {
+        let panel = |id: u64, kind: &str, x: u64, y: u64| {
+            serde_json::json!({
+                "id": id, "type": kind, "title": format!("p{id}"), "description": "d",
+                "gridPos": {"x": x, "y": y, "w": 12, "h": 8},
+                "targets": [{"refId": "A", "expr": "up"}],
+            })
+        };
+        let board = |panels: Vec<Value>| Dashboard {
+            path: PathBuf::from("x.json"),
+            json: serde_json::json!({
+                "__requires": [{"type": "panel", "id": "timeseries"}],
+                "panels": panels,
+            }),
+        };
+        let problems = |d: &Dashboard| d.structure_problems(&[]);
+        let fine = board(vec![
+            panel(1, "timeseries", 0, 0),
+            panel(2, "timeseries", 12, 0),
+        ]);
+        assert!(!problems(&fine)
+            .iter()
+            .any(|p| p.contains("overlap") || p.contains("__requires")));
+        let bad = board(vec![panel(1, "timeseries", 0, 0), panel(2, "stat", 6, 4)]);
+        let found = problems(&bad);
+        assert!(
+            found.iter().any(|p| p == "panels `p1` and `p2` overlap"),
+            "{found:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|p| p == "panel type `stat` is not in __requires"),
+            "{found:?}"
+        );
+    }
 
     #[test]
     fn finds_metric_names_in_promql() {

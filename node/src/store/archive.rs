@@ -803,6 +803,8 @@ pub struct Writer {
     archive: Arc<Archive>,
     stats: Stats,
     write_opts: WriteOptions,
+    /// Free bytes a message write leaves on the disk at least (0: not checked).
+    min_free: u64,
 }
 
 impl Writer {
@@ -814,7 +816,33 @@ impl Writer {
             archive,
             stats,
             write_opts,
+            min_free: 0,
         })
+    }
+
+    /// Refuse message writes while the disk has less than `reserve` free. A full disk in the
+    /// middle of a RocksDB write leaves its log writer in an error state that needs a
+    /// recovery; refusing first keeps the archive healthy and makes recovery immediate.
+    /// Retention's deletes are never refused: they are small and they are what frees space.
+    pub fn keep_free(&mut self, reserve: ByteSize) {
+        self.min_free = reserve.0;
+    }
+
+    fn check_free_space(&self, incoming: u64) -> Result<(), StoreError> {
+        if self.min_free == 0 {
+            return Ok(());
+        }
+        // Unreadable (an exotic filesystem): RocksDB's own errors still apply.
+        let Some(available) = crate::db::free_bytes(&self.archive.path) else {
+            return Ok(());
+        };
+        if available < self.min_free.saturating_add(incoming) {
+            return Err(StoreError::DiskFull {
+                available: ByteSize(available),
+                reserve: ByteSize(self.min_free),
+            });
+        }
+        Ok(())
     }
 
     pub fn archive(&self) -> &Arc<Archive> {
@@ -893,6 +921,8 @@ impl Writer {
                 ),
             );
         }
+        // Duplicates and rejections above never need space; new messages do.
+        self.check_free_space(batch.size_in_bytes() as u64)?;
         archive
             .db
             .write_opt(batch, &self.write_opts)

@@ -30,6 +30,10 @@ pub struct Config {
     pub timestamp_window: Duration,
     /// Threads answering store queries. Default `2`.
     pub query_threads: usize,
+    /// Free space kept on the archive's disk: below it new messages are refused (logged,
+    /// counted, health degraded) until space returns, so RocksDB never runs out mid-write and
+    /// compactions and retention still have room. `0` turns the check off. Default `256MiB`.
+    pub min_free_space: ByteSize,
 }
 
 impl Default for Config {
@@ -41,6 +45,7 @@ impl Default for Config {
             retention_interval: Duration::from_secs(60),
             timestamp_window: Duration::from_secs(20),
             query_threads: 2,
+            min_free_space: ByteSize::mib(256),
         }
     }
 }

@@ -145,7 +145,7 @@ impl Metrics {
         );
         registry.register(
             "messages_dropped",
-            "Messages lost before the archive: queue_full (overload) or write_failed (disk)",
+            "Messages lost before the archive: queue_full (overload) or write_failed (disk full or below store.min_free_space, I/O error)",
             m.dropped.clone(),
         );
         registry.register(

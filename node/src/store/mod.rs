@@ -55,6 +55,7 @@ pub use rpc::{StoreQueryRequest, StoreQueryResponse, PROTOCOL_ID};
 pub use swarm::{behaviour, Inbound};
 
 use crate::{
+    config::ByteSize,
     health::{Health, Status},
     message::{now_nanos, WakuMessage},
     relay::RelayedMessage,
@@ -124,6 +125,14 @@ pub enum StoreError {
     Open(String),
     #[error("archive write failed: {0}; check free disk space and permissions of the data dir")]
     Write(String),
+    #[error(
+        "the archive's disk has {available} free, below store.min_free_space ({reserve}); \
+         new messages are not stored until space is freed (or the reserve lowered)"
+    )]
+    DiskFull {
+        available: ByteSize,
+        reserve: ByteSize,
+    },
     #[error("archive read failed: {0}")]
     Read(String),
     #[error(
@@ -354,7 +363,8 @@ impl Store {
                 size_limit: config.retention.size(),
             },
         )?);
-        let writer = Writer::new(archive.clone(), config.sync)?;
+        let mut writer = Writer::new(archive.clone(), config.sync)?;
+        writer.keep_free(config.min_free_space);
         let metrics = Metrics::register(registry, &config.retention);
         tracing::info!(
             path = %path.display(),

@@ -174,9 +174,7 @@ impl BanDb {
 
     /// Free bytes on the database's disk (for unprivileged users), if it can be read.
     pub fn free_bytes(&self) -> Option<u64> {
-        rustix::fs::statvfs(&self.dir)
-            .ok()
-            .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
+        crate::db::free_bytes(&self.dir)
     }
 
     /// Every stored record; undecodable ones are skipped with a warning.

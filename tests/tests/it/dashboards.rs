@@ -10,10 +10,10 @@
 //!   metric name they use must exist on a live node's `/metrics`; every variable must resolve;
 //!   and no alert may fire once the fleet has settled. Then faults: a store node killed, a
 //!   bare peer flooding invalid messages, messages with a stale clock, bad requests, a
-//!   subscriber gone, a peer of another cluster, impostors with self-signed attestations, and
-//!   finally the fleet collapsing around one
-//!   node. Every incident panel must then show data and the alerts these faults stand for must
-//!   fire (the live copy of the rules has its `for:` and range windows shortened; promtool's
+//!   subscriber gone, a peer of another cluster, impostors with self-signed attestations, an
+//!   attestation renewed for two days only, and finally the fleet collapsing around one node.
+//!   Every incident panel must then show data and the alerts these faults stand for must have
+//!   fired (the live copy of the rules has its `for:` and range windows shortened; promtool's
 //!   unit tests cover the real ones).
 //! - The run draws the main panels into PNG charts (`target/dashboards/`; with
 //!   `DASHBOARDS_UPDATE_DOCS=1`, also into `docs/dashboards/` for the README; not a `ROOST_*`
@@ -471,6 +471,35 @@ async fn flood(cluster_id: u16, boot: Multiaddr, topic: String, limit: u64) -> (
     (admitted, throttled)
 }
 
+/// Renews `n`'s attestation with the local fleet's development operator key for only `valid`
+/// (an operator who signed too short a renewal): the node re-reads the file within 10 s.
+fn reattest(fleet_dir: &Path, n: &NodeState, valid: &str) {
+    let node_dir = n
+        .data_dir
+        .parent()
+        .expect("a node's data dir is in its own dir");
+    let roles = roost_fleet::render::attestation_roles(&n.roles).join(",");
+    let fresh = node_dir.join("node.attestation.new");
+    let out = Command::new(roost_bin())
+        .args(["operator", "attest", "--node"])
+        .arg(&n.data_dir)
+        .args([
+            "--fleet", STAGING, "--roles", &roles, "--valid", valid, "--out",
+        ])
+        .arg(&fresh)
+        .arg("--profile")
+        .arg(fleet_dir.join("operator").join("roost-operator.toml"))
+        .output()
+        .expect("run roost operator attest");
+    assert!(
+        out.status.success(),
+        "roost operator attest: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Replaced in one step, so the node never reads half a file.
+    std::fs::rename(&fresh, node_dir.join("node.attestation")).unwrap();
+}
+
 /// An impostor: a node claiming staging membership with an attestation signed by its own
 /// operator key, which the fleet does not trust. It connects to `relay` and registers at the
 /// rendezvous point `point` under the fleet's namespace; the fleet refuses its attestation
@@ -875,6 +904,8 @@ async fn dashboards_and_alerts_work_on_a_live_fleet() {
     // Publishers' clocks go wrong: every message an hour old (relay accepts them, the stores
     // decline them as too old).
     load.stale.store(true, Ordering::Relaxed);
+    // boot-01's attestation is renewed for two days only.
+    reattest(&fleet_dir, node(&state, "boot-"), "2d");
     // A bare peer floods relay-01 with invalid messages (bad content topic, garbage) until
     // relay-01 bans it, then keeps dialling back.
     let relay = node(&state, "relay-01");
@@ -1050,6 +1081,10 @@ async fn dashboards_and_alerts_work_on_a_live_fleet() {
             ("SpamSurge", node(&state, "boot-").name.as_str()),
             ("BansSpiking", node(&state, "boot-").name.as_str()),
             ("AttestationInvalid", relay.name.as_str()),
+            (
+                "AttestationExpiresSoon",
+                node(&state, "boot-").name.as_str(),
+            ),
         ],
     )
     .await;

@@ -299,6 +299,40 @@ fn duplicates_are_no_ops_within_and_across_batches() {
 }
 
 #[test]
+fn writes_below_the_free_space_reserve_are_refused_and_resume_when_it_fits() {
+    let mut f = Fixture::new();
+    let stored = incoming(PUBSUB, "/app/1/a/proto", T0, b"kept");
+    f.writer.write(std::slice::from_ref(&stored)).unwrap();
+    let free = crate::db::free_bytes(&f.path).expect("statvfs works on the test disk");
+    // A reserve larger than the whole free space: every new message is refused.
+    f.writer.keep_free(ByteSize(free.saturating_mul(2)));
+    let new = incoming(PUBSUB, "/app/1/a/proto", T0 + MS, b"refused");
+    match f.writer.write(std::slice::from_ref(&new)) {
+        Err(StoreError::DiskFull { available, reserve }) => {
+            assert!(available.0 < reserve.0, "{available} < {reserve}");
+        }
+        other => panic!("expected DiskFull, got {other:?}"),
+    }
+    // What needs no space still answers, and nothing was half-written.
+    assert_eq!(
+        f.writer.write(std::slice::from_ref(&stored)).unwrap(),
+        vec![Written::Duplicate]
+    );
+    assert_eq!(f.writer.stats().messages, 1);
+    assert_eq!(
+        f.query(StoreQueryRequest::new("q")).unwrap().entries.len(),
+        1
+    );
+    // Space is back (here: the reserve lowered): the same message is stored.
+    f.writer.keep_free(ByteSize(0));
+    assert_eq!(
+        f.writer.write(std::slice::from_ref(&new)).unwrap(),
+        vec![Written::Stored]
+    );
+    assert_eq!(f.writer.stats().messages, 2);
+}
+
+#[test]
 fn reopening_keeps_messages_stats_and_cutoff() {
     let mut f = Fixture::new();
     let all = fill(&mut f);
