@@ -418,3 +418,61 @@ mod tests {
         assert_eq!(MessageHash::from_hex("abcd"), None);
     }
 }
+
+/// Property tests: any message survives encoding, and its hash depends on its content only.
+#[cfg(test)]
+pub(crate) mod props {
+    use proptest::{collection::vec, option, prelude::*};
+
+    use super::*;
+
+    /// Any WakuMessage, with every optional field present or absent.
+    pub(crate) fn message() -> impl Strategy<Value = WakuMessage> {
+        (
+            vec(any::<u8>(), 0..300),
+            ".{0,40}",
+            option::of(any::<u32>()),
+            option::of(any::<i64>()),
+            option::of(vec(any::<u8>(), 0..80)),
+            option::of(vec(any::<u8>(), 0..40)),
+            option::of(any::<bool>()),
+        )
+            .prop_map(
+                |(
+                    payload,
+                    content_topic,
+                    version,
+                    timestamp,
+                    meta,
+                    rate_limit_proof,
+                    ephemeral,
+                )| {
+                    WakuMessage {
+                        payload,
+                        content_topic,
+                        version,
+                        timestamp,
+                        meta,
+                        rate_limit_proof,
+                        ephemeral,
+                    }
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn messages_round_trip_and_keep_their_hash(m in message(), topic in "/waku/2/rs/[0-9]{1,2}/[0-9]{1,3}") {
+            let bytes = m.encode_to_vec();
+            prop_assert_eq!(bytes.len(), m.encoded_len());
+            let decoded = WakuMessage::decode(&bytes).unwrap();
+            prop_assert_eq!(&decoded, &m);
+            prop_assert_eq!(decoded.hash(&topic), m.hash(&topic));
+            // The hash does not depend on the rate limit proof or the ephemeral flag (RFC 14).
+            let mut other = m.clone();
+            other.rate_limit_proof = Some(vec![1, 2, 3]);
+            other.ephemeral = Some(!m.ephemeral.unwrap_or(false));
+            prop_assert_eq!(other.hash(&topic), m.hash(&topic));
+        }
+    }
+}

@@ -197,6 +197,108 @@ impl RequestType {
     }
 }
 
+/// What a subscribe request asks for, decoded and checked as the filter service reads it
+/// (everything but this node's topics and its subscription table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SubscribeRequest {
+    Ping,
+    UnsubscribeAll,
+    Subscribe {
+        pubsub_topic: String,
+        content_topics: Vec<String>,
+    },
+    Unsubscribe {
+        pubsub_topic: String,
+        content_topics: Vec<String>,
+    },
+}
+
+impl SubscribeRequest {
+    pub fn kind(&self) -> RequestType {
+        match self {
+            SubscribeRequest::Ping => RequestType::Ping,
+            SubscribeRequest::UnsubscribeAll => RequestType::UnsubscribeAll,
+            SubscribeRequest::Subscribe { .. } => RequestType::Subscribe,
+            SubscribeRequest::Unsubscribe { .. } => RequestType::Unsubscribe,
+        }
+    }
+}
+
+/// A subscribe request that gets a refusal: the request id to echo (`N/A` when the request could
+/// not be decoded), the request type when it was known, and the refusal.
+pub type BadSubscribeRequest = (String, Option<RequestType>, Refused);
+
+/// Decodes one subscribe request (the server side) and checks its shape: a known type, and for
+/// SUBSCRIBE/UNSUBSCRIBE a pubsub topic and 1 to [`MAX_CONTENT_TOPICS_PER_REQUEST`] content
+/// topics. Returns the request id to echo with the request.
+pub fn decode_subscribe_request(
+    bytes: &[u8],
+) -> Result<(String, SubscribeRequest), BadSubscribeRequest> {
+    let request = FilterSubscribeRequest::decode(bytes).map_err(|e| {
+        (
+            UNKNOWN_REQUEST_ID.to_owned(),
+            None,
+            Refused::new(Status::BAD_REQUEST, format!("cannot decode request: {e}")),
+        )
+    })?;
+    let request_id = request.request_id.clone().unwrap_or_default();
+    let Some(kind) = RequestType::from_wire(request.filter_subscribe_type) else {
+        return Err((
+            request_id,
+            None,
+            Refused::new(
+                Status::BAD_REQUEST,
+                format!(
+                    "unknown filter_subscribe_type {}",
+                    request.filter_subscribe_type.unwrap_or_default()
+                ),
+            ),
+        ));
+    };
+    let topics = |request: FilterSubscribeRequest| {
+        let bad = |description: String| {
+            (
+                request_id.clone(),
+                Some(kind),
+                Refused::new(Status::BAD_REQUEST, description),
+            )
+        };
+        let Some(pubsub_topic) = request.pubsub_topic.filter(|t| !t.is_empty()) else {
+            return Err(bad("pubsub_topic and content_topics must be given".into()));
+        };
+        let content_topics = request.content_topics;
+        if content_topics.is_empty() {
+            return Err(bad("pubsub_topic and content_topics must be given".into()));
+        }
+        if content_topics.len() > MAX_CONTENT_TOPICS_PER_REQUEST {
+            return Err(bad(format!(
+                "{} content topics exceed the maximum of {MAX_CONTENT_TOPICS_PER_REQUEST} per request",
+                content_topics.len()
+            )));
+        }
+        Ok((pubsub_topic, content_topics))
+    };
+    let decoded = match kind {
+        RequestType::Ping => SubscribeRequest::Ping,
+        RequestType::UnsubscribeAll => SubscribeRequest::UnsubscribeAll,
+        RequestType::Subscribe => {
+            let (pubsub_topic, content_topics) = topics(request)?;
+            SubscribeRequest::Subscribe {
+                pubsub_topic,
+                content_topics,
+            }
+        }
+        RequestType::Unsubscribe => {
+            let (pubsub_topic, content_topics) = topics(request)?;
+            SubscribeRequest::Unsubscribe {
+                pubsub_topic,
+                content_topics,
+            }
+        }
+    };
+    Ok((request_id, decoded))
+}
+
 // === wire formats (required fields are `optional` so they are always written) ===
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -402,5 +504,66 @@ mod tests {
         }
         .encode_to_vec();
         assert!(decode_push(peer, &no_topic).is_none());
+    }
+}
+
+/// Property tests: subscribe requests and pushes read back as they were written.
+#[cfg(test)]
+mod props {
+    use proptest::{collection::vec, prelude::*};
+
+    use super::*;
+    use crate::message::props::message;
+
+    proptest! {
+        #[test]
+        fn subscribe_requests_round_trip(
+            id in ".{0,20}",
+            kind in prop::sample::select(vec![
+                RequestType::Ping,
+                RequestType::Subscribe,
+                RequestType::Unsubscribe,
+                RequestType::UnsubscribeAll,
+            ]),
+            topic in "/waku/2/rs/[0-9]{1,2}/[0-9]{1,3}",
+            topics in vec("/[a-z]{1,8}/1/[a-z]{1,8}/proto", 0..=MAX_CONTENT_TOPICS_PER_REQUEST + 2),
+        ) {
+            let bytes = encode_subscribe_request(&id, kind, Some(&topic), &topics);
+            match decode_subscribe_request(&bytes) {
+                Ok((got_id, request)) => {
+                    prop_assert_eq!(&got_id, &id);
+                    prop_assert_eq!(request.kind(), kind);
+                    let want = match kind {
+                        RequestType::Ping => SubscribeRequest::Ping,
+                        RequestType::UnsubscribeAll => SubscribeRequest::UnsubscribeAll,
+                        RequestType::Subscribe => SubscribeRequest::Subscribe {
+                            pubsub_topic: topic.clone(),
+                            content_topics: topics.clone(),
+                        },
+                        RequestType::Unsubscribe => SubscribeRequest::Unsubscribe {
+                            pubsub_topic: topic.clone(),
+                            content_topics: topics.clone(),
+                        },
+                    };
+                    prop_assert_eq!(request, want);
+                }
+                Err((got_id, got_kind, refused)) => {
+                    // Only a (un)subscribe with no or too many content topics is refused.
+                    prop_assert!(matches!(kind, RequestType::Subscribe | RequestType::Unsubscribe));
+                    prop_assert!(topics.is_empty() || topics.len() > MAX_CONTENT_TOPICS_PER_REQUEST);
+                    prop_assert_eq!(got_id, id);
+                    prop_assert_eq!(got_kind, Some(kind));
+                    prop_assert_eq!(refused.status, Status::BAD_REQUEST);
+                }
+            }
+        }
+
+        #[test]
+        fn pushes_round_trip(topic in "/waku/2/rs/[0-9]{1,2}/[0-9]{1,3}", message in message()) {
+            let peer = PeerId::random();
+            let push = decode_push(peer, &encode_push(&topic, &message)).unwrap();
+            prop_assert_eq!(push.pubsub_topic, topic);
+            prop_assert_eq!(push.message, message);
+        }
     }
 }

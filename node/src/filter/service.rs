@@ -20,14 +20,12 @@ use std::{
 
 use futures::{future::BoxFuture, stream::FuturesUnordered, FutureExt, StreamExt};
 use libp2p::{request_response::ResponseChannel, PeerId};
-use prost::Message as _;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::{
-    encode_push, encode_subscribe_response,
+    decode_subscribe_request, encode_push, encode_subscribe_response,
     subscriptions::{Limits, PeerChange, Subscriptions},
-    Config, FilterSubscribeRequest, Metrics, Refused, RequestType, Status,
-    MAX_CONTENT_TOPICS_PER_REQUEST, UNKNOWN_REQUEST_ID,
+    Config, Metrics, Refused, RequestType, Status, SubscribeRequest, UNKNOWN_REQUEST_ID,
 };
 use crate::{
     relay::RelayedMessage,
@@ -177,34 +175,11 @@ impl FilterTask {
             channel,
             received,
         } = request;
-        let (request_id, kind, result) = match FilterSubscribeRequest::decode(bytes.as_slice()) {
-            Err(e) => (
-                UNKNOWN_REQUEST_ID.to_owned(),
-                None,
-                Err(Refused::new(
-                    Status::BAD_REQUEST,
-                    format!("cannot decode request: {e}"),
-                )),
-            ),
-            Ok(request) => {
-                let request_id = request.request_id.clone().unwrap_or_default();
-                match RequestType::from_wire(request.filter_subscribe_type) {
-                    None => (
-                        request_id,
-                        None,
-                        Err(Refused::new(
-                            Status::BAD_REQUEST,
-                            format!(
-                                "unknown filter_subscribe_type {}",
-                                request.filter_subscribe_type.unwrap_or_default()
-                            ),
-                        )),
-                    ),
-                    Some(kind) => {
-                        let result = self.handle(peer, kind, request);
-                        (request_id, Some(kind), result)
-                    }
-                }
+        let (request_id, kind, result) = match decode_subscribe_request(&bytes) {
+            Err((request_id, kind, refused)) => (request_id, kind, Err(refused)),
+            Ok((request_id, request)) => {
+                let kind = request.kind();
+                (request_id, Some(kind), self.handle(peer, request))
             }
         };
         // A refused request may still have swept the peer's lapsed subscription.
@@ -237,42 +212,21 @@ impl FilterTask {
         self.refresh_gauges();
     }
 
-    fn handle(
-        &mut self,
-        peer: PeerId,
-        kind: RequestType,
-        request: FilterSubscribeRequest,
-    ) -> Result<PeerChange, Refused> {
+    fn handle(&mut self, peer: PeerId, request: SubscribeRequest) -> Result<PeerChange, Refused> {
         let now = Instant::now();
-        match kind {
-            RequestType::Ping => self.table.ping(peer, now),
-            RequestType::UnsubscribeAll => self.table.unsubscribe_all(peer, now),
-            RequestType::Subscribe | RequestType::Unsubscribe => {
-                let Some(pubsub_topic) = request.pubsub_topic.filter(|t| !t.is_empty()) else {
-                    return Err(Refused::new(
-                        Status::BAD_REQUEST,
-                        "pubsub_topic and content_topics must be given",
-                    ));
-                };
-                let topics = request.content_topics;
-                if topics.is_empty() {
-                    return Err(Refused::new(
-                        Status::BAD_REQUEST,
-                        "pubsub_topic and content_topics must be given",
-                    ));
-                }
-                if topics.len() > MAX_CONTENT_TOPICS_PER_REQUEST {
-                    return Err(Refused::new(
-                        Status::BAD_REQUEST,
-                        format!(
-                            "{} content topics exceed the maximum of {MAX_CONTENT_TOPICS_PER_REQUEST} per request",
-                            topics.len()
-                        ),
-                    ));
-                }
-                if kind == RequestType::Unsubscribe {
-                    return self.table.unsubscribe(peer, &pubsub_topic, &topics, now);
-                }
+        match request {
+            SubscribeRequest::Ping => self.table.ping(peer, now),
+            SubscribeRequest::UnsubscribeAll => self.table.unsubscribe_all(peer, now),
+            SubscribeRequest::Unsubscribe {
+                pubsub_topic,
+                content_topics,
+            } => self
+                .table
+                .unsubscribe(peer, &pubsub_topic, &content_topics, now),
+            SubscribeRequest::Subscribe {
+                pubsub_topic,
+                content_topics,
+            } => {
                 if !self.served_topics.contains(&pubsub_topic) {
                     return Err(Refused::new(
                         Status::BAD_REQUEST,
@@ -282,7 +236,8 @@ impl FilterTask {
                         ),
                     ));
                 }
-                self.table.subscribe(peer, &pubsub_topic, &topics, now)
+                self.table
+                    .subscribe(peer, &pubsub_topic, &content_topics, now)
             }
         }
     }

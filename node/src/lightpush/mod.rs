@@ -524,3 +524,62 @@ mod tests {
         assert!(!reply.is_success());
     }
 }
+
+/// Property tests: what `roost publish` writes, the service reads back unchanged, in both
+/// versions, and the service's answers read back as the client judges them.
+#[cfg(test)]
+mod props {
+    use proptest::{option, prelude::*};
+
+    use super::*;
+    use crate::message::props::message;
+
+    proptest! {
+        #[test]
+        fn requests_round_trip(
+            id in ".{0,20}",
+            topic in option::of("/waku/2/rs/[0-9]{1,2}/[0-9]{1,3}"),
+            message in message(),
+        ) {
+            for version in [Version::V3, Version::Legacy] {
+                let bytes = encode_request(version, &id, topic.as_deref(), &message);
+                let request = decode_request(version, &bytes).unwrap();
+                prop_assert_eq!(&request.request_id, &id);
+                prop_assert_eq!(&request.pubsub_topic, &topic);
+                prop_assert_eq!(&request.message, &message);
+            }
+        }
+
+        #[test]
+        fn responses_round_trip(
+            id in ".{0,20}",
+            result in prop_oneof![
+                any::<u32>().prop_map(Ok),
+                (prop::sample::select(vec![400u32, 413, 429, 500, 503]), ".{0,30}")
+                    .prop_map(|(code, text)| Err(Refused::new(Status(code), text))),
+            ],
+        ) {
+            let v3 = decode_response(Version::V3, &encode_response(Version::V3, &id, &result)).unwrap();
+            prop_assert_eq!(&v3.request_id, &id);
+            match &result {
+                Ok(peers) => {
+                    prop_assert_eq!(v3.status, Status::SUCCESS);
+                    prop_assert_eq!(v3.relay_peer_count, Some(*peers));
+                    prop_assert_eq!(v3.is_success(), *peers > 0);
+                }
+                Err(refused) => {
+                    prop_assert_eq!(v3.status, refused.status);
+                    prop_assert_eq!(v3.description.as_deref(), Some(refused.description.as_str()));
+                    prop_assert!(!v3.is_success());
+                }
+            }
+            let legacy = decode_response(
+                Version::Legacy,
+                &encode_response(Version::Legacy, &id, &result),
+            )
+            .unwrap();
+            prop_assert_eq!(&legacy.request_id, &id);
+            prop_assert_eq!(legacy.is_success(), result.is_ok());
+        }
+    }
+}

@@ -571,3 +571,55 @@ pub(crate) mod tests {
         assert!(Role::parse_list("").is_err());
     }
 }
+
+/// Property test: any claims a signer signs decode back, from the wire and from the file form,
+/// to exactly those claims; any change to the signed bytes is refused.
+#[cfg(test)]
+mod props {
+    use libp2p::identity::Keypair;
+    use proptest::{collection::vec, prelude::*};
+
+    use super::*;
+    use crate::operator::signer::file::FileSigner;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn signed_claims_round_trip(
+            fleet in "[a-z0-9-]{1,24}",
+            roles in vec(prop::sample::select(Role::ALL.to_vec()), 0..6),
+            issued_at in 0u64..4_000_000_000,
+            valid_for in 1u64..100_000_000,
+            seq in any::<u64>(),
+            flip in any::<prop::sample::Index>(),
+        ) {
+            let mut signer = FileSigner::from_keypair(Keypair::generate_ed25519()).unwrap();
+            let node = PeerId::random();
+            let claims = Claims {
+                fleet: fleet.clone(),
+                node,
+                roles: roles.clone(),
+                issued_at,
+                expires_at: issued_at + valid_for,
+                seq,
+            };
+            let signed = claims.sign(&mut signer).unwrap();
+            let decoded = SignedAttestation::decode(&signed.bytes).unwrap();
+            prop_assert_eq!(&decoded, &signed);
+            let a = &decoded.attestation;
+            prop_assert_eq!(&a.fleet, &fleet);
+            prop_assert_eq!(a.node, node);
+            let mut want_roles = roles;
+            want_roles.sort();
+            want_roles.dedup();
+            prop_assert_eq!(&a.roles, &want_roles);
+            prop_assert_eq!((a.issued_at, a.expires_at, a.seq), (issued_at, issued_at + valid_for, seq));
+            prop_assert_eq!(SignedAttestation::from_file_bytes(signed.to_file_text().as_bytes()).unwrap(), signed.clone());
+            // One flipped bit anywhere: refused (malformed or a bad signature), never accepted.
+            let mut tampered = signed.bytes.clone();
+            let i = flip.index(tampered.len());
+            tampered[i] ^= 1;
+            prop_assert!(SignedAttestation::decode(&tampered).is_err());
+        }
+    }
+}

@@ -1053,3 +1053,81 @@ mod tests {
         assert_eq!(server.table.peer_flavour(&peer), Some(Flavour::Standard));
     }
 }
+
+/// Property test: a REGISTER of any valid record (either flavour a libp2p client writes, on
+/// either protocol) comes back, verified and unchanged, from a libp2p DISCOVER of its namespace;
+/// nwaku's protocol, which reads only `WakuPeerRecord`s, is never sent it.
+#[cfg(test)]
+mod props {
+    use libp2p::{identity::Keypair, Multiaddr};
+    use prometheus_client::registry::Registry;
+    use proptest::{collection::vec, option, prelude::*};
+
+    use super::*;
+    use crate::rendezvous::{client, policy::ReservedNamespaces};
+
+    fn address() -> impl Strategy<Value = Multiaddr> {
+        (any::<[u8; 4]>(), 1u16.., any::<bool>()).prop_map(|(ip, port, ws)| {
+            let ip = std::net::Ipv4Addr::from(ip);
+            let text = if ws {
+                format!("/ip4/{ip}/tcp/{port}/ws")
+            } else {
+                format!("/ip4/{ip}/tcp/{port}")
+            };
+            text.parse().unwrap()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn registrations_round_trip_through_discover(
+            ns in "[a-z0-9/]{1,40}",
+            addresses in vec(address(), 1..6),
+            ttl in option::of(60u64..=7200),
+            legacy in any::<bool>(),
+            waku in any::<bool>(),
+        ) {
+            prop_assume!(!crate::rendezvous::policy::is_reserved(&ns));
+            let dir = tempfile::tempdir().unwrap();
+            let mut server = Server::open(
+                &Config::default(),
+                dir.path(),
+                Metrics::register(&mut Registry::default()),
+                Health::default(),
+                Arc::new(ReservedNamespaces),
+            )
+            .unwrap();
+            let key = Keypair::generate_ed25519();
+            let peer = key.public().to_peer_id();
+            let record = if legacy {
+                libp2p::core::PeerRecord::new(&key, addresses.clone())
+                    .unwrap()
+                    .into_signed_envelope()
+                    .into_protobuf_encoding()
+            } else {
+                record::standard_envelope(&key, addresses.clone()).unwrap()
+            };
+            let dialect = if waku { Dialect::Waku } else { Dialect::Libp2p };
+            let now = 1_700_000_000_000;
+            let reply = server.handle(peer, dialect, &proto::register_request(&ns, record.clone(), ttl), now);
+            let granted = client::read_register_response(&reply.response.unwrap()).unwrap();
+            prop_assert_eq!(granted, ttl.unwrap_or(Config::default().default_ttl.as_secs()));
+
+            let asker = PeerId::random();
+            let discover = proto::discover_request(Some(&ns), None, None);
+            let reply = server.handle(asker, Dialect::Waku, &discover, now + 1);
+            let (found, _) = client::read_discover_response(&reply.response.unwrap()).unwrap();
+            prop_assert!(found.is_empty());
+            let reply = server.handle(asker, Dialect::Libp2p, &discover, now + 1);
+            let (found, cookie) = client::read_discover_response(&reply.response.unwrap()).unwrap();
+            prop_assert!(cookie.is_some());
+            prop_assert_eq!(found.len(), 1);
+            let found = &found[0];
+            prop_assert_eq!(&found.namespace, &ns);
+            let verified = found.record.as_ref().unwrap();
+            prop_assert_eq!(verified.peer, peer);
+            prop_assert_eq!(&verified.addresses, &addresses);
+        }
+    }
+}

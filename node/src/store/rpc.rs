@@ -606,3 +606,110 @@ mod tests {
         assert_eq!(entries[1].hash, hash);
     }
 }
+
+/// Property tests: requests the client builds are read back as the same query by the server, and
+/// responses the server writes are read back entry for entry by the client.
+#[cfg(test)]
+mod props {
+    use proptest::{collection::vec, option, prelude::*};
+
+    use super::*;
+    use crate::message::props::message;
+
+    const TOPIC: &str = "/waku/2/rs/1/0";
+
+    fn served() -> BTreeSet<String> {
+        [TOPIC.to_owned()].into_iter().collect()
+    }
+
+    fn hash() -> impl Strategy<Value = MessageHash> {
+        any::<[u8; 32]>()
+            .prop_filter("not all zeroes", |h| *h != [0; 32])
+            .prop_map(MessageHash)
+    }
+
+    proptest! {
+        #[test]
+        fn content_requests_round_trip(
+            id in ".{0,20}",
+            topics in vec("/[a-z]{1,8}/1/[a-z]{1,8}/proto", 1..=MAX_CONTENT_TOPICS),
+            start in option::of(0i64..1_000),
+            span in option::of(0i64..1_000),
+            cursor in option::of(hash()),
+            forward in any::<bool>(),
+            limit in option::of(any::<u64>()),
+        ) {
+            let end = span.map(|s| start.unwrap_or(0) + s);
+            let mut request = StoreQueryRequest::new(id.clone())
+                .content(TOPIC, topics.clone())
+                .time_range(start, end)
+                .forward(forward)
+                .cursor(cursor);
+            request.pagination_limit = limit;
+            let query = parse_request(&request.encode_to_vec(), &served()).unwrap();
+            prop_assert_eq!(&query.request_id, &id);
+            prop_assert_eq!(query.cursor, cursor);
+            prop_assert_eq!(query.forward, forward);
+            let want_limit = match limit {
+                None | Some(0) => DEFAULT_PAGE_SIZE,
+                Some(n) => n.min(MAX_PAGE_SIZE as u64) as usize,
+            };
+            prop_assert_eq!(query.limit, want_limit);
+            let mut want_topics = topics;
+            want_topics.sort();
+            want_topics.dedup();
+            prop_assert_eq!(
+                query.filter,
+                Filter::Content {
+                    pubsub_topic: TOPIC.to_owned(),
+                    content_topics: want_topics,
+                    time_start: start,
+                    time_end: end,
+                }
+            );
+        }
+
+        #[test]
+        fn hash_requests_round_trip(hashes in vec(hash(), 1..=MAX_HASHES), include in any::<bool>()) {
+            let request = StoreQueryRequest::new("h").hashes(hashes.clone()).include_data(include);
+            let query = parse_request(&request.encode_to_vec(), &served()).unwrap();
+            let mut seen = HashSet::new();
+            let unique: Vec<MessageHash> = hashes.into_iter().filter(|h| seen.insert(*h)).collect();
+            prop_assert_eq!(query.filter, Filter::Hashes(unique));
+            prop_assert_eq!(query.include_data, include);
+        }
+
+        #[test]
+        fn responses_round_trip(
+            entries in vec((hash(), option::of(message())), 0..20),
+            cursor in option::of(hash()),
+            code in prop::sample::select(vec![200u32, 400, 429, 503]),
+            desc in ".{0,30}",
+        ) {
+            let response = StoreQueryResponse {
+                request_id: Some("r".into()),
+                status_code: Some(code),
+                status_desc: Some(desc.clone()),
+                messages: entries
+                    .iter()
+                    .map(|(h, m)| WakuMessageKeyValue {
+                        message_hash: Some(h.0.to_vec()),
+                        message: m.as_ref().map(WakuMessage::encode_to_vec),
+                        pubsub_topic: m.as_ref().map(|_| TOPIC.to_owned()),
+                    })
+                    .collect(),
+                pagination_cursor: cursor.map(|c| c.0.to_vec()),
+            };
+            let read = StoreQueryResponse::decode_bytes(&response.encode_to_vec()).unwrap();
+            prop_assert_eq!(read.code(), code);
+            prop_assert_eq!(read.desc(), desc.as_str());
+            prop_assert_eq!(read.cursor(), cursor);
+            let read_entries = read.entries().unwrap();
+            prop_assert_eq!(read_entries.len(), entries.len());
+            for (got, (h, m)) in read_entries.iter().zip(&entries) {
+                prop_assert_eq!(got.hash, *h);
+                prop_assert_eq!(&got.data, &m.clone().map(|m| (TOPIC.to_owned(), m)));
+            }
+        }
+    }
+}

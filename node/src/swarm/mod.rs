@@ -28,7 +28,7 @@ use libp2p::{
     gossipsub::{self, MessageAcceptance},
     identify,
     multiaddr::Protocol,
-    request_response,
+    ping, request_response,
     swarm::{dial_opts::DialOpts, ConnectionId, SwarmEvent},
     Multiaddr, PeerId, Swarm,
 };
@@ -440,9 +440,7 @@ impl SwarmTask {
                     self.on_operator_identified(*peer_id, info);
                 }
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Ping(event)) => {
-                self.libp2p_metrics.record(&event)
-            }
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(event)) => self.on_ping(event),
             SwarmEvent::Behaviour(BehaviourEvent::Limits(never)) => match never {},
             SwarmEvent::Behaviour(BehaviourEvent::Throttle(never)) => match never {},
             SwarmEvent::Behaviour(BehaviourEvent::KeepAlive(never)) => match never {},
@@ -635,6 +633,26 @@ impl SwarmTask {
                 tracing::debug!(%peer, %error, "inbound metadata request failed");
             }
             request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    /// A connection whose ping times out (or fails) is dead: a cut link drops packets
+    /// silently, and without this the connection would count as a relay peer until TCP gives
+    /// up (many minutes) while nothing reaches it. libp2p's ping no longer closes it itself.
+    fn on_ping(&mut self, event: ping::Event) {
+        self.libp2p_metrics.record(&event);
+        match &event.result {
+            Ok(_) | Err(ping::Failure::Unsupported) => {}
+            Err(failure) => {
+                tracing::info!(peer = %event.peer, %failure, "ping failed; closing the connection");
+                self.net_metrics
+                    .peer_disconnects
+                    .get_or_create(&ReasonLabels {
+                        reason: "ping_failed",
+                    })
+                    .inc();
+                self.swarm.close_connection(event.connection);
+            }
         }
     }
 

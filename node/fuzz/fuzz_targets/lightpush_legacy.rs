@@ -1,0 +1,10 @@
+//! Light push (legacy) as the service decodes requests and `roost publish` reads responses.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use roost_node::lightpush::{decode_request, decode_response, Version};
+
+fuzz_target!(|data: &[u8]| {
+    let _ = decode_request(Version::Legacy, data);
+    let _ = decode_response(Version::Legacy, data);
+});

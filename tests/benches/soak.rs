@@ -1,0 +1,447 @@
+//! Soak: a local fleet of three `roost` processes (release build) under mixed load for a while,
+//! printing throughput and p99 per kind of traffic, RSS of every node over time, and every
+//! message lost. Not a test: it prints figures.
+//!
+//! Fleet: `hub` (relay, store, light push, filter, rendezvous point), `store` (relay, store) and
+//! `edge` (relay), all connected to each other. Load, all at once:
+//! - relay: a bare gossipsub peer publishes into `edge` at `ROOST_SOAK_RELAY_RATE` msgs/s;
+//! - light push into `hub` (answered once stored) at `ROOST_SOAK_PUSH_RATE` /s;
+//! - store queries (first page of a content query) to `store` at 20/s;
+//! - a filter subscriber on `hub` for the light-pushed content topic;
+//! - rendezvous REGISTER + DISCOVER at `hub` by 50 peers, 20 requests/s in all.
+//!
+//! Lost: every message published (relay) or acknowledged (light push 200) that `store` does not
+//! have at the end, and every light-pushed message the filter subscriber did not get.
+//!
+//! `ROOST_SOAK_SECONDS=600 cargo bench -p roost-tests --bench soak` (default 60 s).
+
+use std::{
+    collections::HashSet,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use libp2p::Multiaddr;
+use roost_node::{
+    client::Client,
+    filter::RequestType,
+    lightpush::{Status, Version},
+    message::{now_nanos, MessageHash, WakuMessage},
+    rendezvous::{client::read_discover_response, client::read_register_response, proto, record},
+    store::{self, rpc::StoreQueryRequest},
+};
+use roost_tests::{
+    bare::{BareOptions, BarePeer},
+    process::NodeProcess,
+    rdv::{Flavour, RdvPeer},
+    wait_until,
+};
+
+const TOPIC: &str = "/waku/2/rs/1/0";
+const RELAYED: &str = "/soak/1/relay/proto";
+const PUSHED: &str = "/soak/1/push/proto";
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Latencies of one kind of traffic, and its failures.
+#[derive(Default)]
+struct Series {
+    latencies: Vec<Duration>,
+    errors: u64,
+}
+
+impl Series {
+    fn ok(&mut self, took: Duration) {
+        self.latencies.push(took);
+    }
+
+    fn row(&mut self, name: &str, seconds: f64) -> String {
+        self.latencies.sort();
+        let pick = |q: f64| {
+            self.latencies
+                .get(((self.latencies.len() as f64 * q).ceil() as usize).saturating_sub(1))
+                .map(|d| format!("{:.1}", d.as_secs_f64() * 1000.0))
+                .unwrap_or_else(|| "-".into())
+        };
+        format!(
+            "{name:<22} {:>8} {:>9.1} {:>9} {:>9} {:>7}",
+            self.latencies.len(),
+            self.latencies.len() as f64 / seconds,
+            pick(0.5),
+            pick(0.99),
+            self.errors
+        )
+    }
+}
+
+type Shared = Arc<Mutex<Series>>;
+
+fn shared() -> Shared {
+    Arc::new(Mutex::new(Series::default()))
+}
+
+/// Runs `tick` every `1/rate` seconds until `until`.
+async fn paced<F, Fut>(rate: u64, until: Instant, mut tick: F)
+where
+    F: FnMut(u64) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut interval = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut n = 0;
+    while Instant::now() < until {
+        interval.tick().await;
+        tick(n).await;
+        n += 1;
+    }
+}
+
+fn rss_mib(node: &NodeProcess) -> f64 {
+    node.rss_bytes().unwrap_or(0) as f64 / f64::from(1 << 20)
+}
+
+async fn missing_from(reader: &Client, addr: &Multiaddr, wanted: &[MessageHash]) -> usize {
+    let mut missing = 0;
+    for chunk in wanted.chunks(100) {
+        let request = StoreQueryRequest::new("soak-check")
+            .hashes(chunk.iter().copied())
+            .include_data(false)
+            .limit(100);
+        match store::query_peer(reader, addr, &request).await {
+            Ok(r) if r.code() == 200 => {
+                let found: HashSet<MessageHash> = r
+                    .entries()
+                    .map(|e| e.into_iter().map(|e| e.hash).collect())
+                    .unwrap_or_default();
+                missing += chunk.iter().filter(|h| !found.contains(h)).count();
+            }
+            _ => missing += chunk.len(),
+        }
+    }
+    missing
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> anyhow::Result<()> {
+    let seconds = env_u64("ROOST_SOAK_SECONDS", 60);
+    let relay_rate = env_u64("ROOST_SOAK_RELAY_RATE", 200);
+    let push_rate = env_u64("ROOST_SOAK_PUSH_RATE", 50);
+    let unthrottled = [
+        "--throttle-relay",
+        "unlimited",
+        "--throttle-relay-bytes",
+        "unlimited",
+        "--throttle-store",
+        "unlimited",
+        "--throttle-lightpush",
+        "unlimited",
+        "--throttle-filter",
+        "unlimited",
+        "--throttle-rendezvous-register",
+        "unlimited",
+        "--throttle-rendezvous-discover",
+        "unlimited",
+        "--throttle-exempt-ips",
+        "127.0.0.1",
+        "--store-sync",
+        "true",
+    ];
+    let dirs: Vec<tempfile::TempDir> = (0..3)
+        .map(|_| tempfile::tempdir())
+        .collect::<Result<_, _>>()?;
+    let hub = NodeProcess::start(dirs[0].path(), &unthrottled).await;
+    let mut args: Vec<String> = unthrottled.iter().map(|s| s.to_string()).collect();
+    args.extend(["--network-peers".into(), hub.tcp_addr().to_string()]);
+    let args_ref: Vec<&str> = args.iter().map(String::as_str).collect();
+    let store_node = NodeProcess::start(dirs[1].path(), &args_ref).await;
+    let mut edge_args = args.clone();
+    edge_args.extend([
+        "--network-peers".into(),
+        store_node.tcp_addr().to_string(),
+        "--store-enabled".into(),
+        "false".into(),
+    ]);
+    let edge_ref: Vec<&str> = edge_args.iter().map(String::as_str).collect();
+    let edge = NodeProcess::start(dirs[2].path(), &edge_ref).await;
+    let nodes = [("hub", &hub), ("store", &store_node), ("edge", &edge)];
+    let mesh = |node: &NodeProcess| {
+        let http = node.http.clone();
+        async move {
+            let Ok(r) = reqwest::get(format!("{http}/health")).await else {
+                return 0;
+            };
+            r.json::<serde_json::Value>()
+                .await
+                .ok()
+                .and_then(|h| h["components"]["relay"]["detail"]["mesh_peers"].as_u64())
+                .unwrap_or(0)
+        }
+    };
+    wait_until(Duration::from_secs(60), || async {
+        mesh(&hub).await >= 2 && mesh(&store_node).await >= 2 && mesh(&edge).await >= 2
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("the fleet's mesh did not form"))?;
+
+    let publisher = BarePeer::start(BareOptions {
+        forward_received: false,
+        ..BareOptions::default()
+    })
+    .await?;
+    publisher
+        .connect(edge.tcp_addr())
+        .await
+        .map_err(|e| anyhow::anyhow!("connect to edge: {e}"))?;
+    wait_until(Duration::from_secs(30), || async {
+        publisher.mesh_peers(TOPIC).await >= 1
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("publisher has no mesh"))?;
+
+    let subscriber = Client::start(1).await?;
+    let mut pushes = subscriber.handle().filter_pushes();
+    let reply = subscriber
+        .filter(
+            &hub.tcp_addr(),
+            RequestType::Subscribe,
+            Some(TOPIC),
+            &[PUSHED.to_owned()],
+        )
+        .await?;
+    anyhow::ensure!(reply.status.0 == 200, "filter subscribe: {reply:?}");
+    let filtered = Arc::new(Mutex::new(HashSet::<MessageHash>::new()));
+    let filter_task = {
+        let filtered = filtered.clone();
+        tokio::spawn(async move {
+            while let Ok(push) = pushes.recv().await {
+                filtered.lock().unwrap().insert(push.hash);
+            }
+        })
+    };
+
+    println!(
+        "soak: {seconds} s; relay {relay_rate}/s into edge, light push {push_rate}/s into hub, \
+         store queries 20/s, rendezvous 20/s, filter on hub"
+    );
+    let started = Instant::now();
+    let until = started + Duration::from_secs(seconds);
+    let (relay_s, push_s, query_s, rdv_s) = (shared(), shared(), shared(), shared());
+    let relayed = Arc::new(Mutex::new(Vec::<MessageHash>::new()));
+    let acked = Arc::new(Mutex::new(Vec::<MessageHash>::new()));
+
+    let relay_load = {
+        let (relay_s, relayed) = (relay_s.clone(), relayed.clone());
+        async move {
+            paced(relay_rate, until, |n| {
+                let m = WakuMessage {
+                    timestamp: Some(now_nanos()),
+                    ..WakuMessage::new(RELAYED, format!("relay {n}").into_bytes())
+                };
+                let (relay_s, relayed, publisher) = (relay_s.clone(), relayed.clone(), &publisher);
+                async move {
+                    let t = Instant::now();
+                    match publisher.publish(TOPIC, m.encode_to_vec()).await {
+                        Ok(()) => {
+                            relay_s.lock().unwrap().ok(t.elapsed());
+                            relayed.lock().unwrap().push(m.hash(TOPIC));
+                        }
+                        Err(_) => relay_s.lock().unwrap().errors += 1,
+                    }
+                }
+            })
+            .await
+        }
+    };
+    let pusher = Client::start(1).await?;
+    let push_load = {
+        let (push_s, acked, addr, pusher) =
+            (push_s.clone(), acked.clone(), hub.tcp_addr(), &pusher);
+        async move {
+            paced(push_rate, until, |n| {
+                let m = WakuMessage {
+                    timestamp: Some(now_nanos()),
+                    ..WakuMessage::new(PUSHED, format!("push {n}").into_bytes())
+                };
+                let (push_s, acked, addr) = (push_s.clone(), acked.clone(), addr.clone());
+                async move {
+                    let t = Instant::now();
+                    match pusher.light_push(&addr, Version::V3, Some(TOPIC), &m).await {
+                        Ok(r) if r.status == Status::SUCCESS => {
+                            push_s.lock().unwrap().ok(t.elapsed());
+                            acked.lock().unwrap().push(m.hash(TOPIC));
+                        }
+                        _ => push_s.lock().unwrap().errors += 1,
+                    }
+                }
+            })
+            .await
+        }
+    };
+    let reader = Client::start(1).await?;
+    let query_load = {
+        let (query_s, addr, reader) = (query_s.clone(), store_node.tcp_addr(), &reader);
+        async move {
+            paced(20, until, |_| {
+                let (query_s, addr) = (query_s.clone(), addr.clone());
+                async move {
+                    let t = Instant::now();
+                    let request = StoreQueryRequest::new("soak")
+                        .content(TOPIC, [RELAYED, PUSHED])
+                        .forward(false)
+                        .limit(20);
+                    match store::query_peer(reader, &addr, &request).await {
+                        Ok(r) if r.code() == 200 => query_s.lock().unwrap().ok(t.elapsed()),
+                        _ => query_s.lock().unwrap().errors += 1,
+                    }
+                }
+            })
+            .await
+        }
+    };
+    let mut rdv_peers: Vec<RdvPeer> = (0..50)
+        .map(|_| RdvPeer::ed25519())
+        .collect::<Result<_, _>>()?;
+    let rdv_load = {
+        let (rdv_s, addr, rdv_peers) = (rdv_s.clone(), hub.tcp_addr(), &mut rdv_peers);
+        async move {
+            let mut interval = tokio::time::interval(Duration::from_millis(50));
+            let mut n = 0usize;
+            while Instant::now() < until {
+                interval.tick().await;
+                let peer = &mut rdv_peers[n % 50];
+                let register = n.is_multiple_of(2);
+                let request = if register {
+                    let envelope = record::standard_envelope(
+                        &peer.keypair,
+                        vec![format!("/ip4/127.0.0.1/tcp/{}", 20_000 + n % 50)
+                            .parse()
+                            .unwrap()],
+                    )
+                    .unwrap();
+                    proto::register_request("soak/peers", envelope, Some(600))
+                } else {
+                    proto::discover_request(Some("soak/peers"), Some(20), None)
+                };
+                let t = Instant::now();
+                let ok = match peer.request(&addr, Flavour::Libp2p, request).await {
+                    Ok(r) if register => read_register_response(&r).is_ok(),
+                    Ok(r) => read_discover_response(&r).is_ok(),
+                    Err(_) => false,
+                };
+                if ok {
+                    rdv_s.lock().unwrap().ok(t.elapsed());
+                } else {
+                    rdv_s.lock().unwrap().errors += 1;
+                }
+                n += 1;
+            }
+        }
+    };
+    let rss_load = async {
+        let mut rows = Vec::new();
+        let step = Duration::from_secs((seconds / 6).max(5));
+        loop {
+            let at = started.elapsed();
+            rows.push((at, nodes.map(|(_, n)| rss_mib(n))));
+            if Instant::now() + step > until {
+                break;
+            }
+            tokio::time::sleep(step).await;
+        }
+        rows
+    };
+    // A filter subscription lapses without a ping (js-waku pings every minute; so does this).
+    let filter_pings = async {
+        let hub_addr = hub.tcp_addr();
+        while Instant::now() + Duration::from_secs(60) < until {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            let _ = subscriber
+                .filter(&hub_addr, RequestType::Ping, None, &[])
+                .await;
+        }
+    };
+    let ((), (), (), (), (), mut rss_rows) = tokio::join!(
+        relay_load,
+        push_load,
+        query_load,
+        rdv_load,
+        filter_pings,
+        rss_load
+    );
+    let elapsed = started.elapsed().as_secs_f64();
+    rss_rows.push((started.elapsed(), nodes.map(|(_, n)| rss_mib(n))));
+
+    // Let the last messages settle, then count what is missing.
+    let relayed = relayed.lock().unwrap().clone();
+    let acked = acked.lock().unwrap().clone();
+    let mut all: Vec<MessageHash> = relayed.iter().chain(&acked).copied().collect();
+    all.sort();
+    all.dedup();
+    let store_addr = store_node.tcp_addr();
+    let _ = wait_until(Duration::from_secs(30), || async {
+        missing_from(&reader, &store_addr, &all).await == 0
+    })
+    .await;
+    let lost_relay = missing_from(&reader, &store_addr, &relayed).await;
+    let lost_push = missing_from(&reader, &store_addr, &acked).await;
+    let _ = wait_until(Duration::from_secs(10), || async {
+        let got = filtered.lock().unwrap();
+        acked.iter().all(|h| got.contains(h))
+    })
+    .await;
+    let lost_filter = {
+        let got = filtered.lock().unwrap();
+        acked.iter().filter(|h| !got.contains(h)).count()
+    };
+
+    println!();
+    println!(
+        "{:<22} {:>8} {:>9} {:>9} {:>9} {:>7}",
+        "traffic", "ok", "per s", "p50 ms", "p99 ms", "errors"
+    );
+    println!(
+        "{}",
+        relay_s.lock().unwrap().row("relay publish (edge)", elapsed)
+    );
+    println!(
+        "{}",
+        push_s.lock().unwrap().row("light push (hub, 200)", elapsed)
+    );
+    println!(
+        "{}",
+        query_s.lock().unwrap().row("store query (store)", elapsed)
+    );
+    println!("{}", rdv_s.lock().unwrap().row("rendezvous (hub)", elapsed));
+    println!();
+    println!(
+        "{:>8} {:>10} {:>10} {:>10}",
+        "t (s)", "hub MiB", "store MiB", "edge MiB"
+    );
+    for (at, rss) in &rss_rows {
+        println!(
+            "{:>8.0} {:>10.1} {:>10.1} {:>10.1}",
+            at.as_secs_f64(),
+            rss[0],
+            rss[1],
+            rss[2]
+        );
+    }
+    println!();
+    println!(
+        "lost: {lost_relay} of {} relayed messages not in the store node, {lost_push} of {} \
+         acknowledged light pushes not in the store node, {lost_filter} of them not pushed to \
+         the filter subscriber",
+        relayed.len(),
+        acked.len()
+    );
+    filter_task.abort();
+    for client in [subscriber, pusher, reader] {
+        client.stop().await;
+    }
+    Ok(())
+}
