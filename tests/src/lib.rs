@@ -6,6 +6,7 @@
 //!
 //! Everything cleans up after itself: temp dirs are removed on drop, processes are killed.
 
+pub mod ansible;
 pub mod bare;
 pub mod charts;
 pub mod dashboards;

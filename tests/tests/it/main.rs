@@ -1,5 +1,6 @@
 //! One integration-test binary for the whole node: each module is a capability.
 
+mod ansible;
 mod chaos;
 mod cli;
 mod dashboards;
