@@ -14,7 +14,7 @@
 
 use std::{
     sync::{
-        atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering},
         Arc,
     },
     time::{Duration, Instant},
@@ -41,7 +41,10 @@ struct Args {
 
 fn parse_args() -> Args {
     let mut args = Args {
-        messages: 20_000,
+        // At full speed on a loaded 2-core machine both relays start dropping forwards
+        // (gossipsub's bounded per-peer send queues) after ~10K messages; a run that loses a
+        // window's worth stalls and reports it under "lost". 8K stays clear of that.
+        messages: 8_000,
         window: 256,
         pairs: 3,
     };
@@ -228,14 +231,17 @@ async fn run_once(kind: Relay, messages: usize, window: usize) -> anyhow::Result
     }
 
     let sent = Arc::new(AtomicUsize::new(0));
+    // Set when delivery stalls, so publishers waiting for window space give up.
+    let stalled = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
     let mut pubs = Vec::new();
     for (index, publisher) in publishers.into_iter().enumerate() {
         let complete = complete.clone();
         let sent = sent.clone();
+        let stalled = stalled.clone();
         pubs.push(tokio::spawn(async move {
             let mut seq = index;
-            while seq < messages {
+            while seq < messages && !stalled.load(Ordering::Acquire) {
                 let in_flight = sent.load(Ordering::Acquire) - complete.load(Ordering::Acquire);
                 if in_flight >= window {
                     tokio::time::sleep(Duration::from_micros(200)).await;
@@ -264,6 +270,7 @@ async fn run_once(kind: Relay, messages: usize, window: usize) -> anyhow::Result
         if done != last_progress.0 {
             last_progress = (done, Instant::now());
         } else if last_progress.1.elapsed() > STALL {
+            stalled.store(true, Ordering::Release);
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
