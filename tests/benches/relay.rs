@@ -23,7 +23,7 @@ use std::{
 use roost_node::{message::WakuMessage, Node};
 use roost_tests::{
     bare::{BareOptions, BarePeer},
-    test_config, wait_until,
+    bench, test_config, wait_until,
 };
 
 const TOPIC: &str = "/waku/2/rs/1/0";
@@ -39,31 +39,15 @@ struct Args {
     pairs: usize,
 }
 
-fn parse_args() -> Args {
-    let mut args = Args {
+fn parse_args() -> anyhow::Result<Args> {
+    Ok(Args {
         // At full speed on a loaded 2-core machine both relays start dropping forwards
         // (gossipsub's bounded per-peer send queues) after ~10K messages; a run that loses a
         // window's worth stalls and reports it under "lost". 8K stays clear of that.
-        messages: 8_000,
-        window: 256,
-        pairs: 3,
-    };
-    let raw: Vec<String> = std::env::args().collect();
-    let mut i = 1;
-    while i < raw.len() {
-        let value = raw.get(i + 1).and_then(|v| v.parse::<usize>().ok());
-        match (raw[i].as_str(), value) {
-            ("--messages", Some(v)) => args.messages = v,
-            ("--window", Some(v)) => args.window = v,
-            ("--pairs", Some(v)) => args.pairs = v,
-            _ => {
-                i += 1;
-                continue;
-            }
-        }
-        i += 2;
-    }
-    args
+        messages: bench::flag("--messages", 8_000)?,
+        window: bench::flag("--window", 256)?,
+        pairs: bench::flag("--pairs", 3)?,
+    })
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -323,7 +307,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = parse_args();
+    let args = parse_args()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

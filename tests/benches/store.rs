@@ -47,6 +47,7 @@ use roost_node::{
     },
     Config, Node,
 };
+use roost_tests::bench;
 use sha2::{Digest, Sha256};
 
 const TOPIC: &str = "/waku/2/rs/16/32";
@@ -62,32 +63,14 @@ struct Args {
     queries: usize,
 }
 
-fn parse_args() -> Args {
-    let mut args = Args {
-        messages: 1_000_000,
-        ingest: 100_000,
-        window: 256,
-        pairs: 3,
-        queries: 1000,
-    };
-    let raw: Vec<String> = std::env::args().collect();
-    let mut i = 1;
-    while i < raw.len() {
-        let value = raw.get(i + 1).and_then(|v| v.parse::<u64>().ok());
-        match (raw[i].as_str(), value) {
-            ("--messages", Some(v)) => args.messages = v,
-            ("--ingest", Some(v)) => args.ingest = v,
-            ("--window", Some(v)) => args.window = v as usize,
-            ("--pairs", Some(v)) => args.pairs = v as usize,
-            ("--queries", Some(v)) => args.queries = v as usize,
-            _ => {
-                i += 1;
-                continue;
-            }
-        }
-        i += 2;
-    }
-    args
+fn parse_args() -> anyhow::Result<Args> {
+    Ok(Args {
+        messages: bench::flag("--messages", 1_000_000)?,
+        ingest: bench::flag("--ingest", 100_000)?,
+        window: bench::flag("--window", 256)?,
+        pairs: bench::flag("--pairs", 3)?,
+        queries: bench::flag("--queries", 1000)?,
+    })
 }
 
 // === the dataset ===
@@ -298,7 +281,7 @@ fn ms(s: f64) -> f64 {
 // === main ===
 
 fn main() -> anyhow::Result<()> {
-    let args = parse_args();
+    let args = parse_args()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

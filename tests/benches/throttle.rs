@@ -38,7 +38,7 @@ use roost_node::{
 };
 use roost_tests::{
     bare::{BareOptions, BarePeer},
-    test_config, wait_until,
+    bench, test_config, wait_until,
 };
 
 const TOPIC: &str = "/waku/2/rs/1/0";
@@ -57,28 +57,12 @@ struct Args {
     checks: usize,
 }
 
-fn parse_args() -> Args {
-    let mut args = Args {
-        pairs: 3,
-        seconds: 10,
-        checks: 1_000_000,
-    };
-    let raw: Vec<String> = std::env::args().collect();
-    let mut i = 1;
-    while i < raw.len() {
-        let value = raw.get(i + 1).and_then(|v| v.parse::<u64>().ok());
-        match (raw[i].as_str(), value) {
-            ("--pairs", Some(v)) => args.pairs = v as usize,
-            ("--seconds", Some(v)) => args.seconds = v,
-            ("--checks", Some(v)) => args.checks = v as usize,
-            _ => {
-                i += 1;
-                continue;
-            }
-        }
-        i += 2;
-    }
-    args
+fn parse_args() -> anyhow::Result<Args> {
+    Ok(Args {
+        pairs: bench::flag("--pairs", 3)?,
+        seconds: bench::flag("--seconds", 10)?,
+        checks: bench::flag("--checks", 1_000_000)?,
+    })
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -486,7 +470,7 @@ async fn flood_pass(pass: Pass, seconds: u64) -> anyhow::Result<FloodResult> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = parse_args();
+    let args = parse_args()?;
 
     println!(
         "B9 part 1: cost of one check, {} checks per pass, {} pass(es) per side, 1000 peers, 256 IPs",

@@ -8,6 +8,7 @@
 
 pub mod ansible;
 pub mod bare;
+pub mod bench;
 pub mod charts;
 pub mod dashboards;
 pub mod process;
