@@ -27,6 +27,50 @@ pub use process::{fleet_bin, roost_bin, RoostProcess};
 /// Default time a test waits for a condition before failing.
 pub const WAIT: Duration = Duration::from_secs(30);
 
+/// `roost run` flags that take the throttle's quotas out of the way, for tests about
+/// something else (faults, durability) that push far more than a real peer would.
+pub const UNTHROTTLED_ARGS: [&str; 8] = [
+    "--throttle-relay",
+    "unlimited",
+    "--throttle-relay-bytes",
+    "unlimited",
+    "--throttle-store",
+    "unlimited",
+    "--throttle-lightpush",
+    "unlimited",
+];
+
+/// The hashes among `wanted` that hash lookups (presence only, 100 per query) at the store
+/// node `addr` do not find. Panics if the node does not answer 200: a test asking this needs
+/// the store up.
+pub async fn missing_from_store(
+    reader: &roost_node::client::Client,
+    addr: &Multiaddr,
+    wanted: &std::collections::HashSet<roost_node::message::MessageHash>,
+) -> Vec<roost_node::message::MessageHash> {
+    use roost_node::store::{self, rpc::StoreQueryRequest};
+    let wanted: Vec<_> = wanted.iter().copied().collect();
+    let mut missing = Vec::new();
+    for chunk in wanted.chunks(100) {
+        let request = StoreQueryRequest::new("check")
+            .hashes(chunk.iter().copied())
+            .include_data(false)
+            .limit(100);
+        let r = store::query_peer(reader, addr, &request)
+            .await
+            .expect("the store node answers");
+        assert_eq!(r.code(), 200, "{}", r.desc());
+        let found: std::collections::HashSet<_> = r
+            .entries()
+            .expect("a 200 answer has entries")
+            .into_iter()
+            .map(|e| e.hash)
+            .collect();
+        missing.extend(chunk.iter().filter(|h| !found.contains(h)));
+    }
+    missing
+}
+
 /// Installs a test log subscriber once (`RUST_LOG` decides what shows).
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()

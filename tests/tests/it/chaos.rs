@@ -21,60 +21,20 @@ use roost_node::{
     lightpush::{self, PushReply, Status, Version},
     message::{MessageHash, WakuMessage},
     rendezvous::{client::read_discover_response, client::read_register_response, proto, record},
-    store::{self, rpc::StoreQueryRequest},
     swarm::ReqResProtocol,
     NodeHandle,
 };
 use roost_tests::{
     bare::{BareOptions, BarePeer},
-    init_tracing, metric_sum,
+    init_tracing, metric_sum, missing_from_store,
     process::{roost_bin, test_node_env, NodeProcess},
     rdv::{Flavour, RdvPeer},
-    wait_until, TestNode,
+    wait_until, TestNode, UNTHROTTLED_ARGS,
 };
 use tokio::sync::watch;
 
 const TOPIC: &str = "/waku/2/rs/1/0";
 const CONTENT: &str = "/roost/1/chaos/proto";
-
-/// Quotas out of the way: these tests are about faults, not the throttle.
-const UNTHROTTLED: [&str; 8] = [
-    "--throttle-relay",
-    "unlimited",
-    "--throttle-relay-bytes",
-    "unlimited",
-    "--throttle-store",
-    "unlimited",
-    "--throttle-lightpush",
-    "unlimited",
-];
-
-/// The hashes among `wanted` that a hash lookup at `addr` does not find.
-async fn missing_from(
-    reader: &Client,
-    addr: &Multiaddr,
-    wanted: &HashSet<MessageHash>,
-) -> Vec<MessageHash> {
-    let wanted: Vec<MessageHash> = wanted.iter().copied().collect();
-    let mut missing = Vec::new();
-    for chunk in wanted.chunks(100) {
-        let r = store::query_peer(
-            reader,
-            addr,
-            &StoreQueryRequest::new("check")
-                .hashes(chunk.iter().copied())
-                .include_data(false)
-                .limit(100),
-        )
-        .await
-        .expect("the store node answers");
-        assert_eq!(r.code(), 200, "{}", r.desc());
-        let found: HashSet<MessageHash> =
-            r.entries().unwrap().into_iter().map(|e| e.hash).collect();
-        missing.extend(chunk.iter().filter(|h| !found.contains(h)));
-    }
-    missing
-}
 
 // === kill -9 under ingest ===
 
@@ -109,11 +69,11 @@ async fn twenty_kill_9_cycles_under_light_push_lose_no_acknowledged_message() {
     let mut acknowledged: HashSet<MessageHash> = HashSet::new();
     let mut rows = Vec::new();
     let mut args = vec!["--store-sync", "true"];
-    args.extend(UNTHROTTLED);
+    args.extend(UNTHROTTLED_ARGS);
     for cycle in 0..CYCLES {
         let mut node = NodeProcess::start(data.path(), &args).await;
         let addr = node.tcp_addr();
-        let missing = missing_from(&reader, &addr, &acknowledged).await;
+        let missing = missing_from_store(&reader, &addr, &acknowledged).await;
         assert!(
             missing.is_empty(),
             "cycle {cycle}: {} of {} acknowledged messages lost",
@@ -174,7 +134,7 @@ async fn twenty_kill_9_cycles_under_light_push_lose_no_acknowledged_message() {
         acknowledged.extend(acked);
     }
     let node = NodeProcess::start(data.path(), &args).await;
-    let missing = missing_from(&reader, &node.tcp_addr(), &acknowledged).await;
+    let missing = missing_from_store(&reader, &node.tcp_addr(), &acknowledged).await;
     eprintln!("cycle  sent  acknowledged  not acknowledged");
     for (cycle, sent, acked, refused) in &rows {
         eprintln!("{cycle:>5} {sent:>5} {acked:>13} {refused:>17}");
@@ -387,7 +347,7 @@ async fn node_in(ns: &str, data: &std::path::Path, http_ip: &str, extra: &[Strin
         ])
         .args(["--http-address", &format!("{http_ip}:0")])
         .args(["--network-redial-max-backoff", "2s"])
-        .args(UNTHROTTLED)
+        .args(UNTHROTTLED_ARGS)
         .args(extra);
     test_node_env(&mut cmd);
     NodeProcess::start_command(cmd).await
@@ -518,7 +478,9 @@ async fn a_network_cut_between_fleet_nodes_heals_and_messages_flow_again() {
             }
             let want: HashSet<MessageHash> = [m.hash(TOPIC)].into_iter().collect();
             wait_until(Duration::from_secs(5), || async {
-                missing_from(client, &b_from_test, &want).await.is_empty()
+                missing_from_store(client, &b_from_test, &want)
+                    .await
+                    .is_empty()
             })
             .await
             .is_ok()
@@ -578,7 +540,9 @@ async fn a_network_cut_between_fleet_nodes_heals_and_messages_flow_again() {
     Netns::in_ns(&a, &["link", "set", &la, "up"]);
     let want: HashSet<MessageHash> = [flap.hash(TOPIC)].into_iter().collect();
     wait_until(Duration::from_secs(60), || async {
-        missing_from(&client, &b_from_test, &want).await.is_empty()
+        missing_from_store(&client, &b_from_test, &want)
+            .await
+            .is_empty()
     })
     .await
     .expect("the message sent during the flap arrives");
@@ -617,7 +581,7 @@ async fn a_thousand_connections_from_distinct_peers_leave_the_node_serving() {
         "--throttle-exempt-ips",
         "127.0.0.1",
     ];
-    args.extend(UNTHROTTLED);
+    args.extend(UNTHROTTLED_ARGS);
     let node = NodeProcess::start(data.path(), &args).await;
     let addr = node.tcp_addr();
     let connected = |node: &NodeProcess| {
@@ -682,7 +646,7 @@ async fn a_thousand_connections_from_distinct_peers_leave_the_node_serving() {
         .expect("light push answered");
     assert_eq!(reply.status, Status::SUCCESS, "{reply:?}");
     let want: HashSet<MessageHash> = [m.hash(TOPIC)].into_iter().collect();
-    assert!(missing_from(&honest, &addr, &want).await.is_empty());
+    assert!(missing_from_store(&honest, &addr, &want).await.is_empty());
     let health = node.health().await;
     assert_eq!(health["status"], "ok", "{health}");
     // The node sees them go, and gives the memory back to its allocator's pools.

@@ -15,8 +15,8 @@ use roost_node::{
     swarm::ReqResProtocol,
 };
 use roost_tests::{
-    init_tracing, metric_sum, process::roost_command, process::NodeProcess, wait_until, TestNode,
-    WAIT,
+    init_tracing, metric_sum, missing_from_store, process::roost_command, process::NodeProcess,
+    wait_until, TestNode, UNTHROTTLED_ARGS, WAIT,
 };
 
 const TOPIC: &str = "/waku/2/rs/1/0";
@@ -76,18 +76,7 @@ fn in_store_order<'a>(items: impl IntoIterator<Item = &'a Published>) -> Vec<Mes
     v.into_iter().map(|(_, h)| h).collect()
 }
 
-/// Flags for a store node under load by design (bursts from one publisher, one reader polling
-/// in a loop): quotas a real peer would hit are turned off; the throttle tests cover them.
-const UNTHROTTLED: [&str; 6] = [
-    "--throttle-relay",
-    "unlimited",
-    "--throttle-relay-bytes",
-    "unlimited",
-    "--throttle-store",
-    "unlimited",
-];
-
-/// `UNTHROTTLED` for in-process test nodes.
+/// `roost_tests::UNTHROTTLED_ARGS` for in-process test nodes.
 fn unthrottled(c: &mut roost_node::Config) {
     c.throttle.relay = roost_node::throttle::quota::QuotaSpec::unlimited();
     c.throttle.relay_bytes = roost_node::throttle::quota::QuotaSpec::unlimited();
@@ -839,11 +828,11 @@ async fn kill_9_during_ingest_loses_no_acknowledged_message() {
     let mut sent_total = 0usize;
     for cycle in 0..5 {
         let mut args = vec!["--store-sync", "true"];
-        args.extend(UNTHROTTLED);
+        args.extend(UNTHROTTLED_ARGS);
         let mut node = NodeProcess::start(data.path(), &args).await;
         let addr = node.tcp_addr();
         // Everything acknowledged before earlier kills is there after the restart.
-        let missing = missing_from(&reader, &addr, &acknowledged).await;
+        let missing = missing_from_store(&reader, &addr, &acknowledged).await;
         assert!(
             missing.is_empty(),
             "cycle {cycle}: {} acknowledged messages lost",
@@ -905,8 +894,8 @@ async fn kill_9_during_ingest_loses_no_acknowledged_message() {
             acknowledged.len()
         );
     }
-    let node = NodeProcess::start(data.path(), &UNTHROTTLED).await;
-    let missing = missing_from(&reader, &node.tcp_addr(), &acknowledged).await;
+    let node = NodeProcess::start(data.path(), &UNTHROTTLED_ARGS).await;
+    let missing = missing_from_store(&reader, &node.tcp_addr(), &acknowledged).await;
     assert!(
         missing.is_empty(),
         "{} acknowledged messages lost",
@@ -930,30 +919,6 @@ async fn alive_metrics(node: &NodeProcess) -> String {
     }
 }
 
-async fn missing_from(
-    reader: &Client,
-    addr: &Multiaddr,
-    wanted: &HashSet<MessageHash>,
-) -> Vec<MessageHash> {
-    let wanted: Vec<MessageHash> = wanted.iter().copied().collect();
-    let mut missing = Vec::new();
-    for chunk in wanted.chunks(100) {
-        let r = query(
-            reader,
-            addr,
-            &StoreQueryRequest::new("check")
-                .hashes(chunk.iter().copied())
-                .include_data(false)
-                .limit(100),
-        )
-        .await;
-        assert_eq!(r.code(), 200, "{}", r.desc());
-        let found: HashSet<MessageHash> = hashes_of(&r).into_iter().collect();
-        missing.extend(chunk.iter().filter(|h| !found.contains(h)));
-    }
-    missing
-}
-
 /// A full disk: writes fail with a logged error and a counted metric, queries keep working,
 /// and storing resumes once space is back. The node's data dir is a 160 MiB tmpfs mounted in
 /// a private mount namespace (`unshare`, needs root), which the test fills through
@@ -972,7 +937,7 @@ async fn a_full_disk_fails_writes_keeps_queries_working_and_recovers() {
         .args(["run", "--data-dir", &mount_path])
         // A reserve that fits the small disk; the filler below leaves less than it.
         .args(["--store-min-free-space", "16MiB"])
-        .args(UNTHROTTLED);
+        .args(UNTHROTTLED_ARGS);
     roost_tests::process::test_node_env(&mut cmd);
     let node = NodeProcess::start_command(cmd).await;
     let disk = std::path::PathBuf::from(format!("/proc/{}/root{mount_path}", node.process.pid()));
@@ -1003,7 +968,7 @@ async fn a_full_disk_fails_writes_keeps_queries_working_and_recovers() {
     };
     let before: HashSet<MessageHash> = publish("before".into()).await.into_iter().collect();
     wait_until(WAIT, || async {
-        missing_from(&reader, &addr, &before).await.is_empty()
+        missing_from_store(&reader, &addr, &before).await.is_empty()
     })
     .await
     .expect("stored while there is space");
@@ -1058,7 +1023,7 @@ async fn a_full_disk_fails_writes_keeps_queries_working_and_recovers() {
     .await
     .expect("the lost messages are counted");
     // Queries keep working and still have everything stored before.
-    assert!(missing_from(&reader, &addr, &before).await.is_empty());
+    assert!(missing_from_store(&reader, &addr, &before).await.is_empty());
     let r = query(
         &reader,
         &addr,
@@ -1079,7 +1044,7 @@ async fn a_full_disk_fails_writes_keeps_queries_working_and_recovers() {
             .into_iter()
             .collect();
         let stored = wait_until(Duration::from_secs(10), || async {
-            missing_from(&reader, &addr, &after).await.is_empty()
+            missing_from_store(&reader, &addr, &after).await.is_empty()
         })
         .await;
         if stored.is_ok() {
@@ -1094,7 +1059,7 @@ async fn a_full_disk_fails_writes_keeps_queries_working_and_recovers() {
     }
     eprintln!(
         "stored again after {round} failed rounds; {} of {} messages sent while full were stored",
-        during.len() - missing_from(&reader, &addr, &during).await.len(),
+        during.len() - missing_from_store(&reader, &addr, &during).await.len(),
         during.len()
     );
     reader.stop().await;
