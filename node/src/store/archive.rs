@@ -22,7 +22,7 @@ use rocksdb::{
 
 use super::{
     keys::{self, Position, BUCKET_NANOS},
-    rpc::{Filter, Query, MAX_RESPONSE_BYTES},
+    rpc::{Filter, LookupScope, Query, MAX_RESPONSE_BYTES},
     RejectReason, StoreError,
 };
 use crate::{config::ByteSize, message::MessageHash};
@@ -126,6 +126,16 @@ impl CompactionFilterFactory for CutoffFilterFactory {
     fn name(&self) -> &std::ffi::CStr {
         c"roost-store-cutoff-factory"
     }
+}
+
+/// Whether a stored record (pubsub topic + WakuMessage bytes) lies in a hash lookup's
+/// topic scope. A record that does not decode is out of scope (and never served).
+fn record_in_scope(record: &[u8], scope: &LookupScope) -> bool {
+    let Some((pubsub_topic, message)) = keys::decode_record(record) else {
+        return false;
+    };
+    crate::message::WakuMessage::decode(message)
+        .is_ok_and(|m| scope.admits_topics(pubsub_topic, &m.content_topic))
 }
 
 fn db_error(e: rocksdb::Error) -> String {
@@ -335,12 +345,12 @@ impl Archive {
         // Collect one more than the page to learn whether more remain.
         let want = query.limit + 1;
         let mut positions: Found = match &query.filter {
-            Filter::Hashes(hashes) => {
+            Filter::Hashes { hashes, scope } => {
                 let cf = self.cf(keys::CF_HASHES).map_err(read_err)?;
                 let found = self
                     .db
                     .batched_multi_get_cf(cf, hashes.iter().map(|h| h.0), false);
-                let mut positions = Vec::with_capacity(hashes.len());
+                let mut positions: Found = Vec::with_capacity(hashes.len());
                 for (hash, value) in hashes.iter().zip(found) {
                     let value = value.map_err(|e| QueryError::Read(db_error(e)))?;
                     if let Some(ts) = value.and_then(|v| keys::decode_ts(&v)) {
@@ -350,17 +360,29 @@ impl Archive {
                             Some(c) if query.forward => p > c,
                             Some(c) => p < c,
                         };
-                        if p >= cutoff && after_cursor {
-                            positions.push(p);
+                        if p >= cutoff && after_cursor && scope.admits_time(ts) {
+                            positions.push((p, None));
                         }
                     }
                 }
-                positions.sort_unstable();
+                if scope.needs_record() {
+                    // Topics live in the record: read them for the candidates (at most
+                    // MAX_HASHES), keep the records for the page if they were asked for.
+                    self.fill_records(&mut positions)?;
+                    positions.retain_mut(|(_, record)| {
+                        let inside = record.as_deref().is_some_and(|r| record_in_scope(r, scope));
+                        if !query.include_data {
+                            *record = None;
+                        }
+                        inside
+                    });
+                }
+                positions.sort_unstable_by_key(|(p, _)| *p);
                 if !query.forward {
                     positions.reverse();
                 }
                 positions.truncate(want);
-                positions.into_iter().map(|p| (p, None)).collect()
+                positions
             }
             Filter::All {
                 time_start,

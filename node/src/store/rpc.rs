@@ -140,8 +140,62 @@ pub enum Filter {
         time_start: Option<i64>,
         time_end: Option<i64>,
     },
-    /// The messages with these hashes (deduplicated).
-    Hashes(Vec<MessageHash>),
+    /// The messages with these hashes (deduplicated), narrowed by `scope`.
+    Hashes {
+        hashes: Vec<MessageHash>,
+        scope: LookupScope,
+    },
+}
+
+impl Filter {
+    /// A hash lookup with nothing else to match.
+    pub fn hashes(hashes: Vec<MessageHash>) -> Filter {
+        Filter::Hashes {
+            hashes,
+            scope: LookupScope::default(),
+        }
+    }
+}
+
+/// What a hash lookup is narrowed to. Every criterion that is set must match, as nwaku's
+/// archive ANDs every clause of a query; a hash outside the scope is simply not returned.
+///
+/// Real clients depend on it: js-waku's `store.queryGenerator([decoder], { messageHashes })`
+/// always sends the decoder's `pubsub_topic` with the hashes (and no content topics).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LookupScope {
+    pub pubsub_topic: Option<String>,
+    /// Sorted, deduplicated; empty = any.
+    pub content_topics: Vec<String>,
+    /// Inclusive, in nanoseconds.
+    pub time_start: Option<i64>,
+    /// Exclusive, in nanoseconds.
+    pub time_end: Option<i64>,
+}
+
+impl LookupScope {
+    /// Whether the scope needs each message's record (its topics) to decide.
+    pub fn needs_record(&self) -> bool {
+        self.pubsub_topic.is_some() || !self.content_topics.is_empty()
+    }
+
+    /// Whether a message at `timestamp` is inside the time range.
+    pub fn admits_time(&self, timestamp: i64) -> bool {
+        self.time_start.is_none_or(|start| timestamp >= start)
+            && self.time_end.is_none_or(|end| timestamp < end)
+    }
+
+    /// Whether a message on `pubsub_topic` with `content_topic` is inside the topic scope.
+    pub fn admits_topics(&self, pubsub_topic: &str, content_topic: &str) -> bool {
+        self.pubsub_topic
+            .as_deref()
+            .is_none_or(|want| want == pubsub_topic)
+            && (self.content_topics.is_empty()
+                || self
+                    .content_topics
+                    .binary_search_by(|t| t.as_str().cmp(content_topic))
+                    .is_ok())
+    }
 }
 
 /// A validated query.
@@ -162,8 +216,8 @@ impl Query {
         match (&self.filter, self.include_data) {
             (Filter::Content { .. }, _) => "content",
             (Filter::All { .. }, _) => "time",
-            (Filter::Hashes(_), true) => "lookup",
-            (Filter::Hashes(_), false) => "presence",
+            (Filter::Hashes { .. }, true) => "lookup",
+            (Filter::Hashes { .. }, false) => "presence",
         }
     }
 }
@@ -234,17 +288,14 @@ pub fn validate(
             .unwrap_or(MAX_PAGE_SIZE)
             .min(MAX_PAGE_SIZE),
     };
-    let has_content_filter = request.pubsub_topic.is_some()
-        || !request.content_topics.is_empty()
-        || request.time_start.is_some()
-        || request.time_end.is_some();
-    let filter = if !request.message_hashes.is_empty() {
-        if has_content_filter {
-            return Err(bad(
-                "message_hashes cannot be combined with pubsub_topic, content_topics, time_start or time_end"
-                    .into(),
-            ));
+    if let (Some(start), Some(end)) = (request.time_start, request.time_end) {
+        if start > end {
+            return Err(bad(format!("time_start {start} is after time_end {end}")));
         }
+    }
+    let filter = if !request.message_hashes.is_empty() {
+        // A hash lookup may be narrowed by any of the content-filter fields (nwaku ANDs
+        // them all); js-waku always sends its decoder's pubsub topic along.
         if request.message_hashes.len() > MAX_HASHES {
             return Err(bad(format!(
                 "{} message_hashes in one query; the limit is {MAX_HASHES}",
@@ -264,13 +315,17 @@ pub fn validate(
                 hashes.push(hash);
             }
         }
-        Filter::Hashes(hashes)
-    } else {
-        if let (Some(start), Some(end)) = (request.time_start, request.time_end) {
-            if start > end {
-                return Err(bad(format!("time_start {start} is after time_end {end}")));
-            }
+        let content_topics = content_topic_set(&request.content_topics).map_err(bad)?;
+        Filter::Hashes {
+            hashes,
+            scope: LookupScope {
+                pubsub_topic: request.pubsub_topic.clone(),
+                content_topics,
+                time_start: request.time_start,
+                time_end: request.time_end,
+            },
         }
+    } else {
         match (&request.pubsub_topic, request.content_topics.is_empty()) {
             (None, true) => Filter::All {
                 time_start: request.time_start,
@@ -293,16 +348,9 @@ pub fn validate(
                         served.iter().cloned().collect::<Vec<_>>().join(", ")
                     )));
                 }
-                let topics: BTreeSet<&String> = request.content_topics.iter().collect();
-                if topics.len() > MAX_CONTENT_TOPICS {
-                    return Err(bad(format!(
-                        "{} content topics in one query; the limit is {MAX_CONTENT_TOPICS}",
-                        topics.len()
-                    )));
-                }
                 Filter::Content {
                     pubsub_topic: pubsub_topic.clone(),
-                    content_topics: topics.into_iter().cloned().collect(),
+                    content_topics: content_topic_set(&request.content_topics).map_err(bad)?,
                     time_start: request.time_start,
                     time_end: request.time_end,
                 }
@@ -317,6 +365,18 @@ pub fn validate(
         forward: request.pagination_forward,
         limit,
     })
+}
+
+/// Sorted, deduplicated content topics, at most [`MAX_CONTENT_TOPICS`] of them.
+fn content_topic_set(topics: &[String]) -> Result<Vec<String>, String> {
+    let topics: BTreeSet<&String> = topics.iter().collect();
+    if topics.len() > MAX_CONTENT_TOPICS {
+        return Err(format!(
+            "{} content topics in one query; the limit is {MAX_CONTENT_TOPICS}",
+            topics.len()
+        ));
+    }
+    Ok(topics.into_iter().cloned().collect())
 }
 
 /// Builds requests on the client side.
@@ -479,6 +539,50 @@ mod tests {
         assert!(e.desc.contains("limit is 10"), "{}", e.desc);
     }
 
+    /// What js-waku's `queryGenerator([decoder], { messageHashes })` sends: the hashes with the
+    /// decoder's pubsub topic and no content topics. Any content-filter field narrows a hash
+    /// lookup (nwaku ANDs them), and a pubsub topic this node does not archive just matches
+    /// nothing.
+    #[test]
+    fn hash_lookups_take_content_filter_fields_as_a_scope() {
+        let hash = MessageHash([7; 32]);
+        let mut r = StoreQueryRequest::new("js").hashes([hash]);
+        r.pubsub_topic = Some("/waku/2/rs/1/0".into());
+        let q = parse(r).unwrap();
+        assert_eq!(
+            q.filter,
+            Filter::Hashes {
+                hashes: vec![hash],
+                scope: LookupScope {
+                    pubsub_topic: Some("/waku/2/rs/1/0".into()),
+                    ..LookupScope::default()
+                }
+            }
+        );
+        let q = parse(
+            StoreQueryRequest::new("all")
+                .hashes([hash, hash])
+                .content("/waku/2/rs/9/9", ["/b/1/c/proto", "/a/1/b/proto"])
+                .time_range(Some(1), Some(9)),
+        )
+        .unwrap();
+        let Filter::Hashes { hashes, scope } = q.filter else {
+            panic!("a hash lookup")
+        };
+        assert_eq!(hashes, vec![hash]);
+        assert_eq!(scope.pubsub_topic.as_deref(), Some("/waku/2/rs/9/9"));
+        assert_eq!(scope.content_topics, vec!["/a/1/b/proto", "/b/1/c/proto"]);
+        assert!(scope.needs_record());
+        assert!(scope.admits_time(1) && scope.admits_time(8));
+        assert!(!scope.admits_time(0) && !scope.admits_time(9));
+        assert!(scope.admits_topics("/waku/2/rs/9/9", "/b/1/c/proto"));
+        assert!(!scope.admits_topics("/waku/2/rs/9/9", "/z/1/c/proto"));
+        assert!(!scope.admits_topics("/waku/2/rs/1/0", "/b/1/c/proto"));
+        let open = LookupScope::default();
+        assert!(!open.needs_record());
+        assert!(open.admits_time(i64::MIN) && open.admits_topics("any", "thing"));
+    }
+
     #[test]
     fn each_bad_request_gets_a_description() {
         let hash = MessageHash([1; 32]);
@@ -504,10 +608,17 @@ mod tests {
                 "without pubsub_topic",
             ),
             (
+                StoreQueryRequest::new("a").hashes([hash]).content(
+                    "/waku/2/rs/1/0",
+                    (0..11).map(|i| format!("/a/1/t{i}/proto")),
+                ),
+                "limit is 10",
+            ),
+            (
                 StoreQueryRequest::new("a")
                     .hashes([hash])
-                    .time_range(Some(1), None),
-                "cannot be combined",
+                    .time_range(Some(5), Some(4)),
+                "after time_end",
             ),
             (
                 {
@@ -675,7 +786,7 @@ mod props {
             let query = parse_request(&request.encode_to_vec(), &served()).unwrap();
             let mut seen = HashSet::new();
             let unique: Vec<MessageHash> = hashes.into_iter().filter(|h| seen.insert(*h)).collect();
-            prop_assert_eq!(query.filter, Filter::Hashes(unique));
+            prop_assert_eq!(query.filter, Filter::hashes(unique));
             prop_assert_eq!(query.include_data, include);
         }
 

@@ -349,10 +349,10 @@ async fn bad_requests_get_a_400_with_a_reason_and_the_node_keeps_serving() {
             "not a message in this archive",
         ),
         (
-            StoreQueryRequest::new("mixed")
+            StoreQueryRequest::new("backwards")
                 .hashes([message.hash(TOPIC)])
-                .content(TOPIC, ["/a/1/b/proto"]),
-            "cannot be combined",
+                .time_range(Some(2), Some(1)),
+            "after time_end",
         ),
     ];
     for (request, needle) in cases {

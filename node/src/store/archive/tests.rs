@@ -267,6 +267,65 @@ fn hash_lookups_find_present_messages_and_page_them() {
     assert!(page.entries.is_empty());
 }
 
+/// A hash lookup narrowed by pubsub topic (what js-waku sends), content topics and time:
+/// only the messages matching every given criterion come back, paged as usual, with or
+/// without their data.
+#[test]
+fn hash_lookups_are_narrowed_by_topics_and_time() {
+    let mut f = Fixture::new();
+    let all = fill(&mut f);
+    let other = incoming(
+        "/waku/2/rs/1/1",
+        "/app/1/a/proto",
+        T0 + 3 * MS,
+        b"elsewhere",
+    );
+    f.writer.write(std::slice::from_ref(&other)).unwrap();
+    let wanted: Vec<MessageHash> = all
+        .iter()
+        .step_by(5)
+        .map(|m| m.hash)
+        .chain([other.hash])
+        .collect();
+    let hashes = |request: StoreQueryRequest| f.all_pages(request.limit(3)).concat();
+    let on_pubsub = sorted_hashes(&all.iter().step_by(5).collect::<Vec<_>>());
+    for include in [true, false] {
+        let lookup = || {
+            StoreQueryRequest::new("h")
+                .hashes(wanted.clone())
+                .include_data(include)
+                .forward(true)
+        };
+        let mut js_waku = lookup();
+        js_waku.pubsub_topic = Some(PUBSUB.into());
+        assert_eq!(hashes(js_waku), on_pubsub, "include_data {include}");
+        let mut elsewhere = lookup();
+        elsewhere.pubsub_topic = Some("/waku/2/rs/1/1".into());
+        assert_eq!(hashes(elsewhere), vec![other.hash]);
+        let mut unserved = lookup();
+        unserved.pubsub_topic = Some("/waku/2/rs/7/7".into());
+        assert_eq!(hashes(unserved), Vec::<MessageHash>::new());
+        let narrowed = lookup()
+            .content(PUBSUB, ["/app/1/b/proto"])
+            .time_range(Some(T0 + 20 * MS), Some(T0 + 80 * MS));
+        let expected = sorted_hashes(
+            &all.iter()
+                .step_by(5)
+                .filter(|m| {
+                    m.content_topic == "/app/1/b/proto"
+                        && (T0 + 20 * MS..T0 + 80 * MS).contains(&m.timestamp)
+                })
+                .collect::<Vec<_>>(),
+        );
+        assert!(!expected.is_empty());
+        assert_eq!(hashes(narrowed), expected);
+        let mut page = lookup();
+        page.pubsub_topic = Some(PUBSUB.into());
+        let first = f.query(page.limit(100)).unwrap();
+        assert!(first.entries.iter().all(|e| e.record.is_some() == include));
+    }
+}
+
 #[test]
 fn unknown_cursors_are_errors_not_empty_pages() {
     let mut f = Fixture::new();
