@@ -8,7 +8,7 @@
 // Diagnostics go to stderr. Hashes are computed with @waku/message-hash.
 
 import { createLightNode, Protocols, utf8ToBytes, bytesToUtf8 } from "@waku/sdk";
-import { messageHashStr } from "@waku/message-hash";
+import { messageHash, messageHashStr } from "@waku/message-hash";
 
 const [scenario, rawArgs] = process.argv.slice(2);
 const args = JSON.parse(rawArgs ?? "{}");
@@ -97,6 +97,45 @@ async function pushAndStore(node) {
   emit("result", { pubsubTopic: encoder.pubsubTopic, pushed, failures, stored });
 }
 
+/// Light push `count` messages, then check they were stored the way apps and reliability
+/// layers do: `store.queryGenerator([decoder], { messageHashes })` with js-waku's defaults
+/// (it sends the decoder's pubsub topic along), once with data and once without
+/// (`includeData: false`, a presence check). One hash nobody pushed is asked for too.
+async function hashLookup(node) {
+  await withDeadline(node.waitForPeers([Protocols.LightPush, Protocols.Store]), "peers");
+  const encoder = node.createEncoder({ contentTopic: args.contentTopic });
+  const decoder = node.createDecoder({ contentTopic: args.contentTopic });
+  const pushed = [];
+  const hashes = [];
+  const base = Date.now();
+  for (let i = 0; i < args.count; i++) {
+    const message = { payload: utf8ToBytes(`lookup ${i}`), timestamp: new Date(base + i) };
+    const proto = await encoder.toProtoObj(message);
+    const result = await node.lightPush.send(encoder, message);
+    if (result.successes.length === 0) {
+      throw new Error(`push ${i} failed: ${result.failures.map((f) => String(f.error))}`);
+    }
+    pushed.push(messageHashStr(encoder.pubsubTopic, proto));
+    hashes.push(messageHash(encoder.pubsubTopic, proto));
+  }
+  const unknown = new Uint8Array(32).fill(0xab);
+  const messageHashes = [...hashes, unknown];
+  const found = [];
+  for await (const page of node.store.queryGenerator([decoder], { messageHashes })) {
+    for (const message of await Promise.all(page)) {
+      if (message) found.push(hashOf(message));
+    }
+  }
+  let present = 0;
+  for await (const page of node.store.queryGenerator([decoder], {
+    messageHashes,
+    includeData: false,
+  })) {
+    present += page.length;
+  }
+  emit("result", { pubsubTopic: encoder.pubsubTopic, pushed, found, present });
+}
+
 /// Subscribe through filter and report the first `count` messages pushed.
 async function filterSubscribe(node) {
   await withDeadline(node.waitForPeers([Protocols.Filter]), "peers");
@@ -149,6 +188,7 @@ async function peerExchange(node) {
 
 const scenarios = {
   "push-and-store": pushAndStore,
+  "hash-lookup": hashLookup,
   filter: filterSubscribe,
   "store-pages": storePages,
   "peer-exchange": peerExchange,

@@ -2,7 +2,8 @@
 //! ([`TestNode`]) or as `roost` processes ([`RoostProcess`]), plus a bare rust-libp2p gossipsub
 //! peer ([`bare::BarePeer`]) and a bare rendezvous client ([`rdv::RdvPeer`]) that can send what
 //! a Roost node never would, a real Prometheus ([`prometheus::Prometheus`]) with the
-//! dashboards' reader ([`dashboards`]) and PNG charts ([`charts`]).
+//! dashboards' reader ([`dashboards`]) and PNG charts ([`charts`]), and real clients of other
+//! ecosystems run as child processes ([`client_process::ClientProcess`]).
 //!
 //! Everything cleans up after itself: temp dirs are removed on drop, processes are killed.
 
@@ -10,6 +11,7 @@ pub mod ansible;
 pub mod bare;
 pub mod bench;
 pub mod charts;
+pub mod client_process;
 pub mod dashboards;
 pub mod process;
 pub mod prometheus;
@@ -152,6 +154,12 @@ impl TestNode {
     /// `GET /metrics` as text.
     pub async fn metrics(&self) -> String {
         http_get(&format!("{}/metrics", self.http_url())).await.1
+    }
+
+    /// `GET /health` as JSON.
+    pub async fn health(&self) -> serde_json::Value {
+        let (_, body) = http_get(&format!("{}/health", self.http_url())).await;
+        serde_json::from_str(&body).expect("health is JSON")
     }
 
     /// The value of one sample in `/metrics`, e.g. `roost_relay_messages_validated_total{result="reject",reason="meta_too_long"}`.

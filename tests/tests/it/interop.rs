@@ -7,14 +7,7 @@
 //! The client is installed from npm by `scripts/interop-setup` (which `scripts/test` runs; these
 //! tests run it too if the client is missing).
 
-use std::{
-    collections::BTreeSet,
-    io::{BufRead, BufReader},
-    path::PathBuf,
-    process::{Child, Command, Stdio},
-    sync::{mpsc, Arc, Mutex, OnceLock},
-    time::{Duration, Instant},
-};
+use std::{collections::BTreeSet, path::PathBuf, process::Command, sync::OnceLock, time::Duration};
 
 use libp2p::{Multiaddr, PeerId};
 use roost_node::{
@@ -23,7 +16,7 @@ use roost_node::{
     message::{MessageHash, WakuMessage},
     store::StoreQueryRequest,
 };
-use roost_tests::{init_tracing, metric_sum, TestNode};
+use roost_tests::{client_process::ClientProcess, init_tracing, metric_sum, TestNode};
 use serde_json::{json, Value};
 
 use crate::{
@@ -57,90 +50,24 @@ fn ensure_client() -> PathBuf {
     .clone()
 }
 
-/// A running js-waku scenario: its JSON events and its stderr for diagnostics.
-struct Js {
-    child: Child,
-    events: mpsc::Receiver<Value>,
-    stderr: Arc<Mutex<Vec<String>>>,
-}
+/// js-waku scenarios of `interop.mjs`.
+struct Js;
 
 impl Js {
-    fn start(scenario: &str, args: Value, env: &[(&str, &str)]) -> Js {
-        let node = ensure_client();
-        let mut cmd = Command::new(node);
+    /// Starts `node interop.mjs <scenario> <args>`; its events come through [`ClientProcess`].
+    fn start(scenario: &str, args: Value, env: &[(&str, &str)]) -> ClientProcess {
+        let mut cmd = Command::new(ensure_client());
         cmd.arg("interop.mjs")
             .arg(scenario)
             .arg(args.to_string())
             .current_dir(interop_dir())
             // js-waku relaxes its address filter when NODE_ENV=test: never inherit it.
             .env_remove("NODE_ENV")
-            .env_remove("NODE_EXTRA_CA_CERTS")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+            .env_remove("NODE_EXTRA_CA_CERTS");
         for (key, value) in env {
             cmd.env(key, value);
         }
-        let mut child = cmd.spawn().expect("start node interop.mjs");
-        let stdout = child.stdout.take().unwrap();
-        let stderr_pipe = child.stderr.take().unwrap();
-        let (tx, events) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(event) = serde_json::from_str::<Value>(&line) {
-                    if tx.send(event).is_err() {
-                        break;
-                    }
-                }
-            }
-        });
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr_pipe).lines().map_while(Result::ok) {
-                if let Ok(mut lines) = sink.lock() {
-                    lines.push(line);
-                }
-            }
-        });
-        Js {
-            child,
-            events,
-            stderr,
-        }
-    }
-
-    /// Waits (off the async runtime) for the event named `name`; an `error` event fails.
-    async fn event(self, name: &'static str) -> (Js, Value) {
-        tokio::task::spawn_blocking(move || {
-            let deadline = Instant::now() + JS_TIMEOUT;
-            while Instant::now() < deadline {
-                match self.events.recv_timeout(Duration::from_millis(200)) {
-                    Ok(event) if event["event"] == name => return (self, event),
-                    Ok(event) if event["event"] == "error" => {
-                        panic!("js-waku failed: {event}\n{}", self.logs())
-                    }
-                    _ => {}
-                }
-            }
-            panic!(
-                "no `{name}` from js-waku within {JS_TIMEOUT:?}\n{}",
-                self.logs()
-            )
-        })
-        .await
-        .unwrap()
-    }
-
-    fn logs(&self) -> String {
-        self.stderr.lock().map(|l| l.join("\n")).unwrap_or_default()
-    }
-}
-
-impl Drop for Js {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        ClientProcess::spawn("js-waku", cmd, JS_TIMEOUT)
     }
 }
 
@@ -215,6 +142,41 @@ async fn js_waku_light_pushes_and_finds_its_messages_in_the_store() {
             "{version}"
         );
     }
+}
+
+/// js-waku checks that its messages were stored the way apps and reliability layers do:
+/// `store.queryGenerator([decoder], { messageHashes })`, which sends the decoder's pubsub topic
+/// along with the hashes. With data it gets every message it pushed back (and nothing for a
+/// hash nobody pushed); without data (`includeData: false`) it counts them present.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn js_waku_finds_its_messages_by_hash() {
+    init_tracing();
+    let content_topic = "/roost-interop/1/lookup/proto";
+    let topic = autoshard(content_topic);
+    let (a, _b) = pair(&topic).await;
+    let js = Js::start(
+        "hash-lookup",
+        json!({"peer": a.ws_addr().to_string(), "contentTopic": content_topic, "count": 5}),
+        &[],
+    );
+    let (js, result) = js.event("result").await;
+    assert_eq!(result["pubsubTopic"], topic.as_str());
+    let pushed: BTreeSet<String> = hashes(&result["pushed"]).into_iter().collect();
+    let found: BTreeSet<String> = hashes(&result["found"]).into_iter().collect();
+    assert_eq!(pushed.len(), 5);
+    assert_eq!(found, pushed, "{}", js.logs());
+    assert_eq!(result["present"], 5, "presence check without data");
+    let m = a.metrics().await;
+    let queries = |kind: &str, status: &str| {
+        metric_sum(
+            &m,
+            "roost_store_queries_total",
+            &[("kind", kind), ("status", status)],
+        )
+    };
+    assert!(queries("lookup", "200") >= 1.0, "{m}");
+    assert!(queries("presence", "200") >= 1.0, "{m}");
+    assert_eq!(queries("invalid", "400"), 0.0, "no lookup was refused");
 }
 
 /// js-waku subscribes through filter at B; a Roost client light pushes at A; js-waku receives
