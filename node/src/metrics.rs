@@ -40,25 +40,27 @@ pub struct DirectionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerKindLabels {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ChannelLabels {
     pub channel: &'static str,
 }
 
 /// Reasons the swarm task disconnects a peer on purpose (`roost_peer_disconnects_total`):
-/// the metadata exchange's and the throttle's (`graylisted`). Created at 0 when the node
-/// starts, so a burst of disconnects is a visible increase from the first one.
-pub const DISCONNECT_REASONS: [&str; 5] = [
-    "wrong_cluster",
-    "metadata_malformed",
-    "metadata_unsupported",
-    "metadata_failed",
-    "graylisted",
-];
+/// the metadata exchange's (a peer that answers with another cluster or with garbage; one
+/// that does not answer is a generic peer and stays) and the throttle's (`graylisted`).
+/// Created at 0 when the node starts, so a burst of disconnects is a visible increase from
+/// the first one.
+pub const DISCONNECT_REASONS: [&str; 3] = ["wrong_cluster", "metadata_malformed", "graylisted"];
 
 /// Node-wide network metrics owned by the swarm task.
 #[derive(Clone, Debug)]
 pub struct NetworkMetrics {
     pub peers_connected: Gauge,
+    pub peers_by_kind: Family<PeerKindLabels, Gauge>,
     pub connections_established: Family<DirectionLabels, Counter>,
     pub peer_disconnects: Family<ReasonLabels, Counter>,
     pub static_peer_dials: Family<ReasonLabels, Counter>,
@@ -69,6 +71,7 @@ impl NetworkMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let m = NetworkMetrics {
             peers_connected: Gauge::default(),
+            peers_by_kind: Family::default(),
             connections_established: Family::default(),
             peer_disconnects: Family::default(),
             static_peer_dials: Family::default(),
@@ -81,6 +84,17 @@ impl NetworkMetrics {
             "peers_connected",
             "Peers with at least one open connection",
             m.peers_connected.clone(),
+        );
+        for kind in crate::swarm::PeerKind::ALL {
+            let _ = m
+                .peers_by_kind
+                .get_or_create(&PeerKindLabels { kind: kind.label() });
+        }
+        registry.register(
+            "peers_by_kind",
+            "Connected peers by what metadata showed: waku (this cluster), generic (a libp2p \
+             peer without Waku metadata: served rendezvous, kept out of relay), pending",
+            m.peers_by_kind.clone(),
         );
         registry.register(
             "connections_established",

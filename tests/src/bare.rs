@@ -1,5 +1,6 @@
 //! A bare rust-libp2p peer: gossipsub with Waku's protocol id and parameters, the metadata
-//! protocol (so Roost keeps it connected), and nothing else: no validation, no store, no
+//! protocol (so Roost lets it into relay; optional, to play a peer that cannot prove its
+//! cluster), and nothing else: no validation, no store, no
 //! throttle. Tests use it to send what a Roost node never would (malformed or oversize
 //! messages); the relay benchmark uses it as subscribers, publishers and as the reference relay.
 
@@ -10,7 +11,9 @@ use libp2p::{
     gossipsub::{self, IdentTopic, MessageAuthenticity, ValidationMode},
     identity::Keypair,
     noise, request_response,
-    swarm::{dial_opts::DialOpts, ConnectionId, NetworkBehaviour, SwarmEvent},
+    swarm::{
+        behaviour::toggle::Toggle, dial_opts::DialOpts, ConnectionId, NetworkBehaviour, SwarmEvent,
+    },
     tcp, yamux, Multiaddr, PeerId, Swarm,
 };
 use prost::Message as _;
@@ -21,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 #[derive(NetworkBehaviour)]
 pub struct BareBehaviour {
     pub gossipsub: gossipsub::Behaviour,
-    pub metadata: request_response::Behaviour<LpCodec>,
+    pub metadata: Toggle<request_response::Behaviour<LpCodec>>,
 }
 
 /// A message the bare peer received.
@@ -49,6 +52,9 @@ pub struct BareOptions {
     pub max_transmit_size: usize,
     /// Whether to keep received messages (subscribers) or just count them.
     pub forward_received: bool,
+    /// Whether to speak Waku metadata (answer with `cluster_id`). Without it Roost treats
+    /// the peer as a generic libp2p peer and keeps it out of relay.
+    pub speaks_metadata: bool,
 }
 
 impl Default for BareOptions {
@@ -58,6 +64,7 @@ impl Default for BareOptions {
             topics: vec!["/waku/2/rs/1/0".into()],
             max_transmit_size: 4 * 1024 * 1024,
             forward_received: true,
+            speaks_metadata: true,
         }
     }
 }
@@ -189,14 +196,16 @@ fn build(keypair: Keypair, options: &BareOptions) -> anyhow::Result<Swarm<BareBe
     for topic in &options.topics {
         gossipsub.subscribe(&IdentTopic::new(topic.clone()))?;
     }
-    let metadata = request_response::Behaviour::with_codec(
-        LpCodec::new(1024, 1024),
-        [(
-            roost_node::metadata::PROTOCOL_ID,
-            request_response::ProtocolSupport::Full,
-        )],
-        request_response::Config::default(),
-    );
+    let metadata = options.speaks_metadata.then(|| {
+        request_response::Behaviour::with_codec(
+            LpCodec::new(1024, 1024),
+            [(
+                roost_node::metadata::PROTOCOL_ID,
+                request_response::ProtocolSupport::Full,
+            )],
+            request_response::Config::default(),
+        )
+    });
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_tcp(
@@ -206,7 +215,7 @@ fn build(keypair: Keypair, options: &BareOptions) -> anyhow::Result<Swarm<BareBe
         )?
         .with_behaviour(|_| BareBehaviour {
             gossipsub,
-            metadata,
+            metadata: metadata.into(),
         })?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
         .build();
@@ -283,7 +292,9 @@ async fn run(
                 SwarmEvent::Behaviour(BareBehaviourEvent::Metadata(request_response::Event::Message {
                     message: request_response::Message::Request { channel, .. }, ..
                 })) => {
-                    let _ = swarm.behaviour_mut().metadata.send_response(channel, ours.clone());
+                    if let Some(metadata) = swarm.behaviour_mut().metadata.as_mut() {
+                        let _ = metadata.send_response(channel, ours.clone());
+                    }
                 }
                 _ => {}
             }

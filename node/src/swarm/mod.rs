@@ -12,6 +12,7 @@
 mod behaviour;
 pub mod command;
 pub mod keep_alive;
+pub mod peer_kind;
 pub mod reqres;
 mod transport;
 
@@ -39,6 +40,7 @@ pub use behaviour::{Behaviour, BehaviourEvent};
 pub use command::{
     Command, NetworkStatus, PublishError, PublishReceipt, ShardStatus, COMMAND_CAPACITY,
 };
+pub use peer_kind::{PeerKind, PeerKinds};
 pub use reqres::{Protocol as ReqResProtocol, RequestError};
 pub use transport::{build_swarm, BuildError};
 
@@ -46,7 +48,7 @@ use crate::{
     config::Config,
     health::{Health, Status},
     metadata::{self, WakuMetadata},
-    metrics::{ChannelLabels, DirectionLabels, NetworkMetrics, ReasonLabels},
+    metrics::{ChannelLabels, DirectionLabels, NetworkMetrics, PeerKindLabels, ReasonLabels},
     relay::{self, RelayedMessage, Validator},
     rendezvous, store,
     throttle::Throttle,
@@ -99,6 +101,8 @@ pub struct SwarmTask {
     redial_max_backoff: Duration,
     /// Peers whose metadata request is in flight, so each is asked once per connection burst.
     metadata_pending: HashSet<PeerId>,
+    /// What metadata said each connected peer is (Waku, generic libp2p, not known yet).
+    pub(crate) peer_kinds: PeerKinds,
     /// Requests sent for other tasks, awaiting responses.
     pending: reqres::PendingRequests,
     command_capacity: usize,
@@ -171,6 +175,7 @@ impl SwarmTask {
             static_peers,
             redial_max_backoff: config.network.redial_max_backoff,
             metadata_pending: HashSet::new(),
+            peer_kinds: PeerKinds::default(),
             pending: reqres::PendingRequests::default(),
             command_capacity: COMMAND_CAPACITY,
             relay_config: config.relay.clone(),
@@ -475,6 +480,9 @@ impl SwarmTask {
                     .inc();
                 tracing::debug!(peer = %peer_id, %direction, address = %endpoint_address(&endpoint), "connection established");
                 self.on_static_peer_connected(peer_id, connection_id, &endpoint);
+                if num_established.get() == 1 {
+                    self.peer_kinds.connected(peer_id);
+                }
                 if num_established.get() == 1 && self.metadata_pending.insert(peer_id) {
                     let request = WakuMetadata::new(self.cluster_id, &self.shards).encode_to_vec();
                     self.swarm
@@ -492,6 +500,12 @@ impl SwarmTask {
                 tracing::debug!(peer = %peer_id, cause = ?cause, remaining = num_established, "connection closed");
                 if num_established == 0 {
                     self.metadata_pending.remove(&peer_id);
+                    if self.peer_kinds.disconnected(&peer_id) == Some(PeerKind::Generic) {
+                        // The blacklist is per peer id: keep it as small as the connections.
+                        if let Some(gs) = self.swarm.behaviour_mut().relay.as_mut() {
+                            gs.remove_blacklisted_peer(&peer_id);
+                        }
+                    }
                     self.on_static_peer_disconnected(peer_id);
                     self.on_operator_peer_gone(peer_id);
                 }
@@ -601,6 +615,7 @@ impl SwarmTask {
                         Ok(theirs) => match metadata::judge(self.cluster_id, &theirs) {
                             metadata::Verdict::SameCluster => {
                                 tracing::debug!(%peer, shards = ?theirs.announced_shards(), "peer is in our cluster");
+                                self.peer_kinds.set(peer, PeerKind::Waku);
                             }
                             metadata::Verdict::WrongCluster(cluster) => {
                                 tracing::info!(%peer, their_cluster = ?cluster, our_cluster = self.cluster_id, "disconnecting peer of another cluster");
@@ -619,13 +634,16 @@ impl SwarmTask {
                 match error {
                     request_response::OutboundFailure::ConnectionClosed
                     | request_response::OutboundFailure::DialFailure => {}
+                    // Not speaking metadata (or never answering it) is not a wrong cluster: a
+                    // plain libp2p peer (a rendezvous client, a tool) is served, but kept out
+                    // of relay since it cannot prove its cluster.
                     request_response::OutboundFailure::UnsupportedProtocols => {
-                        tracing::info!(%peer, "disconnecting peer without the metadata protocol");
-                        self.disconnect(peer, "metadata_unsupported");
+                        tracing::debug!(%peer, "peer does not speak Waku metadata: a generic libp2p peer");
+                        self.mark_generic(peer);
                     }
                     other => {
-                        tracing::info!(%peer, error = %other, "disconnecting peer: metadata exchange failed");
-                        self.disconnect(peer, "metadata_failed");
+                        tracing::debug!(%peer, error = %other, "metadata exchange failed: treating the peer as a generic libp2p peer");
+                        self.mark_generic(peer);
                     }
                 }
             }
@@ -633,6 +651,17 @@ impl SwarmTask {
                 tracing::debug!(%peer, %error, "inbound metadata request failed");
             }
             request_response::Event::ResponseSent { .. } => {}
+        }
+    }
+
+    /// Keeps a peer that did not prove its cluster out of relay: its messages and gossip are
+    /// ignored (gossipsub's blacklist, without a score penalty) and a negative application
+    /// score keeps it out of every mesh (no GRAFT accepted, pruned at the next heartbeat).
+    fn mark_generic(&mut self, peer: PeerId) {
+        self.peer_kinds.set(peer, PeerKind::Generic);
+        if let Some(gs) = self.swarm.behaviour_mut().relay.as_mut() {
+            gs.blacklist_peer(&peer);
+            gs.set_application_score(&peer, peer_kind::GENERIC_APP_SCORE);
         }
     }
 
@@ -778,6 +807,13 @@ impl SwarmTask {
         self.net_metrics
             .peers_connected
             .set(status.connected_peers.len() as i64);
+        let kinds = self.peer_kinds.counts();
+        for (kind, count) in kinds {
+            self.net_metrics
+                .peers_by_kind
+                .get_or_create(&PeerKindLabels { kind: kind.label() })
+                .set(count as i64);
+        }
         for shard in &status.shards {
             let labels = relay::metrics::ShardLabels {
                 shard: shard.pubsub_topic.clone(),
@@ -816,6 +852,10 @@ impl SwarmTask {
                 "connected_peers": status.connected_peers.len(),
                 "static_peers": self.static_peers.len(),
                 "static_peers_down": static_down,
+                "peer_kinds": kinds
+                    .iter()
+                    .map(|(kind, count)| (kind.label(), *count))
+                    .collect::<std::collections::BTreeMap<_, _>>(),
             }),
         );
         if self.relay_enabled {

@@ -78,7 +78,8 @@ impl SwarmTask {
     }
 
     /// Once a second: the peer score distribution, fleet members' application score, and
-    /// disconnection of graylisted peers (which also counts as an offence).
+    /// disconnection of graylisted peers (which also counts as an offence). Generic peers
+    /// (no Waku metadata) are left out of both.
     pub(crate) fn on_throttle_tick(&mut self) {
         let fleet = self.throttle.fleet_members();
         let removed = self.throttle.take_fleet_removed();
@@ -94,7 +95,13 @@ impl SwarmTask {
         let mut counts = [0i64; SCORE_RANGES.len()];
         let mut graylisted = Vec::new();
         let graylist = scoring::thresholds().graylist_threshold;
-        let peers: Vec<PeerId> = gs.all_peers().map(|(p, _)| *p).collect();
+        // Generic peers carry a deliberate negative score (kept out of relay, see
+        // `swarm::peer_kind`): they are not relay peers, neither counted nor banned here.
+        let peers: Vec<PeerId> = gs
+            .all_peers()
+            .map(|(p, _)| *p)
+            .filter(|p| !self.peer_kinds.is_generic(p))
+            .collect();
         for peer in peers {
             let score = gs.peer_score(&peer).unwrap_or(0.0);
             let range = scoring::range_of(score);

@@ -179,6 +179,78 @@ async fn peer_of_another_cluster_is_disconnected() {
     assert!(a.connected_to(same.handle.peer_id()).await);
 }
 
+/// A gossipsub peer that does not speak Waku metadata cannot prove its cluster: the node keeps
+/// it connected (it may want rendezvous, identify, ping) and counts it as generic, but keeps it
+/// out of relay: no mesh, and what it publishes goes nowhere. The same peer with metadata
+/// joins the mesh and relays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_without_metadata_stays_connected_but_out_of_relay() {
+    init_tracing();
+    let a = TestNode::start().await;
+    let mut at_a = a.handle.subscribe();
+    let generic = BarePeer::start(BareOptions {
+        speaks_metadata: false,
+        ..BareOptions::default()
+    })
+    .await
+    .unwrap();
+    generic.dial(a.tcp_addr()).await.unwrap();
+    wait_until(WAIT, || async {
+        let m = a.metrics().await;
+        metric_sum(&m, "roost_peers_by_kind", &[("kind", "generic")]) == 1.0
+    })
+    .await
+    .expect("A counts the peer as generic");
+    let health = a.health().await;
+    assert_eq!(
+        health["components"]["network"]["detail"]["peer_kinds"]["generic"], 1,
+        "{health}"
+    );
+    // Several heartbeats: gossipsub would have grafted it by now.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(a.connected_to(generic.peer_id).await, "still connected");
+    assert_eq!(generic.mesh_peers(TOPIC).await, 0, "not in A's mesh");
+    let ignored = WakuMessage::new("/roost/1/generic/proto", b"from nowhere".to_vec());
+    generic
+        .publish(TOPIC, ignored.encode_to_vec())
+        .await
+        .expect("bare publish (to its fanout)");
+    assert!(
+        tokio::time::timeout(Duration::from_secs(2), at_a.recv())
+            .await
+            .is_err(),
+        "A ignores what a peer outside relay sends"
+    );
+    let m = a.metrics().await;
+    for reason in ["metadata_malformed", "wrong_cluster"] {
+        assert_eq!(
+            metric_sum(&m, "roost_peer_disconnects_total", &[("reason", reason)]),
+            0.0
+        );
+    }
+
+    // The same kind of peer that answers metadata with A's cluster relays.
+    let waku = BarePeer::start(BareOptions::default()).await.unwrap();
+    waku.dial(a.tcp_addr()).await.unwrap();
+    wait_until(WAIT, || async { waku.mesh_peers(TOPIC).await >= 1 })
+        .await
+        .expect("a Waku peer joins A's mesh");
+    let relayed = WakuMessage::new("/roost/1/waku/proto", b"from a waku peer".to_vec());
+    waku.publish(TOPIC, relayed.encode_to_vec()).await.unwrap();
+    let got = tokio::time::timeout(WAIT, at_a.recv())
+        .await
+        .expect("A accepts the Waku peer's message")
+        .unwrap();
+    assert_eq!(got.message, relayed);
+    wait_until(WAIT, || async {
+        let m = a.metrics().await;
+        metric_sum(&m, "roost_peers_by_kind", &[("kind", "waku")]) == 1.0
+            && metric_sum(&m, "roost_peers_by_kind", &[("kind", "generic")]) == 1.0
+    })
+    .await
+    .expect("A counts one Waku and one generic peer");
+}
+
 /// Static peers are dialled at start and redialled after they come back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn static_peers_are_dialled_and_redialled() {

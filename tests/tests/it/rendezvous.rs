@@ -7,19 +7,17 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use libp2p::{
-    identity::Keypair, noise, request_response, swarm::NetworkBehaviour, swarm::SwarmEvent, tcp,
+    identify, identity::Keypair, noise, ping, swarm::NetworkBehaviour, swarm::SwarmEvent, tcp,
     yamux, Multiaddr, PeerId,
 };
 use prost::Message as _;
 use roost_node::{
     message::WakuMessage,
-    metadata::WakuMetadata,
     rendezvous::{
         client::{read_discover_response, read_register_response, ResponseError},
         proto::{self, Status},
         record::{self, Flavour as RecordFlavour},
     },
-    reqres::LpCodec,
     Config,
 };
 use roost_tests::{
@@ -418,17 +416,22 @@ async fn nwaku_peer_record_registers_on_the_waku_protocol_and_shares_the_table()
     assert_eq!(peers, vec![key.public().to_peer_id(), go.peer_id]);
 }
 
+/// A plain rust-libp2p rendezvous client, as its examples build one: rendezvous, identify
+/// and ping, nothing Waku.
 #[derive(NetworkBehaviour)]
 struct CrateClient {
     rendezvous: libp2p_rendezvous::client::Behaviour,
-    metadata: request_response::Behaviour<LpCodec>,
+    identify: identify::Behaviour,
+    ping: ping::Behaviour,
 }
 
-/// rust-libp2p's own rendezvous client (legacy peer records) registers and discovers.
+/// rust-libp2p's own rendezvous client (legacy peer records), which speaks no Waku protocol,
+/// registers and discovers at a node with the default config (relay, store and all), stays
+/// connected, and is counted as a generic peer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_libp2p_rendezvous_client_registers_and_discovers() {
     init_tracing();
-    let rdv = point(|_| {}).await;
+    let rdv = TestNode::start().await;
     let at = rdv.tcp_addr();
     let point_id = rdv.handle.peer_id();
     let key = Keypair::generate_ed25519();
@@ -443,14 +446,11 @@ async fn rust_libp2p_rendezvous_client_registers_and_discovers() {
         .unwrap()
         .with_behaviour(|k| CrateClient {
             rendezvous: libp2p_rendezvous::client::Behaviour::new(k.clone()),
-            metadata: request_response::Behaviour::with_codec(
-                LpCodec::new(1024, 1024),
-                [(
-                    roost_node::metadata::PROTOCOL_ID,
-                    request_response::ProtocolSupport::Full,
-                )],
-                request_response::Config::default(),
-            ),
+            identify: identify::Behaviour::new(identify::Config::new(
+                "/ipfs/id/1.0.0".into(),
+                k.public(),
+            )),
+            ping: ping::Behaviour::default(),
         })
         .unwrap()
         .build();
@@ -467,15 +467,6 @@ async fn rust_libp2p_rendezvous_client_registers_and_discovers() {
                         .rendezvous
                         .register(ns.clone(), point_id, Some(60))
                         .unwrap();
-                }
-                SwarmEvent::Behaviour(CrateClientEvent::Metadata(
-                    request_response::Event::Message {
-                        message: request_response::Message::Request { channel, .. },
-                        ..
-                    },
-                )) => {
-                    let ours = WakuMetadata::new(1, &[]).encode_to_vec();
-                    let _ = swarm.behaviour_mut().metadata.send_response(channel, ours);
                 }
                 SwarmEvent::Behaviour(CrateClientEvent::Rendezvous(event)) => match event {
                     libp2p_rendezvous::client::Event::Registered { ttl, .. } => {
@@ -503,6 +494,46 @@ async fn rust_libp2p_rendezvous_client_registers_and_discovers() {
     assert_eq!(outcome.len(), 1);
     assert_eq!(outcome[0].record.peer_id(), me);
     assert_eq!(outcome[0].record.addresses(), &[addr(4001)]);
+    // Well past the metadata exchange (it used to disconnect such peers within a second),
+    // the client is still connected and still served.
+    let later = tokio::time::timeout(WAIT, async {
+        let until = tokio::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(until) => break,
+                event = swarm.select_next_some() => {
+                    if let SwarmEvent::ConnectionClosed { peer_id, cause, .. } = event {
+                        panic!("the node closed the connection to {peer_id}: {cause:?}");
+                    }
+                }
+            }
+        }
+        assert!(swarm.is_connected(&point_id));
+        swarm
+            .behaviour_mut()
+            .rendezvous
+            .discover(Some(ns.clone()), None, None, point_id);
+        loop {
+            if let SwarmEvent::Behaviour(CrateClientEvent::Rendezvous(
+                libp2p_rendezvous::client::Event::Discovered { registrations, .. },
+            )) = swarm.select_next_some().await
+            {
+                return registrations;
+            }
+        }
+    })
+    .await
+    .expect("a second discover is answered");
+    assert_eq!(later.len(), 1);
+    let health = rdv.health().await;
+    assert_eq!(
+        health["components"]["network"]["detail"]["peer_kinds"]["generic"], 1,
+        "{health}"
+    );
+    assert_eq!(
+        rdv.metric("roost_peers_by_kind{kind=\"generic\"}").await,
+        Some(1.0)
+    );
     assert_eq!(
         rdv.metric("roost_rendezvous_registrations_accepted_total{flavour=\"legacy\"}")
             .await,
@@ -1057,4 +1088,139 @@ async fn cli_registers_and_discovers() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("E_NOT_AUTHORIZED"), "{stderr}");
+}
+
+// === py-libp2p, unmodified, from PyPI ===
+
+/// Installs the py-libp2p client once per test process (a no-op when `scripts/test` already
+/// did); gives the venv's Python.
+fn ensure_py_client() -> std::path::PathBuf {
+    static PYTHON: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+            let script = root.join("scripts").join("py-interop-setup");
+            let status = std::process::Command::new(&script)
+                .status()
+                .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
+            assert!(status.success(), "scripts/py-interop-setup failed");
+            let python = py_dir().join(".venv").join("bin").join("python");
+            assert!(python.exists(), "no Python at {}", python.display());
+            python
+        })
+        .clone()
+}
+
+fn py_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("interop")
+        .join("py")
+}
+
+fn ids(value: &serde_json::Value) -> Vec<String> {
+    value
+        .as_array()
+        .expect("an array of peer ids")
+        .iter()
+        .map(|v| v.as_str().expect("a peer id").to_owned())
+        .collect()
+}
+
+/// py-libp2p's rendezvous client, used as its own users use it (`new_host()` defaults,
+/// `RendezvousDiscovery.advertise`, `discover` with its cookie, `unregister`), against a node
+/// with the default config: it registers (an unsigned PeerInfo, py-libp2p's format), pages
+/// through everyone with a cookie, gets only newer registrations with the last cookie, stays
+/// connected without speaking Waku metadata, and unregisters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn py_libp2p_registers_discovers_with_a_cookie_and_unregisters() {
+    init_tracing();
+    let python = ensure_py_client();
+    let rdv = TestNode::start().await;
+    let at = rdv.tcp_addr();
+    let ns = "py/interop";
+    let mut others = Vec::new();
+    for _ in 0..3 {
+        let mut peer = RdvPeer::ed25519().unwrap();
+        assert_eq!(register(&mut peer, &at, ns, Some(600)).await, Ok(600));
+        others.push(peer);
+    }
+    let point = at
+        .clone()
+        .with(libp2p::multiaddr::Protocol::P2p(rdv.handle.peer_id()));
+    let mut cmd = std::process::Command::new(python);
+    cmd.arg("rendezvous_client.py")
+        .arg(
+            serde_json::json!({"point": point.to_string(), "namespace": ns, "page": 3, "linger": 2})
+                .to_string(),
+        )
+        .current_dir(py_dir());
+    let py = roost_tests::client_process::ClientProcess::spawn(
+        "py-libp2p",
+        cmd,
+        Duration::from_secs(90),
+    );
+    let (py, registered) = py.event("registered").await;
+    assert_eq!(
+        registered["ttl"], 7200,
+        "py-libp2p's default TTL is granted"
+    );
+    let py_peer = registered["peer"].as_str().expect("peer id").to_owned();
+    let (mut py, ready) = py.event("ready").await;
+    let pages: Vec<Vec<String>> = ready["pages"]
+        .as_array()
+        .expect("pages")
+        .iter()
+        .map(ids)
+        .collect();
+    assert_eq!(
+        pages.iter().map(Vec::len).collect::<Vec<_>>(),
+        vec![3, 1],
+        "{ready}"
+    );
+    let mut seen: Vec<String> = pages.concat();
+    seen.sort();
+    let mut everyone: Vec<String> = others.iter().map(|p| p.peer_id.to_string()).collect();
+    everyone.push(py_peer.clone());
+    everyone.sort();
+    assert_eq!(seen, everyone, "every registration once, its own included");
+
+    // A registration after the last page: the cookie returns it alone.
+    let mut late = RdvPeer::ed25519().unwrap();
+    assert_eq!(register(&mut late, &at, ns, Some(600)).await, Ok(600));
+    py.send_line("go");
+    let (py, result) = py.event("result").await;
+    assert_eq!(result["connected"], true, "{}", py.logs());
+    assert_eq!(ids(&result["newer"]), vec![late.peer_id.to_string()]);
+
+    // Unregistered: a fresh discover no longer has it.
+    let (peers, _) = wait_for_unregister(&mut late, &at, ns, &py_peer).await;
+    assert_eq!(peers.len(), 4, "the three others and the late one remain");
+    assert_eq!(
+        rdv.metric("roost_rendezvous_registrations_accepted_total{flavour=\"peer_info\"}")
+            .await,
+        Some(1.0)
+    );
+    drop(py);
+}
+
+/// Discovers `ns` until `gone` is no longer among the peers (UNREGISTER has no response, so
+/// the client cannot wait for it).
+async fn wait_for_unregister(
+    peer: &mut RdvPeer,
+    at: &Multiaddr,
+    ns: &str,
+    gone: &str,
+) -> (Vec<PeerId>, Option<Vec<u8>>) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let found = discover(peer, at, ns, None, None).await.expect("discover");
+        if found.0.iter().all(|p| p.to_string() != gone) {
+            return found;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{gone} is still registered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
