@@ -95,12 +95,15 @@ impl SwarmTask {
         let mut counts = [0i64; SCORE_RANGES.len()];
         let mut graylisted = Vec::new();
         let graylist = scoring::thresholds().graylist_threshold;
-        // Generic peers carry a deliberate negative score (kept out of relay, see
-        // `swarm::peer_kind`): they are not relay peers, neither counted nor banned here.
+        // Only relay peers: ones that speak gossipsub, and are not generic peers (those carry a
+        // deliberate negative score, see `swarm::peer_kind`). Light clients are scored too
+        // (gossipsub scores every connection, IP colocation included), but a score says
+        // nothing about how a peer that never relays behaves: 20 phones behind one NAT would
+        // otherwise sink below graylist on colocation alone and be banned.
         let peers: Vec<PeerId> = gs
-            .all_peers()
+            .peer_protocol()
+            .filter(|(p, kind)| speaks_gossipsub(kind) && !self.peer_kinds.is_generic(p))
             .map(|(p, _)| *p)
-            .filter(|p| !self.peer_kinds.is_generic(p))
             .collect();
         for peer in peers {
             let score = gs.peer_score(&peer).unwrap_or(0.0);
@@ -131,4 +134,11 @@ impl SwarmTask {
             self.disconnect(peer, "graylisted");
         }
     }
+}
+
+/// Whether gossipsub negotiated one of its own protocols with the peer: it keeps a
+/// `Floodsub` placeholder for peers that have not (or never will; Roost serves no floodsub).
+/// Its `PeerKind` type is not exported, its static name is.
+fn speaks_gossipsub(kind: &impl AsRef<str>) -> bool {
+    kind.as_ref().starts_with("Gossipsub")
 }

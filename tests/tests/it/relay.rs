@@ -251,6 +251,56 @@ async fn peer_without_metadata_stays_connected_but_out_of_relay() {
     .expect("A counts one Waku and one generic peer");
 }
 
+/// Twenty light clients behind one address (a NAT; no exemption for it) push and stay: the
+/// gossipsub IP colocation penalty sinks every one of them below graylist, but a light client
+/// is not a relay peer, and a score it earned by sharing an address is no reason to ban it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn light_clients_behind_one_address_are_not_banned_for_colocation() {
+    init_tracing();
+    let content_topic = "/roost/1/nat/proto";
+    let a = TestNode::start_with(|c| {
+        c.throttle.exempt_ips.clear();
+        // Connection caps are not what this test is about.
+        c.throttle.max_connections_per_ip = 64;
+        c.throttle.connections = "unlimited".parse().unwrap();
+    })
+    .await;
+    // No relay peer for A: one behind the same address would be pruned from the mesh by the
+    // same colocation penalty (gossipsub scores every connection from an address). Each push
+    // is answered "no relay peers"; what matters here is that the clients stay.
+    let mut clients = Vec::new();
+    for i in 0..20 {
+        let client = roost_node::client::Client::start(1).await.unwrap();
+        let message = WakuMessage::new(content_topic, format!("behind the NAT {i}").into_bytes());
+        let reply = client
+            .light_push(
+                &a.tcp_addr(),
+                roost_node::lightpush::Version::V3,
+                None,
+                &message,
+            )
+            .await
+            .expect("push answered");
+        assert_eq!(reply.status.0, 505, "push {i}: {reply:?}");
+        clients.push(client);
+    }
+    // Several throttle ticks (one a second) with every client connected.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let m = a.metrics().await;
+    assert_eq!(metric_sum(&m, "roost_throttle_bans_total", &[]), 0.0, "{m}");
+    assert_eq!(
+        metric_sum(
+            &m,
+            "roost_peer_disconnects_total",
+            &[("reason", "graylisted")]
+        ),
+        0.0
+    );
+    for client in &clients {
+        assert!(a.connected_to(client.handle().peer_id()).await);
+    }
+}
+
 /// Static peers are dialled at start and redialled after they come back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn static_peers_are_dialled_and_redialled() {
