@@ -21,8 +21,8 @@ use crate::{
     relay::{self, RelayedMessage},
     rendezvous, store,
     swarm::{
-        build_swarm, Command, MessageSink, NetworkStatus, PublishError, PublishReceipt, SwarmTask,
-        SwarmTaskParts, COMMAND_CAPACITY,
+        build_swarm, Command, MessageSink, NetworkStatus, PublishError, PublishReceipt, Services,
+        SwarmTask, SwarmTaskParts, COMMAND_CAPACITY,
     },
     throttle::{self, Throttle},
     waku_enr,
@@ -377,6 +377,14 @@ impl Node {
             &mut registry,
             throttle.clone(),
             &rendezvous_metrics,
+            Services {
+                peer_exchange: peer_exchange::Service::new(
+                    &config.peer_exchange,
+                    peer_id,
+                    config.relay.cluster_id,
+                    px_metrics,
+                ),
+            },
         )
         .await?;
         let listeners = listen(&mut swarm, &config)?;
@@ -575,12 +583,6 @@ impl Node {
                     received: filter_pushes_tx,
                     metrics: filter_metrics,
                 },
-                peer_exchange: peer_exchange::Service::new(
-                    &config.peer_exchange,
-                    peer_id,
-                    config.relay.cluster_id,
-                    px_metrics,
-                ),
                 store: store_inbound,
                 rendezvous: rendezvous_inbox,
                 operator: operator_state,

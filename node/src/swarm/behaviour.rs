@@ -48,7 +48,12 @@ pub struct Behaviour {
     pub filter_subscribe: request_response::Behaviour<LpCodec>,
     pub filter_push: request_response::Behaviour<LpCodec>,
     /// Peer exchange (inbound only with `peer_exchange.enabled`).
-    pub peer_exchange: request_response::Behaviour<LpCodec>,
+    pub peer_exchange: peer_exchange::Behaviour,
+}
+
+/// The services' state, moved into their behaviours.
+pub struct Services {
+    pub peer_exchange: peer_exchange::Service,
 }
 
 impl Behaviour {
@@ -58,6 +63,7 @@ impl Behaviour {
         relay: Option<gossipsub::Behaviour>,
         throttle: throttle::Throttle,
         rendezvous_metrics: &rendezvous::Metrics,
+        services: Services,
     ) -> Self {
         let net = &config.network;
         let limits = libp2p_connection_limits::ConnectionLimits::default()
@@ -66,7 +72,7 @@ impl Behaviour {
             .with_max_established_per_peer(Some(net.max_connections_per_peer));
         let max_message = config.relay.max_message_size.as_usize();
         Behaviour {
-            throttle: throttle::Behaviour::new(throttle),
+            throttle: throttle::Behaviour::new(throttle.clone()),
             limits: libp2p_connection_limits::Behaviour::new(limits),
             relay: relay.into(),
             metadata: metadata::behaviour(),
@@ -85,7 +91,11 @@ impl Behaviour {
             lightpush_legacy: lightpush::behaviour(Version::Legacy, &config.lightpush, max_message),
             filter_subscribe: filter::subscribe_behaviour(&config.filter),
             filter_push: filter::push_behaviour(&config.filter, max_message),
-            peer_exchange: peer_exchange::behaviour(&config.peer_exchange),
+            peer_exchange: peer_exchange::behaviour(
+                &config.peer_exchange,
+                services.peer_exchange,
+                throttle,
+            ),
         }
     }
 }

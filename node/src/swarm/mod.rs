@@ -36,7 +36,7 @@ use libp2p::{
 use prost::Message as _;
 use tokio::sync::{mpsc, oneshot, watch};
 
-pub use behaviour::{Behaviour, BehaviourEvent};
+pub use behaviour::{Behaviour, BehaviourEvent, Services};
 pub use command::{
     Command, NetworkStatus, PublishError, PublishReceipt, ShardStatus, COMMAND_CAPACITY,
 };
@@ -110,7 +110,6 @@ pub struct SwarmTask {
     pub(crate) relay_config: relay::Config,
     pub(crate) lightpush: crate::lightpush::Service,
     pub(crate) filter: crate::filter::SwarmSide,
-    pub(crate) peer_exchange: crate::peer_exchange::Service,
     /// The store's query queue, when this node is a store node.
     pub(crate) store: Option<store::Inbound>,
     /// The rendezvous server's queue, when this node is a rendezvous point.
@@ -131,7 +130,6 @@ pub struct SwarmTaskParts {
     pub throttle: Throttle,
     pub lightpush: crate::lightpush::Service,
     pub filter: crate::filter::SwarmSide,
-    pub peer_exchange: crate::peer_exchange::Service,
     /// The store's query queue (`None`: not a store node).
     pub store: Option<store::Inbound>,
     /// The rendezvous server's queue (`None`: not a rendezvous point).
@@ -181,7 +179,6 @@ impl SwarmTask {
             relay_config: config.relay.clone(),
             lightpush: parts.lightpush,
             filter: parts.filter,
-            peer_exchange: parts.peer_exchange,
             store: parts.store,
             rendezvous: parts.rendezvous,
             operator: parts.operator,
@@ -258,6 +255,7 @@ impl SwarmTask {
             }
         }
         self.pending.fail_all();
+        self.swarm.behaviour_mut().peer_exchange.fail_pending();
         let deadline = tokio::time::sleep(Duration::from_millis(500));
         tokio::pin!(deadline);
         while self.swarm.connected_peers().next().is_some() {
@@ -441,7 +439,12 @@ impl SwarmTask {
                 self.libp2p_metrics.record(&event);
                 if let identify::Event::Received { peer_id, info, .. } = &event {
                     tracing::debug!(peer = %peer_id, agent = %info.agent_version, "identified peer");
-                    self.peer_exchange_on_identified(*peer_id, &info.protocols);
+                    let is_static = self.is_static_peer(peer_id);
+                    self.swarm.behaviour_mut().peer_exchange.on_identified(
+                        *peer_id,
+                        &info.protocols,
+                        is_static,
+                    );
                     self.on_operator_identified(*peer_id, info);
                 }
             }
@@ -459,9 +462,7 @@ impl SwarmTask {
                 self.on_filter_subscribe(event)
             }
             SwarmEvent::Behaviour(BehaviourEvent::FilterPush(event)) => self.on_filter_push(event),
-            SwarmEvent::Behaviour(BehaviourEvent::PeerExchange(event)) => {
-                self.on_peer_exchange(event)
-            }
+            SwarmEvent::Behaviour(BehaviourEvent::PeerExchange(never)) => match never {},
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 connection_id,

@@ -17,60 +17,11 @@ use libp2p::{
     request_response::{self, OutboundRequestId, ResponseChannel},
     Multiaddr, PeerId,
 };
-use tokio::sync::oneshot;
 
 use super::SwarmTask;
 use crate::reqres::LpCodec;
 
-/// The request/response protocols the swarm runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Protocol {
-    Metadata,
-    LightPush,
-    LightPushLegacy,
-    FilterSubscribe,
-    FilterPush,
-    PeerExchange,
-    Store,
-    Rendezvous,
-    WakuRendezvous,
-    Attestation,
-}
-
-/// Why an outbound request got no response.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RequestError {
-    #[error("cannot reach the peer: {0}")]
-    Dial(String),
-    #[error("the peer did not answer in time")]
-    Timeout,
-    #[error("the peer does not support the protocol")]
-    Unsupported,
-    #[error("the connection closed before the response arrived")]
-    ConnectionClosed,
-    #[error("stream error: {0}")]
-    Io(String),
-    #[error("protocol is not enabled on this node")]
-    Disabled,
-    #[error("the node is shutting down")]
-    ShuttingDown,
-}
-
-impl From<request_response::OutboundFailure> for RequestError {
-    fn from(f: request_response::OutboundFailure) -> Self {
-        match f {
-            request_response::OutboundFailure::DialFailure => {
-                RequestError::Dial("dial failed".into())
-            }
-            request_response::OutboundFailure::Timeout => RequestError::Timeout,
-            request_response::OutboundFailure::UnsupportedProtocols => RequestError::Unsupported,
-            request_response::OutboundFailure::ConnectionClosed => RequestError::ConnectionClosed,
-            request_response::OutboundFailure::Io(e) => RequestError::Io(e.to_string()),
-        }
-    }
-}
-
-pub type ReplySender = oneshot::Sender<Result<Vec<u8>, RequestError>>;
+pub use crate::reqres::{Protocol, ReplySender, RequestError};
 
 /// Outbound requests made through [`super::Command::Request`], awaiting their response.
 #[derive(Default)]
@@ -108,7 +59,7 @@ impl SwarmTask {
             Protocol::LightPushLegacy => Some(&mut behaviour.lightpush_legacy),
             Protocol::FilterSubscribe => Some(&mut behaviour.filter_subscribe),
             Protocol::FilterPush => Some(&mut behaviour.filter_push),
-            Protocol::PeerExchange => Some(&mut behaviour.peer_exchange),
+            Protocol::PeerExchange => None,
             Protocol::Store => Some(&mut behaviour.store),
             Protocol::Rendezvous => Some(&mut behaviour.rendezvous),
             Protocol::WakuRendezvous => Some(&mut behaviour.waku_rendezvous),
@@ -124,6 +75,11 @@ impl SwarmTask {
         request: Vec<u8>,
         reply: ReplySender,
     ) {
+        if protocol == Protocol::PeerExchange {
+            let behaviour = &mut self.swarm.behaviour_mut().peer_exchange;
+            behaviour.request_for(&peer, addresses, request, reply);
+            return;
+        }
         let Some(behaviour) = self.reqres_behaviour(protocol) else {
             let _ = reply.send(Err(RequestError::Disabled));
             return;
@@ -138,6 +94,13 @@ impl SwarmTask {
         channel: ResponseChannel<Vec<u8>>,
         response: Vec<u8>,
     ) {
+        if protocol == Protocol::PeerExchange {
+            self.swarm
+                .behaviour_mut()
+                .peer_exchange
+                .respond(channel, response);
+            return;
+        }
         if let Some(behaviour) = self.reqres_behaviour(protocol) {
             // Err: the peer went away meanwhile; nothing to do.
             let _ = behaviour.send_response(channel, response);

@@ -78,6 +78,7 @@ pub async fn build_swarm(
     registry: &mut Registry,
     throttle: Throttle,
     rendezvous_metrics: &crate::rendezvous::Metrics,
+    services: super::behaviour::Services,
 ) -> Result<Swarm<Behaviour>, BuildError> {
     let err = |e: &dyn std::fmt::Display| BuildError::Swarm(e.to_string());
     // Built before the swarm builder so gossipsub can register its metrics in our registry.
@@ -109,7 +110,9 @@ pub async fn build_swarm(
         .with_dns()
         .map_err(|e| err(&e))?
         .with_bandwidth_metrics(registry)
-        .with_behaviour(|key| Behaviour::new(key, config, relay, throttle, rendezvous_metrics))
+        .with_behaviour(|key| {
+            Behaviour::new(key, config, relay, throttle, rendezvous_metrics, services)
+        })
         .map_err(|e| err(&e))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
         .build();
