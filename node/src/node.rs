@@ -371,6 +371,30 @@ impl Node {
             None
         };
 
+        let (command_tx, command_rx) = mpsc::channel(COMMAND_CAPACITY);
+        let has_store = store.is_some();
+        let (store_handle, store_inbound, store_runner, store_guard, store_sink) = match store {
+            Some(store) => {
+                let started = store.start(command_tx.clone())?;
+                (
+                    Some(started.handle),
+                    Some(started.inbound),
+                    Some(started.runner),
+                    Some(started.guard),
+                    Some(started.sink),
+                )
+            }
+            None => (None, None, None, None, None),
+        };
+        let lightpush_service = |version| {
+            lightpush::Service::new(
+                version,
+                lightpush_metrics.clone(),
+                store_handle.clone(),
+                config.relay.clone(),
+            )
+        };
+
         let mut swarm = build_swarm(
             keypair.clone(),
             &config,
@@ -378,6 +402,8 @@ impl Node {
             throttle.clone(),
             &rendezvous_metrics,
             Services {
+                lightpush: lightpush_service(lightpush::Version::V3),
+                lightpush_legacy: lightpush_service(lightpush::Version::Legacy),
                 peer_exchange: peer_exchange::Service::new(
                     &config.peer_exchange,
                     peer_id,
@@ -393,7 +419,6 @@ impl Node {
         }
         let (tcp_addresses, ws_addresses) = wait_for_listen_addrs(&mut swarm, &listeners).await?;
 
-        let (command_tx, command_rx) = mpsc::channel(COMMAND_CAPACITY);
         let (rendezvous_inbox, rendezvous_runner) = match rendezvous_server {
             Some(server) => {
                 let (inbox, runner) = server.start(command_tx.clone());
@@ -437,7 +462,7 @@ impl Node {
         if config.relay.enabled {
             protocols.insert(0, relay::PROTOCOL_ID.to_owned());
         }
-        if store.is_some() {
+        if has_store {
             protocols.push(store::PROTOCOL_ID.to_string());
         }
         if config.lightpush.enabled {
@@ -509,19 +534,9 @@ impl Node {
             None
         };
 
-        let (store_handle, store_inbound, store_runner, store_guard) = match store {
-            Some(store) => {
-                let started = store.start(command_tx.clone())?;
-                sinks.push(Box::new(started.sink));
-                (
-                    Some(started.handle),
-                    Some(started.inbound),
-                    Some(started.runner),
-                    Some(started.guard),
-                )
-            }
-            None => (None, None, None, None),
-        };
+        if let Some(sink) = store_sink {
+            sinks.push(Box::new(sink));
+        }
 
         let (attestation_tx, attestation_rx) = watch::channel(attestation);
         let handle = NodeHandle {
@@ -573,11 +588,6 @@ impl Node {
                 libp2p_metrics,
                 health: health.clone(),
                 throttle: throttle.clone(),
-                lightpush: lightpush::Service::new(
-                    lightpush_metrics,
-                    handle.store.clone(),
-                    handle.commands.clone(),
-                ),
                 filter: filter::SwarmSide {
                     requests: filter_requests,
                     received: filter_pushes_tx,

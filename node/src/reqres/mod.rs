@@ -19,7 +19,7 @@ use libp2p::request_response;
 use tokio::sync::oneshot;
 
 pub use codec::{encode_varint, read_frame, read_varint, write_frame, FrameTooLarge, LpCodec};
-pub use service::{Behaviour, Handled, Inbound, Service};
+pub use service::{Behaviour, Handled, Inbound, Responder, Service};
 
 /// The request/response protocols the swarm runs (how commands name them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -31,6 +31,8 @@ use libp2p::{
     Multiaddr, PeerId,
 };
 
+use tokio::sync::mpsc;
+
 use super::{LpCodec, ReplySender, RequestError};
 use crate::throttle::{self, behaviour::ip_of, Throttle, Throttled};
 
@@ -106,6 +108,27 @@ pub struct Behaviour<S: Service> {
     /// Requests made for other tasks, awaiting their response.
     pending: HashMap<OutboundRequestId, ReplySender>,
     events: VecDeque<S::Event>,
+    /// Answers written off the behaviour (by spawned tasks, threads), created on first use.
+    responses: Option<(Responder, mpsc::Receiver<Response>)>,
+}
+
+/// An answer to an inbound request, written by whoever did the work.
+type Response = (ResponseChannel<Vec<u8>>, Vec<u8>);
+
+/// How many answers written off the behaviour may wait for it; a full queue makes the writer
+/// wait (the work is done, only the send is delayed).
+const RESPONSES_CAPACITY: usize = 1024;
+
+/// A cloneable way to answer inbound requests of one behaviour from another task.
+#[derive(Debug, Clone)]
+pub struct Responder(mpsc::Sender<Response>);
+
+impl Responder {
+    /// Sends `response` on `channel`; waits while the behaviour's queue is full. A node
+    /// shutting down drops the answer.
+    pub async fn respond(&self, channel: ResponseChannel<Vec<u8>>, response: Vec<u8>) {
+        let _ = self.0.send((channel, response)).await;
+    }
 }
 
 impl<S: Service> Behaviour<S> {
@@ -121,7 +144,17 @@ impl<S: Service> Behaviour<S> {
             ips: HashMap::new(),
             pending: HashMap::new(),
             events: VecDeque::new(),
+            responses: None,
         }
+    }
+
+    /// A handle to answer this behaviour's inbound requests from another task.
+    pub fn responder(&mut self) -> Responder {
+        let (responder, _) = self.responses.get_or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(RESPONSES_CAPACITY);
+            (Responder(tx), rx)
+        });
+        responder.clone()
     }
 
     pub fn service(&self) -> &S {
@@ -332,6 +365,11 @@ impl<S: Service> NetworkBehaviour for Behaviour<S> {
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<ToSwarm<S::Event, THandlerInEvent<Self>>> {
+        if let Some((_, responses)) = &mut self.responses {
+            while let Poll::Ready(Some((channel, response))) = responses.poll_recv(cx) {
+                let _ = self.inner.send_response(channel, response);
+            }
+        }
         loop {
             if let Some(event) = self.events.pop_front() {
                 return Poll::Ready(ToSwarm::GenerateEvent(event));

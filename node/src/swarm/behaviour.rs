@@ -10,8 +10,8 @@ use libp2p::{
 
 use super::keep_alive;
 use crate::{
-    config::Config, filter, lightpush, lightpush::Version, metadata, metrics::VERSION,
-    peer_exchange, rendezvous, reqres::LpCodec, store, throttle,
+    config::Config, filter, lightpush, metadata, metrics::VERSION, peer_exchange, rendezvous,
+    reqres::LpCodec, store, throttle,
 };
 
 /// identify's protocol version string: the Waku protocol family.
@@ -42,8 +42,8 @@ pub struct Behaviour {
     /// Keeps connections of filter subscribers open.
     pub keep_alive: keep_alive::Behaviour,
     /// Light push v3 and legacy (inbound only with `lightpush.enabled`).
-    pub lightpush: request_response::Behaviour<LpCodec>,
-    pub lightpush_legacy: request_response::Behaviour<LpCodec>,
+    pub lightpush: lightpush::Behaviour,
+    pub lightpush_legacy: lightpush::Behaviour,
     /// Filter subscribe (inbound only with `filter.enabled`) and push.
     pub filter_subscribe: request_response::Behaviour<LpCodec>,
     pub filter_push: request_response::Behaviour<LpCodec>,
@@ -53,6 +53,8 @@ pub struct Behaviour {
 
 /// The services' state, moved into their behaviours.
 pub struct Services {
+    pub lightpush: lightpush::Service,
+    pub lightpush_legacy: lightpush::Service,
     pub peer_exchange: peer_exchange::Service,
 }
 
@@ -87,8 +89,18 @@ impl Behaviour {
             ),
             ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(30))),
             keep_alive: keep_alive::Behaviour::default(),
-            lightpush: lightpush::behaviour(Version::V3, &config.lightpush, max_message),
-            lightpush_legacy: lightpush::behaviour(Version::Legacy, &config.lightpush, max_message),
+            lightpush: lightpush::behaviour(
+                &config.lightpush,
+                max_message,
+                services.lightpush,
+                throttle.clone(),
+            ),
+            lightpush_legacy: lightpush::behaviour(
+                &config.lightpush,
+                max_message,
+                services.lightpush_legacy,
+                throttle.clone(),
+            ),
             filter_subscribe: filter::subscribe_behaviour(&config.filter),
             filter_push: filter::push_behaviour(&config.filter, max_message),
             peer_exchange: peer_exchange::behaviour(

@@ -47,6 +47,7 @@ pub use transport::{build_swarm, BuildError};
 use crate::{
     config::Config,
     health::{Health, Status},
+    lightpush,
     metadata::{self, WakuMetadata},
     metrics::{ChannelLabels, DirectionLabels, NetworkMetrics, PeerKindLabels, ReasonLabels},
     relay::{self, RelayedMessage, Validator},
@@ -106,9 +107,6 @@ pub struct SwarmTask {
     /// Requests sent for other tasks, awaiting responses.
     pending: reqres::PendingRequests,
     command_capacity: usize,
-    /// The relay settings (autosharding for light push).
-    pub(crate) relay_config: relay::Config,
-    pub(crate) lightpush: crate::lightpush::Service,
     pub(crate) filter: crate::filter::SwarmSide,
     /// The store's query queue, when this node is a store node.
     pub(crate) store: Option<store::Inbound>,
@@ -128,7 +126,6 @@ pub struct SwarmTaskParts {
     pub libp2p_metrics: libp2p::metrics::Metrics,
     pub health: Health,
     pub throttle: Throttle,
-    pub lightpush: crate::lightpush::Service,
     pub filter: crate::filter::SwarmSide,
     /// The store's query queue (`None`: not a store node).
     pub store: Option<store::Inbound>,
@@ -176,8 +173,6 @@ impl SwarmTask {
             peer_kinds: PeerKinds::default(),
             pending: reqres::PendingRequests::default(),
             command_capacity: COMMAND_CAPACITY,
-            relay_config: config.relay.clone(),
-            lightpush: parts.lightpush,
             filter: parts.filter,
             store: parts.store,
             rendezvous: parts.rendezvous,
@@ -255,7 +250,10 @@ impl SwarmTask {
             }
         }
         self.pending.fail_all();
-        self.swarm.behaviour_mut().peer_exchange.fail_pending();
+        let behaviour = self.swarm.behaviour_mut();
+        behaviour.peer_exchange.fail_pending();
+        behaviour.lightpush.fail_pending();
+        behaviour.lightpush_legacy.fail_pending();
         let deadline = tokio::time::sleep(Duration::from_millis(500));
         tokio::pin!(deadline);
         while self.swarm.connected_peers().next().is_some() {
@@ -367,6 +365,18 @@ impl SwarmTask {
         Ok(PublishReceipt { hash, relay_peers })
     }
 
+    /// A light push to publish as if it were local; the behaviour answers with the result.
+    fn on_lightpush(&mut self, event: lightpush::Event) {
+        let lightpush::Event::Publish(push) = event;
+        let result = self.publish(push.pubsub_topic, push.message);
+        let behaviour = self.swarm.behaviour_mut();
+        let lightpush = match push.pending.version() {
+            lightpush::Version::V3 => &mut behaviour.lightpush,
+            lightpush::Version::Legacy => &mut behaviour.lightpush_legacy,
+        };
+        lightpush.published(push.pending, result);
+    }
+
     fn deliver_locally(&mut self, message: RelayedMessage) {
         self.relay_metrics
             .message_bytes
@@ -452,11 +462,9 @@ impl SwarmTask {
             SwarmEvent::Behaviour(BehaviourEvent::Limits(never)) => match never {},
             SwarmEvent::Behaviour(BehaviourEvent::Throttle(never)) => match never {},
             SwarmEvent::Behaviour(BehaviourEvent::KeepAlive(never)) => match never {},
-            SwarmEvent::Behaviour(BehaviourEvent::Lightpush(event)) => {
-                self.on_lightpush(crate::lightpush::Version::V3, event)
-            }
-            SwarmEvent::Behaviour(BehaviourEvent::LightpushLegacy(event)) => {
-                self.on_lightpush(crate::lightpush::Version::Legacy, event)
+            SwarmEvent::Behaviour(BehaviourEvent::Lightpush(event))
+            | SwarmEvent::Behaviour(BehaviourEvent::LightpushLegacy(event)) => {
+                self.on_lightpush(event)
             }
             SwarmEvent::Behaviour(BehaviourEvent::FilterSubscribe(event)) => {
                 self.on_filter_subscribe(event)

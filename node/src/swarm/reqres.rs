@@ -55,8 +55,7 @@ impl SwarmTask {
         let behaviour = self.swarm.behaviour_mut();
         match protocol {
             Protocol::Metadata => Some(&mut behaviour.metadata),
-            Protocol::LightPush => Some(&mut behaviour.lightpush),
-            Protocol::LightPushLegacy => Some(&mut behaviour.lightpush_legacy),
+            Protocol::LightPush | Protocol::LightPushLegacy => None,
             Protocol::FilterSubscribe => Some(&mut behaviour.filter_subscribe),
             Protocol::FilterPush => Some(&mut behaviour.filter_push),
             Protocol::PeerExchange => None,
@@ -75,10 +74,24 @@ impl SwarmTask {
         request: Vec<u8>,
         reply: ReplySender,
     ) {
-        if protocol == Protocol::PeerExchange {
-            let behaviour = &mut self.swarm.behaviour_mut().peer_exchange;
-            behaviour.request_for(&peer, addresses, request, reply);
-            return;
+        let behaviours = self.swarm.behaviour_mut();
+        match protocol {
+            Protocol::PeerExchange => {
+                return behaviours
+                    .peer_exchange
+                    .request_for(&peer, addresses, request, reply)
+            }
+            Protocol::LightPush => {
+                return behaviours
+                    .lightpush
+                    .request_for(&peer, addresses, request, reply)
+            }
+            Protocol::LightPushLegacy => {
+                return behaviours
+                    .lightpush_legacy
+                    .request_for(&peer, addresses, request, reply)
+            }
+            _ => {}
         }
         let Some(behaviour) = self.reqres_behaviour(protocol) else {
             let _ = reply.send(Err(RequestError::Disabled));
@@ -94,12 +107,14 @@ impl SwarmTask {
         channel: ResponseChannel<Vec<u8>>,
         response: Vec<u8>,
     ) {
-        if protocol == Protocol::PeerExchange {
-            self.swarm
-                .behaviour_mut()
-                .peer_exchange
-                .respond(channel, response);
-            return;
+        let behaviours = self.swarm.behaviour_mut();
+        match protocol {
+            Protocol::PeerExchange => return behaviours.peer_exchange.respond(channel, response),
+            Protocol::LightPush => return behaviours.lightpush.respond(channel, response),
+            Protocol::LightPushLegacy => {
+                return behaviours.lightpush_legacy.respond(channel, response)
+            }
+            _ => {}
         }
         if let Some(behaviour) = self.reqres_behaviour(protocol) {
             // Err: the peer went away meanwhile; nothing to do.
