@@ -386,39 +386,6 @@ impl Node {
             }
             None => (None, None, None, None, None),
         };
-        let lightpush_service = |version| {
-            lightpush::Service::new(
-                version,
-                lightpush_metrics.clone(),
-                store_handle.clone(),
-                config.relay.clone(),
-            )
-        };
-
-        let mut swarm = build_swarm(
-            keypair.clone(),
-            &config,
-            &mut registry,
-            throttle.clone(),
-            &rendezvous_metrics,
-            Services {
-                lightpush: lightpush_service(lightpush::Version::V3),
-                lightpush_legacy: lightpush_service(lightpush::Version::Legacy),
-                peer_exchange: peer_exchange::Service::new(
-                    &config.peer_exchange,
-                    peer_id,
-                    config.relay.cluster_id,
-                    px_metrics,
-                ),
-            },
-        )
-        .await?;
-        let listeners = listen(&mut swarm, &config)?;
-        for address in &config.network.external_addresses {
-            swarm.add_external_address(address.clone());
-        }
-        let (tcp_addresses, ws_addresses) = wait_for_listen_addrs(&mut swarm, &listeners).await?;
-
         let (rendezvous_inbox, rendezvous_runner) = match rendezvous_server {
             Some(server) => {
                 let (inbox, runner) = server.start(command_tx.clone());
@@ -429,7 +396,7 @@ impl Node {
         let (messages_tx, _) = broadcast::channel(SUBSCRIBER_BUFFER);
         let mut sinks: Vec<Box<dyn MessageSink>> = vec![Box::new(messages_tx.clone())];
         sinks.extend(extra_sinks);
-        let (filter_pushes_tx, _) = broadcast::channel(filter::swarm::RECEIVED_BUFFER);
+        let (filter_pushes_tx, _) = broadcast::channel(filter::behaviour::RECEIVED_BUFFER);
         let filter_task = if config.filter.enabled {
             let (task, wiring) = filter::service::FilterTask::new(
                 &config.filter,
@@ -452,6 +419,50 @@ impl Node {
             Some((task, requests)) => (Some(task), Some(requests)),
             None => (None, None),
         };
+
+        if let Some(sink) = store_sink {
+            sinks.push(Box::new(sink));
+        }
+        let lightpush_service = |version| {
+            lightpush::Service::new(
+                version,
+                lightpush_metrics.clone(),
+                store_handle.clone(),
+                config.relay.clone(),
+            )
+        };
+
+        let mut swarm = build_swarm(
+            keypair.clone(),
+            &config,
+            &mut registry,
+            throttle.clone(),
+            &rendezvous_metrics,
+            Services {
+                lightpush: lightpush_service(lightpush::Version::V3),
+                lightpush_legacy: lightpush_service(lightpush::Version::Legacy),
+                filter_subscribe: filter::SubscribeService::new(
+                    filter_requests,
+                    filter_metrics.clone(),
+                ),
+                filter_push: filter::PushService::new(
+                    filter_pushes_tx.clone(),
+                    filter_metrics.clone(),
+                ),
+                peer_exchange: peer_exchange::Service::new(
+                    &config.peer_exchange,
+                    peer_id,
+                    config.relay.cluster_id,
+                    px_metrics,
+                ),
+            },
+        )
+        .await?;
+        let listeners = listen(&mut swarm, &config)?;
+        for address in &config.network.external_addresses {
+            swarm.add_external_address(address.clone());
+        }
+        let (tcp_addresses, ws_addresses) = wait_for_listen_addrs(&mut swarm, &listeners).await?;
 
         let with_p2p = |a: &Multiaddr| a.clone().with(Protocol::P2p(peer_id));
         let mut protocols = vec![
@@ -534,10 +545,6 @@ impl Node {
             None
         };
 
-        if let Some(sink) = store_sink {
-            sinks.push(Box::new(sink));
-        }
-
         let (attestation_tx, attestation_rx) = watch::channel(attestation);
         let handle = NodeHandle {
             commands: command_tx,
@@ -588,11 +595,6 @@ impl Node {
                 libp2p_metrics,
                 health: health.clone(),
                 throttle: throttle.clone(),
-                filter: filter::SwarmSide {
-                    requests: filter_requests,
-                    received: filter_pushes_tx,
-                    metrics: filter_metrics,
-                },
                 store: store_inbound,
                 rendezvous: rendezvous_inbox,
                 operator: operator_state,

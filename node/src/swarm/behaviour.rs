@@ -4,14 +4,14 @@
 use std::time::Duration;
 
 use libp2p::{
-    gossipsub, identify, identity::Keypair, ping, request_response,
-    swarm::behaviour::toggle::Toggle, swarm::NetworkBehaviour,
+    gossipsub, identify, identity::Keypair, ping, swarm::behaviour::toggle::Toggle,
+    swarm::NetworkBehaviour,
 };
 
 use super::keep_alive;
 use crate::{
     config::Config, filter, lightpush, metadata, metrics::VERSION, peer_exchange, rendezvous,
-    reqres::LpCodec, store, throttle,
+    store, throttle,
 };
 
 /// identify's protocol version string: the Waku protocol family.
@@ -45,8 +45,8 @@ pub struct Behaviour {
     pub lightpush: lightpush::Behaviour,
     pub lightpush_legacy: lightpush::Behaviour,
     /// Filter subscribe (inbound only with `filter.enabled`) and push.
-    pub filter_subscribe: request_response::Behaviour<LpCodec>,
-    pub filter_push: request_response::Behaviour<LpCodec>,
+    pub filter_subscribe: filter::SubscribeBehaviour,
+    pub filter_push: filter::PushBehaviour,
     /// Peer exchange (inbound only with `peer_exchange.enabled`).
     pub peer_exchange: peer_exchange::Behaviour,
 }
@@ -55,6 +55,8 @@ pub struct Behaviour {
 pub struct Services {
     pub lightpush: lightpush::Service,
     pub lightpush_legacy: lightpush::Service,
+    pub filter_subscribe: filter::SubscribeService,
+    pub filter_push: filter::PushService,
     pub peer_exchange: peer_exchange::Service,
 }
 
@@ -101,8 +103,17 @@ impl Behaviour {
                 services.lightpush_legacy,
                 throttle.clone(),
             ),
-            filter_subscribe: filter::subscribe_behaviour(&config.filter),
-            filter_push: filter::push_behaviour(&config.filter, max_message),
+            filter_subscribe: filter::subscribe_behaviour(
+                &config.filter,
+                services.filter_subscribe,
+                throttle.clone(),
+            ),
+            filter_push: filter::push_behaviour(
+                &config.filter,
+                max_message,
+                services.filter_push,
+                throttle.clone(),
+            ),
             peer_exchange: peer_exchange::behaviour(
                 &config.peer_exchange,
                 services.peer_exchange,

@@ -107,7 +107,6 @@ pub struct SwarmTask {
     /// Requests sent for other tasks, awaiting responses.
     pending: reqres::PendingRequests,
     command_capacity: usize,
-    pub(crate) filter: crate::filter::SwarmSide,
     /// The store's query queue, when this node is a store node.
     pub(crate) store: Option<store::Inbound>,
     /// The rendezvous server's queue, when this node is a rendezvous point.
@@ -126,7 +125,6 @@ pub struct SwarmTaskParts {
     pub libp2p_metrics: libp2p::metrics::Metrics,
     pub health: Health,
     pub throttle: Throttle,
-    pub filter: crate::filter::SwarmSide,
     /// The store's query queue (`None`: not a store node).
     pub store: Option<store::Inbound>,
     /// The rendezvous server's queue (`None`: not a rendezvous point).
@@ -173,7 +171,6 @@ impl SwarmTask {
             peer_kinds: PeerKinds::default(),
             pending: reqres::PendingRequests::default(),
             command_capacity: COMMAND_CAPACITY,
-            filter: parts.filter,
             store: parts.store,
             rendezvous: parts.rendezvous,
             operator: parts.operator,
@@ -254,6 +251,8 @@ impl SwarmTask {
         behaviour.peer_exchange.fail_pending();
         behaviour.lightpush.fail_pending();
         behaviour.lightpush_legacy.fail_pending();
+        behaviour.filter_subscribe.fail_pending();
+        behaviour.filter_push.fail_pending();
         let deadline = tokio::time::sleep(Duration::from_millis(500));
         tokio::pin!(deadline);
         while self.swarm.connected_peers().next().is_some() {
@@ -466,10 +465,8 @@ impl SwarmTask {
             | SwarmEvent::Behaviour(BehaviourEvent::LightpushLegacy(event)) => {
                 self.on_lightpush(event)
             }
-            SwarmEvent::Behaviour(BehaviourEvent::FilterSubscribe(event)) => {
-                self.on_filter_subscribe(event)
-            }
-            SwarmEvent::Behaviour(BehaviourEvent::FilterPush(event)) => self.on_filter_push(event),
+            SwarmEvent::Behaviour(BehaviourEvent::FilterSubscribe(never)) => match never {},
+            SwarmEvent::Behaviour(BehaviourEvent::FilterPush(never)) => match never {},
             SwarmEvent::Behaviour(BehaviourEvent::PeerExchange(never)) => match never {},
             SwarmEvent::ConnectionEstablished {
                 peer_id,

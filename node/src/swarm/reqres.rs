@@ -56,8 +56,7 @@ impl SwarmTask {
         match protocol {
             Protocol::Metadata => Some(&mut behaviour.metadata),
             Protocol::LightPush | Protocol::LightPushLegacy => None,
-            Protocol::FilterSubscribe => Some(&mut behaviour.filter_subscribe),
-            Protocol::FilterPush => Some(&mut behaviour.filter_push),
+            Protocol::FilterSubscribe | Protocol::FilterPush => None,
             Protocol::PeerExchange => None,
             Protocol::Store => Some(&mut behaviour.store),
             Protocol::Rendezvous => Some(&mut behaviour.rendezvous),
@@ -91,6 +90,16 @@ impl SwarmTask {
                     .lightpush_legacy
                     .request_for(&peer, addresses, request, reply)
             }
+            Protocol::FilterSubscribe => {
+                return behaviours
+                    .filter_subscribe
+                    .request_for(&peer, addresses, request, reply)
+            }
+            Protocol::FilterPush => {
+                return behaviours
+                    .filter_push
+                    .request_for(&peer, addresses, request, reply)
+            }
             _ => {}
         }
         let Some(behaviour) = self.reqres_behaviour(protocol) else {
@@ -114,6 +123,10 @@ impl SwarmTask {
             Protocol::LightPushLegacy => {
                 return behaviours.lightpush_legacy.respond(channel, response)
             }
+            Protocol::FilterSubscribe => {
+                return behaviours.filter_subscribe.respond(channel, response)
+            }
+            Protocol::FilterPush => return behaviours.filter_push.respond(channel, response),
             _ => {}
         }
         if let Some(behaviour) = self.reqres_behaviour(protocol) {
