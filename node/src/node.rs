@@ -439,6 +439,7 @@ impl Node {
             throttle.clone(),
             &rendezvous_metrics,
             Services {
+                store: store_inbound,
                 lightpush: lightpush_service(lightpush::Version::V3),
                 lightpush_legacy: lightpush_service(lightpush::Version::Legacy),
                 filter_subscribe: filter::SubscribeService::new(
@@ -595,7 +596,6 @@ impl Node {
                 libp2p_metrics,
                 health: health.clone(),
                 throttle: throttle.clone(),
-                store: store_inbound,
                 rendezvous: rendezvous_inbox,
                 operator: operator_state,
             },

@@ -21,13 +21,13 @@
 //! - the maintenance thread gives disk space back after retention cuts.
 
 mod archive;
+pub mod behaviour;
 pub mod cli;
 mod client;
 mod config;
 pub mod keys;
 mod metrics;
 pub mod rpc;
-pub(crate) mod swarm;
 
 use std::{
     collections::BTreeSet,
@@ -48,11 +48,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub use archive::{
     dir_size, Archive, Page, PageEntry, QueryError, Stats, Summary, TopicSummary, Tuning,
 };
+pub use behaviour::{behaviour, Behaviour, Inbound};
 pub use client::{query_peer, QueryPeerError};
 pub use config::{Config, Retention, RetentionError, RetentionPolicy};
 pub use metrics::Metrics;
 pub use rpc::{StoreQueryRequest, StoreQueryResponse, PROTOCOL_ID};
-pub use swarm::{behaviour, Inbound};
 
 use crate::{
     config::ByteSize,

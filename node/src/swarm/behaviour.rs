@@ -29,7 +29,7 @@ pub struct Behaviour {
     /// Cluster/shard exchange on every new connection.
     pub metadata: metadata::Behaviour,
     /// Store v3 queries: served on a store node, client-only otherwise.
-    pub store: store::swarm::Behaviour,
+    pub store: store::Behaviour,
     /// Rendezvous point and client (`/rendezvous/1.0.0`); outbound-only without the server.
     pub rendezvous: rendezvous::Behaviour,
     /// nwaku's rendezvous flavour (`/vac/waku/rendezvous/1.0.0`), same table.
@@ -53,6 +53,8 @@ pub struct Behaviour {
 
 /// The services' state, moved into their behaviours.
 pub struct Services {
+    /// The query threads' queue (`None`: not a store node).
+    pub store: Option<store::Inbound>,
     pub lightpush: lightpush::Service,
     pub lightpush_legacy: lightpush::Service,
     pub filter_subscribe: filter::SubscribeService,
@@ -80,7 +82,7 @@ impl Behaviour {
             limits: libp2p_connection_limits::Behaviour::new(limits),
             relay: relay.into(),
             metadata: metadata::behaviour(),
-            store: store::behaviour(store::serving(config)),
+            store: store::behaviour(services.store, throttle.clone()),
             rendezvous: rendezvous::behaviour(&config.rendezvous, rendezvous_metrics),
             waku_rendezvous: rendezvous::waku_behaviour(&config.rendezvous, rendezvous_metrics),
             attestation: crate::operator::swarm::behaviour(config.operator.attestation.is_some()),

@@ -51,7 +51,7 @@ use crate::{
     metadata::{self, WakuMetadata},
     metrics::{ChannelLabels, DirectionLabels, NetworkMetrics, PeerKindLabels, ReasonLabels},
     relay::{self, RelayedMessage, Validator},
-    rendezvous, store,
+    rendezvous,
     throttle::Throttle,
 };
 
@@ -107,8 +107,6 @@ pub struct SwarmTask {
     /// Requests sent for other tasks, awaiting responses.
     pending: reqres::PendingRequests,
     command_capacity: usize,
-    /// The store's query queue, when this node is a store node.
-    pub(crate) store: Option<store::Inbound>,
     /// The rendezvous server's queue, when this node is a rendezvous point.
     pub(crate) rendezvous: Option<rendezvous::Inbox>,
     /// Attestations: this node's, and the verified fleet peers.
@@ -125,8 +123,6 @@ pub struct SwarmTaskParts {
     pub libp2p_metrics: libp2p::metrics::Metrics,
     pub health: Health,
     pub throttle: Throttle,
-    /// The store's query queue (`None`: not a store node).
-    pub store: Option<store::Inbound>,
     /// The rendezvous server's queue (`None`: not a rendezvous point).
     pub rendezvous: Option<rendezvous::Inbox>,
     pub operator: crate::operator::swarm::State,
@@ -171,7 +167,6 @@ impl SwarmTask {
             peer_kinds: PeerKinds::default(),
             pending: reqres::PendingRequests::default(),
             command_capacity: COMMAND_CAPACITY,
-            store: parts.store,
             rendezvous: parts.rendezvous,
             operator: parts.operator,
         };
@@ -253,6 +248,7 @@ impl SwarmTask {
         behaviour.lightpush_legacy.fail_pending();
         behaviour.filter_subscribe.fail_pending();
         behaviour.filter_push.fail_pending();
+        behaviour.store.fail_pending();
         let deadline = tokio::time::sleep(Duration::from_millis(500));
         tokio::pin!(deadline);
         while self.swarm.connected_peers().next().is_some() {
@@ -436,7 +432,7 @@ impl SwarmTask {
         match event {
             SwarmEvent::Behaviour(BehaviourEvent::Relay(event)) => self.on_gossipsub(event),
             SwarmEvent::Behaviour(BehaviourEvent::Metadata(event)) => self.on_metadata(event),
-            SwarmEvent::Behaviour(BehaviourEvent::Store(event)) => self.on_store(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Store(never)) => match never {},
             SwarmEvent::Behaviour(BehaviourEvent::Rendezvous(event)) => {
                 self.on_rendezvous(rendezvous::Dialect::Libp2p, event)
             }

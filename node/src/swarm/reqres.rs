@@ -58,7 +58,7 @@ impl SwarmTask {
             Protocol::LightPush | Protocol::LightPushLegacy => None,
             Protocol::FilterSubscribe | Protocol::FilterPush => None,
             Protocol::PeerExchange => None,
-            Protocol::Store => Some(&mut behaviour.store),
+            Protocol::Store => None,
             Protocol::Rendezvous => Some(&mut behaviour.rendezvous),
             Protocol::WakuRendezvous => Some(&mut behaviour.waku_rendezvous),
             Protocol::Attestation => Some(&mut behaviour.attestation),
@@ -100,6 +100,11 @@ impl SwarmTask {
                     .filter_push
                     .request_for(&peer, addresses, request, reply)
             }
+            Protocol::Store => {
+                return behaviours
+                    .store
+                    .request_for(&peer, addresses, request, reply)
+            }
             _ => {}
         }
         let Some(behaviour) = self.reqres_behaviour(protocol) else {
@@ -127,6 +132,7 @@ impl SwarmTask {
                 return behaviours.filter_subscribe.respond(channel, response)
             }
             Protocol::FilterPush => return behaviours.filter_push.respond(channel, response),
+            Protocol::Store => return behaviours.store.respond(channel, response),
             _ => {}
         }
         if let Some(behaviour) = self.reqres_behaviour(protocol) {
