@@ -439,6 +439,7 @@ impl Node {
             throttle.clone(),
             &rendezvous_metrics,
             Services {
+                rendezvous: rendezvous_inbox,
                 store: store_inbound,
                 lightpush: lightpush_service(lightpush::Version::V3),
                 lightpush_legacy: lightpush_service(lightpush::Version::Legacy),
@@ -596,7 +597,6 @@ impl Node {
                 libp2p_metrics,
                 health: health.clone(),
                 throttle: throttle.clone(),
-                rendezvous: rendezvous_inbox,
                 operator: operator_state,
             },
         );

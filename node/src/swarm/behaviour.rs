@@ -53,6 +53,8 @@ pub struct Behaviour {
 
 /// The services' state, moved into their behaviours.
 pub struct Services {
+    /// The rendezvous server's queue (`None`: not a rendezvous point).
+    pub rendezvous: Option<rendezvous::Inbox>,
     /// The query threads' queue (`None`: not a store node).
     pub store: Option<store::Inbound>,
     pub lightpush: lightpush::Service,
@@ -83,8 +85,18 @@ impl Behaviour {
             relay: relay.into(),
             metadata: metadata::behaviour(),
             store: store::behaviour(services.store, throttle.clone()),
-            rendezvous: rendezvous::behaviour(&config.rendezvous, rendezvous_metrics),
-            waku_rendezvous: rendezvous::waku_behaviour(&config.rendezvous, rendezvous_metrics),
+            rendezvous: rendezvous::behaviour(
+                &config.rendezvous,
+                rendezvous_metrics,
+                services.rendezvous.clone(),
+                throttle.clone(),
+            ),
+            waku_rendezvous: rendezvous::waku_behaviour(
+                &config.rendezvous,
+                rendezvous_metrics,
+                services.rendezvous,
+                throttle.clone(),
+            ),
             attestation: crate::operator::swarm::behaviour(config.operator.attestation.is_some()),
             identify: identify::Behaviour::new(
                 identify::Config::new(IDENTIFY_PROTOCOL.into(), keypair.public())

@@ -51,7 +51,6 @@ use crate::{
     metadata::{self, WakuMetadata},
     metrics::{ChannelLabels, DirectionLabels, NetworkMetrics, PeerKindLabels, ReasonLabels},
     relay::{self, RelayedMessage, Validator},
-    rendezvous,
     throttle::Throttle,
 };
 
@@ -107,8 +106,6 @@ pub struct SwarmTask {
     /// Requests sent for other tasks, awaiting responses.
     pending: reqres::PendingRequests,
     command_capacity: usize,
-    /// The rendezvous server's queue, when this node is a rendezvous point.
-    pub(crate) rendezvous: Option<rendezvous::Inbox>,
     /// Attestations: this node's, and the verified fleet peers.
     pub(crate) operator: crate::operator::swarm::State,
 }
@@ -123,8 +120,6 @@ pub struct SwarmTaskParts {
     pub libp2p_metrics: libp2p::metrics::Metrics,
     pub health: Health,
     pub throttle: Throttle,
-    /// The rendezvous server's queue (`None`: not a rendezvous point).
-    pub rendezvous: Option<rendezvous::Inbox>,
     pub operator: crate::operator::swarm::State,
 }
 
@@ -167,7 +162,6 @@ impl SwarmTask {
             peer_kinds: PeerKinds::default(),
             pending: reqres::PendingRequests::default(),
             command_capacity: COMMAND_CAPACITY,
-            rendezvous: parts.rendezvous,
             operator: parts.operator,
         };
         task.subscribe_shards(config);
@@ -249,6 +243,8 @@ impl SwarmTask {
         behaviour.filter_subscribe.fail_pending();
         behaviour.filter_push.fail_pending();
         behaviour.store.fail_pending();
+        behaviour.rendezvous.fail_pending();
+        behaviour.waku_rendezvous.fail_pending();
         let deadline = tokio::time::sleep(Duration::from_millis(500));
         tokio::pin!(deadline);
         while self.swarm.connected_peers().next().is_some() {
@@ -433,12 +429,8 @@ impl SwarmTask {
             SwarmEvent::Behaviour(BehaviourEvent::Relay(event)) => self.on_gossipsub(event),
             SwarmEvent::Behaviour(BehaviourEvent::Metadata(event)) => self.on_metadata(event),
             SwarmEvent::Behaviour(BehaviourEvent::Store(never)) => match never {},
-            SwarmEvent::Behaviour(BehaviourEvent::Rendezvous(event)) => {
-                self.on_rendezvous(rendezvous::Dialect::Libp2p, event)
-            }
-            SwarmEvent::Behaviour(BehaviourEvent::WakuRendezvous(event)) => {
-                self.on_rendezvous(rendezvous::Dialect::Waku, event)
-            }
+            SwarmEvent::Behaviour(BehaviourEvent::Rendezvous(never)) => match never {},
+            SwarmEvent::Behaviour(BehaviourEvent::WakuRendezvous(never)) => match never {},
             SwarmEvent::Behaviour(BehaviourEvent::Attestation(event)) => self.on_attestation(event),
             SwarmEvent::Behaviour(BehaviourEvent::Identify(event)) => {
                 self.libp2p_metrics.record(&event);

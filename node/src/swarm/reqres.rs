@@ -59,8 +59,7 @@ impl SwarmTask {
             Protocol::FilterSubscribe | Protocol::FilterPush => None,
             Protocol::PeerExchange => None,
             Protocol::Store => None,
-            Protocol::Rendezvous => Some(&mut behaviour.rendezvous),
-            Protocol::WakuRendezvous => Some(&mut behaviour.waku_rendezvous),
+            Protocol::Rendezvous | Protocol::WakuRendezvous => None,
             Protocol::Attestation => Some(&mut behaviour.attestation),
         }
     }
@@ -105,6 +104,16 @@ impl SwarmTask {
                     .store
                     .request_for(&peer, addresses, request, reply)
             }
+            Protocol::Rendezvous => {
+                return behaviours
+                    .rendezvous
+                    .request_for(&peer, addresses, request, reply)
+            }
+            Protocol::WakuRendezvous => {
+                return behaviours
+                    .waku_rendezvous
+                    .request_for(&peer, addresses, request, reply)
+            }
             _ => {}
         }
         let Some(behaviour) = self.reqres_behaviour(protocol) else {
@@ -133,6 +142,10 @@ impl SwarmTask {
             }
             Protocol::FilterPush => return behaviours.filter_push.respond(channel, response),
             Protocol::Store => return behaviours.store.respond(channel, response),
+            Protocol::Rendezvous => return behaviours.rendezvous.respond(channel, response),
+            Protocol::WakuRendezvous => {
+                return behaviours.waku_rendezvous.respond(channel, response)
+            }
             _ => {}
         }
         if let Some(behaviour) = self.reqres_behaviour(protocol) {
