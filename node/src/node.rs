@@ -423,6 +423,15 @@ impl Node {
         if let Some(sink) = store_sink {
             sinks.push(Box::new(sink));
         }
+        let has_attestation = attestation.is_some();
+        let (attestation_tx, attestation_rx) = watch::channel(attestation);
+        let attestation_state = crate::operator::behaviour::State::new(
+            attestation_rx.clone(),
+            verifier,
+            fleet_view.clone(),
+            operator_metrics.clone(),
+            throttle.clone(),
+        );
         let lightpush_service = |version| {
             lightpush::Service::new(
                 version,
@@ -439,6 +448,7 @@ impl Node {
             throttle.clone(),
             &rendezvous_metrics,
             Services {
+                attestation: attestation_state,
                 rendezvous: rendezvous_inbox,
                 store: store_inbound,
                 lightpush: lightpush_service(lightpush::Version::V3),
@@ -506,7 +516,7 @@ impl Node {
                 None
             }
         };
-        if attestation.is_some() {
+        if has_attestation {
             protocols.push(crate::operator::PROTOCOL_ID.to_string());
         }
         let mut info = NodeInfo {
@@ -547,7 +557,6 @@ impl Node {
             None
         };
 
-        let (attestation_tx, attestation_rx) = watch::channel(attestation);
         let handle = NodeHandle {
             commands: command_tx,
             messages: messages_tx,
@@ -561,12 +570,6 @@ impl Node {
             attestation: attestation_rx.clone(),
         };
 
-        let operator_state = crate::operator::swarm::State::new(
-            attestation_rx,
-            verifier,
-            fleet_view,
-            operator_metrics.clone(),
-        );
         if let Some(path) = config.operator.attestation.clone() {
             let watcher = crate::operator::local::Watcher {
                 config: config.operator.clone(),
@@ -597,7 +600,6 @@ impl Node {
                 libp2p_metrics,
                 health: health.clone(),
                 throttle: throttle.clone(),
-                operator: operator_state,
             },
         );
         tasks.spawn(async move {

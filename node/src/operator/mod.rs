@@ -17,6 +17,7 @@
 //! See `docs/keys.md` for every key in the system.
 
 pub mod attestation;
+pub mod behaviour;
 pub mod cli;
 pub mod config;
 pub mod key;
@@ -26,7 +27,6 @@ pub mod pin;
 pub mod policy;
 pub mod profile;
 pub mod signer;
-pub mod swarm;
 pub mod trust;
 
 pub use attestation::{Attestation, Claims, KeyStorage, Rejection, Role, SignedAttestation};

@@ -19,7 +19,7 @@ use libp2p::request_response;
 use tokio::sync::oneshot;
 
 pub use codec::{encode_varint, read_frame, read_varint, write_frame, FrameTooLarge, LpCodec};
-pub use service::{Behaviour, Handled, Inbound, Responder, Service};
+pub use service::{Behaviour, Endpoint, Handled, Inbound, Responder, Service};
 
 /// The request/response protocols the swarm runs (how commands name them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -34,6 +34,21 @@ pub enum Protocol {
     Rendezvous,
     WakuRendezvous,
     Attestation,
+}
+
+impl Protocol {
+    pub const ALL: [Protocol; 10] = [
+        Protocol::Metadata,
+        Protocol::LightPush,
+        Protocol::LightPushLegacy,
+        Protocol::FilterSubscribe,
+        Protocol::FilterPush,
+        Protocol::PeerExchange,
+        Protocol::Store,
+        Protocol::Rendezvous,
+        Protocol::WakuRendezvous,
+        Protocol::Attestation,
+    ];
 }
 
 /// Why an outbound request got no response.

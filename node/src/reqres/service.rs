@@ -20,7 +20,7 @@ use std::{
 };
 
 use libp2p::{
-    core::{transport::PortUse, Endpoint},
+    core::{transport::PortUse, Endpoint as Role},
     request_response::{
         self, InboundFailure, Message, OutboundFailure, OutboundRequestId, ResponseChannel,
     },
@@ -282,6 +282,43 @@ impl<S: Service> Behaviour<S> {
     }
 }
 
+/// The command-facing side of every request/response behaviour, whatever its service: how the
+/// swarm task routes `Command::Request` and `Command::Respond` by [`super::Protocol`].
+pub trait Endpoint {
+    /// Sends a request on behalf of another task; the answer goes to `reply`.
+    fn request_for(
+        &mut self,
+        peer: &PeerId,
+        addresses: Vec<Multiaddr>,
+        request: Vec<u8>,
+        reply: ReplySender,
+    );
+    /// Answers an inbound request whose channel went elsewhere with an event.
+    fn respond(&mut self, channel: ResponseChannel<Vec<u8>>, response: Vec<u8>);
+    /// Fails every request made for another task (at shutdown).
+    fn fail_pending(&mut self);
+}
+
+impl<S: Service> Endpoint for Behaviour<S> {
+    fn request_for(
+        &mut self,
+        peer: &PeerId,
+        addresses: Vec<Multiaddr>,
+        request: Vec<u8>,
+        reply: ReplySender,
+    ) {
+        Behaviour::request_for(self, peer, addresses, request, reply);
+    }
+
+    fn respond(&mut self, channel: ResponseChannel<Vec<u8>>, response: Vec<u8>) {
+        Behaviour::respond(self, channel, response);
+    }
+
+    fn fail_pending(&mut self) {
+        Behaviour::fail_pending(self);
+    }
+}
+
 type Inner = request_response::Behaviour<LpCodec>;
 
 impl<S: Service> NetworkBehaviour for Behaviour<S> {
@@ -319,7 +356,7 @@ impl<S: Service> NetworkBehaviour for Behaviour<S> {
         connection_id: ConnectionId,
         maybe_peer: Option<PeerId>,
         addresses: &[Multiaddr],
-        effective_role: Endpoint,
+        effective_role: Role,
     ) -> Result<Vec<Multiaddr>, ConnectionDenied> {
         self.inner.handle_pending_outbound_connection(
             connection_id,
@@ -334,7 +371,7 @@ impl<S: Service> NetworkBehaviour for Behaviour<S> {
         connection_id: ConnectionId,
         peer: PeerId,
         addr: &Multiaddr,
-        role_override: Endpoint,
+        role_override: Role,
         port_use: PortUse,
     ) -> Result<THandler<Self>, ConnectionDenied> {
         self.ips.insert(connection_id, ip_of(addr));

@@ -10,7 +10,11 @@ use libp2p::{
 
 use super::keep_alive;
 use crate::{
-    config::Config, filter, lightpush, metadata, metrics::VERSION, peer_exchange, rendezvous,
+    config::Config,
+    filter, lightpush, metadata,
+    metrics::VERSION,
+    peer_exchange, rendezvous,
+    reqres::{Endpoint, Protocol},
     store, throttle,
 };
 
@@ -36,7 +40,7 @@ pub struct Behaviour {
     pub waku_rendezvous: rendezvous::Behaviour,
     /// Operator attestations (`/roost/attestation/1.0.0`): served when this node has one,
     /// fetched from peers that claim fleet membership.
-    pub attestation: crate::operator::swarm::Behaviour,
+    pub attestation: crate::operator::behaviour::Behaviour,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
     /// Keeps connections of filter subscribers open.
@@ -53,6 +57,8 @@ pub struct Behaviour {
 
 /// The services' state, moved into their behaviours.
 pub struct Services {
+    /// Attestations: this node's, and the verified fleet peers.
+    pub attestation: crate::operator::behaviour::State,
     /// The rendezvous server's queue (`None`: not a rendezvous point).
     pub rendezvous: Option<rendezvous::Inbox>,
     /// The query threads' queue (`None`: not a store node).
@@ -83,7 +89,11 @@ impl Behaviour {
             throttle: throttle::Behaviour::new(throttle.clone()),
             limits: libp2p_connection_limits::Behaviour::new(limits),
             relay: relay.into(),
-            metadata: metadata::behaviour(),
+            metadata: metadata::behaviour(
+                config.relay.cluster_id,
+                &config.relay.shards,
+                throttle.clone(),
+            ),
             store: store::behaviour(services.store, throttle.clone()),
             rendezvous: rendezvous::behaviour(
                 &config.rendezvous,
@@ -97,7 +107,11 @@ impl Behaviour {
                 services.rendezvous,
                 throttle.clone(),
             ),
-            attestation: crate::operator::swarm::behaviour(config.operator.attestation.is_some()),
+            attestation: crate::operator::behaviour::behaviour(
+                config.operator.attestation.is_some(),
+                services.attestation,
+                throttle.clone(),
+            ),
             identify: identify::Behaviour::new(
                 identify::Config::new(IDENTIFY_PROTOCOL.into(), keypair.public())
                     .with_agent_version(format!("roost/{VERSION}"))
@@ -133,6 +147,33 @@ impl Behaviour {
                 services.peer_exchange,
                 throttle,
             ),
+        }
+    }
+}
+
+// === impl Behaviour ===
+
+impl Behaviour {
+    /// The behaviour that runs `protocol`, for commands.
+    pub fn endpoint(&mut self, protocol: Protocol) -> &mut dyn Endpoint {
+        match protocol {
+            Protocol::Metadata => &mut self.metadata,
+            Protocol::LightPush => &mut self.lightpush,
+            Protocol::LightPushLegacy => &mut self.lightpush_legacy,
+            Protocol::FilterSubscribe => &mut self.filter_subscribe,
+            Protocol::FilterPush => &mut self.filter_push,
+            Protocol::PeerExchange => &mut self.peer_exchange,
+            Protocol::Store => &mut self.store,
+            Protocol::Rendezvous => &mut self.rendezvous,
+            Protocol::WakuRendezvous => &mut self.waku_rendezvous,
+            Protocol::Attestation => &mut self.attestation,
+        }
+    }
+
+    /// Fails every request made for another task (at shutdown).
+    pub fn fail_pending(&mut self) {
+        for protocol in Protocol::ALL {
+            self.endpoint(protocol).fail_pending();
         }
     }
 }

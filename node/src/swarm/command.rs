@@ -4,7 +4,7 @@
 use libp2p::{request_response::ResponseChannel, Multiaddr, PeerId};
 use tokio::sync::oneshot;
 
-use super::reqres::{Protocol, ReplySender};
+use crate::reqres::{Protocol, ReplySender};
 use crate::{
     message::{MessageHash, WakuMessage},
     relay::Invalid,

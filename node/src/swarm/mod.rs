@@ -13,7 +13,6 @@ mod behaviour;
 pub mod command;
 pub mod keep_alive;
 pub mod peer_kind;
-pub mod reqres;
 mod transport;
 
 use std::{
@@ -29,26 +28,24 @@ use libp2p::{
     gossipsub::{self, MessageAcceptance},
     identify,
     multiaddr::Protocol,
-    ping, request_response,
+    ping,
     swarm::{dial_opts::DialOpts, ConnectionId, SwarmEvent},
     Multiaddr, PeerId, Swarm,
 };
-use prost::Message as _;
 use tokio::sync::{mpsc, oneshot, watch};
 
+pub use crate::reqres::{Protocol as ReqResProtocol, RequestError};
 pub use behaviour::{Behaviour, BehaviourEvent, Services};
 pub use command::{
     Command, NetworkStatus, PublishError, PublishReceipt, ShardStatus, COMMAND_CAPACITY,
 };
 pub use peer_kind::{PeerKind, PeerKinds};
-pub use reqres::{Protocol as ReqResProtocol, RequestError};
 pub use transport::{build_swarm, BuildError};
 
 use crate::{
     config::Config,
     health::{Health, Status},
-    lightpush,
-    metadata::{self, WakuMetadata},
+    lightpush, metadata,
     metrics::{ChannelLabels, DirectionLabels, NetworkMetrics, PeerKindLabels, ReasonLabels},
     relay::{self, RelayedMessage, Validator},
     throttle::Throttle,
@@ -99,15 +96,9 @@ pub struct SwarmTask {
     relay_enabled: bool,
     static_peers: Vec<StaticPeer>,
     redial_max_backoff: Duration,
-    /// Peers whose metadata request is in flight, so each is asked once per connection burst.
-    metadata_pending: HashSet<PeerId>,
     /// What metadata said each connected peer is (Waku, generic libp2p, not known yet).
     pub(crate) peer_kinds: PeerKinds,
-    /// Requests sent for other tasks, awaiting responses.
-    pending: reqres::PendingRequests,
     command_capacity: usize,
-    /// Attestations: this node's, and the verified fleet peers.
-    pub(crate) operator: crate::operator::swarm::State,
 }
 
 /// Everything the swarm task needs besides the swarm itself.
@@ -120,7 +111,6 @@ pub struct SwarmTaskParts {
     pub libp2p_metrics: libp2p::metrics::Metrics,
     pub health: Health,
     pub throttle: Throttle,
-    pub operator: crate::operator::swarm::State,
 }
 
 impl SwarmTask {
@@ -158,11 +148,8 @@ impl SwarmTask {
             relay_enabled: config.relay.enabled,
             static_peers,
             redial_max_backoff: config.network.redial_max_backoff,
-            metadata_pending: HashSet::new(),
             peer_kinds: PeerKinds::default(),
-            pending: reqres::PendingRequests::default(),
             command_capacity: COMMAND_CAPACITY,
-            operator: parts.operator,
         };
         task.subscribe_shards(config);
         task
@@ -202,7 +189,7 @@ impl SwarmTask {
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 _ = gauges.tick() => {
                     self.redial_static_peers();
-                    self.operator_tick();
+                    self.attestation_tick();
                     self.refresh_gauges();
                     self.on_throttle_tick();
                 }
@@ -235,16 +222,7 @@ impl SwarmTask {
                 _ => {}
             }
         }
-        self.pending.fail_all();
-        let behaviour = self.swarm.behaviour_mut();
-        behaviour.peer_exchange.fail_pending();
-        behaviour.lightpush.fail_pending();
-        behaviour.lightpush_legacy.fail_pending();
-        behaviour.filter_subscribe.fail_pending();
-        behaviour.filter_push.fail_pending();
-        behaviour.store.fail_pending();
-        behaviour.rendezvous.fail_pending();
-        behaviour.waku_rendezvous.fail_pending();
+        self.swarm.behaviour_mut().fail_pending();
         let deadline = tokio::time::sleep(Duration::from_millis(500));
         tokio::pin!(deadline);
         while self.swarm.connected_peers().next().is_some() {
@@ -280,12 +258,20 @@ impl SwarmTask {
                 addresses,
                 request,
                 reply,
-            } => self.send_request(protocol, peer, addresses, request, reply),
+            } => self
+                .swarm
+                .behaviour_mut()
+                .endpoint(protocol)
+                .request_for(&peer, addresses, request, reply),
             Command::Respond {
                 protocol,
                 channel,
                 response,
-            } => self.respond(protocol, channel, response),
+            } => self
+                .swarm
+                .behaviour_mut()
+                .endpoint(protocol)
+                .respond(channel, response),
             Command::KeepAlive { peer, keep_alive } => {
                 self.swarm.behaviour_mut().keep_alive.set(peer, keep_alive);
             }
@@ -431,7 +417,7 @@ impl SwarmTask {
             SwarmEvent::Behaviour(BehaviourEvent::Store(never)) => match never {},
             SwarmEvent::Behaviour(BehaviourEvent::Rendezvous(never)) => match never {},
             SwarmEvent::Behaviour(BehaviourEvent::WakuRendezvous(never)) => match never {},
-            SwarmEvent::Behaviour(BehaviourEvent::Attestation(event)) => self.on_attestation(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Attestation(never)) => match never {},
             SwarmEvent::Behaviour(BehaviourEvent::Identify(event)) => {
                 self.libp2p_metrics.record(&event);
                 if let identify::Event::Received { peer_id, info, .. } = &event {
@@ -442,7 +428,10 @@ impl SwarmTask {
                         &info.protocols,
                         is_static,
                     );
-                    self.on_operator_identified(*peer_id, info);
+                    self.swarm
+                        .behaviour_mut()
+                        .attestation
+                        .on_identified(*peer_id, info);
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Ping(event)) => self.on_ping(event),
@@ -477,12 +466,8 @@ impl SwarmTask {
                 if num_established.get() == 1 {
                     self.peer_kinds.connected(peer_id);
                 }
-                if num_established.get() == 1 && self.metadata_pending.insert(peer_id) {
-                    let request = WakuMetadata::new(self.cluster_id, &self.shards).encode_to_vec();
-                    self.swarm
-                        .behaviour_mut()
-                        .metadata
-                        .send_request(&peer_id, request);
+                if num_established.get() == 1 {
+                    self.swarm.behaviour_mut().metadata.ask(peer_id);
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -493,7 +478,7 @@ impl SwarmTask {
             } => {
                 tracing::debug!(peer = %peer_id, cause = ?cause, remaining = num_established, "connection closed");
                 if num_established == 0 {
-                    self.metadata_pending.remove(&peer_id);
+                    self.swarm.behaviour_mut().metadata.forget(&peer_id);
                     if self.peer_kinds.disconnected(&peer_id) == Some(PeerKind::Generic) {
                         // The blacklist is per peer id: keep it as small as the connections.
                         if let Some(gs) = self.swarm.behaviour_mut().relay.as_mut() {
@@ -501,7 +486,7 @@ impl SwarmTask {
                         }
                     }
                     self.on_static_peer_disconnected(peer_id);
-                    self.on_operator_peer_gone(peer_id);
+                    self.swarm.behaviour_mut().attestation.on_peer_gone(peer_id);
                 }
             }
             SwarmEvent::OutgoingConnectionError {
@@ -582,69 +567,13 @@ impl SwarmTask {
         }
     }
 
-    fn on_metadata(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
-        let Some(event) = self.take_outbound(ReqResProtocol::Metadata, event) else {
-            return;
-        };
+    /// What metadata said about a peer.
+    fn on_metadata(&mut self, event: metadata::Event) {
         match event {
-            request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request {
-                    request, channel, ..
-                } => {
-                    // Answer with our own metadata whatever theirs says; our own request decides
-                    // whether the peer stays.
-                    if let Err(e) = WakuMetadata::decode_bytes(&request) {
-                        tracing::debug!(%peer, error = %e, "malformed metadata request");
-                    }
-                    let response = WakuMetadata::new(self.cluster_id, &self.shards).encode_to_vec();
-                    let _ = self
-                        .swarm
-                        .behaviour_mut()
-                        .metadata
-                        .send_response(channel, response);
-                }
-                request_response::Message::Response { response, .. } => {
-                    self.metadata_pending.remove(&peer);
-                    match WakuMetadata::decode_bytes(&response) {
-                        Ok(theirs) => match metadata::judge(self.cluster_id, &theirs) {
-                            metadata::Verdict::SameCluster => {
-                                tracing::debug!(%peer, shards = ?theirs.announced_shards(), "peer is in our cluster");
-                                self.peer_kinds.set(peer, PeerKind::Waku);
-                            }
-                            metadata::Verdict::WrongCluster(cluster) => {
-                                tracing::info!(%peer, their_cluster = ?cluster, our_cluster = self.cluster_id, "disconnecting peer of another cluster");
-                                self.disconnect(peer, "wrong_cluster");
-                            }
-                        },
-                        Err(e) => {
-                            tracing::info!(%peer, error = %e, "disconnecting peer with malformed metadata");
-                            self.disconnect(peer, "metadata_malformed");
-                        }
-                    }
-                }
-            },
-            request_response::Event::OutboundFailure { peer, error, .. } => {
-                self.metadata_pending.remove(&peer);
-                match error {
-                    request_response::OutboundFailure::ConnectionClosed
-                    | request_response::OutboundFailure::DialFailure => {}
-                    // Not speaking metadata (or never answering it) is not a wrong cluster: a
-                    // plain libp2p peer (a rendezvous client, a tool) is served, but kept out
-                    // of relay since it cannot prove its cluster.
-                    request_response::OutboundFailure::UnsupportedProtocols => {
-                        tracing::debug!(%peer, "peer does not speak Waku metadata: a generic libp2p peer");
-                        self.mark_generic(peer);
-                    }
-                    other => {
-                        tracing::debug!(%peer, error = %other, "metadata exchange failed: treating the peer as a generic libp2p peer");
-                        self.mark_generic(peer);
-                    }
-                }
-            }
-            request_response::Event::InboundFailure { peer, error, .. } => {
-                tracing::debug!(%peer, %error, "inbound metadata request failed");
-            }
-            request_response::Event::ResponseSent { .. } => {}
+            metadata::Event::Waku(peer) => self.peer_kinds.set(peer, PeerKind::Waku),
+            metadata::Event::WrongCluster(peer) => self.disconnect(peer, "wrong_cluster"),
+            metadata::Event::Malformed(peer) => self.disconnect(peer, "metadata_malformed"),
+            metadata::Event::Generic(peer) => self.mark_generic(peer),
         }
     }
 
@@ -685,6 +614,15 @@ impl SwarmTask {
             .get_or_create(&ReasonLabels { reason })
             .inc();
         let _ = self.swarm.disconnect_peer_id(peer);
+    }
+
+    /// Once a second: fleet peers whose attestation expired are asked for a renewed one.
+    fn attestation_tick(&mut self) {
+        for peer in self.swarm.behaviour_mut().attestation.expire() {
+            if self.swarm.is_connected(&peer) {
+                self.swarm.behaviour_mut().attestation.fetch(peer);
+            }
+        }
     }
 
     // === static peers ===
