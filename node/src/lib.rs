@@ -4,6 +4,7 @@
 //! See `ARCHITECTURE.md` at the repository root for how a message flows through the node.
 //! Each capability is one module that owns its wire format, state and metrics.
 
+pub mod args;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -27,6 +28,7 @@ pub mod store;
 pub mod swarm;
 pub mod telemetry;
 pub mod throttle;
+pub mod units;
 pub mod waku_enr;
 
 pub use config::Config;

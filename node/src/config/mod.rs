@@ -7,15 +7,15 @@
 //! optional ones that have no default); a unit test keeps the two in step.
 
 mod layers;
-pub mod units;
 
 use std::{net::IpAddr, net::SocketAddr, path::PathBuf, time::Duration};
 
 use libp2p::Multiaddr;
 use serde::{Deserialize, Serialize};
 
+pub use crate::telemetry::{LogConfig, LogFormat};
+pub use crate::units::{self, ByteSize};
 pub use layers::{env_var_for, flag_for, ConfigFlags, KeyKind, Schema};
-pub use units::ByteSize;
 
 /// The example config shipped with the source; it documents every key.
 pub const EXAMPLE_TOML: &str = include_str!("../../../roost.example.toml");
@@ -130,32 +130,6 @@ impl Default for HttpConfig {
             address: SocketAddr::from(([127, 0, 0, 1], 8008)),
         }
     }
-}
-
-/// Log output.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogConfig {
-    /// `text` for people, `json` for log shippers. Default `text`.
-    pub format: LogFormat,
-    /// tracing filter used when `RUST_LOG` is not set. Default `info`.
-    pub filter: String,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig {
-            format: LogFormat::Text,
-            filter: "info".into(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 /// A config that failed to load; the message is one line naming the problem and the fix.

@@ -16,10 +16,10 @@ use sha2::{Digest, Sha256};
 pub use metrics::Metrics;
 
 use crate::{
-    config::ByteSize,
     message::{
         ContentTopic, MessageHash, ShardTopic, WakuMessage, MAX_KNOWN_VERSION, MAX_META_LEN,
     },
+    units::ByteSize,
 };
 
 /// The relay protocol id; nwaku mounts only this codec.

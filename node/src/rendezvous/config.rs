@@ -6,7 +6,7 @@ use std::time::Duration;
 use libp2p::Multiaddr;
 use serde::{Deserialize, Serialize};
 
-use crate::config::units;
+use crate::units;
 
 /// Longest TTL the spec allows a rendezvous point to grant.
 pub const SPEC_MAX_TTL: Duration = Duration::from_secs(72 * 3600);

@@ -11,7 +11,7 @@ use super::{
     Archive,
 };
 use crate::{
-    cli::{fail, ConfigArgs},
+    args::{fail, ConfigArgs},
     client::Client,
     message::{now_nanos, MessageHash, ShardTopic},
 };

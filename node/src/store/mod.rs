@@ -55,11 +55,11 @@ pub use metrics::Metrics;
 pub use rpc::{StoreQueryRequest, StoreQueryResponse, PROTOCOL_ID};
 
 use crate::{
-    config::ByteSize,
     health::{Health, Status},
     message::{now_nanos, WakuMessage},
     relay::RelayedMessage,
     swarm::{Command, MessageSink, ReqResProtocol},
+    units::ByteSize,
 };
 use archive::{Incoming, Writer, Written};
 
