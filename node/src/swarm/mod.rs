@@ -191,7 +191,7 @@ impl SwarmTask {
                     self.redial_static_peers();
                     self.attestation_tick();
                     self.refresh_gauges();
-                    self.on_throttle_tick();
+                    self.score_tick();
                 }
             }
         }
@@ -532,9 +532,18 @@ impl SwarmTask {
         };
         let topic = message.topic.as_str();
         // Quotas first: an over-quota message is dropped before it is decoded.
-        if let Err(acceptance) = self.relay_gate(&propagation_source, topic, message.data.len()) {
+        let ip = self.swarm.behaviour().throttle.peer_ip(&propagation_source);
+        if let Err(refusal) =
+            self.throttle
+                .relay_gate(&propagation_source, ip, topic, message.data.len())
+        {
+            self.relay_metrics.verdict(refusal.label(), "throttled");
             if let Some(gs) = self.swarm.behaviour_mut().relay.as_mut() {
-                gs.report_message_validation_result(&message_id, &propagation_source, acceptance);
+                gs.report_message_validation_result(
+                    &message_id,
+                    &propagation_source,
+                    refusal.acceptance(),
+                );
             }
             return;
         }
@@ -547,7 +556,7 @@ impl SwarmTask {
             Err(invalid) => {
                 self.relay_metrics.verdict("reject", invalid.label());
                 tracing::debug!(peer = %propagation_source, reason = invalid.label(), error = %invalid, "rejected relay message");
-                self.relay_invalid(&propagation_source);
+                self.throttle.relay_invalid(&propagation_source);
                 MessageAcceptance::Reject
             }
         };
@@ -622,6 +631,18 @@ impl SwarmTask {
             if self.swarm.is_connected(&peer) {
                 self.swarm.behaviour_mut().attestation.fetch(peer);
             }
+        }
+    }
+
+    /// Once a second: gossipsub scores through the throttle; graylisted relay peers go.
+    fn score_tick(&mut self) {
+        let Some(gs) = self.swarm.behaviour_mut().relay.as_mut() else {
+            return;
+        };
+        let peer_kinds = &self.peer_kinds;
+        let graylisted = self.throttle.score_tick(gs, |p| peer_kinds.is_generic(p));
+        for peer in graylisted {
+            self.disconnect(peer, "graylisted");
         }
     }
 
