@@ -2,15 +2,18 @@
 //! with an ephemeral identity, no relay, no HTTP endpoint and only a loopback listener. It still
 //! answers the metadata protocol, so service nodes of its cluster keep it connected.
 
-use libp2p::{multiaddr::Protocol, Multiaddr, PeerId};
+use libp2p::Multiaddr;
 use tempfile::TempDir;
+
+pub use crate::addr::peer_id_of;
 
 use crate::{
     config::Config,
     filter::{self, RequestType, SubscribeReply},
+    handle::NodeHandle,
     lightpush::{self, PushReply},
     message::WakuMessage,
-    node::{Node, NodeHandle, StartError},
+    node::{Node, StartError},
     swarm::{ReqResProtocol, RequestError},
 };
 
@@ -147,12 +150,4 @@ impl Client {
 /// A fresh random request id.
 pub fn request_id() -> String {
     hex::encode(rand::random::<[u8; 16]>())
-}
-
-/// The `/p2p/<peer id>` part of an address.
-pub fn peer_id_of(address: &Multiaddr) -> Option<PeerId> {
-    address.iter().find_map(|p| match p {
-        Protocol::P2p(id) => Some(id),
-        _ => None,
-    })
 }

@@ -24,8 +24,8 @@ use super::{
     shard_namespace, Metrics,
 };
 use crate::{
+    handle::NodeHandle,
     health::{Health, Status as HealthStatus},
-    node::NodeHandle,
     swarm::ReqResProtocol,
 };
 
@@ -283,7 +283,7 @@ impl ClientTask {
             .iter()
             .filter_map(|address| {
                 Some(Point {
-                    peer: crate::client::peer_id_of(address)?,
+                    peer: crate::addr::peer_id_of(address)?,
                     address: address.clone(),
                 })
             })

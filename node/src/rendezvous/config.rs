@@ -128,7 +128,7 @@ impl Config {
             ));
         }
         for point in &self.points {
-            if crate::client::peer_id_of(point).is_none() {
+            if crate::addr::peer_id_of(point).is_none() {
                 return Err(format!(
                     "rendezvous point `{point}` has no /p2p/<peer id> part; write the point's full address, e.g. /ip4/10.0.0.1/tcp/60000/p2p/<peer id>"
                 ));
