@@ -385,8 +385,18 @@ impl<S: Service> NetworkBehaviour for Behaviour<S> {
     }
 
     fn on_swarm_event(&mut self, event: FromSwarm) {
-        if let FromSwarm::ConnectionClosed(closed) = &event {
-            self.ips.remove(&closed.connection_id);
+        // A connection another behaviour denied after this one accepted it never closes.
+        match &event {
+            FromSwarm::ConnectionClosed(e) => {
+                self.ips.remove(&e.connection_id);
+            }
+            FromSwarm::ListenFailure(e) => {
+                self.ips.remove(&e.connection_id);
+            }
+            FromSwarm::DialFailure(e) => {
+                self.ips.remove(&e.connection_id);
+            }
+            _ => {}
         }
         self.inner.on_swarm_event(event);
     }

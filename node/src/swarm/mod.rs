@@ -13,24 +13,20 @@ mod behaviour;
 pub mod command;
 pub mod keep_alive;
 pub mod peer_kind;
+mod static_peers;
 mod transport;
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use futures::StreamExt;
 use libp2p::metrics::Recorder;
 use libp2p::{
-    core::ConnectedPoint,
     gossipsub::{self, MessageAcceptance},
     identify,
     multiaddr::Protocol,
     ping,
-    swarm::{dial_opts::DialOpts, ConnectionId, SwarmEvent},
-    Multiaddr, PeerId, Swarm,
+    swarm::SwarmEvent,
+    PeerId, Swarm,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -41,6 +37,8 @@ pub use command::{
 };
 pub use peer_kind::{PeerKind, PeerKinds};
 pub use transport::{build_swarm, BuildError};
+
+use static_peers::StaticPeers;
 
 use crate::{
     config::Config,
@@ -66,20 +64,6 @@ impl MessageSink for tokio::sync::broadcast::Sender<Arc<RelayedMessage>> {
 
 /// How often gauges (mesh sizes, queue depths, health) are refreshed.
 const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
-/// First redial delay of a static peer; doubles up to `network.redial_max_backoff`.
-const INITIAL_REDIAL_BACKOFF: Duration = Duration::from_secs(1);
-
-/// A configured static peer and its redial state.
-#[derive(Debug)]
-struct StaticPeer {
-    address: Multiaddr,
-    peer_id: Option<PeerId>,
-    dialing: Option<ConnectionId>,
-    connected: bool,
-    next_dial: Instant,
-    backoff: Duration,
-}
-
 pub struct SwarmTask {
     pub(crate) swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
@@ -94,8 +78,7 @@ pub struct SwarmTask {
     cluster_id: u16,
     shards: Vec<u16>,
     relay_enabled: bool,
-    static_peers: Vec<StaticPeer>,
-    redial_max_backoff: Duration,
+    static_peers: StaticPeers,
     /// What metadata said each connected peer is (Waku, generic libp2p, not known yet).
     pub(crate) peer_kinds: PeerKinds,
     command_capacity: usize,
@@ -115,23 +98,11 @@ pub struct SwarmTaskParts {
 
 impl SwarmTask {
     pub fn new(swarm: Swarm<Behaviour>, config: &Config, parts: SwarmTaskParts) -> Self {
-        let now = Instant::now();
-        let static_peers = config
-            .network
-            .peers
-            .iter()
-            .map(|address| StaticPeer {
-                peer_id: address.iter().find_map(|p| match p {
-                    Protocol::P2p(id) => Some(id),
-                    _ => None,
-                }),
-                address: address.clone(),
-                dialing: None,
-                connected: false,
-                next_dial: now,
-                backoff: INITIAL_REDIAL_BACKOFF,
-            })
-            .collect();
+        let static_peers = StaticPeers::new(
+            &config.network.peers,
+            config.network.redial_max_backoff,
+            parts.net_metrics.static_peer_dials.clone(),
+        );
         let mut task = SwarmTask {
             swarm,
             commands: parts.commands,
@@ -147,7 +118,6 @@ impl SwarmTask {
             shards: config.relay.shards.clone(),
             relay_enabled: config.relay.enabled,
             static_peers,
-            redial_max_backoff: config.network.redial_max_backoff,
             peer_kinds: PeerKinds::default(),
             command_capacity: COMMAND_CAPACITY,
         };
@@ -188,7 +158,7 @@ impl SwarmTask {
                 },
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 _ = gauges.tick() => {
-                    self.redial_static_peers();
+                    self.static_peers.redial(&mut self.swarm);
                     self.attestation_tick();
                     self.refresh_gauges();
                     self.score_tick();
@@ -422,7 +392,7 @@ impl SwarmTask {
                 self.libp2p_metrics.record(&event);
                 if let identify::Event::Received { peer_id, info, .. } = &event {
                     tracing::debug!(peer = %peer_id, agent = %info.agent_version, "identified peer");
-                    let is_static = self.is_static_peer(peer_id);
+                    let is_static = self.static_peers.contains(peer_id);
                     self.swarm.behaviour_mut().peer_exchange.on_identified(
                         *peer_id,
                         &info.protocols,
@@ -461,8 +431,9 @@ impl SwarmTask {
                     .connections_established
                     .get_or_create(&DirectionLabels { direction })
                     .inc();
-                tracing::debug!(peer = %peer_id, %direction, address = %endpoint_address(&endpoint), "connection established");
-                self.on_static_peer_connected(peer_id, connection_id, &endpoint);
+                tracing::debug!(peer = %peer_id, %direction, address = %static_peers::endpoint_address(&endpoint), "connection established");
+                self.static_peers
+                    .connected(peer_id, connection_id, &endpoint);
                 if num_established.get() == 1 {
                     self.peer_kinds.connected(peer_id);
                 }
@@ -485,7 +456,7 @@ impl SwarmTask {
                             gs.remove_blacklisted_peer(&peer_id);
                         }
                     }
-                    self.on_static_peer_disconnected(peer_id);
+                    self.static_peers.disconnected(peer_id);
                     self.swarm.behaviour_mut().attestation.on_peer_gone(peer_id);
                 }
             }
@@ -495,7 +466,8 @@ impl SwarmTask {
                 error,
             } => {
                 tracing::debug!(peer = ?peer_id, %error, "outgoing connection failed");
-                self.on_static_dial_failed(connection_id, &error.to_string());
+                self.static_peers
+                    .dial_failed(connection_id, &error.to_string());
             }
             SwarmEvent::IncomingConnectionError {
                 error,
@@ -648,111 +620,6 @@ impl SwarmTask {
 
     // === static peers ===
 
-    /// Whether `peer` is one of the configured static peers.
-    pub(crate) fn is_static_peer(&self, peer: &PeerId) -> bool {
-        self.static_peers.iter().any(|p| p.peer_id == Some(*peer))
-    }
-
-    fn redial_static_peers(&mut self) {
-        let now = Instant::now();
-        let connected: HashSet<PeerId> = self.swarm.connected_peers().copied().collect();
-        for i in 0..self.static_peers.len() {
-            let peer = &mut self.static_peers[i];
-            if let Some(id) = peer.peer_id {
-                peer.connected = connected.contains(&id);
-            }
-            if peer.connected || peer.dialing.is_some() || now < peer.next_dial {
-                continue;
-            }
-            let opts = match peer.peer_id {
-                Some(id) => DialOpts::peer_id(id)
-                    .addresses(vec![peer.address.clone()])
-                    .build(),
-                None => DialOpts::unknown_peer_id()
-                    .address(peer.address.clone())
-                    .build(),
-            };
-            let connection_id = opts.connection_id();
-            let address = peer.address.clone();
-            match self.swarm.dial(opts) {
-                Ok(()) => {
-                    tracing::debug!(%address, "dialling static peer");
-                    self.static_peers[i].dialing = Some(connection_id);
-                }
-                Err(e) => {
-                    tracing::debug!(%address, error = %e, "cannot dial static peer now");
-                    self.schedule_redial(i, "dial_refused");
-                }
-            }
-        }
-    }
-
-    fn schedule_redial(&mut self, index: usize, outcome: &'static str) {
-        self.net_metrics
-            .static_peer_dials
-            .get_or_create(&ReasonLabels { reason: outcome })
-            .inc();
-        let max = self.redial_max_backoff;
-        if let Some(peer) = self.static_peers.get_mut(index) {
-            peer.dialing = None;
-            peer.next_dial = Instant::now() + peer.backoff;
-            peer.backoff = (peer.backoff * 2).min(max);
-        }
-    }
-
-    fn on_static_peer_connected(
-        &mut self,
-        peer_id: PeerId,
-        connection_id: ConnectionId,
-        endpoint: &ConnectedPoint,
-    ) {
-        let mut counted = false;
-        for peer in &mut self.static_peers {
-            let ours = peer.dialing == Some(connection_id)
-                || peer.peer_id == Some(peer_id)
-                || (peer.peer_id.is_none()
-                    && endpoint.is_dialer()
-                    && endpoint_address(endpoint) == &peer.address);
-            if ours {
-                if peer.dialing == Some(connection_id) && !counted {
-                    self.net_metrics
-                        .static_peer_dials
-                        .get_or_create(&ReasonLabels {
-                            reason: "connected",
-                        })
-                        .inc();
-                    counted = true;
-                }
-                peer.peer_id.get_or_insert(peer_id);
-                peer.dialing = None;
-                peer.connected = true;
-                peer.backoff = INITIAL_REDIAL_BACKOFF;
-            }
-        }
-    }
-
-    fn on_static_peer_disconnected(&mut self, peer_id: PeerId) {
-        let now = Instant::now();
-        for peer in &mut self.static_peers {
-            if peer.peer_id == Some(peer_id) {
-                tracing::info!(peer = %peer_id, address = %peer.address, "static peer disconnected; will redial");
-                peer.connected = false;
-                peer.next_dial = now + peer.backoff;
-            }
-        }
-    }
-
-    fn on_static_dial_failed(&mut self, connection_id: ConnectionId, error: &str) {
-        if let Some(index) = self
-            .static_peers
-            .iter()
-            .position(|p| p.dialing == Some(connection_id))
-        {
-            tracing::info!(address = %self.static_peers[index].address, %error, "static peer dial failed; backing off");
-            self.schedule_redial(index, "failed");
-        }
-    }
-
     // === gauges ===
 
     fn refresh_gauges(&mut self) {
@@ -789,10 +656,8 @@ impl SwarmTask {
                 channel: "swarm_commands",
             })
             .set(queued as i64);
-        let static_down = self.static_peers.iter().filter(|p| !p.connected).count();
-        let status_level = if self.relay_enabled
-            && !self.static_peers.is_empty()
-            && static_down == self.static_peers.len()
+        let (static_total, static_down) = self.static_peers.counts();
+        let status_level = if self.relay_enabled && static_total > 0 && static_down == static_total
         {
             Status::Degraded
         } else {
@@ -803,7 +668,7 @@ impl SwarmTask {
             status_level,
             serde_json::json!({
                 "connected_peers": status.connected_peers.len(),
-                "static_peers": self.static_peers.len(),
+                "static_peers": static_total,
                 "static_peers_down": static_down,
                 "peer_kinds": kinds
                     .iter()
@@ -822,13 +687,6 @@ impl SwarmTask {
                 }),
             );
         }
-    }
-}
-
-fn endpoint_address(endpoint: &ConnectedPoint) -> &Multiaddr {
-    match endpoint {
-        ConnectedPoint::Dialer { address, .. } => address,
-        ConnectedPoint::Listener { send_back_addr, .. } => send_back_addr,
     }
 }
 
