@@ -14,9 +14,10 @@ pub mod command;
 pub mod keep_alive;
 pub mod peer_kind;
 mod static_peers;
+mod status;
 mod transport;
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
+use std::{sync::Arc, time::Duration};
 
 use futures::StreamExt;
 use libp2p::metrics::Recorder;
@@ -42,9 +43,9 @@ use static_peers::StaticPeers;
 
 use crate::{
     config::Config,
-    health::{Health, Status},
+    health::Health,
     lightpush, metadata,
-    metrics::{ChannelLabels, DirectionLabels, NetworkMetrics, PeerKindLabels, ReasonLabels},
+    metrics::{DirectionLabels, NetworkMetrics, ReasonLabels},
     relay::{self, RelayedMessage, Validator},
     throttle::Throttle,
 };
@@ -334,49 +335,6 @@ impl SwarmTask {
         }
     }
 
-    fn status(&self) -> NetworkStatus {
-        let connected_peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
-        let shards = self
-            .swarm
-            .behaviour()
-            .relay
-            .as_ref()
-            .map(|gs| {
-                let mut topic_counts: HashMap<gossipsub::TopicHash, usize> = HashMap::new();
-                for (_, topics) in gs.all_peers() {
-                    for t in topics {
-                        *topic_counts.entry(t.clone()).or_default() += 1;
-                    }
-                }
-                self.validator_topics()
-                    .into_iter()
-                    .map(|t| {
-                        let hash = gossipsub::IdentTopic::new(t.clone()).hash();
-                        ShardStatus {
-                            mesh_peers: gs.mesh_peers(&hash).count(),
-                            topic_peers: topic_counts.get(&hash).copied().unwrap_or(0),
-                            pubsub_topic: t,
-                        }
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        NetworkStatus {
-            connected_peers,
-            shards,
-        }
-    }
-
-    fn validator_topics(&self) -> Vec<String> {
-        let mut shards = self.shards.clone();
-        shards.sort_unstable();
-        shards.dedup();
-        shards
-            .into_iter()
-            .map(|s| crate::message::ShardTopic::new(self.cluster_id, s).to_string())
-            .collect()
-    }
-
     // === swarm events ===
 
     fn on_swarm_event(&mut self, event: SwarmEvent<BehaviourEvent>) {
@@ -619,75 +577,6 @@ impl SwarmTask {
     }
 
     // === static peers ===
-
-    // === gauges ===
-
-    fn refresh_gauges(&mut self) {
-        let status = self.status();
-        self.net_metrics
-            .peers_connected
-            .set(status.connected_peers.len() as i64);
-        let kinds = self.peer_kinds.counts();
-        for (kind, count) in kinds {
-            self.net_metrics
-                .peers_by_kind
-                .get_or_create(&PeerKindLabels { kind: kind.label() })
-                .set(count as i64);
-        }
-        for shard in &status.shards {
-            let labels = relay::metrics::ShardLabels {
-                shard: shard.pubsub_topic.clone(),
-            };
-            self.relay_metrics
-                .mesh_peers
-                .get_or_create(&labels)
-                .set(shard.mesh_peers as i64);
-            self.relay_metrics
-                .topic_peers
-                .get_or_create(&labels)
-                .set(shard.topic_peers as i64);
-        }
-        let queued = self
-            .command_capacity
-            .saturating_sub(self.commands.capacity());
-        self.net_metrics
-            .channel_depth
-            .get_or_create(&ChannelLabels {
-                channel: "swarm_commands",
-            })
-            .set(queued as i64);
-        let (static_total, static_down) = self.static_peers.counts();
-        let status_level = if self.relay_enabled && static_total > 0 && static_down == static_total
-        {
-            Status::Degraded
-        } else {
-            Status::Ok
-        };
-        self.health.set(
-            "network",
-            status_level,
-            serde_json::json!({
-                "connected_peers": status.connected_peers.len(),
-                "static_peers": static_total,
-                "static_peers_down": static_down,
-                "peer_kinds": kinds
-                    .iter()
-                    .map(|(kind, count)| (kind.label(), *count))
-                    .collect::<std::collections::BTreeMap<_, _>>(),
-            }),
-        );
-        if self.relay_enabled {
-            let mesh_total: usize = status.shards.iter().map(|s| s.mesh_peers).sum();
-            self.health.set(
-                "relay",
-                Status::Ok,
-                serde_json::json!({
-                    "shards": status.shards.len(),
-                    "mesh_peers": mesh_total,
-                }),
-            );
-        }
-    }
 }
 
 /// Reads a oneshot reply, mapping a dropped sender to "shutting down".
