@@ -13,7 +13,7 @@ use crate::{
     message::WakuMessage,
     relay::RelayedMessage,
     store,
-    swarm::{Command, NetworkStatus, PublishError, PublishReceipt},
+    swarm::command::{Command, NetworkStatus, PublishError, PublishReceipt},
     throttle::Throttle,
 };
 
@@ -132,11 +132,11 @@ impl NodeHandle {
     /// `addresses` are dialled when the peer is not connected yet.
     pub async fn request(
         &self,
-        protocol: crate::swarm::ReqResProtocol,
+        protocol: crate::reqres::Protocol,
         peer: PeerId,
         addresses: Vec<Multiaddr>,
         request: Vec<u8>,
-    ) -> Result<Vec<u8>, crate::swarm::RequestError> {
+    ) -> Result<Vec<u8>, crate::reqres::RequestError> {
         let (reply, rx) = oneshot::channel();
         self.commands
             .send(Command::Request {
@@ -147,15 +147,15 @@ impl NodeHandle {
                 reply,
             })
             .await
-            .map_err(|_| crate::swarm::RequestError::ShuttingDown)?;
+            .map_err(|_| crate::reqres::RequestError::ShuttingDown)?;
         rx.await
-            .map_err(|_| crate::swarm::RequestError::ShuttingDown)?
+            .map_err(|_| crate::reqres::RequestError::ShuttingDown)?
     }
 
     /// Answers an inbound request whose work was done off the swarm task.
     pub async fn respond(
         &self,
-        protocol: crate::swarm::ReqResProtocol,
+        protocol: crate::reqres::Protocol,
         channel: libp2p::request_response::ResponseChannel<Vec<u8>>,
         response: Vec<u8>,
     ) {

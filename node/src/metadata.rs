@@ -185,21 +185,17 @@ impl reqres::Service for Service {
     }
 }
 
-// === impl Behaviour ===
-
-impl reqres::Behaviour<Service> {
-    /// A first connection to `peer`: ask its metadata (once per connection burst).
-    pub fn ask(&mut self, peer: PeerId) {
-        if self.service_mut().pending.insert(peer) {
-            let request = self.service().ours.clone();
-            self.send_request(&peer, request);
-        }
+/// A first connection to `peer`: ask its metadata (once per connection burst).
+pub fn ask(behaviour: &mut Behaviour, peer: PeerId) {
+    if behaviour.service_mut().pending.insert(peer) {
+        let request = behaviour.service().ours.clone();
+        behaviour.send_request(&peer, request);
     }
+}
 
-    /// The last connection to `peer` closed.
-    pub fn forget(&mut self, peer: &PeerId) {
-        self.service_mut().pending.remove(peer);
-    }
+/// The last connection to `peer` closed.
+pub fn forget(behaviour: &mut Behaviour, peer: &PeerId) {
+    behaviour.service_mut().pending.remove(peer);
 }
 
 #[cfg(test)]

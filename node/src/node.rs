@@ -16,12 +16,13 @@ use crate::{
     config::Config,
     filter::{self},
     health::Health,
-    http, lightpush,
-    metrics::{self, NetworkMetrics},
-    peer_exchange,
+    http, lightpush, metrics, peer_exchange,
     relay::{self},
     rendezvous, store,
-    swarm::{build_swarm, MessageSink, Services, SwarmTask, SwarmTaskParts, COMMAND_CAPACITY},
+    swarm::{
+        build_swarm, metrics::NetworkMetrics, MessageSink, Services, SwarmTask, SwarmTaskParts,
+        COMMAND_CAPACITY,
+    },
     throttle::{self, Throttle},
     waku_enr,
 };

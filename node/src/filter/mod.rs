@@ -37,8 +37,8 @@ pub use behaviour::{
 pub use metrics::Metrics;
 
 use crate::{
-    config::units,
     message::{MessageHash, WakuMessage, WakuMessageProto},
+    units,
 };
 
 pub const SUBSCRIBE_PROTOCOL: StreamProtocol =

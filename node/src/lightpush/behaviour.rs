@@ -1,6 +1,6 @@
 //! Light push as a behaviour of its own: admit, decode, resolve the pubsub topic, then ask the
 //! node to publish ([`Event::Publish`]) and answer with what the publish did
-//! ([`Behaviour::published`]).
+//! ([`published`]).
 
 use std::time::Instant;
 
@@ -18,7 +18,7 @@ use crate::{
     relay::{self, Invalid},
     reqres::{self, inbound_failure_label, Handled, Inbound, LpCodec, Responder},
     store::{ArchiveHandle, StoreError},
-    swarm::{PublishError, PublishReceipt},
+    swarm::command::{PublishError, PublishReceipt},
     throttle::{self, Throttle, Throttled},
 };
 
@@ -50,7 +50,7 @@ pub fn behaviour(
 #[derive(Debug)]
 pub enum Event {
     /// Publish this message as if it were local, then hand the result to
-    /// [`Behaviour::published`].
+    /// [`published`].
     Publish(Push),
 }
 
@@ -249,70 +249,70 @@ impl reqres::Service for Service {
     }
 }
 
-// === impl Behaviour ===
-
-impl reqres::Behaviour<Service> {
-    /// Answers a push once the node published it (or could not).
-    pub fn published(&mut self, pending: Pending, result: Result<PublishReceipt, PublishError>) {
-        let Pending {
-            version,
-            peer,
-            request_id,
-            pubsub_topic,
-            to_store,
-            channel,
-            received,
-        } = pending;
-        let service = self.service();
-        let receipt = match result {
-            Ok(receipt) => receipt,
-            Err(e) => {
-                let refused = service.refusal_of(e);
-                if let Handled::Reply(channel, response) =
-                    service.refused(peer, &request_id, refused, channel, received)
-                {
-                    self.respond(channel, response);
-                }
-                return;
-            }
-        };
-        tracing::debug!(%peer, hash = %receipt.hash, topic = %pubsub_topic, relay_peers = receipt.relay_peers, "light push published");
-        if receipt.relay_peers == 0 {
-            let refused = Refused::new(
-                Status::NO_PEERS_TO_RELAY,
-                format!("no relay peers on {pubsub_topic}"),
-            );
+/// Answers a push once the node published it (or could not).
+pub fn published(
+    behaviour: &mut Behaviour,
+    pending: Pending,
+    result: Result<PublishReceipt, PublishError>,
+) {
+    let Pending {
+        version,
+        peer,
+        request_id,
+        pubsub_topic,
+        to_store,
+        channel,
+        received,
+    } = pending;
+    let service = behaviour.service();
+    let receipt = match result {
+        Ok(receipt) => receipt,
+        Err(e) => {
+            let refused = service.refusal_of(e);
             if let Handled::Reply(channel, response) =
                 service.refused(peer, &request_id, refused, channel, received)
             {
-                self.respond(channel, response);
+                behaviour.respond(channel, response);
             }
             return;
         }
-        let relay_peers = u32::try_from(receipt.relay_peers).unwrap_or(u32::MAX);
-        if let (Some(message), Some(store)) = (to_store, service.store.clone()) {
-            let metrics = service.metrics.clone();
-            let responder = self.responder();
-            answer_once_stored(
-                version,
-                store,
-                Stored {
-                    request_id,
-                    relay_peers,
-                    pubsub_topic,
-                    message,
-                },
-                channel,
-                (metrics, received),
-                responder,
-            );
-            return;
+    };
+    tracing::debug!(%peer, hash = %receipt.hash, topic = %pubsub_topic, relay_peers = receipt.relay_peers, "light push published");
+    if receipt.relay_peers == 0 {
+        let refused = Refused::new(
+            Status::NO_PEERS_TO_RELAY,
+            format!("no relay peers on {pubsub_topic}"),
+        );
+        if let Handled::Reply(channel, response) =
+            service.refused(peer, &request_id, refused, channel, received)
+        {
+            behaviour.respond(channel, response);
         }
-        service.answered(Status::SUCCESS.outcome(), received);
-        let response = encode_response(version, &request_id, &Ok(relay_peers));
-        // Err: the client went away meanwhile; the outcome is counted all the same.
-        self.respond(channel, response);
+        return;
     }
+    let relay_peers = u32::try_from(receipt.relay_peers).unwrap_or(u32::MAX);
+    if let (Some(message), Some(store)) = (to_store, service.store.clone()) {
+        let metrics = service.metrics.clone();
+        let responder = behaviour.responder();
+        answer_once_stored(
+            version,
+            store,
+            Stored {
+                request_id,
+                relay_peers,
+                pubsub_topic,
+                message,
+            },
+            channel,
+            (metrics, received),
+            responder,
+        );
+        return;
+    }
+    service.answered(Status::SUCCESS.outcome(), received);
+    let response = encode_response(version, &request_id, &Ok(relay_peers));
+    // Err: the client went away meanwhile; the outcome is counted all the same.
+    behaviour.respond(channel, response);
 }
 
 /// A relayed push the store must commit before the answer.

@@ -186,48 +186,46 @@ impl reqres::Service for State {
     }
 }
 
-// === impl Behaviour ===
+// === the node's hooks ===
 
-impl reqres::Behaviour<State> {
-    /// identify told us what a peer runs: fetch its attestation if it claims membership.
-    pub fn on_identified(&mut self, peer: PeerId, info: &identify::Info) {
-        let state = self.service();
-        if state.verifier.is_none() || !info.protocols.contains(&PROTOCOL_ID) {
-            return;
-        }
-        if state.view.get(&peer).is_some() {
-            return;
-        }
-        self.fetch(peer);
+/// identify told us what a peer runs: fetch its attestation if it claims membership.
+pub fn on_identified(behaviour: &mut Behaviour, peer: PeerId, info: &identify::Info) {
+    let state = behaviour.service();
+    if state.verifier.is_none() || !info.protocols.contains(&PROTOCOL_ID) {
+        return;
     }
+    if state.view.get(&peer).is_some() {
+        return;
+    }
+    fetch(behaviour, peer);
+}
 
-    /// Fetches `peer`'s attestation, unless a fetch is in flight.
-    pub fn fetch(&mut self, peer: PeerId) {
-        if self.service().view.start_fetch(peer) {
-            self.send_request(&peer, Vec::new());
-        }
+/// Fetches `peer`'s attestation, unless a fetch is in flight.
+pub fn fetch(behaviour: &mut Behaviour, peer: PeerId) {
+    if behaviour.service().view.start_fetch(peer) {
+        behaviour.send_request(&peer, Vec::new());
     }
+}
 
-    /// The last connection to `peer` closed.
-    pub fn on_peer_gone(&mut self, peer: PeerId) {
-        let state = self.service_mut();
-        if state.view.forget(&peer).is_some() {
-            tracing::debug!(%peer, "fleet peer disconnected");
-            state.throttle.set_fleet_member(peer, false);
-        }
-        state.refresh_gauge();
+/// The last connection to `peer` closed.
+pub fn on_peer_gone(behaviour: &mut Behaviour, peer: PeerId) {
+    let state = behaviour.service_mut();
+    if state.view.forget(&peer).is_some() {
+        tracing::debug!(%peer, "fleet peer disconnected");
+        state.throttle.set_fleet_member(peer, false);
     }
+    state.refresh_gauge();
+}
 
-    /// Once a second: drops fleet peers whose attestation expired; returns them, so the
-    /// connected ones can be asked for a renewed one ([`Self::fetch`]).
-    pub fn expire(&mut self) -> Vec<PeerId> {
-        let state = self.service();
-        let expired = state.view.remove_expired(SystemTime::now());
-        for peer in &expired {
-            tracing::info!(%peer, "a fleet peer's attestation expired; fetching it again");
-            state.throttle.set_fleet_member(*peer, false);
-        }
-        state.refresh_gauge();
-        expired
+/// Once a second: drops fleet peers whose attestation expired; returns them, so the
+/// connected ones can be asked for a renewed one ([`fetch`]).
+pub fn expire(behaviour: &mut Behaviour) -> Vec<PeerId> {
+    let state = behaviour.service();
+    let expired = state.view.remove_expired(SystemTime::now());
+    for peer in &expired {
+        tracing::info!(%peer, "a fleet peer's attestation expired; fetching it again");
+        state.throttle.set_fleet_member(*peer, false);
     }
+    state.refresh_gauge();
+    expired
 }

@@ -29,10 +29,11 @@ pub mod profile;
 pub mod signer;
 pub mod trust;
 
-pub use attestation::{Attestation, Claims, KeyStorage, Rejection, Role, SignedAttestation};
+pub use attestation::{Attestation, Claims, Rejection, Role, SignedAttestation};
 pub use config::Config;
 pub use key::OperatorKey;
 pub use metrics::Metrics;
+pub use signer::KeyStorage;
 pub use signer::{Signer, SignerError};
 pub use trust::{FleetPeer, FleetView, PeerStatus, Verifier};
 

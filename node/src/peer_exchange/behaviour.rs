@@ -209,16 +209,20 @@ impl reqres::Service for Service {
     }
 }
 
-// === impl Behaviour ===
-
-impl reqres::Behaviour<Service> {
-    /// Identify told us what `peer` speaks: a static peer that serves peer exchange is asked
-    /// for the ENRs it knows, at most every [`LEARN_INTERVAL`].
-    pub fn on_identified(&mut self, peer: PeerId, protocols: &[StreamProtocol], is_static: bool) {
-        if !self.service_mut().should_ask(peer, protocols, is_static) {
-            return;
-        }
-        let id = self.send_request(&peer, encode_request(MAX_PEERS_PER_RESPONSE));
-        self.service_mut().queries.insert(id);
+/// Identify told us what `peer` speaks: a static peer that serves peer exchange is asked for
+/// the ENRs it knows, at most every [`LEARN_INTERVAL`].
+pub fn on_identified(
+    behaviour: &mut Behaviour,
+    peer: PeerId,
+    protocols: &[StreamProtocol],
+    is_static: bool,
+) {
+    if !behaviour
+        .service_mut()
+        .should_ask(peer, protocols, is_static)
+    {
+        return;
     }
+    let id = behaviour.send_request(&peer, encode_request(MAX_PEERS_PER_RESPONSE));
+    behaviour.service_mut().queries.insert(id);
 }

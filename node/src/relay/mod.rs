@@ -326,3 +326,16 @@ mod tests {
         assert!(gossipsub_behaviour(&Config::default()).is_ok());
     }
 }
+
+/// A consumer of accepted relay messages. `deliver` runs on the swarm task: it must not block
+/// (hand the message to a channel or a buffer and return).
+pub trait MessageSink: Send + 'static {
+    fn deliver(&mut self, message: &Arc<RelayedMessage>);
+}
+
+impl MessageSink for tokio::sync::broadcast::Sender<Arc<RelayedMessage>> {
+    fn deliver(&mut self, message: &Arc<RelayedMessage>) {
+        // No receivers is fine: nobody is listening through the API right now.
+        let _ = self.send(message.clone());
+    }
+}

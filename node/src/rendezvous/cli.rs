@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use libp2p::{identity::Keypair, Multiaddr};
 
 use super::{client, proto, record};
-use crate::{client::Client, swarm::ReqResProtocol};
+use crate::{client::Client, reqres::Protocol as ReqResProtocol};
 
 #[derive(Debug, Subcommand)]
 pub enum Command {

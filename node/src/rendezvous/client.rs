@@ -26,7 +26,7 @@ use super::{
 use crate::{
     handle::NodeHandle,
     health::{Health, Status as HealthStatus},
-    swarm::ReqResProtocol,
+    reqres::Protocol as ReqResProtocol,
 };
 
 /// What this node registers under and discovers in.

@@ -6,7 +6,7 @@ use prost::Message as _;
 use super::rpc::{ResponseError, StoreQueryRequest, StoreQueryResponse};
 use crate::{
     client::{Client, ClientError},
-    swarm::ReqResProtocol,
+    reqres::Protocol as ReqResProtocol,
 };
 
 /// Why a query got no readable answer.

@@ -57,8 +57,10 @@ pub use rpc::{StoreQueryRequest, StoreQueryResponse, PROTOCOL_ID};
 use crate::{
     health::{Health, Status},
     message::{now_nanos, WakuMessage},
+    relay::MessageSink,
     relay::RelayedMessage,
-    swarm::{Command, MessageSink, ReqResProtocol},
+    reqres::Protocol as ReqResProtocol,
+    swarm::command::Command,
     units::ByteSize,
 };
 use archive::{Incoming, Writer, Written};

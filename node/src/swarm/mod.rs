@@ -12,6 +12,7 @@
 mod behaviour;
 pub mod command;
 pub mod keep_alive;
+pub mod metrics;
 pub mod peer_kind;
 mod static_peers;
 mod status;
@@ -29,8 +30,9 @@ use libp2p::{
     swarm::SwarmEvent,
     PeerId, Swarm,
 };
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
+pub use crate::relay::MessageSink;
 pub use crate::reqres::{Protocol as ReqResProtocol, RequestError};
 pub use behaviour::{Behaviour, BehaviourEvent, Services};
 pub use command::{
@@ -39,29 +41,17 @@ pub use command::{
 pub use peer_kind::{PeerKind, PeerKinds};
 pub use transport::{build_swarm, BuildError};
 
+use metrics::{DirectionLabels, NetworkMetrics};
 use static_peers::StaticPeers;
 
 use crate::{
     config::Config,
     health::Health,
     lightpush, metadata,
-    metrics::{DirectionLabels, NetworkMetrics, ReasonLabels},
+    metrics::ReasonLabels,
     relay::{self, RelayedMessage, Validator},
     throttle::Throttle,
 };
-
-/// A consumer of accepted relay messages. `deliver` runs on the swarm task: it must not block
-/// (hand the message to a channel or a buffer and return).
-pub trait MessageSink: Send + 'static {
-    fn deliver(&mut self, message: &Arc<RelayedMessage>);
-}
-
-impl MessageSink for tokio::sync::broadcast::Sender<Arc<RelayedMessage>> {
-    fn deliver(&mut self, message: &Arc<RelayedMessage>) {
-        // No receivers is fine: nobody is listening through the API right now.
-        let _ = self.send(message.clone());
-    }
-}
 
 /// How often gauges (mesh sizes, queue depths, health) are refreshed.
 const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
@@ -322,7 +312,7 @@ impl SwarmTask {
             lightpush::Version::V3 => &mut behaviour.lightpush,
             lightpush::Version::Legacy => &mut behaviour.lightpush_legacy,
         };
-        lightpush.published(push.pending, result);
+        lightpush::published(lightpush, push.pending, result);
     }
 
     fn deliver_locally(&mut self, message: RelayedMessage) {
@@ -351,15 +341,17 @@ impl SwarmTask {
                 if let identify::Event::Received { peer_id, info, .. } = &event {
                     tracing::debug!(peer = %peer_id, agent = %info.agent_version, "identified peer");
                     let is_static = self.static_peers.contains(peer_id);
-                    self.swarm.behaviour_mut().peer_exchange.on_identified(
+                    crate::peer_exchange::behaviour::on_identified(
+                        &mut self.swarm.behaviour_mut().peer_exchange,
                         *peer_id,
                         &info.protocols,
                         is_static,
                     );
-                    self.swarm
-                        .behaviour_mut()
-                        .attestation
-                        .on_identified(*peer_id, info);
+                    crate::operator::behaviour::on_identified(
+                        &mut self.swarm.behaviour_mut().attestation,
+                        *peer_id,
+                        info,
+                    );
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Ping(event)) => self.on_ping(event),
@@ -394,9 +386,7 @@ impl SwarmTask {
                     .connected(peer_id, connection_id, &endpoint);
                 if num_established.get() == 1 {
                     self.peer_kinds.connected(peer_id);
-                }
-                if num_established.get() == 1 {
-                    self.swarm.behaviour_mut().metadata.ask(peer_id);
+                    metadata::ask(&mut self.swarm.behaviour_mut().metadata, peer_id);
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -407,7 +397,7 @@ impl SwarmTask {
             } => {
                 tracing::debug!(peer = %peer_id, cause = ?cause, remaining = num_established, "connection closed");
                 if num_established == 0 {
-                    self.swarm.behaviour_mut().metadata.forget(&peer_id);
+                    metadata::forget(&mut self.swarm.behaviour_mut().metadata, &peer_id);
                     if self.peer_kinds.disconnected(&peer_id) == Some(PeerKind::Generic) {
                         // The blacklist is per peer id: keep it as small as the connections.
                         if let Some(gs) = self.swarm.behaviour_mut().relay.as_mut() {
@@ -415,7 +405,10 @@ impl SwarmTask {
                         }
                     }
                     self.static_peers.disconnected(peer_id);
-                    self.swarm.behaviour_mut().attestation.on_peer_gone(peer_id);
+                    crate::operator::behaviour::on_peer_gone(
+                        &mut self.swarm.behaviour_mut().attestation,
+                        peer_id,
+                    );
                 }
             }
             SwarmEvent::OutgoingConnectionError {
@@ -557,9 +550,13 @@ impl SwarmTask {
 
     /// Once a second: fleet peers whose attestation expired are asked for a renewed one.
     fn attestation_tick(&mut self) {
-        for peer in self.swarm.behaviour_mut().attestation.expire() {
+        for peer in crate::operator::behaviour::expire(&mut self.swarm.behaviour_mut().attestation)
+        {
             if self.swarm.is_connected(&peer) {
-                self.swarm.behaviour_mut().attestation.fetch(peer);
+                crate::operator::behaviour::fetch(
+                    &mut self.swarm.behaviour_mut().attestation,
+                    peer,
+                );
             }
         }
     }
@@ -575,11 +572,4 @@ impl SwarmTask {
             self.disconnect(peer, "graylisted");
         }
     }
-
-    // === static peers ===
-}
-
-/// Reads a oneshot reply, mapping a dropped sender to "shutting down".
-pub async fn await_reply<T>(rx: oneshot::Receiver<T>) -> Option<T> {
-    rx.await.ok()
 }

@@ -5,12 +5,11 @@ use std::collections::HashMap;
 
 use libp2p::{gossipsub, PeerId};
 
-use super::{NetworkStatus, ShardStatus, SwarmTask};
-use crate::{
-    health::Status,
+use super::{
     metrics::{ChannelLabels, PeerKindLabels},
-    relay,
+    NetworkStatus, ShardStatus, SwarmTask,
 };
+use crate::{health::Status, relay};
 
 impl SwarmTask {
     pub(super) fn status(&self) -> NetworkStatus {
