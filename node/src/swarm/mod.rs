@@ -2,10 +2,12 @@
 //!
 //! Data flow:
 //! - socket → transport (TCP or WebSocket) → Noise → yamux/mplex → behaviours;
-//! - gossipsub hands every received message up as `Event::Message`; the task validates it
-//!   ([`crate::relay::Validator`]), reports Accept/Reject to gossipsub (which forwards only
-//!   accepted messages) and gives accepted ones to the local [`MessageSink`]s (store, filter,
-//!   API subscribers);
+//! - gossipsub hands every received message up as `Event::Message`; the task asks the
+//!   throttle's relay gate, then the relay's [`Router`](crate::relay::Router), which validates
+//!   it, reports Accept/Reject to gossipsub (which forwards only accepted messages) and gives
+//!   accepted ones to the local [`MessageSink`]s (store, filter, API subscribers);
+//! - every other service is a behaviour of its own ([`Behaviour`]); the task routes the few
+//!   events they emit (a light push to publish, what metadata learnt) and the commands;
 //! - other tasks talk to it only through the bounded [`Command`] channel;
 //! - the loop is `biased`: shutdown first, then local commands, then network events, then timers.
 
@@ -18,18 +20,11 @@ mod static_peers;
 mod status;
 mod transport;
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use futures::StreamExt;
 use libp2p::metrics::Recorder;
-use libp2p::{
-    gossipsub::{self, MessageAcceptance},
-    identify,
-    multiaddr::Protocol,
-    ping,
-    swarm::SwarmEvent,
-    PeerId, Swarm,
-};
+use libp2p::{gossipsub, identify, multiaddr::Protocol, ping, swarm::SwarmEvent, PeerId, Swarm};
 use tokio::sync::{mpsc, watch};
 
 pub use crate::relay::MessageSink;
@@ -45,11 +40,7 @@ use metrics::{DirectionLabels, NetworkMetrics};
 use static_peers::StaticPeers;
 
 use crate::{
-    config::Config,
-    health::Health,
-    lightpush, metadata,
-    metrics::ReasonLabels,
-    relay::{self, RelayedMessage, Validator},
+    config::Config, health::Health, lightpush, metadata, metrics::ReasonLabels, relay,
     throttle::Throttle,
 };
 
@@ -59,9 +50,7 @@ pub struct SwarmTask {
     pub(crate) swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
     shutdown: watch::Receiver<bool>,
-    validator: Validator,
-    sinks: Vec<Box<dyn MessageSink>>,
-    pub(crate) relay_metrics: relay::Metrics,
+    relay: relay::Router,
     net_metrics: NetworkMetrics,
     libp2p_metrics: libp2p::metrics::Metrics,
     health: Health,
@@ -98,9 +87,7 @@ impl SwarmTask {
             swarm,
             commands: parts.commands,
             shutdown: parts.shutdown,
-            validator: Validator::new(&config.relay),
-            sinks: parts.sinks,
-            relay_metrics: parts.relay_metrics,
+            relay: relay::Router::new(&config.relay, parts.sinks, parts.relay_metrics),
             net_metrics: parts.net_metrics,
             libp2p_metrics: parts.libp2p_metrics,
             health: parts.health,
@@ -239,68 +226,13 @@ impl SwarmTask {
         }
     }
 
-    pub(crate) fn publish(
+    fn publish(
         &mut self,
         pubsub_topic: String,
         message: crate::message::WakuMessage,
     ) -> Result<PublishReceipt, PublishError> {
-        let outcome = |m: &relay::Metrics, o: &'static str| {
-            m.published
-                .get_or_create(&relay::metrics::PublishLabels { outcome: o })
-                .inc();
-        };
-        let Some(gs) = self.swarm.behaviour_mut().relay.as_mut() else {
-            return Err(PublishError::RelayDisabled);
-        };
-        if !self.validator.serves(&pubsub_topic) {
-            outcome(&self.relay_metrics, "invalid");
-            return Err(relay::Invalid::UnknownPubsubTopic(pubsub_topic).into());
-        }
-        if let Err(e) = self.validator.check(&message) {
-            outcome(&self.relay_metrics, "invalid");
-            return Err(e.into());
-        }
-        let data = message.encode_to_vec();
-        if data.len() > self.validator.max_message_size() {
-            outcome(&self.relay_metrics, "invalid");
-            return Err(relay::Invalid::Oversize {
-                size: data.len(),
-                max: self.validator.max_message_size(),
-            }
-            .into());
-        }
-        let size = data.len();
-        let topic = gossipsub::IdentTopic::new(pubsub_topic.clone());
-        let topic_hash = topic.hash();
-        let relay_peers = match gs.publish(topic, data) {
-            Ok(_) => {
-                outcome(&self.relay_metrics, "ok");
-                gs.all_peers()
-                    .filter(|(_, topics)| topics.contains(&&topic_hash))
-                    .count()
-            }
-            Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {
-                outcome(&self.relay_metrics, "no_peers");
-                0
-            }
-            Err(gossipsub::PublishError::Duplicate) => {
-                outcome(&self.relay_metrics, "duplicate");
-                return Err(PublishError::Duplicate);
-            }
-            Err(e) => {
-                outcome(&self.relay_metrics, "error");
-                return Err(PublishError::Failed(e.to_string()));
-            }
-        };
-        let hash = message.hash(&pubsub_topic);
-        self.deliver_locally(RelayedMessage {
-            pubsub_topic: pubsub_topic.into(),
-            message,
-            hash,
-            source: None,
-            size,
-        });
-        Ok(PublishReceipt { hash, relay_peers })
+        let relay = self.swarm.behaviour_mut().relay.as_mut();
+        self.relay.publish(relay, pubsub_topic, message)
     }
 
     /// A light push to publish as if it were local; the behaviour answers with the result.
@@ -313,16 +245,6 @@ impl SwarmTask {
             lightpush::Version::Legacy => &mut behaviour.lightpush_legacy,
         };
         lightpush::published(lightpush, push.pending, result);
-    }
-
-    fn deliver_locally(&mut self, message: RelayedMessage) {
-        self.relay_metrics
-            .message_bytes
-            .observe(message.size as f64);
-        let message = Arc::new(message);
-        for sink in &mut self.sinks {
-            sink.deliver(&message);
-        }
     }
 
     // === swarm events ===
@@ -443,6 +365,9 @@ impl SwarmTask {
         }
     }
 
+    /// Gossipsub handed up a message: the throttle's quotas first (an over-quota message is
+    /// dropped before it is decoded), then the relay's validation; invalid ones count
+    /// against their sender.
     fn on_gossipsub(&mut self, event: gossipsub::Event) {
         self.libp2p_metrics.record(&event);
         let gossipsub::Event::Message {
@@ -453,49 +378,33 @@ impl SwarmTask {
         else {
             return;
         };
-        let topic = message.topic.as_str();
-        // Quotas first: an over-quota message is dropped before it is decoded.
         let ip = self.swarm.behaviour().throttle.peer_ip(&propagation_source);
-        if let Err(refusal) =
-            self.throttle
-                .relay_gate(&propagation_source, ip, topic, message.data.len())
-        {
-            self.relay_metrics.verdict(refusal.label(), "throttled");
-            if let Some(gs) = self.swarm.behaviour_mut().relay.as_mut() {
-                gs.report_message_validation_result(
-                    &message_id,
-                    &propagation_source,
-                    refusal.acceptance(),
-                );
-            }
+        let Some(gs) = self.swarm.behaviour_mut().relay.as_mut() else {
             return;
-        }
-        let verdict = self.validator.validate(topic, &message.data);
-        let acceptance = match &verdict {
-            Ok(_) => {
-                self.relay_metrics.verdict("accept", "valid");
-                MessageAcceptance::Accept
-            }
-            Err(invalid) => {
-                self.relay_metrics.verdict("reject", invalid.label());
-                tracing::debug!(peer = %propagation_source, reason = invalid.label(), error = %invalid, "rejected relay message");
-                self.throttle.relay_invalid(&propagation_source);
-                MessageAcceptance::Reject
-            }
         };
-        if let Some(gs) = self.swarm.behaviour_mut().relay.as_mut() {
-            gs.report_message_validation_result(&message_id, &propagation_source, acceptance);
-        }
-        if let Ok(waku_message) = verdict {
-            let pubsub_topic: Arc<str> = Arc::from(topic);
-            let hash = waku_message.hash(&pubsub_topic);
-            self.deliver_locally(RelayedMessage {
-                pubsub_topic,
-                message: waku_message,
-                hash,
-                source: Some(propagation_source),
-                size: message.data.len(),
-            });
+        let admitted = self.throttle.relay_gate(
+            &propagation_source,
+            ip,
+            message.topic.as_str(),
+            message.data.len(),
+        );
+        match admitted {
+            Err(refusal) => self.relay.refused(
+                gs,
+                propagation_source,
+                &message_id,
+                refusal.label(),
+                refusal.acceptance(),
+            ),
+            Ok(()) => {
+                if self
+                    .relay
+                    .received(gs, propagation_source, &message_id, &message)
+                    .is_err()
+                {
+                    self.throttle.relay_invalid(&propagation_source);
+                }
+            }
         }
     }
 

@@ -9,7 +9,7 @@ use super::{
     metrics::{ChannelLabels, PeerKindLabels},
     NetworkStatus, ShardStatus, SwarmTask,
 };
-use crate::{health::Status, relay};
+use crate::health::Status;
 
 impl SwarmTask {
     pub(super) fn status(&self) -> NetworkStatus {
@@ -68,17 +68,8 @@ impl SwarmTask {
                 .set(count as i64);
         }
         for shard in &status.shards {
-            let labels = relay::metrics::ShardLabels {
-                shard: shard.pubsub_topic.clone(),
-            };
-            self.relay_metrics
-                .mesh_peers
-                .get_or_create(&labels)
-                .set(shard.mesh_peers as i64);
-            self.relay_metrics
-                .topic_peers
-                .get_or_create(&labels)
-                .set(shard.topic_peers as i64);
+            self.relay
+                .set_shard_peers(&shard.pubsub_topic, shard.mesh_peers, shard.topic_peers);
         }
         let queued = self
             .command_capacity
