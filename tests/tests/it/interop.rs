@@ -7,155 +7,20 @@
 //! The client is installed from npm by `scripts/interop-setup` (which `scripts/test` runs; these
 //! tests run it too if the client is missing).
 
-use std::{
-    collections::BTreeSet,
-    io::{BufRead, BufReader},
-    path::PathBuf,
-    process::{Child, Command, Stdio},
-    sync::{mpsc, Arc, Mutex, OnceLock},
-    time::{Duration, Instant},
-};
+use std::collections::BTreeSet;
 
 use libp2p::{Multiaddr, PeerId};
 use roost_node::{
-    client::Client,
-    lightpush::Version,
-    message::{MessageHash, WakuMessage},
-    store::StoreQueryRequest,
+    client::Client, lightpush::Version, message::WakuMessage, store::StoreQueryRequest,
 };
 use roost_tests::{init_tracing, metric_sum, TestNode};
 use serde_json::{json, Value};
 
 use crate::{
+    js::{hashes, hex, Js},
     lightpush::{autoshard, pair},
     peer_exchange::self_signed_cert,
 };
-
-/// How long one js-waku scenario may take (starting Node and libp2p included).
-const JS_TIMEOUT: Duration = Duration::from_secs(120);
-
-fn interop_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("interop")
-}
-
-/// Installs the client once per test process (a no-op when `scripts/test` already did).
-fn ensure_client() -> PathBuf {
-    static NODE: OnceLock<PathBuf> = OnceLock::new();
-    NODE.get_or_init(|| {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
-            .join("scripts")
-            .join("interop-setup");
-        let status = Command::new(&script)
-            .status()
-            .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
-        assert!(status.success(), "scripts/interop-setup failed");
-        let node = interop_dir().join("node_modules").join(".bin").join("node");
-        assert!(node.exists(), "no Node binary at {}", node.display());
-        node
-    })
-    .clone()
-}
-
-/// A running js-waku scenario: its JSON events and its stderr for diagnostics.
-struct Js {
-    child: Child,
-    events: mpsc::Receiver<Value>,
-    stderr: Arc<Mutex<Vec<String>>>,
-}
-
-impl Js {
-    fn start(scenario: &str, args: Value, env: &[(&str, &str)]) -> Js {
-        let node = ensure_client();
-        let mut cmd = Command::new(node);
-        cmd.arg("interop.mjs")
-            .arg(scenario)
-            .arg(args.to_string())
-            .current_dir(interop_dir())
-            // js-waku relaxes its address filter when NODE_ENV=test: never inherit it.
-            .env_remove("NODE_ENV")
-            .env_remove("NODE_EXTRA_CA_CERTS")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (key, value) in env {
-            cmd.env(key, value);
-        }
-        let mut child = cmd.spawn().expect("start node interop.mjs");
-        let stdout = child.stdout.take().unwrap();
-        let stderr_pipe = child.stderr.take().unwrap();
-        let (tx, events) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(event) = serde_json::from_str::<Value>(&line) {
-                    if tx.send(event).is_err() {
-                        break;
-                    }
-                }
-            }
-        });
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr_pipe).lines().map_while(Result::ok) {
-                if let Ok(mut lines) = sink.lock() {
-                    lines.push(line);
-                }
-            }
-        });
-        Js {
-            child,
-            events,
-            stderr,
-        }
-    }
-
-    /// Waits (off the async runtime) for the event named `name`; an `error` event fails.
-    async fn event(self, name: &'static str) -> (Js, Value) {
-        tokio::task::spawn_blocking(move || {
-            let deadline = Instant::now() + JS_TIMEOUT;
-            while Instant::now() < deadline {
-                match self.events.recv_timeout(Duration::from_millis(200)) {
-                    Ok(event) if event["event"] == name => return (self, event),
-                    Ok(event) if event["event"] == "error" => {
-                        panic!("js-waku failed: {event}\n{}", self.logs())
-                    }
-                    _ => {}
-                }
-            }
-            panic!(
-                "no `{name}` from js-waku within {JS_TIMEOUT:?}\n{}",
-                self.logs()
-            )
-        })
-        .await
-        .unwrap()
-    }
-
-    fn logs(&self) -> String {
-        self.stderr.lock().map(|l| l.join("\n")).unwrap_or_default()
-    }
-}
-
-impl Drop for Js {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn hashes(value: &Value) -> Vec<String> {
-    value
-        .as_array()
-        .expect("an array of hashes")
-        .iter()
-        .map(|h| h.as_str().expect("hex hash").to_owned())
-        .collect()
-}
-
-fn hex(hash: &MessageHash) -> String {
-    hash.to_hex().trim_start_matches("0x").to_owned()
-}
 
 /// js-waku light pushes five messages over v3 and three over legacy to a store node, then
 /// queries that node's store: every push succeeded, and the store returns exactly those

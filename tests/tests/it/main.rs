@@ -7,6 +7,7 @@ mod dashboards;
 mod filter;
 mod fleet;
 mod interop;
+mod js;
 mod light_cli;
 mod lightpush;
 mod operator;
