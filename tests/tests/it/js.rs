@@ -120,11 +120,11 @@ impl Js {
                     Ok(_) | Err(mpsc::RecvTimeoutError::Timeout) => {}
                     Err(mpsc::RecvTimeoutError::Disconnected) => {
                         let mut js = self;
-                        let status = js.child.wait();
-                        panic!(
-                            "js-waku exited ({status:?}) without `{name}`\n{}",
-                            js.logs()
-                        )
+                        let status = js
+                            .child
+                            .wait()
+                            .map_or_else(|e| e.to_string(), |s| s.to_string());
+                        panic!("js-waku exited ({status}) without `{name}`\n{}", js.logs())
                     }
                 }
             }
