@@ -1,6 +1,7 @@
 //! One integration-test binary for the whole node: each module is a capability.
 
 mod ansible;
+mod browser;
 mod chaos;
 mod cli;
 mod dashboards;
