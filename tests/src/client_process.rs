@@ -65,6 +65,12 @@ impl ClientProcess {
         }
     }
 
+    /// How long [`ClientProcess::event`] waits for one event.
+    pub fn timeout(mut self, timeout: Duration) -> ClientProcess {
+        self.timeout = timeout;
+        self
+    }
+
     /// Waits (off the async runtime) for the event named `name`; an `error` event, an exit
     /// or the timeout fails the test with the client's stderr.
     pub async fn event(self, name: &'static str) -> (ClientProcess, Value) {
@@ -90,7 +96,8 @@ impl ClientProcess {
             )
         })
         .await
-        .expect("event wait")
+        // The client's own failure message, not a JoinError wrapping it.
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
     }
 
     /// Writes one line to the client's stdin (a scenario waiting after `ready` goes on).

@@ -7,82 +7,20 @@
 //! The client is installed from npm by `scripts/interop-setup` (which `scripts/test` runs; these
 //! tests run it too if the client is missing).
 
-use std::{collections::BTreeSet, path::PathBuf, process::Command, sync::OnceLock, time::Duration};
+use std::collections::BTreeSet;
 
 use libp2p::{Multiaddr, PeerId};
 use roost_node::{
-    client::Client,
-    lightpush::Version,
-    message::{MessageHash, WakuMessage},
-    store::StoreQueryRequest,
+    client::Client, lightpush::Version, message::WakuMessage, store::StoreQueryRequest,
 };
-use roost_tests::{client_process::ClientProcess, init_tracing, metric_sum, TestNode};
+use roost_tests::{init_tracing, metric_sum, TestNode};
 use serde_json::{json, Value};
 
 use crate::{
+    js::{hashes, hex, Js},
     lightpush::{autoshard, pair},
     peer_exchange::self_signed_cert,
 };
-
-/// How long one js-waku scenario may take (starting Node and libp2p included).
-const JS_TIMEOUT: Duration = Duration::from_secs(120);
-
-fn interop_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("interop")
-}
-
-/// Installs the client once per test process (a no-op when `scripts/test` already did).
-fn ensure_client() -> PathBuf {
-    static NODE: OnceLock<PathBuf> = OnceLock::new();
-    NODE.get_or_init(|| {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
-            .join("scripts")
-            .join("interop-setup");
-        let status = Command::new(&script)
-            .status()
-            .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
-        assert!(status.success(), "scripts/interop-setup failed");
-        let node = interop_dir().join("node_modules").join(".bin").join("node");
-        assert!(node.exists(), "no Node binary at {}", node.display());
-        node
-    })
-    .clone()
-}
-
-/// js-waku scenarios of `interop.mjs`.
-struct Js;
-
-impl Js {
-    /// Starts `node interop.mjs <scenario> <args>`; its events come through [`ClientProcess`].
-    fn start(scenario: &str, args: Value, env: &[(&str, &str)]) -> ClientProcess {
-        let mut cmd = Command::new(ensure_client());
-        cmd.arg("interop.mjs")
-            .arg(scenario)
-            .arg(args.to_string())
-            .current_dir(interop_dir())
-            // js-waku relaxes its address filter when NODE_ENV=test: never inherit it.
-            .env_remove("NODE_ENV")
-            .env_remove("NODE_EXTRA_CA_CERTS");
-        for (key, value) in env {
-            cmd.env(key, value);
-        }
-        ClientProcess::spawn("js-waku", cmd, JS_TIMEOUT)
-    }
-}
-
-fn hashes(value: &Value) -> Vec<String> {
-    value
-        .as_array()
-        .expect("an array of hashes")
-        .iter()
-        .map(|h| h.as_str().expect("hex hash").to_owned())
-        .collect()
-}
-
-fn hex(hash: &MessageHash) -> String {
-    hash.to_hex().trim_start_matches("0x").to_owned()
-}
 
 /// js-waku light pushes five messages over v3 and three over legacy to a store node, then
 /// queries that node's store: every push succeeded, and the store returns exactly those
