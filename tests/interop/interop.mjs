@@ -9,6 +9,7 @@
 
 import { createLightNode, Protocols, utf8ToBytes, bytesToUtf8 } from "@waku/sdk";
 import { messageHash, messageHashStr } from "@waku/message-hash";
+import { hashOf, storePagesBothWays } from "./common.mjs";
 
 const [scenario, rawArgs] = process.argv.slice(2);
 const args = JSON.parse(rawArgs ?? "{}");
@@ -40,11 +41,6 @@ async function start(extra = {}) {
   return node;
 }
 
-// Hash the message as it was on the wire: a decoded message's `timestamp` is a Date (whole
-// milliseconds), its `proto` keeps the nanoseconds the hash covers.
-function hashOf(message) {
-  return messageHashStr(message.pubsubTopic, message.proto ?? message);
-}
 
 async function withDeadline(promise, what) {
   let timer;
@@ -157,19 +153,7 @@ async function filterSubscribe(node) {
 async function storePages(node) {
   await withDeadline(node.waitForPeers([Protocols.Store]), "peers");
   const decoder = node.createDecoder({ contentTopic: args.contentTopic });
-  const pages = {};
-  for (const forward of [true, false]) {
-    const collected = [];
-    for await (const page of node.store.queryGenerator([decoder], {
-      paginationForward: forward,
-      paginationLimit: args.pageSize,
-    })) {
-      const messages = (await Promise.all(page)).filter(Boolean);
-      collected.push(messages.map(hashOf));
-    }
-    pages[forward ? "forward" : "backward"] = collected;
-  }
-  emit("result", pages);
+  emit("result", await storePagesBothWays(node, decoder, args.pageSize));
 }
 
 /// Connect to one node only and let peer exchange find `expect`.

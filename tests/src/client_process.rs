@@ -6,12 +6,32 @@
 
 use std::{
     io::{BufRead, BufReader, Write},
+    path::{Path, PathBuf},
     process::{Child, ChildStdin, Command, Stdio},
     sync::{mpsc, Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
+
+/// Runs `scripts/<name>` (an idempotent installer such as `interop-setup`), failing the test
+/// when it fails; then checks that `expected` (what it installs) exists and returns it.
+pub fn install_with(name: &str, expected: PathBuf) -> PathBuf {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("scripts")
+        .join(name);
+    let status = Command::new(&script)
+        .status()
+        .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
+    assert!(status.success(), "scripts/{name} failed");
+    assert!(
+        expected.exists(),
+        "scripts/{name} left no {}",
+        expected.display()
+    );
+    expected
+}
 
 pub struct ClientProcess {
     /// Who it is, for failure messages ("js-waku", "py-libp2p").

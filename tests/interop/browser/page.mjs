@@ -9,6 +9,7 @@
 
 import { createLightNode, Protocols, utf8ToBytes, bytesToUtf8 } from "@waku/sdk";
 import { messageHashStr } from "@waku/message-hash";
+import { hashOf, storePagesBothWays } from "../common.mjs";
 
 const args = JSON.parse(decodeURIComponent(location.hash.slice(1)));
 // Each step's deadline (run.mjs has one for the whole run).
@@ -34,10 +35,6 @@ async function withDeadline(promise, what) {
   }
 }
 
-// The hash of a message as it was on the wire (`proto` keeps the timestamp's nanoseconds).
-function hashOf(message) {
-  return messageHashStr(message.pubsubTopic, message.proto ?? message);
-}
 
 // What the connected peers told identify they serve (for a failure message).
 async function connectedPeers(node) {
@@ -103,17 +100,7 @@ async function main() {
 
   // Store: page through what was pushed, both ways.
   const decoder = node.createDecoder({ contentTopic: args.pushTopic });
-  const pages = {};
-  for (const forward of [true, false]) {
-    const collected = [];
-    for await (const page of node.store.queryGenerator([decoder], {
-      paginationForward: forward,
-      paginationLimit: args.pageSize,
-    })) {
-      collected.push((await Promise.all(page)).filter(Boolean).map(hashOf));
-    }
-    pages[forward ? "forward" : "backward"] = collected;
-  }
+  const pages = await storePagesBothWays(node, decoder, args.pageSize);
 
   await node.stop();
   await emit("result", { pubsubTopic: encoder.pubsubTopic, pushed, failures, received, pages });

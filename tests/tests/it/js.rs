@@ -5,7 +5,7 @@
 use std::{path::PathBuf, process::Command, sync::OnceLock, time::Duration};
 
 use roost_node::message::MessageHash;
-use roost_tests::client_process::ClientProcess;
+use roost_tests::client_process::{self, ClientProcess};
 use serde_json::Value;
 
 /// How long one js-waku scenario may take (starting Node and libp2p included).
@@ -19,17 +19,8 @@ pub fn interop_dir() -> PathBuf {
 pub fn ensure_client() -> PathBuf {
     static NODE: OnceLock<PathBuf> = OnceLock::new();
     NODE.get_or_init(|| {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
-            .join("scripts")
-            .join("interop-setup");
-        let status = Command::new(&script)
-            .status()
-            .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
-        assert!(status.success(), "scripts/interop-setup failed");
         let node = interop_dir().join("node_modules").join(".bin").join("node");
-        assert!(node.exists(), "no Node binary at {}", node.display());
-        node
+        client_process::install_with("interop-setup", node)
     })
     .clone()
 }
