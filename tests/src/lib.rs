@@ -12,6 +12,7 @@ pub mod bench;
 pub mod charts;
 pub mod dashboards;
 pub mod process;
+pub mod profiles;
 pub mod prometheus;
 pub mod rdv;
 pub mod rig;
