@@ -94,14 +94,23 @@ impl SwarmTask {
         let mut counts = [0i64; SCORE_RANGES.len()];
         let mut graylisted = Vec::new();
         let graylist = scoring::thresholds().graylist_threshold;
-        let peers: Vec<PeerId> = gs.all_peers().map(|(p, _)| *p).collect();
-        for peer in peers {
+        // Whether each peer speaks gossipsub. Light clients do not: gossipsub still scores
+        // them, but only by the IP colocation penalty (they cannot send it a message), which
+        // 20 clients behind one NAT are enough to push below graylist. Banning them for it
+        // would refuse honest clients for a penalty meant for relay sybils. (Until the
+        // protocol is negotiated a peer shows as floodsub, which Waku never speaks: wait.)
+        // libp2p-gossipsub does not export `PeerKind`, only its names ("Gossipsub v1.1").
+        let peers: Vec<(PeerId, bool)> = gs
+            .peer_protocol()
+            .map(|(p, kind)| (*p, kind.as_static_ref().starts_with("Gossipsub")))
+            .collect();
+        for (peer, speaks_gossipsub) in peers {
             let score = gs.peer_score(&peer).unwrap_or(0.0);
             let range = scoring::range_of(score);
             if let Some(i) = SCORE_RANGES.iter().position(|r| *r == range) {
                 counts[i] += 1;
             }
-            if score < graylist {
+            if score < graylist && speaks_gossipsub {
                 graylisted.push((peer, score));
             }
         }
