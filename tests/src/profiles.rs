@@ -10,8 +10,9 @@
 //!   that shard's content topics (it does not split further; the node takes up to 100 per
 //!   request), and each subscription pings its peer once per `keepAliveIntervalMs` (60 s).
 //!   Re-subscribing (unsubscribe, then subscribe) is one UNSUBSCRIBE and one SUBSCRIBE per
-//!   pubsub topic. So a 100-topic subscription spread over the cluster's 8 shards costs 8
-//!   requests, and each minute of re-subscribing costs 3 per shard.
+//!   pubsub topic. Autosharding puts an app's content topics (same application and version)
+//!   on one shard, so a 100-topic subscription costs 1 request and each minute of
+//!   re-subscribing 3; an app calling `subscribe` once per topic costs 100 requests up front.
 
 use std::{
     collections::BTreeMap,
@@ -177,7 +178,7 @@ pub fn topics_by_shard(app: &str, count: usize) -> BTreeMap<String, Vec<String>>
 }
 
 /// A filter subscription to `shards` (from [`topics_by_shard`]): one SUBSCRIBE per pubsub
-/// topic, then `minutes` rounds of what js-waku sends in a minute of re-subscribing (one
+/// topic (or, with `one_call_per_topic`, per content topic), then `minutes` rounds of what js-waku sends in a minute of re-subscribing (one
 /// UNSUBSCRIBE, one SUBSCRIBE and one keep-alive PING per pubsub topic). With `minute` zero the
 /// rounds run back to back: fewer refills than the real pace, so a quota that admits it
 /// compressed admits it in real time too.
@@ -185,20 +186,20 @@ pub async fn filter_resubscribes(
     client: &Client,
     addr: &Multiaddr,
     shards: &BTreeMap<String, Vec<String>>,
+    one_call_per_topic: bool,
     minutes: usize,
     minute: Duration,
 ) -> ProfileRun {
     let mut run = ProfileRun::default();
     for (shard, topics) in shards {
-        filter_request(
-            client,
-            addr,
-            &mut run,
-            RequestType::Subscribe,
-            shard,
-            topics,
-        )
-        .await;
+        let calls: Vec<&[String]> = if one_call_per_topic {
+            topics.iter().map(std::slice::from_ref).collect()
+        } else {
+            vec![topics.as_slice()]
+        };
+        for call in calls {
+            filter_request(client, addr, &mut run, RequestType::Subscribe, shard, call).await;
+        }
     }
     for _ in 0..minutes {
         if !minute.is_zero() {
