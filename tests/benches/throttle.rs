@@ -521,7 +521,21 @@ struct HonestRow {
     note: String,
 }
 
-async fn honest_profiles(seconds: u64) -> anyhow::Result<Vec<HonestRow>> {
+/// How the honest profiles run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum HonestPass {
+    /// The shipped defaults, nothing exempt: the refusals that count.
+    Shipped,
+    /// The reference for `Attacked`: 127.0.0.1 exempt from per-IP rules and IP bans, because
+    /// the attackers can only dial from the honest clients' address here; on separate hosts
+    /// the per-IP rules would keep them apart too.
+    Reference,
+    /// As `Reference`, with a light push and a store flooder at 100x their per-peer rates.
+    Attacked,
+}
+
+/// The honest profiles against one node, one client each (20 for the NAT row).
+async fn honest_profiles(seconds: u64, pass: HonestPass) -> anyhow::Result<Vec<HonestRow>> {
     const PAGES: usize = 50;
     let defaults = throttle::Config::default();
     let push_topic = "/b9-honest/1/group/proto";
@@ -534,7 +548,13 @@ async fn honest_profiles(seconds: u64) -> anyhow::Result<Vec<HonestRow>> {
         .relay
         .autoshard(history_topic)?
         .to_string();
-    let a = TestNode::start_with(shipped).await;
+    let a = TestNode::start_with(|c| {
+        shipped(c);
+        if pass != HonestPass::Shipped {
+            c.throttle.exempt_ips = vec![[127, 0, 0, 1].into()];
+        }
+    })
+    .await;
     // The relay peer is on another address, as it would be in a fleet.
     let b = TestNode::start_with(|c| {
         shipped(c);
@@ -554,6 +574,21 @@ async fn honest_profiles(seconds: u64) -> anyhow::Result<Vec<HonestRow>> {
         store.insert(&history_shard, m).await?;
     }
     let addr = a.tcp_addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut attackers = Vec::new();
+    if pass == HonestPass::Attacked {
+        for kind in [Flood::LightPush, Flood::Store] {
+            let client = Arc::new(Client::start(1).await?);
+            let (_, rate) = allowance(kind.quota(&defaults), throttle::quota::Scope::PerPeer, 0.0);
+            attackers.push(tokio::spawn(flood_lanes(
+                client,
+                addr.clone(),
+                kind,
+                rate,
+                stop.clone(),
+            )));
+        }
+    }
     let shards = profiles::topics_by_shard("b9-honest", 100);
     let mut rows = Vec::new();
     let fresh = || Client::start(1);
@@ -667,6 +702,10 @@ async fn honest_profiles(seconds: u64) -> anyhow::Result<Vec<HonestRow>> {
     for c in nat {
         c.stop().await;
     }
+    stop.store(true, Ordering::Relaxed);
+    for attacker in attackers {
+        attacker.await?;
+    }
     let relay_throttled = metric_sum(&b.metrics().await, "roost_throttle_throttled_total", &[]);
     if let Some(last) = rows.last_mut() {
         last.note.push_str(&format!(
@@ -713,41 +752,39 @@ enum Flood {
     Filter,
 }
 
-/// One peer sending `service` requests at 100x its per-peer rate for `seconds`.
-async fn request_flood(kind: Flood, seconds: u64) -> anyhow::Result<AttackRow> {
-    let defaults = throttle::Config::default();
-    let (name, spec) = match kind {
-        Flood::LightPush => ("light push at 100x, one peer", &defaults.lightpush),
-        Flood::Store => ("store at 100x, one peer", &defaults.store),
-        Flood::Filter => ("filter at 100x, one peer", &defaults.filter),
-    };
-    let (allowed, rate) = allowance(spec, throttle::quota::Scope::PerPeer, seconds as f64);
-    let node = TestNode::start_with(shipped).await;
-    // The relay peer is on another address than the attacker's.
-    let relay_peer = TestNode::start_with(|c| {
-        shipped(c);
-        c.network.listen_ip = [127, 0, 0, 2].into();
-    })
-    .await;
-    node.connect(&relay_peer).await;
-    let addr = node.tcp_addr();
-    let client = Arc::new(Client::start(1).await?);
-    let attacker = client.handle().peer_id().to_string();
-    // 100x the rate, from a few concurrent loops (one request waits for its answer).
+impl Flood {
+    fn quota(self, defaults: &throttle::Config) -> &QuotaSpec {
+        match self {
+            Flood::LightPush => &defaults.lightpush,
+            Flood::Store => &defaults.store,
+            Flood::Filter => &defaults.filter,
+        }
+    }
+}
+
+/// One peer sending `kind` requests at 100x its per-peer rate until `stop`, from a few
+/// concurrent loops (each request waits for its answer). Returns (sent, admitted).
+async fn flood_lanes(
+    client: Arc<Client>,
+    addr: libp2p::Multiaddr,
+    kind: Flood,
+    rate: f64,
+    stop: Arc<AtomicBool>,
+) -> (u64, u64) {
     const LANES: u64 = 8;
     let interval = Duration::from_secs_f64(LANES as f64 / (100.0 * rate));
-    let started = Instant::now();
     let lanes = (0..LANES).map(|lane| {
-        let (client, addr) = (client.clone(), addr.clone());
+        let (client, addr, stop) = (client.clone(), addr.clone(), stop.clone());
         async move {
             let mut tick = tokio::time::interval(interval);
             let (mut sent, mut admitted) = (0u64, 0u64);
-            while started.elapsed() < Duration::from_secs(seconds) {
+            while !stop.load(Ordering::Relaxed) {
                 tick.tick().await;
                 sent += 1;
                 let ok = match kind {
                     Flood::LightPush => {
-                        let m = WakuMessage::new("/b9-flood/1/spam/proto", format!("{lane}-{sent}"));
+                        let m =
+                            WakuMessage::new("/b9-flood/1/spam/proto", format!("{lane}-{sent}"));
                         matches!(client.light_push(&addr, Version::V3, None, &m).await, Ok(r) if r.is_success())
                     }
                     Flood::Store => {
@@ -756,6 +793,7 @@ async fn request_flood(kind: Flood, seconds: u64) -> anyhow::Result<AttackRow> {
                             .limit(20);
                         matches!(store::query_peer(&client, &addr, &q).await, Ok(r) if r.code() == 200)
                     }
+                    // A ping without a subscription is answered 404: served all the same.
                     Flood::Filter => matches!(
                         client.filter(&addr, RequestType::Ping, None, &[]).await,
                         Ok(r) if r.status.0 == 404 || r.status.0 == 200
@@ -771,6 +809,43 @@ async fn request_flood(kind: Flood, seconds: u64) -> anyhow::Result<AttackRow> {
         sent += s;
         admitted += a;
     }
+    (sent, admitted)
+}
+
+/// One peer sending `kind` requests at 100x its per-peer rate for `seconds`.
+async fn request_flood(kind: Flood, seconds: u64) -> anyhow::Result<AttackRow> {
+    let defaults = throttle::Config::default();
+    let name = match kind {
+        Flood::LightPush => "light push at 100x, one peer",
+        Flood::Store => "store at 100x, one peer",
+        Flood::Filter => "filter at 100x, one peer",
+    };
+    let (allowed, rate) = allowance(
+        kind.quota(&defaults),
+        throttle::quota::Scope::PerPeer,
+        seconds as f64,
+    );
+    let node = TestNode::start_with(shipped).await;
+    // The relay peer is on another address than the attacker's.
+    let relay_peer = TestNode::start_with(|c| {
+        shipped(c);
+        c.network.listen_ip = [127, 0, 0, 2].into();
+    })
+    .await;
+    node.connect(&relay_peer).await;
+    let client = Arc::new(Client::start(1).await?);
+    let attacker = client.handle().peer_id().to_string();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood = tokio::spawn(flood_lanes(
+        client.clone(),
+        node.tcp_addr(),
+        kind,
+        rate,
+        stop.clone(),
+    ));
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (sent, admitted) = flood.await?;
     let banned = banned(&node, &attacker).await;
     if let Ok(client) = Arc::try_unwrap(client) {
         client.stop().await;
@@ -786,12 +861,11 @@ async fn request_flood(kind: Flood, seconds: u64) -> anyhow::Result<AttackRow> {
     })
 }
 
-/// Twice `max_connections_per_ip` identities from one IP, each light pushing its whole
-/// per-peer burst: the per-IP rules and the connection cap bound them together.
+/// Twice `max_connections_per_ip` identities from one IP, each light pushing as fast as it
+/// goes: the per-IP rules and the connection cap bound them together.
 async fn identities_flood(seconds: u64) -> anyhow::Result<AttackRow> {
     let defaults = throttle::Config::default();
     let identities = 2 * defaults.max_connections_per_ip as usize;
-    let (per_peer, _) = allowance(&defaults.lightpush, throttle::quota::Scope::PerPeer, 0.0);
     let (allowed, _) = allowance(
         &defaults.lightpush,
         throttle::quota::Scope::PerIp,
@@ -815,17 +889,18 @@ async fn identities_flood(seconds: u64) -> anyhow::Result<AttackRow> {
         let addr = addr.clone();
         async move {
             let (mut sent, mut admitted) = (0u64, 0u64);
-            while sent < per_peer && started.elapsed() < Duration::from_secs(seconds) {
+            // As fast as each identity goes, for the whole run: refused connections (the
+            // cap, the rate, then the IP ban) are tried again, as flooders do.
+            while started.elapsed() < Duration::from_secs(seconds) {
                 sent += 1;
                 let m = WakuMessage::new("/b9-flood/1/sybil/proto", format!("{i}-{sent}"));
                 match c.light_push(&addr, Version::V3, None, &m).await {
                     Ok(r) if r.is_success() => admitted += 1,
                     Ok(_) => {}
-                    // Refused a connection (cap, rate or ban): this identity is done.
-                    Err(_) => break,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
                 }
             }
-            (sent.max(1), admitted)
+            (sent, admitted)
         }
     });
     let (mut sent, mut admitted) = (0, 0);
@@ -900,26 +975,43 @@ async fn reconnect_storm(seconds: u64) -> anyhow::Result<AttackRow> {
     })
 }
 
-fn print_profiles(honest: &[HonestRow], attacks: &[AttackRow]) {
+/// The profiles table: `honest` with the shipped defaults; `reference` and `attacked` the
+/// same profiles with loopback exempt, without and with attackers.
+fn print_profiles(
+    honest: &[HonestRow],
+    reference: &[HonestRow],
+    attacked: &[HonestRow],
+    attacks: &[AttackRow],
+) {
     let d = throttle::Config::default();
     println!(
         "shipped defaults: lightpush \"{}\", store \"{}\", filter \"{}\", relay \"{}\", connections \"{}\", max_connections_per_ip {}, ban_threshold {}",
         d.lightpush, d.store, d.filter, d.relay, d.connections, d.max_connections_per_ip, d.ban_threshold
     );
     println!(
-        "{:<34} {:>8} {:>8} {:>8}  notes",
-        "honest profile", "requests", "refused", "p99 ms"
+        "{:<34} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7}  notes",
+        "honest profile", "requests", "refused", "p99 ms", "ref p99", "att. p99", "ratio"
     );
-    for r in honest {
+    for ((r, rf), att) in honest.iter().zip(reference).zip(attacked) {
+        let (p99_ref, p99_att) = (rf.run.quantile_ms(0.99), att.run.quantile_ms(0.99));
+        let runs = [&r.run, &rf.run, &att.run];
+        let failed: u64 = runs.iter().map(|r| r.failed).sum();
         println!(
-            "{:<34} {:>8} {:>8} {:>8.1}  {}{}",
+            "{:<34} {:>8} {:>8} {:>8.1} {:>8.1} {:>9.1} {:>6.2}x  {}{}",
             r.name,
-            r.run.requests,
-            r.run.refused,
+            runs.iter().map(|r| r.requests).sum::<u64>(),
+            runs.iter().map(|r| r.refused).sum::<u64>(),
             r.run.quantile_ms(0.99),
+            p99_ref,
+            p99_att,
+            p99_att / p99_ref,
             r.note,
-            if r.run.failed > 0 {
-                format!("; {} failed otherwise", r.run.failed)
+            if failed > 0 {
+                let first = runs.iter().flat_map(|r| &r.problems).next();
+                format!(
+                    "; {failed} failed otherwise, first: {}",
+                    first.map_or("", |p| p)
+                )
             } else {
                 String::new()
             }
@@ -1079,17 +1171,19 @@ fn main() -> anyhow::Result<()> {
         println!();
 
         println!(
-            "B9 part 3: honest and attacker profiles against throttle::Config::default(), no IP exempt, {} s per live profile",
+            "B9 part 3: honest and attacker profiles against throttle::Config::default(), {} s per live profile. Honest profiles run three times: with the shipped defaults, nothing exempt (\"p99 ms\"); then with loopback exempt, since the attackers here share the clients' address, without (\"ref p99\") and with (\"att. p99\") a light push and a store flooder at 100x; requests and refusals count all three",
             args.seconds
         );
-        let honest = honest_profiles(args.seconds).await?;
+        let honest = honest_profiles(args.seconds, HonestPass::Shipped).await?;
+        let reference = honest_profiles(args.seconds, HonestPass::Reference).await?;
+        let attacked = honest_profiles(args.seconds, HonestPass::Attacked).await?;
         let mut attacks = Vec::new();
         for kind in [Flood::LightPush, Flood::Store, Flood::Filter] {
             attacks.push(request_flood(kind, args.seconds).await?);
         }
         attacks.push(identities_flood(args.seconds).await?);
         attacks.push(reconnect_storm(args.seconds).await?);
-        print_profiles(&honest, &attacks);
+        print_profiles(&honest, &reference, &attacked, &attacks);
         anyhow::Ok(())
     })
 }

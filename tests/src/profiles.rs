@@ -107,7 +107,7 @@ pub async fn light_pushes(
             Ok(reply) if reply.is_success() => Outcome::Served,
             Ok(reply) if reply.status.0 == 429 => Outcome::Refused,
             Ok(reply) => Outcome::Failed(format!("{reply:?}")),
-            Err(e) => Outcome::Refused.or_failed(e.to_string()),
+            Err(e) => Outcome::from_error(e.to_string()),
         };
         run.record(started, outcome, || format!("light push {i}"));
     }
@@ -115,12 +115,13 @@ pub async fn light_pushes(
 }
 
 impl Outcome {
-    /// A request error: a throttled or banned peer has its connection refused, which the
-    /// client sees as a dial or stream error; anything else is a failure.
-    fn or_failed(self, error: String) -> Outcome {
+    /// A request that got no answer. The node refuses a throttled or banned peer's
+    /// connection (before or right after the handshake), which the client sees as a denied,
+    /// reset or closed connection; anything else is a failure.
+    fn from_error(error: String) -> Outcome {
         let refused = ["denied", "refused", "banned", "reset", "closed"];
         if refused.iter().any(|w| error.to_lowercase().contains(w)) {
-            self
+            Outcome::Refused
         } else {
             Outcome::Failed(error)
         }
@@ -154,7 +155,7 @@ pub async fn store_pages(
             }
             Ok(r) if r.code() == 429 => Outcome::Refused,
             Ok(r) => Outcome::Failed(format!("{} {}", r.code(), r.desc())),
-            Err(e) => Outcome::Refused.or_failed(e.to_string()),
+            Err(e) => Outcome::from_error(e.to_string()),
         };
         run.record(started, outcome, || format!("store page {page}"));
     }
@@ -244,7 +245,7 @@ async fn filter_request(
         Ok(reply) if reply.status == FilterStatus::OK => Outcome::Served,
         Ok(reply) if reply.status == FilterStatus::TOO_MANY_REQUESTS => Outcome::Refused,
         Ok(reply) => Outcome::Failed(format!("{reply:?}")),
-        Err(e) => Outcome::Refused.or_failed(e.to_string()),
+        Err(e) => Outcome::from_error(e.to_string()),
     };
     run.record(started, outcome, || format!("filter {kind:?} on {shard}"));
 }
