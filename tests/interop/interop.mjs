@@ -170,12 +170,40 @@ async function peerExchange(node) {
   emit("result", { connected: [...new Set(peers)] });
 }
 
+/// Light push the way an app does after reconnecting, with js-waku's default send options:
+/// `burst` messages at once (an outbox resent, a group message fanned out), then `loop` more
+/// one after another as fast as the client goes. Reports every push js-waku counted as failed.
+async function pushBurst(node) {
+  await withDeadline(node.waitForPeers([Protocols.LightPush]), "peers");
+  const encoder = node.createEncoder({ contentTopic: args.contentTopic });
+  const failures = [];
+  let pushed = 0;
+  const push = async (label) => {
+    const result = await node.lightPush.send(encoder, { payload: utf8ToBytes(label) });
+    if (result.successes.length > 0) {
+      pushed += 1;
+    } else {
+      failures.push({ label, errors: result.failures.map((f) => String(f.error)) });
+    }
+  };
+  const started = Date.now();
+  await withDeadline(
+    Promise.all(Array.from({ length: args.burst }, (_, i) => push(`burst ${i}`))),
+    "burst",
+  );
+  for (let i = 0; i < args.loop; i++) {
+    await withDeadline(push(`loop ${i}`), "loop push");
+  }
+  emit("result", { pushed, failures, elapsedMs: Date.now() - started });
+}
+
 const scenarios = {
   "push-and-store": pushAndStore,
   "hash-lookup": hashLookup,
   filter: filterSubscribe,
   "store-pages": storePages,
   "peer-exchange": peerExchange,
+  "push-burst": pushBurst,
 };
 
 const run = scenarios[scenario];

@@ -260,3 +260,54 @@ async fn js_waku_finds_a_second_node_by_peer_exchange_over_wss() {
     let m = a.metrics().await;
     assert!(metric_sum(&m, "roost_peer_exchange_enrs_sent_total", &[]) >= 1.0);
 }
+
+/// js-waku, unmodified and with its default send options, light pushes the way an app does
+/// after reconnecting: 35 messages at once (an outbox resent, a group message fanned out),
+/// then 200 in a loop as fast as it goes, against nodes running the shipped throttle defaults
+/// (not even the harness's loopback exemption). Every push succeeds: js-waku would report a
+/// refusal as a plain failure. Nothing is throttled at the service node nor at the relay peer
+/// it forwards the pushes to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn js_waku_push_bursts_pass_the_shipped_throttle_defaults() {
+    init_tracing();
+    let content_topic = "/roost-interop/1/burst/proto";
+    let topic = autoshard(content_topic);
+    let shipped = |c: &mut roost_node::Config| c.throttle = roost_node::throttle::Config::default();
+    let a = TestNode::start_with(shipped).await;
+    let b = TestNode::start_with(shipped).await;
+    a.connect(&b).await;
+    a.wait_for_mesh(&topic, 1).await;
+
+    let js = Js::start(
+        "push-burst",
+        json!({"peer": a.ws_addr().to_string(), "contentTopic": content_topic, "burst": 35, "loop": 200}),
+        &[],
+    );
+    let (_js, result) = js.event("result").await;
+    let failures = result["failures"].as_array().cloned().unwrap_or_default();
+    assert!(
+        failures.is_empty(),
+        "{} of 235 pushes failed in {} ms; the first: {:?}",
+        failures.len(),
+        result["elapsedMs"],
+        &failures[..failures.len().min(5)]
+    );
+    assert_eq!(result["pushed"], 235, "{result}");
+    let m = a.metrics().await;
+    assert_eq!(
+        metric_sum(
+            &m,
+            "roost_lightpush_requests_total",
+            &[("outcome", "throttled")]
+        ),
+        0.0
+    );
+    for (node, name) in [(&a, "service node"), (&b, "relay peer")] {
+        let m = node.metrics().await;
+        assert_eq!(
+            metric_sum(&m, "roost_throttle_throttled_total", &[]),
+            0.0,
+            "{name} throttled the pushes"
+        );
+    }
+}
