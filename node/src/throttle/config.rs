@@ -125,7 +125,8 @@ impl Default for Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrustedQuotas {
-    /// Default `1000/1s per-peer`.
+    /// Default `15000/15s per-peer`: 1000 a second sustained, and ten times the burst of
+    /// untrusted peers (`1500/15s`), so a fleet member never has less room than a stranger.
     pub relay: QuotaSpec,
     /// Default `40MiB/1s per-peer`.
     pub relay_bytes: QuotaSpec,
@@ -146,7 +147,7 @@ pub struct TrustedQuotas {
 impl Default for TrustedQuotas {
     fn default() -> Self {
         TrustedQuotas {
-            relay: QuotaSpec::lit("1000/1s per-peer"),
+            relay: QuotaSpec::lit("15000/15s per-peer"),
             relay_bytes: QuotaSpec::lit("40MiB/1s per-peer"),
             store: QuotaSpec::lit("600/1m per-peer"),
             lightpush: QuotaSpec::lit("600/1m per-peer"),
