@@ -976,11 +976,12 @@ async fn reconnect_storm(seconds: u64) -> anyhow::Result<AttackRow> {
 }
 
 /// The profiles table: `honest` with the shipped defaults; `reference` and `attacked` the
-/// same profiles with loopback exempt, without and with attackers.
+/// same profiles with loopback exempt, without and with attackers, one set of rows per pair
+/// (passes alternate, so load on the machine falls on both sides alike).
 fn print_profiles(
     honest: &[HonestRow],
-    reference: &[HonestRow],
-    attacked: &[HonestRow],
+    reference: &[Vec<HonestRow>],
+    attacked: &[Vec<HonestRow>],
     attacks: &[AttackRow],
 ) {
     let d = throttle::Config::default();
@@ -989,15 +990,40 @@ fn print_profiles(
         d.lightpush, d.store, d.filter, d.relay, d.connections, d.max_connections_per_ip, d.ban_threshold
     );
     println!(
-        "{:<34} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7}  notes",
-        "honest profile", "requests", "refused", "p99 ms", "ref p99", "att. p99", "ratio"
+        "{:<34} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7} {:>13}  notes",
+        "honest profile",
+        "requests",
+        "refused",
+        "p99 ms",
+        "ref p99",
+        "att. p99",
+        "ratio",
+        "pairs min-max"
     );
-    for ((r, rf), att) in honest.iter().zip(reference).zip(attacked) {
-        let (p99_ref, p99_att) = (rf.run.quantile_ms(0.99), att.run.quantile_ms(0.99));
-        let runs = [&r.run, &rf.run, &att.run];
+    for (i, r) in honest.iter().enumerate() {
+        let refs: Vec<&HonestRow> = reference.iter().filter_map(|rows| rows.get(i)).collect();
+        let atts: Vec<&HonestRow> = attacked.iter().filter_map(|rows| rows.get(i)).collect();
+        let p99s = |rows: &[&HonestRow]| -> Vec<f64> {
+            rows.iter().map(|r| r.run.quantile_ms(0.99)).collect()
+        };
+        let (p99_ref, p99_att) = (median(p99s(&refs)), median(p99s(&atts)));
+        let pair_ratios: Vec<f64> = p99s(&atts)
+            .iter()
+            .zip(p99s(&refs))
+            .map(|(a, r)| a / r)
+            .collect();
+        let (lo, hi) = pair_ratios
+            .iter()
+            .fold((f64::INFINITY, 0f64), |(lo, hi), x| {
+                (lo.min(*x), hi.max(*x))
+            });
+        let runs: Vec<&profiles::ProfileRun> = std::iter::once(&r.run)
+            .chain(refs.iter().map(|r| &r.run))
+            .chain(atts.iter().map(|r| &r.run))
+            .collect();
         let failed: u64 = runs.iter().map(|r| r.failed).sum();
         println!(
-            "{:<34} {:>8} {:>8} {:>8.1} {:>8.1} {:>9.1} {:>6.2}x  {}{}",
+            "{:<34} {:>8} {:>8} {:>8.1} {:>8.1} {:>9.1} {:>6.2}x {:>5.2}-{:<6.2}  {}{}",
             r.name,
             runs.iter().map(|r| r.requests).sum::<u64>(),
             runs.iter().map(|r| r.refused).sum::<u64>(),
@@ -1005,6 +1031,8 @@ fn print_profiles(
             p99_ref,
             p99_att,
             p99_att / p99_ref,
+            lo,
+            hi,
             r.note,
             if failed > 0 {
                 let first = runs.iter().flat_map(|r| &r.problems).next();
@@ -1171,12 +1199,15 @@ fn main() -> anyhow::Result<()> {
         println!();
 
         println!(
-            "B9 part 3: honest and attacker profiles against throttle::Config::default(), {} s per live profile. Honest profiles run three times: with the shipped defaults, nothing exempt (\"p99 ms\"); then with loopback exempt, since the attackers here share the clients' address, without (\"ref p99\") and with (\"att. p99\") a light push and a store flooder at 100x; requests and refusals count all three",
-            args.seconds
+            "B9 part 3: honest and attacker profiles against throttle::Config::default(), {} s per live profile. Honest profiles run once with the shipped defaults, nothing exempt (\"p99 ms\"); then {} alternating pairs with loopback exempt, since the attackers here share the clients' address, without (\"ref p99\") and with (\"att. p99\") a light push and a store flooder at 100x (medians, and the ratio's range over pairs); requests and refusals count every run",
+            args.seconds, args.pairs.max(1)
         );
         let honest = honest_profiles(args.seconds, HonestPass::Shipped).await?;
-        let reference = honest_profiles(args.seconds, HonestPass::Reference).await?;
-        let attacked = honest_profiles(args.seconds, HonestPass::Attacked).await?;
+        let (mut reference, mut attacked) = (Vec::new(), Vec::new());
+        for _ in 0..args.pairs.max(1) {
+            reference.push(honest_profiles(args.seconds, HonestPass::Reference).await?);
+            attacked.push(honest_profiles(args.seconds, HonestPass::Attacked).await?);
+        }
         let mut attacks = Vec::new();
         for kind in [Flood::LightPush, Flood::Store, Flood::Filter] {
             attacks.push(request_flood(kind, args.seconds).await?);
