@@ -165,7 +165,7 @@ fn node_config(dir: &Path, sync: bool) -> Config {
     config.relay.shards = vec![32];
     config.network.ws_enabled = false;
     config.store.sync = sync;
-    // One reader asks thousands of queries: the store quota (30/min per peer) would answer
+    // One reader asks thousands of queries: the store quota (200/min per peer) would answer
     // most of them 429. B2 measures the store, not the throttle (B9 does).
     config.throttle.enabled = false;
     config.store.retention = RetentionPolicy(Vec::new());

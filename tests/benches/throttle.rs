@@ -10,6 +10,16 @@
 //!    pass, the medians and the attacked/clean ratios, and how much of the attackers' traffic
 //!    got through.
 //!
+//! 3. **Profiles against the shipped defaults** (`throttle::Config::default()`, no IP exempt):
+//!    the honest client profiles of the README (200 pushes at once, 2 pushes/s, a 50-page
+//!    history sync, 100 filter topics re-subscribed, a 50-push fan-out, 20 clients behind one
+//!    IP) with their requests, refusals and p99, and the attacker profiles (one peer at 100x
+//!    the light push, store and filter quotas, many identities from one IP, a reconnect storm)
+//!    with what they sent, what got in, what the quota allows and whether they were banned.
+//!    Long profiles run at the real rate for `--seconds` and are replayed in full (10 minutes,
+//!    an hour) through governor's GCRA with a fake clock on the same rules; re-subscribing
+//!    "every minute" runs its minutes back to back live, which only leaves less refill.
+//!
 //! Nothing here is a test: it prints figures.
 //!
 //! `cargo bench -p roost-tests --bench throttle -- [--pairs N] [--seconds N] [--checks N]`
@@ -26,19 +36,25 @@ use std::{
     time::{Duration, Instant},
 };
 
-use governor::{clock::DefaultClock, state::keyed::DashMapStateStore, Quota, RateLimiter};
+use governor::{
+    clock::{DefaultClock, FakeRelativeClock},
+    state::keyed::DashMapStateStore,
+    Quota, RateLimiter,
+};
 use libp2p::PeerId;
 use prometheus_client::registry::Registry;
 use roost_node::{
     client::Client,
+    filter::RequestType,
+    lightpush::Version,
     message::WakuMessage,
     store::{self, rpc::StoreQueryRequest},
-    throttle::{self, Service, Throttle},
+    throttle::{self, quota::QuotaSpec, Service, Throttle},
     Node,
 };
 use roost_tests::{
     bare::{BareOptions, BarePeer},
-    bench, test_config, wait_until,
+    bench, http_get, metric_sum, profiles, test_config, wait_until, TestNode,
 };
 
 const TOPIC: &str = "/waku/2/rs/1/0";
@@ -469,6 +485,595 @@ async fn flood_pass(pass: Pass, seconds: u64) -> anyhow::Result<FloodResult> {
     })
 }
 
+// === part 3: honest and attacker profiles against the shipped defaults ===
+
+/// The shipped defaults with nothing spared: the harness's loopback exemption is cleared, so
+/// every client of the bench counts against one IP like clients behind a NAT.
+fn shipped(c: &mut roost_node::Config) {
+    c.throttle = throttle::Config::default();
+}
+
+/// Requests of `spec` at `offsets` from the start, replayed through governor's GCRA with a
+/// fake clock, one bucket per rule (one peer, one IP, the node): how many would be refused.
+/// This is the node's own arithmetic (the same `Rule::governor_quota`) without waiting for
+/// the real minutes.
+fn simulate_refused(spec: &QuotaSpec, offsets: impl IntoIterator<Item = Duration>) -> u64 {
+    let clock = FakeRelativeClock::default();
+    let limiters: Vec<_> = spec
+        .rules
+        .iter()
+        .map(|r| RateLimiter::direct_with_clock(r.governor_quota(), clock.clone()))
+        .collect();
+    let (mut refused, mut now) = (0, Duration::ZERO);
+    for at in offsets {
+        clock.advance(at.saturating_sub(now));
+        now = now.max(at);
+        if !limiters.iter().all(|l| l.check().is_ok()) {
+            refused += 1;
+        }
+    }
+    refused
+}
+
+struct HonestRow {
+    name: String,
+    run: profiles::ProfileRun,
+    note: String,
+}
+
+/// How the honest profiles run.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum HonestPass {
+    /// The shipped defaults, nothing exempt: the refusals that count.
+    Shipped,
+    /// The reference for `Attacked`: 127.0.0.1 exempt from per-IP rules and IP bans, because
+    /// the attackers can only dial from the honest clients' address here; on separate hosts
+    /// the per-IP rules would keep them apart too.
+    Reference,
+    /// As `Reference`, with a light push and a store flooder at 100x their per-peer rates.
+    Attacked,
+}
+
+/// The honest profiles against one node, one client each (20 for the NAT row).
+async fn honest_profiles(seconds: u64, pass: HonestPass) -> anyhow::Result<Vec<HonestRow>> {
+    const PAGES: usize = 50;
+    let defaults = throttle::Config::default();
+    let push_topic = "/b9-honest/1/group/proto";
+    let history_topic = "/b9-honest/1/history/proto";
+    let push_shard = roost_node::Config::default()
+        .relay
+        .autoshard(push_topic)?
+        .to_string();
+    let history_shard = roost_node::Config::default()
+        .relay
+        .autoshard(history_topic)?
+        .to_string();
+    let a = TestNode::start_with(|c| {
+        shipped(c);
+        if pass != HonestPass::Shipped {
+            c.throttle.exempt_ips = vec![[127, 0, 0, 1].into()];
+        }
+    })
+    .await;
+    // The relay peer is on another address, as it would be in a fleet.
+    let b = TestNode::start_with(|c| {
+        shipped(c);
+        c.network.listen_ip = [127, 0, 0, 2].into();
+    })
+    .await;
+    a.connect(&b).await;
+    a.wait_for_mesh(&push_shard, 1).await;
+    let store = a
+        .handle
+        .store()
+        .ok_or_else(|| anyhow::anyhow!("no store"))?;
+    let base = roost_node::message::now_nanos() - 60_000_000_000;
+    for i in 0..(PAGES as i64 * 20) {
+        let mut m = WakuMessage::new(history_topic, format!("history {i}").into_bytes());
+        m.timestamp = Some(base + i * 1_000_000);
+        store.insert(&history_shard, m).await?;
+    }
+    let addr = a.tcp_addr();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut attackers = Vec::new();
+    if pass == HonestPass::Attacked {
+        for kind in [Flood::LightPush, Flood::Store] {
+            let client = Arc::new(Client::start(1).await?);
+            let (_, rate) = allowance(kind.quota(&defaults), throttle::quota::Scope::PerPeer, 0.0);
+            attackers.push(tokio::spawn(flood_lanes(
+                client,
+                addr.clone(),
+                kind,
+                rate,
+                stop.clone(),
+            )));
+        }
+    }
+    let shards = profiles::topics_by_shard("b9-honest", 100);
+    let mut rows = Vec::new();
+    let fresh = || Client::start(1);
+
+    let c = fresh().await?;
+    let run = profiles::light_pushes(&c, &addr, push_topic, 200, Duration::ZERO).await;
+    rows.push(HonestRow {
+        name: "200 pushes after a reconnect".into(),
+        run,
+        note: "as fast as the client goes".into(),
+    });
+    c.stop().await;
+
+    let c = fresh().await?;
+    let run = profiles::light_pushes(
+        &c,
+        &addr,
+        push_topic,
+        2 * seconds as usize,
+        Duration::from_millis(500),
+    )
+    .await;
+    let ten_minutes = (0..1200u64).map(|i| Duration::from_millis(500 * i));
+    let sim = simulate_refused(&defaults.lightpush, ten_minutes);
+    rows.push(HonestRow {
+        name: "2 pushes/s".into(),
+        run,
+        note: format!("live {seconds} s; 10 min through the GCRA: {sim} of 1200 refused"),
+    });
+    c.stop().await;
+
+    let c = fresh().await?;
+    let run = profiles::store_pages(&c, &addr, &history_shard, history_topic, PAGES, 20).await;
+    rows.push(HonestRow {
+        name: "history sync, 50 pages".into(),
+        run,
+        note: "back to back, 20 a page".into(),
+    });
+    c.stop().await;
+
+    for (one_call_per_topic, name) in [
+        (false, "filter 100 topics, re-subscribed"),
+        (true, "filter 100 topics, a call each"),
+    ] {
+        let c = fresh().await?;
+        let run = profiles::filter_resubscribes(
+            &c,
+            &addr,
+            &shards,
+            one_call_per_topic,
+            2,
+            Duration::ZERO,
+        )
+        .await;
+        // An hour of it at the real pace: the subscribe calls, then each minute one
+        // unsubscribe, subscribe and ping per shard.
+        let first = if one_call_per_topic {
+            100
+        } else {
+            shards.len()
+        };
+        let hour = (0..first).map(|_| Duration::ZERO).chain(
+            (1..=60u64)
+                .flat_map(|m| std::iter::repeat_n(Duration::from_secs(60 * m), 3 * shards.len())),
+        );
+        let sim = simulate_refused(&defaults.filter, hour);
+        rows.push(HonestRow {
+            name: name.into(),
+            run,
+            note: format!("2 minutes back to back; 1 h through the GCRA: {sim} refused"),
+        });
+        c.stop().await;
+    }
+
+    let c = fresh().await?;
+    let run = profiles::light_pushes(&c, &addr, push_topic, 50, Duration::from_millis(40)).await;
+    rows.push(HonestRow {
+        name: "fan-out, 50 pushes in 2 s".into(),
+        run,
+        note: String::new(),
+    });
+    c.stop().await;
+
+    let mut nat = Vec::new();
+    for _ in 0..20 {
+        nat.push(fresh().await?);
+    }
+    let per_client = nat.iter().map(|c| {
+        let (addr, shards, history_shard) = (&addr, &shards, &history_shard);
+        async move {
+            let mut run =
+                profiles::light_pushes(c, addr, push_topic, 50, Duration::from_millis(40)).await;
+            run.merge(
+                profiles::store_pages(c, addr, history_shard, history_topic, PAGES, 20).await,
+            );
+            run.merge(
+                profiles::filter_resubscribes(c, addr, shards, false, 1, Duration::ZERO).await,
+            );
+            run
+        }
+    });
+    let mut run = profiles::ProfileRun::default();
+    for r in futures::future::join_all(per_client).await {
+        run.merge(r);
+    }
+    rows.push(HonestRow {
+        name: "20 clients behind one IP".into(),
+        run,
+        note: "fan-out + history sync + filter each, at once".into(),
+    });
+    for c in nat {
+        c.stop().await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for attacker in attackers {
+        attacker.await?;
+    }
+    let relay_throttled = metric_sum(&b.metrics().await, "roost_throttle_throttled_total", &[]);
+    if let Some(last) = rows.last_mut() {
+        last.note.push_str(&format!(
+            "; relay peer throttled {relay_throttled} of their messages"
+        ));
+    }
+    a.stop().await;
+    b.stop().await;
+    Ok(rows)
+}
+
+struct AttackRow {
+    name: &'static str,
+    sent: u64,
+    admitted: u64,
+    /// What the quota allows over the run (burst plus refill): the rest is excess.
+    allowed: u64,
+    banned: bool,
+}
+
+/// The per-peer (or per-IP) rule of `spec`: its burst and its refill over `seconds`.
+fn allowance(spec: &QuotaSpec, scope: throttle::quota::Scope, seconds: f64) -> (u64, f64) {
+    match spec.rule(scope) {
+        Some(r) => {
+            let rate = r.volume.get() as f64 / r.period.as_secs_f64();
+            (r.volume.get() as u64 + (rate * seconds).ceil() as u64, rate)
+        }
+        None => (u64::MAX, f64::INFINITY),
+    }
+}
+
+async fn banned(node: &TestNode, target: &str) -> bool {
+    let (_, body) = http_get(&format!("{}/admin/v1/bans", node.http_url())).await;
+    serde_json::from_str::<Vec<serde_json::Value>>(&body)
+        .unwrap_or_default()
+        .iter()
+        .any(|b| b["target"] == target)
+}
+
+#[derive(Clone, Copy)]
+enum Flood {
+    LightPush,
+    Store,
+    Filter,
+}
+
+impl Flood {
+    fn quota(self, defaults: &throttle::Config) -> &QuotaSpec {
+        match self {
+            Flood::LightPush => &defaults.lightpush,
+            Flood::Store => &defaults.store,
+            Flood::Filter => &defaults.filter,
+        }
+    }
+}
+
+/// One peer sending `kind` requests at 100x its per-peer rate until `stop`, from a few
+/// concurrent loops (each request waits for its answer). Returns (sent, admitted).
+async fn flood_lanes(
+    client: Arc<Client>,
+    addr: libp2p::Multiaddr,
+    kind: Flood,
+    rate: f64,
+    stop: Arc<AtomicBool>,
+) -> (u64, u64) {
+    const LANES: u64 = 8;
+    let interval = Duration::from_secs_f64(LANES as f64 / (100.0 * rate));
+    let lanes = (0..LANES).map(|lane| {
+        let (client, addr, stop) = (client.clone(), addr.clone(), stop.clone());
+        async move {
+            let mut tick = tokio::time::interval(interval);
+            let (mut sent, mut admitted) = (0u64, 0u64);
+            while !stop.load(Ordering::Relaxed) {
+                tick.tick().await;
+                sent += 1;
+                let ok = match kind {
+                    Flood::LightPush => {
+                        let m =
+                            WakuMessage::new("/b9-flood/1/spam/proto", format!("{lane}-{sent}"));
+                        matches!(client.light_push(&addr, Version::V3, None, &m).await, Ok(r) if r.is_success())
+                    }
+                    Flood::Store => {
+                        let q = StoreQueryRequest::new("flood")
+                            .content(TOPIC, ["/b9-flood/1/spam/proto"])
+                            .limit(20);
+                        matches!(store::query_peer(&client, &addr, &q).await, Ok(r) if r.code() == 200)
+                    }
+                    // A ping without a subscription is answered 404: served all the same.
+                    Flood::Filter => matches!(
+                        client.filter(&addr, RequestType::Ping, None, &[]).await,
+                        Ok(r) if r.status.0 == 404 || r.status.0 == 200
+                    ),
+                };
+                admitted += u64::from(ok);
+            }
+            (sent, admitted)
+        }
+    });
+    let (mut sent, mut admitted) = (0, 0);
+    for (s, a) in futures::future::join_all(lanes).await {
+        sent += s;
+        admitted += a;
+    }
+    (sent, admitted)
+}
+
+/// One peer sending `kind` requests at 100x its per-peer rate for `seconds`.
+async fn request_flood(kind: Flood, seconds: u64) -> anyhow::Result<AttackRow> {
+    let defaults = throttle::Config::default();
+    let name = match kind {
+        Flood::LightPush => "light push at 100x, one peer",
+        Flood::Store => "store at 100x, one peer",
+        Flood::Filter => "filter at 100x, one peer",
+    };
+    let (allowed, rate) = allowance(
+        kind.quota(&defaults),
+        throttle::quota::Scope::PerPeer,
+        seconds as f64,
+    );
+    let node = TestNode::start_with(shipped).await;
+    // The relay peer is on another address than the attacker's.
+    let relay_peer = TestNode::start_with(|c| {
+        shipped(c);
+        c.network.listen_ip = [127, 0, 0, 2].into();
+    })
+    .await;
+    node.connect(&relay_peer).await;
+    let client = Arc::new(Client::start(1).await?);
+    let attacker = client.handle().peer_id().to_string();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flood = tokio::spawn(flood_lanes(
+        client.clone(),
+        node.tcp_addr(),
+        kind,
+        rate,
+        stop.clone(),
+    ));
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let (sent, admitted) = flood.await?;
+    let banned = banned(&node, &attacker).await;
+    if let Ok(client) = Arc::try_unwrap(client) {
+        client.stop().await;
+    }
+    node.stop().await;
+    relay_peer.stop().await;
+    Ok(AttackRow {
+        name,
+        sent,
+        admitted,
+        allowed,
+        banned,
+    })
+}
+
+/// Twice `max_connections_per_ip` identities from one IP, each light pushing as fast as it
+/// goes: the per-IP rules and the connection cap bound them together.
+async fn identities_flood(seconds: u64) -> anyhow::Result<AttackRow> {
+    let defaults = throttle::Config::default();
+    let identities = 2 * defaults.max_connections_per_ip as usize;
+    let (allowed, _) = allowance(
+        &defaults.lightpush,
+        throttle::quota::Scope::PerIp,
+        seconds as f64,
+    );
+    let node = TestNode::start_with(shipped).await;
+    // The relay peer is on another address than the attacker's.
+    let relay_peer = TestNode::start_with(|c| {
+        shipped(c);
+        c.network.listen_ip = [127, 0, 0, 2].into();
+    })
+    .await;
+    node.connect(&relay_peer).await;
+    let addr = node.tcp_addr();
+    let mut clients = Vec::new();
+    for _ in 0..identities {
+        clients.push(Client::start(1).await?);
+    }
+    let started = Instant::now();
+    let floods = clients.iter().enumerate().map(|(i, c)| {
+        let addr = addr.clone();
+        async move {
+            let (mut sent, mut admitted) = (0u64, 0u64);
+            // As fast as each identity goes, for the whole run: refused connections (the
+            // cap, the rate, then the IP ban) are tried again, as flooders do.
+            while started.elapsed() < Duration::from_secs(seconds) {
+                sent += 1;
+                let m = WakuMessage::new("/b9-flood/1/sybil/proto", format!("{i}-{sent}"));
+                match c.light_push(&addr, Version::V3, None, &m).await {
+                    Ok(r) if r.is_success() => admitted += 1,
+                    Ok(_) => {}
+                    Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+                }
+            }
+            (sent, admitted)
+        }
+    });
+    let (mut sent, mut admitted) = (0, 0);
+    for (s, a) in futures::future::join_all(floods).await {
+        sent += s;
+        admitted += a;
+    }
+    let ip_banned = banned(&node, "127.0.0.1").await;
+    for c in clients {
+        c.stop().await;
+    }
+    node.stop().await;
+    relay_peer.stop().await;
+    Ok(AttackRow {
+        name: "many identities, one IP",
+        sent,
+        admitted,
+        allowed,
+        banned: ip_banned,
+    })
+}
+
+/// New TCP connections from one IP at 100x the per-IP connection rate (closed right away, as
+/// a reconnect storm does); admitted = those the node did not refuse before the handshake.
+async fn reconnect_storm(seconds: u64) -> anyhow::Result<AttackRow> {
+    let defaults = throttle::Config::default();
+    let (allowed, rate) = allowance(
+        &defaults.connections,
+        throttle::quota::Scope::PerIp,
+        seconds as f64,
+    );
+    let node = TestNode::start_with(shipped).await;
+    let target = node
+        .handle
+        .info()
+        .tcp_addresses
+        .iter()
+        .find_map(|a| {
+            let mut ip = None;
+            let mut port = None;
+            for p in a.iter() {
+                match p {
+                    libp2p::multiaddr::Protocol::Ip4(v) => ip = Some(v),
+                    libp2p::multiaddr::Protocol::Tcp(v) => port = Some(v),
+                    _ => {}
+                }
+            }
+            Some(std::net::SocketAddr::from((ip?, port?)))
+        })
+        .ok_or_else(|| anyhow::anyhow!("no TCP address"))?;
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / (100.0 * rate)));
+    let started = Instant::now();
+    let mut sent = 0u64;
+    while started.elapsed() < Duration::from_secs(seconds) {
+        tick.tick().await;
+        sent += 1;
+        if let Ok(s) = tokio::net::TcpStream::connect(target).await {
+            drop(s);
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let m = node.metrics().await;
+    let refused = metric_sum(&m, "roost_throttle_connections_refused_total", &[]) as u64;
+    let ip_banned = banned(&node, "127.0.0.1").await;
+    node.stop().await;
+    Ok(AttackRow {
+        name: "reconnect storm at 100x",
+        sent,
+        admitted: sent.saturating_sub(refused),
+        allowed,
+        banned: ip_banned,
+    })
+}
+
+/// The profiles table: `honest` with the shipped defaults; `reference` and `attacked` the
+/// same profiles with loopback exempt, without and with attackers, one set of rows per pair
+/// (passes alternate, so load on the machine falls on both sides alike).
+fn print_profiles(
+    honest: &[HonestRow],
+    reference: &[Vec<HonestRow>],
+    attacked: &[Vec<HonestRow>],
+    attacks: &[AttackRow],
+) {
+    let d = throttle::Config::default();
+    println!(
+        "shipped defaults: lightpush \"{}\", store \"{}\", filter \"{}\", relay \"{}\", connections \"{}\", max_connections_per_ip {}, ban_threshold {}",
+        d.lightpush, d.store, d.filter, d.relay, d.connections, d.max_connections_per_ip, d.ban_threshold
+    );
+    println!(
+        "{:<34} {:>8} {:>8} {:>8} {:>8} {:>9} {:>7} {:>13}  notes",
+        "honest profile",
+        "requests",
+        "refused",
+        "p99 ms",
+        "ref p99",
+        "att. p99",
+        "ratio",
+        "pairs min-max"
+    );
+    for (i, r) in honest.iter().enumerate() {
+        let refs: Vec<&HonestRow> = reference.iter().filter_map(|rows| rows.get(i)).collect();
+        let atts: Vec<&HonestRow> = attacked.iter().filter_map(|rows| rows.get(i)).collect();
+        let p99s = |rows: &[&HonestRow]| -> Vec<f64> {
+            rows.iter().map(|r| r.run.quantile_ms(0.99)).collect()
+        };
+        let (p99_ref, p99_att) = (median(p99s(&refs)), median(p99s(&atts)));
+        let pair_ratios: Vec<f64> = p99s(&atts)
+            .iter()
+            .zip(p99s(&refs))
+            .map(|(a, r)| a / r)
+            .collect();
+        let (lo, hi) = pair_ratios
+            .iter()
+            .fold((f64::INFINITY, 0f64), |(lo, hi), x| {
+                (lo.min(*x), hi.max(*x))
+            });
+        let runs: Vec<&profiles::ProfileRun> = std::iter::once(&r.run)
+            .chain(refs.iter().map(|r| &r.run))
+            .chain(atts.iter().map(|r| &r.run))
+            .collect();
+        let failed: u64 = runs.iter().map(|r| r.failed).sum();
+        println!(
+            "{:<34} {:>8} {:>8} {:>8.1} {:>8.1} {:>9.1} {:>6.2}x {:>5.2}-{:<6.2}  {}{}",
+            r.name,
+            runs.iter().map(|r| r.requests).sum::<u64>(),
+            runs.iter().map(|r| r.refused).sum::<u64>(),
+            r.run.quantile_ms(0.99),
+            p99_ref,
+            p99_att,
+            p99_att / p99_ref,
+            lo,
+            hi,
+            r.note,
+            if failed > 0 {
+                let first = runs.iter().flat_map(|r| &r.problems).next();
+                format!(
+                    "; {failed} failed otherwise, first: {}",
+                    first.map_or("", |p| p)
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
+    println!();
+    println!(
+        "{:<34} {:>8} {:>9} {:>9} {:>16} {:>7}",
+        "attacker profile", "sent", "admitted", "allowed", "excess refused", "banned"
+    );
+    for r in attacks {
+        let excess = r.sent.saturating_sub(r.allowed);
+        let excess_in = r.admitted.saturating_sub(r.allowed);
+        let refused = if excess == 0 {
+            "no excess".to_string()
+        } else {
+            format!("{:.2}%", 100.0 * (1.0 - excess_in as f64 / excess as f64))
+        };
+        println!(
+            "{:<34} {:>8} {:>9} {:>9} {:>16} {:>7}",
+            r.name,
+            r.sent,
+            r.admitted,
+            if r.allowed == u64::MAX {
+                "-".to_string()
+            } else {
+                r.allowed.to_string()
+            },
+            refused,
+            if r.banned { "yes" } else { "no" }
+        );
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
 
@@ -591,6 +1196,25 @@ fn main() -> anyhow::Result<()> {
             excess_rejected * 100.0,
             store_excess_refused * 100.0
         );
+        println!();
+
+        println!(
+            "B9 part 3: honest and attacker profiles against throttle::Config::default(), {} s per live profile. Honest profiles run once with the shipped defaults, nothing exempt (\"p99 ms\"); then {} alternating pairs with loopback exempt, since the attackers here share the clients' address, without (\"ref p99\") and with (\"att. p99\") a light push and a store flooder at 100x (medians, and the ratio's range over pairs); requests and refusals count every run",
+            args.seconds, args.pairs.max(1)
+        );
+        let honest = honest_profiles(args.seconds, HonestPass::Shipped).await?;
+        let (mut reference, mut attacked) = (Vec::new(), Vec::new());
+        for _ in 0..args.pairs.max(1) {
+            reference.push(honest_profiles(args.seconds, HonestPass::Reference).await?);
+            attacked.push(honest_profiles(args.seconds, HonestPass::Attacked).await?);
+        }
+        let mut attacks = Vec::new();
+        for kind in [Flood::LightPush, Flood::Store, Flood::Filter] {
+            attacks.push(request_flood(kind, args.seconds).await?);
+        }
+        attacks.push(identities_flood(args.seconds).await?);
+        attacks.push(reconnect_storm(args.seconds).await?);
+        print_profiles(&honest, &reference, &attacked, &attacks);
         anyhow::Ok(())
     })
 }

@@ -9,6 +9,7 @@
 
 import { createLightNode, Protocols, utf8ToBytes, bytesToUtf8 } from "@waku/sdk";
 import { messageHash, messageHashStr } from "@waku/message-hash";
+import { hashOf, storePagesBothWays } from "./common.mjs";
 
 const [scenario, rawArgs] = process.argv.slice(2);
 const args = JSON.parse(rawArgs ?? "{}");
@@ -40,11 +41,6 @@ async function start(extra = {}) {
   return node;
 }
 
-// Hash the message as it was on the wire: a decoded message's `timestamp` is a Date (whole
-// milliseconds), its `proto` keeps the nanoseconds the hash covers.
-function hashOf(message) {
-  return messageHashStr(message.pubsubTopic, message.proto ?? message);
-}
 
 async function withDeadline(promise, what) {
   let timer;
@@ -157,19 +153,7 @@ async function filterSubscribe(node) {
 async function storePages(node) {
   await withDeadline(node.waitForPeers([Protocols.Store]), "peers");
   const decoder = node.createDecoder({ contentTopic: args.contentTopic });
-  const pages = {};
-  for (const forward of [true, false]) {
-    const collected = [];
-    for await (const page of node.store.queryGenerator([decoder], {
-      paginationForward: forward,
-      paginationLimit: args.pageSize,
-    })) {
-      const messages = (await Promise.all(page)).filter(Boolean);
-      collected.push(messages.map(hashOf));
-    }
-    pages[forward ? "forward" : "backward"] = collected;
-  }
-  emit("result", pages);
+  emit("result", await storePagesBothWays(node, decoder, args.pageSize));
 }
 
 /// Connect to one node only and let peer exchange find `expect`.
@@ -186,12 +170,40 @@ async function peerExchange(node) {
   emit("result", { connected: [...new Set(peers)] });
 }
 
+/// Light push the way an app does after reconnecting, with js-waku's default send options:
+/// `burst` messages at once (an outbox resent, a group message fanned out), then `loop` more
+/// one after another as fast as the client goes. Reports every push js-waku counted as failed.
+async function pushBurst(node) {
+  await withDeadline(node.waitForPeers([Protocols.LightPush]), "peers");
+  const encoder = node.createEncoder({ contentTopic: args.contentTopic });
+  const failures = [];
+  let pushed = 0;
+  const push = async (label) => {
+    const result = await node.lightPush.send(encoder, { payload: utf8ToBytes(label) });
+    if (result.successes.length > 0) {
+      pushed += 1;
+    } else {
+      failures.push({ label, errors: result.failures.map((f) => String(f.error)) });
+    }
+  };
+  const started = Date.now();
+  await withDeadline(
+    Promise.all(Array.from({ length: args.burst }, (_, i) => push(`burst ${i}`))),
+    "burst",
+  );
+  for (let i = 0; i < args.loop; i++) {
+    await withDeadline(push(`loop ${i}`), "loop push");
+  }
+  emit("result", { pushed, failures, elapsedMs: Date.now() - started });
+}
+
 const scenarios = {
   "push-and-store": pushAndStore,
   "hash-lookup": hashLookup,
   filter: filterSubscribe,
   "store-pages": storePages,
   "peer-exchange": peerExchange,
+  "push-burst": pushBurst,
 };
 
 const run = scenarios[scenario];

@@ -6,12 +6,32 @@
 
 use std::{
     io::{BufRead, BufReader, Write},
+    path::{Path, PathBuf},
     process::{Child, ChildStdin, Command, Stdio},
     sync::{mpsc, Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
+
+/// Runs `scripts/<name>` (an idempotent installer such as `interop-setup`), failing the test
+/// when it fails; then checks that `expected` (what it installs) exists and returns it.
+pub fn install_with(name: &str, expected: PathBuf) -> PathBuf {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("scripts")
+        .join(name);
+    let status = Command::new(&script)
+        .status()
+        .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
+    assert!(status.success(), "scripts/{name} failed");
+    assert!(
+        expected.exists(),
+        "scripts/{name} left no {}",
+        expected.display()
+    );
+    expected
+}
 
 pub struct ClientProcess {
     /// Who it is, for failure messages ("js-waku", "py-libp2p").
@@ -65,6 +85,12 @@ impl ClientProcess {
         }
     }
 
+    /// How long [`ClientProcess::event`] waits for one event.
+    pub fn timeout(mut self, timeout: Duration) -> ClientProcess {
+        self.timeout = timeout;
+        self
+    }
+
     /// Waits (off the async runtime) for the event named `name`; an `error` event, an exit
     /// or the timeout fails the test with the client's stderr.
     pub async fn event(self, name: &'static str) -> (ClientProcess, Value) {
@@ -90,7 +116,8 @@ impl ClientProcess {
             )
         })
         .await
-        .expect("event wait")
+        // The client's own failure message, not a JoinError wrapping it.
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
     }
 
     /// Writes one line to the client's stdin (a scenario waiting after `ready` goes on).

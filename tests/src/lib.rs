@@ -14,6 +14,7 @@ pub mod charts;
 pub mod client_process;
 pub mod dashboards;
 pub mod process;
+pub mod profiles;
 pub mod prometheus;
 pub mod rdv;
 pub mod rig;

@@ -19,16 +19,25 @@ use crate::units;
 pub struct Config {
     /// Apply quotas, connection limits and bans. Default `true`.
     pub enabled: bool,
-    /// Relay messages accepted from one peer on one pubsub topic. Default `100/1s per-peer`.
+    /// Relay messages accepted from one peer on one pubsub topic. Default `1500/15s per-peer`:
+    /// 100 a second sustained, and room for a burst a service node relays for its light
+    /// clients (20 clients fanning out 50 messages each in 2 s is 1000 in 2 s).
     pub relay: QuotaSpec,
     /// Relay bytes accepted from one forwarding peer, all topics together. Default
     /// `4MiB/1s per-peer`.
     pub relay_bytes: QuotaSpec,
-    /// Store queries. Default `30/1m per-peer; 300/1s global`.
+    /// Store queries (one per page). Default `200/1m per-peer; 4000/1m per-ip; 1000/1s
+    /// global`: a history sync of 50 pages back to back four times over; an IP gets 20
+    /// clients' worth (a NAT).
     pub store: QuotaSpec,
-    /// Light push requests. Default `30/1m per-peer; 300/1s global`.
+    /// Light push requests (one per message). Default `300/1m per-peer; 6000/1m per-ip;
+    /// 1000/1s global`: an outbox of 200 resent at once after a reconnect, 5 a second
+    /// sustained (a chatty client sends 2); an IP gets 20 clients' worth (a NAT).
     pub lightpush: QuotaSpec,
-    /// Filter subscribe/ping/unsubscribe requests. Default `30/1m per-peer` (nwaku's default).
+    /// Filter subscribe/ping/unsubscribe requests. Default `120/1m per-peer; 2400/1m
+    /// per-ip`: js-waku subscribing to 100 content topics one call each (100 requests;
+    /// one call for all costs one per shard), then re-subscribing and pinging each minute
+    /// (3 per shard, at most 24); an IP gets 20 clients' worth.
     pub filter: QuotaSpec,
     /// Peer exchange requests. Default `10/1m per-peer; 100/1s global`.
     pub peer_exchange: QuotaSpec,
@@ -37,10 +46,12 @@ pub struct Config {
     /// Rendezvous DISCOVER requests. Default `30/1m per-peer; 500/1s global`.
     pub rendezvous_discover: QuotaSpec,
     /// New inbound connections, refused before the Noise handshake; only `per-ip` and `global`
-    /// rules apply (the peer id is not known yet). Default `30/1m per-ip; 200/1s global`.
+    /// rules apply (the peer id is not known yet). Default `120/1m per-ip; 200/1s global`:
+    /// 20 clients behind one NAT reconnecting several times within a minute.
     pub connections: QuotaSpec,
     /// Most connections (being set up or established) from one IP (/32 v4, /64 v6).
-    /// Default `16`; `0` = no limit.
+    /// Default `64` (20 clients behind a NAT, with room for each to overlap a reconnect);
+    /// `0` = no limit.
     pub max_connections_per_ip: u32,
     /// nwaku `--rate-limit` entries, e.g. `["store:100/1m", "30/1s"]`; they replace the
     /// quotas above for store, lightpush, peer_exchange and filter (see the README for the
@@ -83,16 +94,16 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             enabled: true,
-            relay: QuotaSpec::lit("100/1s per-peer"),
+            relay: QuotaSpec::lit("1500/15s per-peer"),
             relay_bytes: QuotaSpec::lit("4MiB/1s per-peer"),
-            store: QuotaSpec::lit("30/1m per-peer; 300/1s global"),
-            lightpush: QuotaSpec::lit("30/1m per-peer; 300/1s global"),
-            filter: QuotaSpec::lit("30/1m per-peer"),
+            store: QuotaSpec::lit("200/1m per-peer; 4000/1m per-ip; 1000/1s global"),
+            lightpush: QuotaSpec::lit("300/1m per-peer; 6000/1m per-ip; 1000/1s global"),
+            filter: QuotaSpec::lit("120/1m per-peer; 2400/1m per-ip"),
             peer_exchange: QuotaSpec::lit("10/1m per-peer; 100/1s global"),
             rendezvous_register: QuotaSpec::lit("10/1m per-peer; 500/1s global"),
             rendezvous_discover: QuotaSpec::lit("30/1m per-peer; 500/1s global"),
-            connections: QuotaSpec::lit("30/1m per-ip; 200/1s global"),
-            max_connections_per_ip: 16,
+            connections: QuotaSpec::lit("120/1m per-ip; 200/1s global"),
+            max_connections_per_ip: 64,
             rate_limit: Vec::new(),
             trusted_peers: Vec::new(),
             exempt_ips: Vec::new(),
@@ -114,7 +125,8 @@ impl Default for Config {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrustedQuotas {
-    /// Default `1000/1s per-peer`.
+    /// Default `15000/15s per-peer`: 1000 a second sustained, and ten times the burst of
+    /// untrusted peers (`1500/15s`), so a fleet member never has less room than a stranger.
     pub relay: QuotaSpec,
     /// Default `40MiB/1s per-peer`.
     pub relay_bytes: QuotaSpec,
@@ -135,7 +147,7 @@ pub struct TrustedQuotas {
 impl Default for TrustedQuotas {
     fn default() -> Self {
         TrustedQuotas {
-            relay: QuotaSpec::lit("1000/1s per-peer"),
+            relay: QuotaSpec::lit("15000/15s per-peer"),
             relay_bytes: QuotaSpec::lit("40MiB/1s per-peer"),
             store: QuotaSpec::lit("600/1m per-peer"),
             lightpush: QuotaSpec::lit("600/1m per-peer"),

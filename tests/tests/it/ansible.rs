@@ -44,8 +44,8 @@ const TOPIC: &str = "/roost-ansible-test/1/upgrade/proto";
 /// Generous: the machine running the suite is busy, and upgrade.yml visits hosts one by one.
 const PLAYBOOK_TIMEOUT: Duration = Duration::from_secs(1500);
 /// The client is a well-behaved one: the fleet's per-peer quotas for light push and store
-/// (`throttle.lightpush`/`throttle.store`, 30 a minute each in the rendered staging config) are
-/// what it stays under, one request to each node every 2.5 s (24 a minute). A client that goes
+/// (`throttle.lightpush`/`throttle.store`, 300 and 200 a minute in the rendered staging config)
+/// are what it stays far under, one request to each node every 2.5 s (24 a minute). A client that goes
 /// over is refused and, if it keeps going, banned: the throttle's job, not this test's subject.
 const CLIENT_PACE: Duration = Duration::from_millis(2500);
 

@@ -7,82 +7,20 @@
 //! The client is installed from npm by `scripts/interop-setup` (which `scripts/test` runs; these
 //! tests run it too if the client is missing).
 
-use std::{collections::BTreeSet, path::PathBuf, process::Command, sync::OnceLock, time::Duration};
+use std::collections::BTreeSet;
 
 use libp2p::{Multiaddr, PeerId};
 use roost_node::{
-    client::Client,
-    lightpush::Version,
-    message::{MessageHash, WakuMessage},
-    store::StoreQueryRequest,
+    client::Client, lightpush::Version, message::WakuMessage, store::StoreQueryRequest,
 };
-use roost_tests::{client_process::ClientProcess, init_tracing, metric_sum, TestNode};
+use roost_tests::{init_tracing, metric_sum, TestNode};
 use serde_json::{json, Value};
 
 use crate::{
+    js::{hashes, hex, Js},
     lightpush::{autoshard, pair},
     peer_exchange::self_signed_cert,
 };
-
-/// How long one js-waku scenario may take (starting Node and libp2p included).
-const JS_TIMEOUT: Duration = Duration::from_secs(120);
-
-fn interop_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("interop")
-}
-
-/// Installs the client once per test process (a no-op when `scripts/test` already did).
-fn ensure_client() -> PathBuf {
-    static NODE: OnceLock<PathBuf> = OnceLock::new();
-    NODE.get_or_init(|| {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("..")
-            .join("scripts")
-            .join("interop-setup");
-        let status = Command::new(&script)
-            .status()
-            .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
-        assert!(status.success(), "scripts/interop-setup failed");
-        let node = interop_dir().join("node_modules").join(".bin").join("node");
-        assert!(node.exists(), "no Node binary at {}", node.display());
-        node
-    })
-    .clone()
-}
-
-/// js-waku scenarios of `interop.mjs`.
-struct Js;
-
-impl Js {
-    /// Starts `node interop.mjs <scenario> <args>`; its events come through [`ClientProcess`].
-    fn start(scenario: &str, args: Value, env: &[(&str, &str)]) -> ClientProcess {
-        let mut cmd = Command::new(ensure_client());
-        cmd.arg("interop.mjs")
-            .arg(scenario)
-            .arg(args.to_string())
-            .current_dir(interop_dir())
-            // js-waku relaxes its address filter when NODE_ENV=test: never inherit it.
-            .env_remove("NODE_ENV")
-            .env_remove("NODE_EXTRA_CA_CERTS");
-        for (key, value) in env {
-            cmd.env(key, value);
-        }
-        ClientProcess::spawn("js-waku", cmd, JS_TIMEOUT)
-    }
-}
-
-fn hashes(value: &Value) -> Vec<String> {
-    value
-        .as_array()
-        .expect("an array of hashes")
-        .iter()
-        .map(|h| h.as_str().expect("hex hash").to_owned())
-        .collect()
-}
-
-fn hex(hash: &MessageHash) -> String {
-    hash.to_hex().trim_start_matches("0x").to_owned()
-}
 
 /// js-waku light pushes five messages over v3 and three over legacy to a store node, then
 /// queries that node's store: every push succeeded, and the store returns exactly those
@@ -321,4 +259,55 @@ async fn js_waku_finds_a_second_node_by_peer_exchange_over_wss() {
     assert!(connected.contains(&b_id.to_string()), "{result}");
     let m = a.metrics().await;
     assert!(metric_sum(&m, "roost_peer_exchange_enrs_sent_total", &[]) >= 1.0);
+}
+
+/// js-waku, unmodified and with its default send options, light pushes the way an app does
+/// after reconnecting: 35 messages at once (an outbox resent, a group message fanned out),
+/// then 200 in a loop as fast as it goes, against nodes running the shipped throttle defaults
+/// (not even the harness's loopback exemption). Every push succeeds: js-waku would report a
+/// refusal as a plain failure. Nothing is throttled at the service node nor at the relay peer
+/// it forwards the pushes to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn js_waku_push_bursts_pass_the_shipped_throttle_defaults() {
+    init_tracing();
+    let content_topic = "/roost-interop/1/burst/proto";
+    let topic = autoshard(content_topic);
+    let shipped = |c: &mut roost_node::Config| c.throttle = roost_node::throttle::Config::default();
+    let a = TestNode::start_with(shipped).await;
+    let b = TestNode::start_with(shipped).await;
+    a.connect(&b).await;
+    a.wait_for_mesh(&topic, 1).await;
+
+    let js = Js::start(
+        "push-burst",
+        json!({"peer": a.ws_addr().to_string(), "contentTopic": content_topic, "burst": 35, "loop": 200}),
+        &[],
+    );
+    let (_js, result) = js.event("result").await;
+    let failures = result["failures"].as_array().cloned().unwrap_or_default();
+    assert!(
+        failures.is_empty(),
+        "{} of 235 pushes failed in {} ms; the first: {:?}",
+        failures.len(),
+        result["elapsedMs"],
+        &failures[..failures.len().min(5)]
+    );
+    assert_eq!(result["pushed"], 235, "{result}");
+    let m = a.metrics().await;
+    assert_eq!(
+        metric_sum(
+            &m,
+            "roost_lightpush_requests_total",
+            &[("outcome", "throttled")]
+        ),
+        0.0
+    );
+    for (node, name) in [(&a, "service node"), (&b, "relay peer")] {
+        let m = node.metrics().await;
+        assert_eq!(
+            metric_sum(&m, "roost_throttle_throttled_total", &[]),
+            0.0,
+            "{name} throttled the pushes"
+        );
+    }
 }

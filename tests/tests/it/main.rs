@@ -1,12 +1,14 @@
 //! One integration-test binary for the whole node: each module is a capability.
 
 mod ansible;
+mod browser;
 mod chaos;
 mod cli;
 mod dashboards;
 mod filter;
 mod fleet;
 mod interop;
+mod js;
 mod light_cli;
 mod lightpush;
 mod operator;

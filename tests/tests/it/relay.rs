@@ -206,10 +206,25 @@ async fn peer_without_metadata_stays_connected_but_out_of_relay() {
         health["components"]["network"]["detail"]["peer_kinds"]["generic"], 1,
         "{health}"
     );
-    // Several heartbeats: gossipsub would have grafted it by now.
+    // A GRAFT that came before the metadata verdict is undone at A's next heartbeat (the
+    // peer's score is negative), and no later one is accepted.
+    let a_mesh = || async {
+        a.handle
+            .network_status()
+            .await
+            .map(|s| s.shards.iter().map(|sh| sh.mesh_peers).sum::<usize>())
+            .unwrap_or(usize::MAX)
+    };
+    wait_until(WAIT, || async {
+        a_mesh().await == 0 && generic.mesh_peers(TOPIC).await == 0
+    })
+    .await
+    .expect("the generic peer is out of A's mesh");
+    // Several more heartbeats: gossipsub would have grafted it again by now.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(a.connected_to(generic.peer_id).await, "still connected");
-    assert_eq!(generic.mesh_peers(TOPIC).await, 0, "not in A's mesh");
+    assert_eq!(a_mesh().await, 0, "not in A's mesh");
+    assert_eq!(generic.mesh_peers(TOPIC).await, 0, "A not in its mesh");
     let ignored = WakuMessage::new("/roost/1/generic/proto", b"from nowhere".to_vec());
     generic
         .publish(TOPIC, ignored.encode_to_vec())

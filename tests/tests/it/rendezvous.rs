@@ -1098,15 +1098,8 @@ fn ensure_py_client() -> std::path::PathBuf {
     static PYTHON: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     PYTHON
         .get_or_init(|| {
-            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-            let script = root.join("scripts").join("py-interop-setup");
-            let status = std::process::Command::new(&script)
-                .status()
-                .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
-            assert!(status.success(), "scripts/py-interop-setup failed");
             let python = py_dir().join(".venv").join("bin").join("python");
-            assert!(python.exists(), "no Python at {}", python.display());
-            python
+            roost_tests::client_process::install_with("py-interop-setup", python)
         })
         .clone()
 }

@@ -16,7 +16,7 @@ use roost_tests::{
     bare::{BareOptions, BarePeer},
     http_get, init_tracing, metric_sum, metric_value,
     process::{run_roost, NodeProcess},
-    wait_until, TestNode, WAIT,
+    profiles, wait_until, TestNode, WAIT,
 };
 
 const TOPIC: &str = "/waku/2/rs/1/0";
@@ -625,6 +625,142 @@ exempt_ips = ["127.0.0.1"]
         rss_before >> 20,
         rss_after >> 20
     );
+}
+
+/// The shipped throttle defaults, with nothing spared: not even the harness's loopback
+/// exemption, so every client here counts against one IP's limits like clients behind a NAT.
+fn shipped_defaults(c: &mut roost_node::Config) {
+    c.throttle = roost_node::throttle::Config::default();
+}
+
+/// Honest light clients against the shipped defaults (see README "Spam throttling and bans"
+/// for the profiles): a history sync of 50 store pages back to back, a filter subscription to
+/// 100 content topics re-subscribed every minute (two minutes of it back to back, which leaves
+/// the buckets less time to refill than real minutes would), the same subscribed one topic per
+/// call, a group message fanned out as 50 pushes in 2 s, then 20 clients behind one IP doing
+/// all but the per-topic calls at once. Nothing is refused, nobody is banned (20 clients on
+/// one IP put gossipsub's colocation penalty below graylist, which must not ban light
+/// clients), and the peer the pushes are relayed to does not throttle them either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn honest_client_profiles_pass_the_shipped_defaults() {
+    init_tracing();
+    const NAT_CLIENTS: usize = 20;
+    const PAGES: usize = 50;
+    const PAGE_SIZE: u64 = 2;
+    let push_topic = "/roost-honest/1/group/proto";
+    let history_topic = "/roost-honest/1/history/proto";
+    let push_shard = crate::lightpush::autoshard(push_topic);
+    let history_shard = crate::lightpush::autoshard(history_topic);
+    let a = TestNode::start_with(shipped_defaults).await;
+    // The relay peer is elsewhere, not behind the clients' NAT: gossipsub's IP colocation
+    // penalty would rightly count it among the 20.
+    let b = TestNode::start_with(|c| {
+        shipped_defaults(c);
+        c.network.listen_ip = [127, 0, 0, 2].into();
+    })
+    .await;
+    a.connect(&b).await;
+    a.wait_for_mesh(&push_shard, 1).await;
+    let store = a.handle.store().expect("store node");
+    let base = roost_node::message::now_nanos() - 60_000_000_000;
+    for i in 0..(PAGES as i64 * PAGE_SIZE as i64) {
+        let mut m = WakuMessage::new(history_topic, format!("history {i}").into_bytes());
+        m.timestamp = Some(base + i * 1_000_000);
+        store.insert(&history_shard, m).await.expect("stored");
+    }
+    let addr = a.tcp_addr();
+    let shards = profiles::topics_by_shard("roost-honest", 100);
+
+    // One client of each profile, one after another.
+    let mut runs: Vec<(&str, profiles::ProfileRun)> = Vec::new();
+    let client = Client::start(1).await.expect("client starts");
+    let run = profiles::store_pages(
+        &client,
+        &addr,
+        &history_shard,
+        history_topic,
+        PAGES,
+        PAGE_SIZE,
+    )
+    .await;
+    runs.push(("history sync, 50 pages", run));
+    client.stop().await;
+    let client = Client::start(1).await.expect("client starts");
+    let run =
+        profiles::filter_resubscribes(&client, &addr, &shards, false, 2, Duration::ZERO).await;
+    runs.push(("filter, 100 topics re-subscribed", run));
+    client.stop().await;
+    let client = Client::start(1).await.expect("client starts");
+    let run = profiles::filter_resubscribes(&client, &addr, &shards, true, 2, Duration::ZERO).await;
+    runs.push(("filter, 100 topics one call each", run));
+    client.stop().await;
+    let client = Client::start(1).await.expect("client starts");
+    let run =
+        profiles::light_pushes(&client, &addr, push_topic, 50, Duration::from_millis(40)).await;
+    runs.push(("fan-out, 50 pushes in 2 s", run));
+    client.stop().await;
+
+    // 20 clients behind one IP, all profiles at once.
+    let mut nat = Vec::new();
+    for _ in 0..NAT_CLIENTS {
+        nat.push(Client::start(1).await.expect("client starts"));
+    }
+    let per_client = nat.iter().map(|client| {
+        let (addr, shards, history_shard) = (&addr, &shards, &history_shard);
+        async move {
+            let mut run =
+                profiles::light_pushes(client, addr, push_topic, 50, Duration::from_millis(40))
+                    .await;
+            run.merge(
+                profiles::store_pages(client, addr, history_shard, history_topic, PAGES, PAGE_SIZE)
+                    .await,
+            );
+            run.merge(
+                profiles::filter_resubscribes(client, addr, shards, false, 1, Duration::ZERO).await,
+            );
+            run
+        }
+    });
+    let mut run = profiles::ProfileRun::default();
+    for r in futures::future::join_all(per_client).await {
+        run.merge(r);
+    }
+    runs.push(("20 clients behind one IP", run));
+    for client in nat {
+        client.stop().await;
+    }
+
+    for (name, run) in &runs {
+        eprintln!(
+            "{name}: {} requests, {} refused, {} failed, p99 {:.1} ms",
+            run.requests,
+            run.refused,
+            run.failed,
+            run.quantile_ms(0.99)
+        );
+        assert!(run.requests > 0, "{name}: no requests");
+        assert!(
+            run.problems.is_empty(),
+            "{name}: {} refused, {} failed: {:?}",
+            run.refused,
+            run.failed,
+            &run.problems[..run.problems.len().min(10)]
+        );
+    }
+    for (node, name) in [(&a, "service node"), (&b, "its relay peer")] {
+        let m = node.metrics().await;
+        assert_eq!(
+            metric_sum(&m, "roost_throttle_throttled_total", &[]),
+            0.0,
+            "{name} throttled honest traffic"
+        );
+        assert_eq!(
+            metric_sum(&m, "roost_throttle_connections_refused_total", &[]),
+            0.0,
+            "{name} refused honest connections"
+        );
+        assert!(ban_list(node).await.is_empty(), "{name} banned someone");
+    }
 }
 
 /// nwaku's `--rate-limit` flag is accepted (repeatable) and lands in `throttle.rate_limit`;
