@@ -3,6 +3,7 @@
 //! answers the metadata protocol, so service nodes of its cluster keep it connected.
 
 use libp2p::Multiaddr;
+use prost::Message as _;
 use tempfile::TempDir;
 
 pub use crate::addr::peer_id_of;
@@ -14,6 +15,7 @@ use crate::{
     lightpush::{self, PushReply},
     message::WakuMessage,
     node::{Node, StartError},
+    store::{StoreQueryRequest, StoreQueryResponse},
     swarm::{ReqResProtocol, RequestError},
 };
 
@@ -123,6 +125,21 @@ impl Client {
     }
 
     /// Sends one filter subscribe request (subscribe, unsubscribe, unsubscribe-all or ping).
+    /// Sends one store v3 query to the store node at `address`.
+    pub async fn store_query(
+        &self,
+        address: &Multiaddr,
+        request: &StoreQueryRequest,
+    ) -> Result<StoreQueryResponse, ClientError> {
+        let response = self
+            .request(ReqResProtocol::Store, address, request.encode_to_vec())
+            .await?;
+        StoreQueryResponse::decode_bytes(&response).map_err(|e| ClientError::Decode {
+            protocol: "store",
+            reason: e.to_string(),
+        })
+    }
+
     pub async fn filter(
         &self,
         address: &Multiaddr,

@@ -189,7 +189,7 @@ impl Node {
             None
         };
         // Opened before any listener, so a locked or damaged archive stops start-up cleanly.
-        let store = if store::serving(&config) {
+        let store = if config.serves_store() {
             let served = config
                 .relay
                 .pubsub_topics()
@@ -344,7 +344,12 @@ impl Node {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(1);
-        let record = waku_enr::local_record(&config, &tcp_addresses, &ws_addresses, seq);
+        let record = waku_enr::local_record(
+            &config.enr_announcement(),
+            &tcp_addresses,
+            &ws_addresses,
+            seq,
+        );
         let enr = match waku_enr::build(&keypair, &record) {
             Ok(enr) => Some(enr.to_base64()),
             Err(e) => {

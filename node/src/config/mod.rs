@@ -181,6 +181,25 @@ impl Sources {
 }
 
 impl Config {
+    /// What the node's ENR announces (services, cluster, shards, external addresses).
+    pub fn enr_announcement(&self) -> crate::waku_enr::Announcement<'_> {
+        crate::waku_enr::Announcement {
+            external_addresses: &self.network.external_addresses,
+            relay: self.relay.enabled,
+            filter: self.filter.enabled,
+            lightpush: self.lightpush.enabled,
+            cluster_id: self.relay.cluster_id,
+            shards: &self.relay.shards,
+        }
+    }
+
+    /// Whether this node runs the store: `[store] enabled` and a relay to archive from (a
+    /// store without relay would have nothing to store, nwaku#2586; `validate` refuses that
+    /// combination, so this is a guard for configs built in code).
+    pub fn serves_store(&self) -> bool {
+        self.store.enabled && self.relay.enabled
+    }
+
     /// Loads and validates the configuration from its layers.
     pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
         let config = layers::merge(sources)?;

@@ -23,7 +23,6 @@
 mod archive;
 pub mod behaviour;
 pub mod cli;
-mod client;
 mod config;
 pub mod keys;
 mod metrics;
@@ -49,7 +48,6 @@ pub use archive::{
     dir_size, Archive, Page, PageEntry, QueryError, Stats, Summary, TopicSummary, Tuning,
 };
 pub use behaviour::{behaviour, Behaviour, Inbound};
-pub use client::{query_peer, QueryPeerError};
 pub use config::{Config, Retention, RetentionError, RetentionPolicy};
 pub use metrics::Metrics;
 pub use rpc::{StoreQueryRequest, StoreQueryResponse, PROTOCOL_ID};
@@ -508,13 +506,6 @@ impl Store {
             guard: control,
         })
     }
-}
-
-/// Whether this node runs the store: `[store] enabled` and a relay to archive from (a store
-/// without relay would have nothing to store, nwaku#2586; `Config::validate` refuses that
-/// combination, so this is a guard for configs built in code).
-pub fn serving(config: &crate::Config) -> bool {
-    config.store.enabled && config.relay.enabled
 }
 
 /// `<data_dir>/store`.
