@@ -477,7 +477,7 @@ impl Node {
                 ("rendezvous", Ok(()))
             });
         }
-        let mut plan = rendezvous::client::Plan::from_config(&config);
+        let mut plan = rendezvous::client::Plan::from_config(&config.relay, &config.rendezvous);
         if let Some(signed) = handle.attestation() {
             // An attested node registers under its fleet's namespaces, one per role, and finds
             // the other relays of its fleet there (renewals with other roles need a restart).
@@ -494,7 +494,8 @@ impl Node {
         }
         if !config.rendezvous.points.is_empty() && !plan.is_empty() {
             let client = rendezvous::client::ClientTask::new(
-                &config,
+                &config.rendezvous,
+                &config.network.external_addresses,
                 plan,
                 handle.clone(),
                 keypair,

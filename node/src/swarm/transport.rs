@@ -84,7 +84,8 @@ pub async fn build_swarm(
     // Built before the swarm builder so gossipsub can register its metrics in our registry.
     let relay = if config.relay.enabled {
         let mut gs = crate::relay::gossipsub_behaviour(&config.relay).map_err(|e| err(&e))?;
-        crate::throttle::scoring::enable(&mut gs, config).map_err(|e| err(&e))?;
+        crate::throttle::scoring::enable(&mut gs, &config.relay, &config.throttle)
+            .map_err(|e| err(&e))?;
         Some(gs.with_metrics(
             registry.sub_registry_with_prefix("libp2p_gossipsub"),
             gossipsub::MetricsConfig::default(),
