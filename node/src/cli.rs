@@ -1,12 +1,14 @@
 //! The `roost` command line: `run`, `config dump`, `config keys`, `store query|stats`,
 //! `operator …`. Every subcommand that builds a config takes `--config FILE` and one override flag per config key.
 
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+use std::{process::ExitCode, time::Duration};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
+
+pub use crate::args::{fail, ConfigArgs};
 
 use crate::{
-    config::{env_var_for, flag_for, Config, ConfigFlags, Schema, Sources},
+    config::{env_var_for, flag_for, Schema},
     node::Node,
 };
 
@@ -72,22 +74,6 @@ pub enum ConfigCommand {
     Keys,
 }
 
-#[derive(Debug, Args)]
-pub struct ConfigArgs {
-    /// TOML config file; see roost.example.toml for every key.
-    #[arg(long, short = 'c', env = "ROOST_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    #[command(flatten)]
-    pub overrides: ConfigFlags,
-}
-
-impl ConfigArgs {
-    /// Loads the config from the file, the process environment and the flags.
-    pub fn load(&self) -> Result<Config, crate::config::ConfigError> {
-        Config::load(&Sources::from_process(self.config.clone(), &self.overrides))
-    }
-}
-
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -117,12 +103,6 @@ pub fn main() -> ExitCode {
         }
         Command::Rendezvous { command } => crate::rendezvous::cli::run(command),
     }
-}
-
-/// Prints one line naming the problem and returns the exit code.
-pub fn fail(code: u8, error: &dyn std::fmt::Display) -> ExitCode {
-    eprintln!("error: {error}");
-    ExitCode::from(code)
 }
 
 fn run(args: ConfigArgs) -> ExitCode {

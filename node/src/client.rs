@@ -2,15 +2,20 @@
 //! with an ephemeral identity, no relay, no HTTP endpoint and only a loopback listener. It still
 //! answers the metadata protocol, so service nodes of its cluster keep it connected.
 
-use libp2p::{multiaddr::Protocol, Multiaddr, PeerId};
+use libp2p::Multiaddr;
+use prost::Message as _;
 use tempfile::TempDir;
+
+pub use crate::addr::peer_id_of;
 
 use crate::{
     config::Config,
     filter::{self, RequestType, SubscribeReply},
+    handle::NodeHandle,
     lightpush::{self, PushReply},
     message::WakuMessage,
-    node::{Node, NodeHandle, StartError},
+    node::{Node, StartError},
+    store::{StoreQueryRequest, StoreQueryResponse},
     swarm::{ReqResProtocol, RequestError},
 };
 
@@ -120,6 +125,21 @@ impl Client {
     }
 
     /// Sends one filter subscribe request (subscribe, unsubscribe, unsubscribe-all or ping).
+    /// Sends one store v3 query to the store node at `address`.
+    pub async fn store_query(
+        &self,
+        address: &Multiaddr,
+        request: &StoreQueryRequest,
+    ) -> Result<StoreQueryResponse, ClientError> {
+        let response = self
+            .request(ReqResProtocol::Store, address, request.encode_to_vec())
+            .await?;
+        StoreQueryResponse::decode_bytes(&response).map_err(|e| ClientError::Decode {
+            protocol: "store",
+            reason: e.to_string(),
+        })
+    }
+
     pub async fn filter(
         &self,
         address: &Multiaddr,
@@ -147,12 +167,4 @@ impl Client {
 /// A fresh random request id.
 pub fn request_id() -> String {
     hex::encode(rand::random::<[u8; 16]>())
-}
-
-/// The `/p2p/<peer id>` part of an address.
-pub fn peer_id_of(address: &Multiaddr) -> Option<PeerId> {
-    address.iter().find_map(|p| match p {
-        Protocol::P2p(id) => Some(id),
-        _ => None,
-    })
 }

@@ -15,7 +15,7 @@ use axum::{
 use prometheus_client::registry::Registry;
 use tokio::{net::TcpListener, sync::watch};
 
-use crate::{health::Status, node::NodeHandle};
+use crate::{handle::NodeHandle, health::Status};
 
 /// How long `/health` waits for the swarm task before calling it unresponsive.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(2);

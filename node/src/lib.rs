@@ -4,11 +4,14 @@
 //! See `ARCHITECTURE.md` at the repository root for how a message flows through the node.
 //! Each capability is one module that owns its wire format, state and metrics.
 
+pub mod addr;
+pub mod args;
 pub mod cli;
 pub mod client;
 pub mod config;
 pub mod db;
 pub mod filter;
+pub mod handle;
 pub mod health;
 pub mod http;
 pub mod identity;
@@ -27,6 +30,7 @@ pub mod store;
 pub mod swarm;
 pub mod telemetry;
 pub mod throttle;
+pub mod units;
 pub mod waku_enr;
 
 pub use config::Config;

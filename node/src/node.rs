@@ -4,25 +4,24 @@
 
 use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
 
-use libp2p::{multiaddr::Protocol, swarm::SwarmEvent, Multiaddr, PeerId};
+use libp2p::{multiaddr::Protocol, swarm::SwarmEvent, Multiaddr};
 use tokio::{
-    sync::{broadcast, mpsc, oneshot, watch},
+    sync::{broadcast, mpsc, watch},
     task::JoinSet,
 };
 
+pub use crate::handle::{NodeHandle, NodeInfo};
+
 use crate::{
     config::Config,
-    filter::{self, ReceivedPush},
+    filter::{self},
     health::Health,
-    http, lightpush,
-    message::WakuMessage,
-    metrics::{self, NetworkMetrics},
-    peer_exchange,
-    relay::{self, RelayedMessage},
+    http, lightpush, metrics, peer_exchange,
+    relay::{self},
     rendezvous, store,
     swarm::{
-        build_swarm, Command, MessageSink, NetworkStatus, PublishError, PublishReceipt, SwarmTask,
-        SwarmTaskParts, COMMAND_CAPACITY,
+        build_swarm, metrics::NetworkMetrics, MessageSink, Services, SwarmTask, SwarmTaskParts,
+        COMMAND_CAPACITY,
     },
     throttle::{self, Throttle},
     waku_enr,
@@ -71,169 +70,6 @@ pub enum StartError {
         address: SocketAddr,
         source: std::io::Error,
     },
-}
-
-/// Facts about a running node that do not change while it runs.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct NodeInfo {
-    pub peer_id: PeerId,
-    pub version: &'static str,
-    /// Every listen address with `/p2p/<peer id>` appended.
-    pub listen_addresses: Vec<Multiaddr>,
-    pub tcp_addresses: Vec<Multiaddr>,
-    pub ws_addresses: Vec<Multiaddr>,
-    pub http_address: Option<SocketAddr>,
-    pub cluster_id: u16,
-    pub shards: Vec<u16>,
-    pub pubsub_topics: Vec<String>,
-    pub protocols: Vec<String>,
-    /// This node's Waku ENR (`enr:-…`), as peer exchange hands it out.
-    pub enr: Option<String>,
-}
-
-/// A cloneable front to a running node.
-#[derive(Clone, Debug)]
-pub struct NodeHandle {
-    commands: mpsc::Sender<Command>,
-    messages: broadcast::Sender<Arc<RelayedMessage>>,
-    filter_pushes: broadcast::Sender<Arc<ReceivedPush>>,
-    info: Arc<NodeInfo>,
-    health: Health,
-    throttle: Throttle,
-    shutdown: watch::Sender<bool>,
-    store: Option<store::ArchiveHandle>,
-    fleet: crate::operator::FleetView,
-    attestation: watch::Receiver<crate::operator::local::Current>,
-}
-
-impl NodeHandle {
-    pub fn info(&self) -> &NodeInfo {
-        &self.info
-    }
-
-    pub fn peer_id(&self) -> PeerId {
-        self.info.peer_id
-    }
-
-    pub fn health(&self) -> &Health {
-        &self.health
-    }
-
-    /// The node's quotas, offence scores and bans (see [`crate::throttle`]); e.g. the
-    /// operator-identity capability marks attested fleet members through it.
-    pub fn throttle(&self) -> &Throttle {
-        &self.throttle
-    }
-
-    /// The archive, when this node is a store node: acknowledged inserts, local queries, stats.
-    pub fn store(&self) -> Option<&store::ArchiveHandle> {
-        self.store.as_ref()
-    }
-
-    /// The connected peers whose fleet attestations this node verified.
-    pub fn fleet(&self) -> &crate::operator::FleetView {
-        &self.fleet
-    }
-
-    /// The attestation this node serves now, if any (renewals replace it while running).
-    pub fn attestation(&self) -> crate::operator::local::Current {
-        self.attestation.borrow().clone()
-    }
-
-    /// Validates and publishes a message; it is also handed to this node's own consumers.
-    pub async fn publish(
-        &self,
-        pubsub_topic: impl Into<String>,
-        message: WakuMessage,
-    ) -> Result<PublishReceipt, PublishError> {
-        let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Publish {
-                pubsub_topic: pubsub_topic.into(),
-                message,
-                reply,
-            })
-            .await
-            .map_err(|_| PublishError::ShuttingDown)?;
-        rx.await.map_err(|_| PublishError::ShuttingDown)?
-    }
-
-    /// Every message this node accepts from now on (relayed or published locally).
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<RelayedMessage>> {
-        self.messages.subscribe()
-    }
-
-    /// Messages filter services push to this node from now on (this node as a filter client).
-    /// Pushes that arrive while nobody listens are dropped.
-    pub fn filter_pushes(&self) -> broadcast::Receiver<Arc<ReceivedPush>> {
-        self.filter_pushes.subscribe()
-    }
-
-    pub async fn dial(&self, address: Multiaddr) -> Result<(), String> {
-        let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Dial { address, reply })
-            .await
-            .map_err(|_| "node is shutting down".to_owned())?;
-        rx.await.map_err(|_| "node is shutting down".to_owned())?
-    }
-
-    pub async fn network_status(&self) -> Option<NetworkStatus> {
-        let (reply, rx) = oneshot::channel();
-        self.commands.send(Command::Status { reply }).await.ok()?;
-        rx.await.ok()
-    }
-
-    /// Sends a request on a request/response protocol and waits for the response bytes.
-    /// `addresses` are dialled when the peer is not connected yet.
-    pub async fn request(
-        &self,
-        protocol: crate::swarm::ReqResProtocol,
-        peer: PeerId,
-        addresses: Vec<Multiaddr>,
-        request: Vec<u8>,
-    ) -> Result<Vec<u8>, crate::swarm::RequestError> {
-        let (reply, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Request {
-                protocol,
-                peer,
-                addresses,
-                request,
-                reply,
-            })
-            .await
-            .map_err(|_| crate::swarm::RequestError::ShuttingDown)?;
-        rx.await
-            .map_err(|_| crate::swarm::RequestError::ShuttingDown)?
-    }
-
-    /// Answers an inbound request whose work was done off the swarm task.
-    pub async fn respond(
-        &self,
-        protocol: crate::swarm::ReqResProtocol,
-        channel: libp2p::request_response::ResponseChannel<Vec<u8>>,
-        response: Vec<u8>,
-    ) {
-        let _ = self
-            .commands
-            .send(Command::Respond {
-                protocol,
-                channel,
-                response,
-            })
-            .await;
-    }
-
-    /// A sender for commands, for capabilities that run their own tasks.
-    pub fn command_sender(&self) -> mpsc::Sender<Command> {
-        self.commands.clone()
-    }
-
-    /// Asks the node to stop; [`Node::wait`] returns when it has.
-    pub fn shutdown(&self) {
-        let _ = self.shutdown.send(true);
-    }
 }
 
 /// A running node: its tasks and a handle to it.
@@ -353,7 +189,7 @@ impl Node {
             None
         };
         // Opened before any listener, so a locked or damaged archive stops start-up cleanly.
-        let store = if store::serving(&config) {
+        let store = if config.serves_store() {
             let served = config
                 .relay
                 .pubsub_topics()
@@ -371,21 +207,21 @@ impl Node {
             None
         };
 
-        let mut swarm = build_swarm(
-            keypair.clone(),
-            &config,
-            &mut registry,
-            throttle.clone(),
-            &rendezvous_metrics,
-        )
-        .await?;
-        let listeners = listen(&mut swarm, &config)?;
-        for address in &config.network.external_addresses {
-            swarm.add_external_address(address.clone());
-        }
-        let (tcp_addresses, ws_addresses) = wait_for_listen_addrs(&mut swarm, &listeners).await?;
-
         let (command_tx, command_rx) = mpsc::channel(COMMAND_CAPACITY);
+        let has_store = store.is_some();
+        let (store_handle, store_inbound, store_runner, store_guard, store_sink) = match store {
+            Some(store) => {
+                let started = store.start(command_tx.clone())?;
+                (
+                    Some(started.handle),
+                    Some(started.inbound),
+                    Some(started.runner),
+                    Some(started.guard),
+                    Some(started.sink),
+                )
+            }
+            None => (None, None, None, None, None),
+        };
         let (rendezvous_inbox, rendezvous_runner) = match rendezvous_server {
             Some(server) => {
                 let (inbox, runner) = server.start(command_tx.clone());
@@ -396,7 +232,7 @@ impl Node {
         let (messages_tx, _) = broadcast::channel(SUBSCRIBER_BUFFER);
         let mut sinks: Vec<Box<dyn MessageSink>> = vec![Box::new(messages_tx.clone())];
         sinks.extend(extra_sinks);
-        let (filter_pushes_tx, _) = broadcast::channel(filter::swarm::RECEIVED_BUFFER);
+        let (filter_pushes_tx, _) = broadcast::channel(filter::behaviour::RECEIVED_BUFFER);
         let filter_task = if config.filter.enabled {
             let (task, wiring) = filter::service::FilterTask::new(
                 &config.filter,
@@ -420,6 +256,62 @@ impl Node {
             None => (None, None),
         };
 
+        if let Some(sink) = store_sink {
+            sinks.push(Box::new(sink));
+        }
+        let has_attestation = attestation.is_some();
+        let (attestation_tx, attestation_rx) = watch::channel(attestation);
+        let attestation_state = crate::operator::behaviour::State::new(
+            attestation_rx.clone(),
+            verifier,
+            fleet_view.clone(),
+            operator_metrics.clone(),
+            throttle.clone(),
+        );
+        let lightpush_service = |version| {
+            lightpush::Service::new(
+                version,
+                lightpush_metrics.clone(),
+                store_handle.clone(),
+                config.relay.clone(),
+            )
+        };
+
+        let mut swarm = build_swarm(
+            keypair.clone(),
+            &config,
+            &mut registry,
+            throttle.clone(),
+            &rendezvous_metrics,
+            Services {
+                attestation: attestation_state,
+                rendezvous: rendezvous_inbox,
+                store: store_inbound,
+                lightpush: lightpush_service(lightpush::Version::V3),
+                lightpush_legacy: lightpush_service(lightpush::Version::Legacy),
+                filter_subscribe: filter::SubscribeService::new(
+                    filter_requests,
+                    filter_metrics.clone(),
+                ),
+                filter_push: filter::PushService::new(
+                    filter_pushes_tx.clone(),
+                    filter_metrics.clone(),
+                ),
+                peer_exchange: peer_exchange::Service::new(
+                    &config.peer_exchange,
+                    peer_id,
+                    config.relay.cluster_id,
+                    px_metrics,
+                ),
+            },
+        )
+        .await?;
+        let listeners = listen(&mut swarm, &config)?;
+        for address in &config.network.external_addresses {
+            swarm.add_external_address(address.clone());
+        }
+        let (tcp_addresses, ws_addresses) = wait_for_listen_addrs(&mut swarm, &listeners).await?;
+
         let with_p2p = |a: &Multiaddr| a.clone().with(Protocol::P2p(peer_id));
         let mut protocols = vec![
             crate::metadata::PROTOCOL_ID.to_string(),
@@ -429,7 +321,7 @@ impl Node {
         if config.relay.enabled {
             protocols.insert(0, relay::PROTOCOL_ID.to_owned());
         }
-        if store.is_some() {
+        if has_store {
             protocols.push(store::PROTOCOL_ID.to_string());
         }
         if config.lightpush.enabled {
@@ -452,7 +344,12 @@ impl Node {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(1);
-        let record = waku_enr::local_record(&config, &tcp_addresses, &ws_addresses, seq);
+        let record = waku_enr::local_record(
+            &config.enr_announcement(),
+            &tcp_addresses,
+            &ws_addresses,
+            seq,
+        );
         let enr = match waku_enr::build(&keypair, &record) {
             Ok(enr) => Some(enr.to_base64()),
             Err(e) => {
@@ -460,7 +357,7 @@ impl Node {
                 None
             }
         };
-        if attestation.is_some() {
+        if has_attestation {
             protocols.push(crate::operator::PROTOCOL_ID.to_string());
         }
         let mut info = NodeInfo {
@@ -501,21 +398,6 @@ impl Node {
             None
         };
 
-        let (store_handle, store_inbound, store_runner, store_guard) = match store {
-            Some(store) => {
-                let started = store.start(command_tx.clone())?;
-                sinks.push(Box::new(started.sink));
-                (
-                    Some(started.handle),
-                    Some(started.inbound),
-                    Some(started.runner),
-                    Some(started.guard),
-                )
-            }
-            None => (None, None, None, None),
-        };
-
-        let (attestation_tx, attestation_rx) = watch::channel(attestation);
         let handle = NodeHandle {
             commands: command_tx,
             messages: messages_tx,
@@ -529,12 +411,6 @@ impl Node {
             attestation: attestation_rx.clone(),
         };
 
-        let operator_state = crate::operator::swarm::State::new(
-            attestation_rx,
-            verifier,
-            fleet_view,
-            operator_metrics.clone(),
-        );
         if let Some(path) = config.operator.attestation.clone() {
             let watcher = crate::operator::local::Watcher {
                 config: config.operator.clone(),
@@ -565,25 +441,6 @@ impl Node {
                 libp2p_metrics,
                 health: health.clone(),
                 throttle: throttle.clone(),
-                lightpush: lightpush::Service::new(
-                    lightpush_metrics,
-                    handle.store.clone(),
-                    handle.commands.clone(),
-                ),
-                filter: filter::SwarmSide {
-                    requests: filter_requests,
-                    received: filter_pushes_tx,
-                    metrics: filter_metrics,
-                },
-                peer_exchange: peer_exchange::Service::new(
-                    &config.peer_exchange,
-                    peer_id,
-                    config.relay.cluster_id,
-                    px_metrics,
-                ),
-                store: store_inbound,
-                rendezvous: rendezvous_inbox,
-                operator: operator_state,
             },
         );
         tasks.spawn(async move {
@@ -620,7 +477,7 @@ impl Node {
                 ("rendezvous", Ok(()))
             });
         }
-        let mut plan = rendezvous::client::Plan::from_config(&config);
+        let mut plan = rendezvous::client::Plan::from_config(&config.relay, &config.rendezvous);
         if let Some(signed) = handle.attestation() {
             // An attested node registers under its fleet's namespaces, one per role, and finds
             // the other relays of its fleet there (renewals with other roles need a restart).
@@ -637,7 +494,8 @@ impl Node {
         }
         if !config.rendezvous.points.is_empty() && !plan.is_empty() {
             let client = rendezvous::client::ClientTask::new(
-                &config,
+                &config.rendezvous,
+                &config.network.external_addresses,
                 plan,
                 handle.clone(),
                 keypair,

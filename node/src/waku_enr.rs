@@ -63,6 +63,19 @@ pub struct LocalRecord {
     pub shards: Vec<u16>,
 }
 
+/// What the node's config puts in its record ([`crate::Config::enr_announcement`]).
+#[derive(Debug, Clone, Default)]
+pub struct Announcement<'a> {
+    /// `network.external_addresses`.
+    pub external_addresses: &'a [Multiaddr],
+    pub relay: bool,
+    pub filter: bool,
+    pub lightpush: bool,
+    pub cluster_id: u16,
+    /// The relay shards (announced only with relay on).
+    pub shards: &'a [u16],
+}
+
 /// What this node announces, from its config and bound listen addresses (with or without
 /// `/p2p`): `ip`/`tcp` from the first external `/ip4/…/tcp/…` address, else the first listen
 /// address that is not loopback, else the first one; `multiaddrs` from the external addresses
@@ -70,12 +83,12 @@ pub struct LocalRecord {
 /// address — the WebSocket listener on the external IP (as nwaku does), or else the WebSocket
 /// listen addresses themselves.
 pub fn local_record(
-    config: &crate::Config,
+    config: &Announcement<'_>,
     tcp: &[Multiaddr],
     ws: &[Multiaddr],
     seq: u64,
 ) -> LocalRecord {
-    let external = &config.network.external_addresses;
+    let external = config.external_addresses;
     let plain = |a: &Multiaddr| -> Option<(Ipv4Addr, u16)> {
         let mut it = a.iter().filter(|p| !matches!(p, Protocol::P2p(_)));
         match (it.next(), it.next(), it.next()) {
@@ -146,13 +159,13 @@ pub fn local_record(
         }
     }
     let mut caps = 0;
-    if config.relay.enabled {
+    if config.relay {
         caps |= capabilities::RELAY;
     }
-    if config.filter.enabled {
+    if config.filter {
         caps |= capabilities::FILTER;
     }
-    if config.lightpush.enabled {
+    if config.lightpush {
         caps |= capabilities::LIGHTPUSH;
     }
     LocalRecord {
@@ -161,9 +174,9 @@ pub fn local_record(
         tcp_port: ip_tcp.map(|(_, port)| port),
         multiaddrs,
         capabilities: caps,
-        cluster_id: config.relay.cluster_id,
-        shards: if config.relay.enabled {
-            config.relay.shards.clone()
+        cluster_id: config.cluster_id,
+        shards: if config.relay {
+            config.shards.to_vec()
         } else {
             Vec::new()
         },
@@ -413,7 +426,7 @@ mod tests {
             "/ip4/192.168.1.5/tcp/8000/ws".parse().unwrap(),
         ];
         let mut config = crate::Config::default();
-        let r = local_record(&config, &tcp, &ws, 1);
+        let r = local_record(&config.enr_announcement(), &tcp, &ws, 1);
         assert_eq!(r.ip, Some(Ipv4Addr::new(192, 168, 1, 5)));
         assert_eq!(r.tcp_port, Some(60000));
         assert_eq!(r.multiaddrs, vec![ws[1].clone()]);
@@ -421,7 +434,7 @@ mod tests {
         assert_eq!((r.cluster_id, r.shards.len()), (1, 8));
 
         config.network.external_addresses = vec!["/ip4/203.0.113.7/tcp/30303".parse().unwrap()];
-        let r = local_record(&config, &tcp, &ws, 1);
+        let r = local_record(&config.enr_announcement(), &tcp, &ws, 1);
         assert_eq!(
             (r.ip, r.tcp_port),
             (Some(Ipv4Addr::new(203, 0, 113, 7)), Some(30303))
@@ -435,7 +448,7 @@ mod tests {
             .network
             .external_addresses
             .push("/dns4/node.example.org/tcp/443/wss".parse().unwrap());
-        let r = local_record(&config, &tcp, &ws, 1);
+        let r = local_record(&config.enr_announcement(), &tcp, &ws, 1);
         assert_eq!(
             r.multiaddrs,
             vec!["/dns4/node.example.org/tcp/443/wss"
@@ -443,7 +456,12 @@ mod tests {
                 .unwrap()]
         );
 
-        let only_loopback = local_record(&crate::Config::default(), &tcp[..1], &ws[..1], 1);
+        let only_loopback = local_record(
+            &crate::Config::default().enr_announcement(),
+            &tcp[..1],
+            &ws[..1],
+            1,
+        );
         assert_eq!(only_loopback.ip, Some(Ipv4Addr::LOCALHOST));
         assert_eq!(only_loopback.multiaddrs, vec![ws[0].clone()]);
     }

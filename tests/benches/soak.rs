@@ -28,7 +28,7 @@ use roost_node::{
     lightpush::{Status, Version},
     message::{now_nanos, MessageHash, WakuMessage},
     rendezvous::{client::read_discover_response, client::read_register_response, proto, record},
-    store::{self, rpc::StoreQueryRequest},
+    store::rpc::StoreQueryRequest,
 };
 use roost_tests::{
     bare::{BareOptions, BarePeer},
@@ -121,7 +121,7 @@ async fn missing_list(
             .hashes(chunk.iter().copied())
             .include_data(false)
             .limit(100);
-        match store::query_peer(reader, addr, &request).await {
+        match reader.store_query(addr, &request).await {
             Ok(r) if r.code() == 200 => {
                 let found: HashSet<MessageHash> = r
                     .entries()
@@ -303,7 +303,7 @@ async fn main() -> anyhow::Result<()> {
                         .content(TOPIC, [RELAYED, PUSHED])
                         .forward(false)
                         .limit(20);
-                    match store::query_peer(reader, &addr, &request).await {
+                    match reader.store_query(&addr, &request).await {
                         Ok(r) if r.code() == 200 => query_s.lock().unwrap().ok(t.elapsed()),
                         _ => query_s.lock().unwrap().errors += 1,
                     }

@@ -499,7 +499,7 @@ async fn query_phase(args: &Args) -> anyhow::Result<()> {
             .time_range(Some(window_start), Some(now + 60_000_000_000))
             .limit(20);
         let (t_store, response) = timed(store.query(&request)).await;
-        let (t_e2e, e2e) = timed(store::query_peer(&reader, &addr, &request)).await;
+        let (t_e2e, e2e) = timed(reader.store_query(&addr, &request)).await;
         anyhow::ensure!(
             e2e?.messages == response.messages,
             "end-to-end answer differs"
@@ -518,7 +518,7 @@ async fn query_phase(args: &Args) -> anyhow::Result<()> {
             let Some(c) = next else { break };
             let request = request.clone().cursor(Some(c));
             let (t_store, response) = timed(store.query(&request)).await;
-            let (t_e2e, e2e) = timed(store::query_peer(&reader, &addr, &request)).await;
+            let (t_e2e, e2e) = timed(reader.store_query(&addr, &request)).await;
             anyhow::ensure!(
                 e2e?.messages == response.messages,
                 "end-to-end answer differs"
@@ -567,7 +567,7 @@ async fn query_phase(args: &Args) -> anyhow::Result<()> {
                 response.messages.len(),
                 hashes.len()
             );
-            let (t_e2e, e2e) = timed(store::query_peer(&reader, &addr, &request)).await;
+            let (t_e2e, e2e) = timed(reader.store_query(&addr, &request)).await;
             anyhow::ensure!(
                 e2e?.messages == response.messages,
                 "end-to-end lookup differs"

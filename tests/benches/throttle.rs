@@ -48,7 +48,7 @@ use roost_node::{
     filter::RequestType,
     lightpush::Version,
     message::WakuMessage,
-    store::{self, rpc::StoreQueryRequest},
+    store::rpc::StoreQueryRequest,
     throttle::{self, quota::QuotaSpec, Service, Throttle},
     Node,
 };
@@ -422,7 +422,7 @@ async fn flood_pass(pass: Pass, seconds: u64) -> anyhow::Result<FloodResult> {
                 let request = StoreQueryRequest::new("hammer")
                     .content(TOPIC, ["/bench/1/honest/proto"])
                     .limit(100);
-                if let Ok(r) = store::query_peer(&client, &store_addr, &request).await {
+                if let Ok(r) = client.store_query(&store_addr, &request).await {
                     if r.code() == 200 {
                         served += 1;
                     }
@@ -791,7 +791,7 @@ async fn flood_lanes(
                         let q = StoreQueryRequest::new("flood")
                             .content(TOPIC, ["/b9-flood/1/spam/proto"])
                             .limit(20);
-                        matches!(store::query_peer(&client, &addr, &q).await, Ok(r) if r.code() == 200)
+                        matches!(client.store_query(&addr, &q).await, Ok(r) if r.code() == 200)
                     }
                     // A ping without a subscription is answered 404: served all the same.
                     Flood::Filter => matches!(

@@ -51,7 +51,7 @@ pub async fn missing_from_store(
     addr: &Multiaddr,
     wanted: &std::collections::HashSet<roost_node::message::MessageHash>,
 ) -> Vec<roost_node::message::MessageHash> {
-    use roost_node::store::{self, rpc::StoreQueryRequest};
+    use roost_node::store::rpc::StoreQueryRequest;
     let wanted: Vec<_> = wanted.iter().copied().collect();
     let mut missing = Vec::new();
     for chunk in wanted.chunks(100) {
@@ -59,7 +59,8 @@ pub async fn missing_from_store(
             .hashes(chunk.iter().copied())
             .include_data(false)
             .limit(100);
-        let r = store::query_peer(reader, addr, &request)
+        let r = reader
+            .store_query(addr, &request)
             .await
             .expect("the store node answers");
         assert_eq!(r.code(), 200, "{}", r.desc());

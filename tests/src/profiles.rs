@@ -25,7 +25,7 @@ use roost_node::{
     filter::{RequestType, Status as FilterStatus},
     lightpush::Version,
     message::WakuMessage,
-    store::{self, rpc::StoreQueryRequest},
+    store::rpc::StoreQueryRequest,
 };
 
 /// How an honest profile fared: every request, whether it was served, how long it took.
@@ -148,7 +148,7 @@ pub async fn store_pages(
             .limit(page_size)
             .cursor(cursor);
         let started = Instant::now();
-        let outcome = match store::query_peer(client, addr, &request).await {
+        let outcome = match client.store_query(addr, &request).await {
             Ok(r) if r.code() == 200 => {
                 cursor = r.cursor();
                 Outcome::Served

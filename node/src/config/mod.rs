@@ -7,15 +7,15 @@
 //! optional ones that have no default); a unit test keeps the two in step.
 
 mod layers;
-pub mod units;
 
 use std::{net::IpAddr, net::SocketAddr, path::PathBuf, time::Duration};
 
 use libp2p::Multiaddr;
 use serde::{Deserialize, Serialize};
 
+pub use crate::telemetry::{LogConfig, LogFormat};
+pub use crate::units::{self, ByteSize};
 pub use layers::{env_var_for, flag_for, ConfigFlags, KeyKind, Schema};
-pub use units::ByteSize;
 
 /// The example config shipped with the source; it documents every key.
 pub const EXAMPLE_TOML: &str = include_str!("../../../roost.example.toml");
@@ -132,32 +132,6 @@ impl Default for HttpConfig {
     }
 }
 
-/// Log output.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogConfig {
-    /// `text` for people, `json` for log shippers. Default `text`.
-    pub format: LogFormat,
-    /// tracing filter used when `RUST_LOG` is not set. Default `info`.
-    pub filter: String,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig {
-            format: LogFormat::Text,
-            filter: "info".into(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
 /// A config that failed to load; the message is one line naming the problem and the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -207,6 +181,25 @@ impl Sources {
 }
 
 impl Config {
+    /// What the node's ENR announces (services, cluster, shards, external addresses).
+    pub fn enr_announcement(&self) -> crate::waku_enr::Announcement<'_> {
+        crate::waku_enr::Announcement {
+            external_addresses: &self.network.external_addresses,
+            relay: self.relay.enabled,
+            filter: self.filter.enabled,
+            lightpush: self.lightpush.enabled,
+            cluster_id: self.relay.cluster_id,
+            shards: &self.relay.shards,
+        }
+    }
+
+    /// Whether this node runs the store: `[store] enabled` and a relay to archive from (a
+    /// store without relay would have nothing to store, nwaku#2586; `validate` refuses that
+    /// combination, so this is a guard for configs built in code).
+    pub fn serves_store(&self) -> bool {
+        self.store.enabled && self.relay.enabled
+    }
+
     /// Loads and validates the configuration from its layers.
     pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
         let config = layers::merge(sources)?;

@@ -19,24 +19,26 @@
 //! The client side ([`encode_subscribe_request`], [`decode_subscribe_response`], and pushes
 //! arriving on any node through [`ReceivedPush`]) is what `roost subscribe` uses.
 
+pub mod behaviour;
 pub mod metrics;
 pub mod service;
 pub mod subscriptions;
-pub mod swarm;
 
 use std::time::Duration;
 
-use libp2p::{request_response, PeerId, StreamProtocol};
+use libp2p::{PeerId, StreamProtocol};
 use prost::Message as _;
 use serde::{Deserialize, Serialize};
 
+pub use behaviour::{
+    push_behaviour, subscribe_behaviour, PushBehaviour, PushService, SubscribeBehaviour,
+    SubscribeService,
+};
 pub use metrics::Metrics;
-pub use swarm::SwarmSide;
 
 use crate::{
-    config::units,
     message::{MessageHash, WakuMessage, WakuMessageProto},
-    reqres::LpCodec,
+    units,
 };
 
 pub const SUBSCRIBE_PROTOCOL: StreamProtocol =
@@ -409,40 +411,6 @@ pub fn decode_push(peer: PeerId, bytes: &[u8]) -> Option<ReceivedPush> {
         message,
         hash,
     })
-}
-
-/// The subscribe behaviour: every node can subscribe elsewhere; only `filter.enabled` nodes
-/// accept subscriptions.
-pub fn subscribe_behaviour(config: &Config) -> request_response::Behaviour<LpCodec> {
-    let support = if config.enabled {
-        request_response::ProtocolSupport::Full
-    } else {
-        request_response::ProtocolSupport::Outbound
-    };
-    request_response::Behaviour::with_codec(
-        LpCodec::new(MAX_SUBSCRIBE_REQUEST, MAX_SUBSCRIBE_RESPONSE),
-        [(SUBSCRIBE_PROTOCOL, support)],
-        request_response::Config::default().with_request_timeout(SUBSCRIBE_TIMEOUT),
-    )
-}
-
-/// The push behaviour: every node can receive pushes (as a client); only `filter.enabled` nodes
-/// send them.
-pub fn push_behaviour(
-    config: &Config,
-    max_message_size: usize,
-) -> request_response::Behaviour<LpCodec> {
-    let support = if config.enabled {
-        request_response::ProtocolSupport::Full
-    } else {
-        request_response::ProtocolSupport::Inbound
-    };
-    let max_push = max_message_size.max(MIN_PUSH_MESSAGE) + PUSH_OVERHEAD;
-    request_response::Behaviour::with_codec(
-        LpCodec::one_way(max_push),
-        [(PUSH_PROTOCOL, support)],
-        request_response::Config::default().with_request_timeout(config.push_timeout),
-    )
 }
 
 #[cfg(test)]

@@ -28,8 +28,10 @@ use super::{
     Config, Metrics, Refused, RequestType, Status, SubscribeRequest, UNKNOWN_REQUEST_ID,
 };
 use crate::{
+    relay::MessageSink,
     relay::RelayedMessage,
-    swarm::{Command, MessageSink, ReqResProtocol, RequestError},
+    reqres::{Protocol as ReqResProtocol, RequestError},
+    swarm::command::Command,
 };
 
 /// Subscribe requests waiting for the filter task. Full means the task is far behind: new

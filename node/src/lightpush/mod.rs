@@ -8,29 +8,26 @@
 //! - `/vac/waku/lightpush/2.0.0-beta1` (legacy): `PushRPC` with `is_success` + `info`.
 //!
 //! This module owns both wire formats, the `[lightpush]` config section and the
-//! `roost_lightpush_*` metrics. The service runs on the swarm task (`swarm.rs`): it is a decode,
-//! a few checks and a gossipsub publish. On a node with the store enabled, a storable message is
+//! `roost_lightpush_*` metrics. Each version is a behaviour of its own (`behaviour.rs`): it is a
+//! decode, a few checks, and an event asking the swarm task for a gossipsub publish. On a node with the store enabled, a storable message is
 //! answered with 200 only once the store has committed it to its write-ahead log, so a light-push
 //! 200 from a store node means "durably stored".
 //!
 //! The client side ([`encode_request`], [`decode_response`]) is what `roost publish` uses.
 
+pub mod behaviour;
 pub mod metrics;
-mod swarm;
 
 use std::time::Duration;
 
-use libp2p::{request_response, StreamProtocol};
+use libp2p::StreamProtocol;
 use prost::Message as _;
 use serde::{Deserialize, Serialize};
 
+pub use behaviour::{behaviour, published, Behaviour, Event, Service};
 pub use metrics::Metrics;
-pub use swarm::Service;
 
-use crate::{
-    message::{WakuMessage, WakuMessageProto},
-    reqres::LpCodec,
-};
+use crate::message::{WakuMessage, WakuMessageProto};
 
 /// Light push v3.
 pub const PROTOCOL_V3: StreamProtocol = StreamProtocol::new("/vac/waku/lightpush/3.0.0");
@@ -83,10 +80,10 @@ impl Version {
         }
     }
 
-    pub fn reqres(self) -> crate::swarm::ReqResProtocol {
+    pub fn reqres(self) -> crate::reqres::Protocol {
         match self {
-            Version::V3 => crate::swarm::ReqResProtocol::LightPush,
-            Version::Legacy => crate::swarm::ReqResProtocol::LightPushLegacy,
+            Version::V3 => crate::reqres::Protocol::LightPush,
+            Version::Legacy => crate::reqres::Protocol::LightPushLegacy,
         }
     }
 }
@@ -396,28 +393,6 @@ pub fn decode_response(version: Version, bytes: &[u8]) -> Result<PushReply, pros
             })
         }
     }
-}
-
-/// The request/response behaviour for one version. Every node can push (client side); only a
-/// node with `lightpush.enabled` accepts pushes.
-pub fn behaviour(
-    version: Version,
-    config: &Config,
-    max_message_size: usize,
-) -> request_response::Behaviour<LpCodec> {
-    let support = if config.enabled {
-        request_response::ProtocolSupport::Full
-    } else {
-        request_response::ProtocolSupport::Outbound
-    };
-    // Twice the message limit: a somewhat oversize message still gets a clear 413; anything
-    // larger is not read at all.
-    let max_request = max_message_size.saturating_mul(2) + FRAME_OVERHEAD;
-    request_response::Behaviour::with_codec(
-        LpCodec::new(max_request, MAX_RESPONSE),
-        [(version.protocol_id(), support)],
-        request_response::Config::default().with_request_timeout(REQUEST_TIMEOUT),
-    )
 }
 
 #[cfg(test)]

@@ -19,7 +19,10 @@ use std::{
 use libp2p::{core::SignedEnvelope, PeerId};
 use prost::Message as _;
 
-use super::{key::OperatorKey, signer::Signer, signer::SignerError};
+use super::{
+    key::OperatorKey,
+    signer::{KeyStorage, Signer, SignerError},
+};
 
 /// Domain separation string of attestation envelopes.
 pub const DOMAIN: &str = "roost-node-attestation";
@@ -92,40 +95,6 @@ impl Role {
 impl fmt::Display for Role {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-/// Where the signing key was kept, as the signer declared it. Nodes warn about `file` keys on
-/// non-development fleets; the value is informative (a verifier cannot check it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyStorage {
-    File,
-    Pkcs11,
-    Keycard,
-    Unknown,
-}
-
-impl KeyStorage {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KeyStorage::File => "file",
-            KeyStorage::Pkcs11 => "pkcs11",
-            KeyStorage::Keycard => "keycard",
-            KeyStorage::Unknown => "unknown",
-        }
-    }
-
-    fn parse(s: &str) -> KeyStorage {
-        match s {
-            "file" => KeyStorage::File,
-            "pkcs11" => KeyStorage::Pkcs11,
-            "keycard" => KeyStorage::Keycard,
-            _ => KeyStorage::Unknown,
-        }
-    }
-
-    pub fn is_hardware(self) -> bool {
-        matches!(self, KeyStorage::Pkcs11 | KeyStorage::Keycard)
     }
 }
 

@@ -138,8 +138,8 @@ pub struct VerifyArgs {
 /// Runs an operator command; returns the process exit code.
 pub fn run(command: OperatorCommand) -> ExitCode {
     // Warnings (a key file readable by others, ...) go to stderr.
-    crate::telemetry::init(&crate::config::LogConfig {
-        format: crate::config::LogFormat::Text,
+    crate::telemetry::init(&crate::telemetry::LogConfig {
+        format: crate::telemetry::LogFormat::Text,
         filter: "warn".into(),
     });
     let result = match command {

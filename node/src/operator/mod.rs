@@ -17,6 +17,7 @@
 //! See `docs/keys.md` for every key in the system.
 
 pub mod attestation;
+pub mod behaviour;
 pub mod cli;
 pub mod config;
 pub mod key;
@@ -26,13 +27,13 @@ pub mod pin;
 pub mod policy;
 pub mod profile;
 pub mod signer;
-pub mod swarm;
 pub mod trust;
 
-pub use attestation::{Attestation, Claims, KeyStorage, Rejection, Role, SignedAttestation};
+pub use attestation::{Attestation, Claims, Rejection, Role, SignedAttestation};
 pub use config::Config;
 pub use key::OperatorKey;
 pub use metrics::Metrics;
+pub use signer::KeyStorage;
 pub use signer::{Signer, SignerError};
 pub use trust::{FleetPeer, FleetView, PeerStatus, Verifier};
 

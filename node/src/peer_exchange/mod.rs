@@ -10,26 +10,26 @@
 //! requester's own. Codes: 200, 400 (malformed request), 429 (throttled).
 //!
 //! This module owns the wire format, the `[peer_exchange]` config section, the book and the
-//! `roost_peer_exchange_*` metrics; the service runs on the swarm task (`swarm.rs`), which it
-//! never blocks (the book is a small in-memory map).
+//! `roost_peer_exchange_*` metrics; the service is a behaviour of its own (`behaviour.rs`), which
+//! never blocks the swarm task (the book is a small in-memory map).
 
+pub mod behaviour;
 pub mod metrics;
-mod swarm;
 
 use std::{
     collections::HashMap,
     time::{Duration, Instant},
 };
 
-use libp2p::{request_response, PeerId, StreamProtocol};
+use libp2p::{PeerId, StreamProtocol};
 use prost::Message as _;
 use rand::seq::IteratorRandom;
 use serde::{Deserialize, Serialize};
 
+pub use behaviour::{behaviour, Behaviour, Service};
 pub use metrics::Metrics;
-pub use swarm::Service;
 
-use crate::{reqres::LpCodec, waku_enr};
+use crate::waku_enr;
 
 pub const PROTOCOL_ID: StreamProtocol = StreamProtocol::new("/vac/waku/peer-exchange/2.0.0-alpha1");
 
@@ -193,20 +193,6 @@ pub fn decode_response(bytes: &[u8]) -> Result<Reply, prost::DecodeError> {
         description: response.status_desc,
         enrs,
     })
-}
-
-/// The behaviour: every node can ask; only `peer_exchange.enabled` nodes answer.
-pub fn behaviour(config: &Config) -> request_response::Behaviour<LpCodec> {
-    let support = if config.enabled {
-        request_response::ProtocolSupport::Full
-    } else {
-        request_response::ProtocolSupport::Outbound
-    };
-    request_response::Behaviour::with_codec(
-        LpCodec::new(MAX_REQUEST, MAX_RESPONSE),
-        [(PROTOCOL_ID, support)],
-        request_response::Config::default().with_request_timeout(REQUEST_TIMEOUT),
-    )
 }
 
 // === the ENR book ===

@@ -2,10 +2,11 @@
 //! topics, with every message decoded and validated before it is forwarded.
 //!
 //! This module owns the relay config, the gossipsub parameters Waku uses, the validation
-//! rules and the relay metrics. The swarm task calls [`Validator::validate`] for every message
-//! gossipsub hands up and reports the verdict back to gossipsub.
+//! rules, the relay metrics and the [`Router`], through which the swarm task publishes this
+//! node's messages and hands up every message gossipsub receives.
 
 pub mod metrics;
+mod router;
 
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
@@ -14,12 +15,13 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use metrics::Metrics;
+pub use router::{PublishError, PublishReceipt, Router};
 
 use crate::{
-    config::ByteSize,
     message::{
         ContentTopic, MessageHash, ShardTopic, WakuMessage, MAX_KNOWN_VERSION, MAX_META_LEN,
     },
+    units::ByteSize,
 };
 
 /// The relay protocol id; nwaku mounts only this codec.
@@ -237,6 +239,19 @@ impl Validator {
 
     pub fn serves(&self, pubsub_topic: &str) -> bool {
         self.topics.contains(pubsub_topic)
+    }
+}
+
+/// A consumer of accepted relay messages. `deliver` runs on the swarm task: it must not block
+/// (hand the message to a channel or a buffer and return).
+pub trait MessageSink: Send + 'static {
+    fn deliver(&mut self, message: &Arc<RelayedMessage>);
+}
+
+impl MessageSink for tokio::sync::broadcast::Sender<Arc<RelayedMessage>> {
+    fn deliver(&mut self, message: &Arc<RelayedMessage>) {
+        // No receivers is fine: nobody is listening through the API right now.
+        let _ = self.send(message.clone());
     }
 }
 

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use libp2p::{identity::Keypair, Multiaddr};
 
 use super::{client, proto, record};
-use crate::{client::Client, swarm::ReqResProtocol};
+use crate::{client::Client, reqres::Protocol as ReqResProtocol};
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -92,7 +92,7 @@ pub fn run(command: Command) -> ExitCode {
         .build()
     {
         Ok(rt) => rt,
-        Err(e) => return crate::cli::fail(1, &format!("cannot start the async runtime: {e}")),
+        Err(e) => return crate::args::fail(1, &format!("cannot start the async runtime: {e}")),
     };
     let result = runtime.block_on(async move {
         match command {
@@ -104,7 +104,7 @@ pub fn run(command: Command) -> ExitCode {
     runtime.shutdown_timeout(Duration::from_secs(1));
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => crate::cli::fail(1, &e),
+        Err(e) => crate::args::fail(1, &e),
     }
 }
 

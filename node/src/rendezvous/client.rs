@@ -24,9 +24,9 @@ use super::{
     shard_namespace, Metrics,
 };
 use crate::{
+    handle::NodeHandle,
     health::{Health, Status as HealthStatus},
-    node::NodeHandle,
-    swarm::ReqResProtocol,
+    reqres::Protocol as ReqResProtocol,
 };
 
 /// What this node registers under and discovers in.
@@ -50,10 +50,10 @@ pub struct Target {
 impl Plan {
     /// `rs/<cluster>/<shard>` for each relay shard (registered and discovered), plus the
     /// configured extra `rendezvous.namespaces` (registered only).
-    pub fn from_config(config: &crate::Config) -> Plan {
+    pub fn from_config(relay: &crate::relay::Config, rendezvous: &super::Config) -> Plan {
         let mut plan = Plan::default();
-        if config.relay.enabled {
-            for topic in config.relay.pubsub_topics() {
+        if relay.enabled {
+            for topic in relay.pubsub_topics() {
                 let ns = shard_namespace(topic.cluster, topic.shard);
                 plan.register.push(ns.clone());
                 plan.discover.push(Target {
@@ -62,7 +62,7 @@ impl Plan {
                 });
             }
         }
-        for ns in &config.rendezvous.namespaces {
+        for ns in &rendezvous.namespaces {
             plan.register_under(ns.clone());
         }
         plan
@@ -209,21 +209,20 @@ pub fn dial_address(record: &Record) -> Option<Multiaddr> {
     Some(address)
 }
 
-/// The addresses this node announces in its peer record: the configured external addresses,
-/// or else every listen address (never an unspecified 0.0.0.0), without `/p2p`.
-pub fn announced_addresses(config: &crate::Config, handle: &NodeHandle) -> Vec<Multiaddr> {
+/// The addresses this node announces in its peer record: the configured external addresses
+/// (`network.external_addresses`), or else every listen address (never an unspecified
+/// 0.0.0.0), without `/p2p`.
+pub fn announced_addresses(
+    external_addresses: &[Multiaddr],
+    handle: &NodeHandle,
+) -> Vec<Multiaddr> {
     let strip = |a: &Multiaddr| -> Multiaddr {
         a.iter()
             .filter(|p| !matches!(p, Protocol::P2p(_)))
             .collect()
     };
-    if !config.network.external_addresses.is_empty() {
-        return config
-            .network
-            .external_addresses
-            .iter()
-            .map(strip)
-            .collect();
+    if !external_addresses.is_empty() {
+        return external_addresses.iter().map(strip).collect();
     }
     handle
         .info()
@@ -270,26 +269,26 @@ pub struct ClientTask {
 
 impl ClientTask {
     pub fn new(
-        config: &crate::Config,
+        rdv: &super::Config,
+        external_addresses: &[Multiaddr],
         plan: Plan,
         handle: NodeHandle,
         keypair: Keypair,
         metrics: Metrics,
         health: Health,
     ) -> ClientTask {
-        let rdv = &config.rendezvous;
         let points = rdv
             .points
             .iter()
             .filter_map(|address| {
                 Some(Point {
-                    peer: crate::client::peer_id_of(address)?,
+                    peer: crate::addr::peer_id_of(address)?,
                     address: address.clone(),
                 })
             })
             .collect();
         ClientTask {
-            addresses: announced_addresses(config, &handle),
+            addresses: announced_addresses(external_addresses, &handle),
             handle,
             keypair,
             points,
@@ -530,7 +529,7 @@ mod tests {
         config.relay.cluster_id = 16;
         config.relay.shards = vec![32, 64, 32];
         config.rendezvous.namespaces = vec!["/roost/f/relay".into()];
-        let mut plan = Plan::from_config(&config);
+        let mut plan = Plan::from_config(&config.relay, &config.rendezvous);
         assert_eq!(
             plan.register,
             vec!["rs/16/32", "rs/16/64", "/roost/f/relay"]
@@ -547,7 +546,7 @@ mod tests {
 
         config.relay.enabled = false;
         config.rendezvous.namespaces.clear();
-        assert!(Plan::from_config(&config).is_empty());
+        assert!(Plan::from_config(&config.relay, &config.rendezvous).is_empty());
     }
 
     #[test]

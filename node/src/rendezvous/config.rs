@@ -6,7 +6,7 @@ use std::time::Duration;
 use libp2p::Multiaddr;
 use serde::{Deserialize, Serialize};
 
-use crate::config::units;
+use crate::units;
 
 /// Longest TTL the spec allows a rendezvous point to grant.
 pub const SPEC_MAX_TTL: Duration = Duration::from_secs(72 * 3600);
@@ -128,7 +128,7 @@ impl Config {
             ));
         }
         for point in &self.points {
-            if crate::client::peer_id_of(point).is_none() {
+            if crate::addr::peer_id_of(point).is_none() {
                 return Err(format!(
                     "rendezvous point `{point}` has no /p2p/<peer id> part; write the point's full address, e.g. /ip4/10.0.0.1/tcp/60000/p2p/<peer id>"
                 ));

@@ -16,6 +16,7 @@
 //! Both protocols share one table: a registration made on either is visible on both, in the
 //! form each client can read (see [`server`]).
 
+pub mod behaviour;
 pub mod cli;
 pub mod client;
 mod config;
@@ -25,19 +26,19 @@ pub mod proto;
 pub mod record;
 pub mod server;
 pub mod store;
-mod swarm;
 pub mod table;
 
 use std::time::Duration;
 
-use libp2p::{request_response, StreamProtocol};
+use libp2p::StreamProtocol;
 
+pub use behaviour::{behaviour, waku_behaviour, Behaviour};
 pub use config::{Config, MAX_NAMESPACE_LEN, SPEC_MAX_DISCOVER_LIMIT, SPEC_MAX_TTL};
 pub use metrics::Metrics;
 pub use policy::{Policy, ReservedNamespaces, Verdict};
 pub use server::{Inbox, Runner, Server};
 
-use crate::{reqres::LpCodec, swarm::ReqResProtocol};
+use crate::reqres::Protocol as ReqResProtocol;
 
 /// The libp2p rendezvous protocol (go-waku, go/js/nim/rust-libp2p clients).
 pub const PROTOCOL_ID: StreamProtocol = StreamProtocol::new("/rendezvous/1.0.0");
@@ -73,49 +74,4 @@ impl Dialect {
             Dialect::Waku => ReqResProtocol::WakuRendezvous,
         }
     }
-}
-
-pub type Behaviour = request_response::Behaviour<LpCodec>;
-
-fn behaviour_for(
-    protocol: StreamProtocol,
-    support: request_response::ProtocolSupport,
-    metrics: &Metrics,
-) -> Behaviour {
-    // Frames over the limit or cut short never reach the swarm task; count them here.
-    let unreadable = metrics
-        .requests
-        .get_or_create(&metrics::RequestLabels {
-            kind: "unknown",
-            outcome: "unreadable",
-        })
-        .clone();
-    request_response::Behaviour::with_codec(
-        LpCodec::new(MAX_REQUEST_BYTES, MAX_RESPONSE_BYTES)
-            .counting_unreadable_requests(unreadable),
-        [(protocol, support)],
-        request_response::Config::default().with_request_timeout(REQUEST_TIMEOUT),
-    )
-}
-
-/// `/rendezvous/1.0.0`: served when the server is enabled, outbound-only otherwise (the
-/// client and the CLI use it either way).
-pub fn behaviour(config: &Config, metrics: &Metrics) -> Behaviour {
-    let support = if config.enabled {
-        request_response::ProtocolSupport::Full
-    } else {
-        request_response::ProtocolSupport::Outbound
-    };
-    behaviour_for(PROTOCOL_ID, support, metrics)
-}
-
-/// `/vac/waku/rendezvous/1.0.0`: served when the server and `waku_protocol` are enabled,
-/// outbound-only otherwise (for `roost rendezvous discover --waku`).
-pub fn waku_behaviour(config: &Config, metrics: &Metrics) -> Behaviour {
-    let support = if config.enabled && config.waku_protocol {
-        request_response::ProtocolSupport::Full
-    } else {
-        request_response::ProtocolSupport::Outbound
-    };
-    behaviour_for(WAKU_PROTOCOL_ID, support, metrics)
 }

@@ -45,7 +45,7 @@ use super::{
 };
 use crate::{
     health::{Health, Status as HealthStatus},
-    swarm::Command,
+    swarm::command::Command,
 };
 
 /// Requests waiting for the server thread. When it is full the swarm task answers

@@ -25,7 +25,7 @@ use super::{
     rpc::{Filter, LookupScope, Query, MAX_RESPONSE_BYTES},
     RejectReason, StoreError,
 };
-use crate::{config::ByteSize, message::MessageHash};
+use crate::{message::MessageHash, units::ByteSize};
 
 /// Block cache shared by the archive's column families.
 const BLOCK_CACHE_BYTES: usize = 64 * 1024 * 1024;

@@ -11,7 +11,7 @@ use super::{
     Archive,
 };
 use crate::{
-    cli::{fail, ConfigArgs},
+    args::{fail, ConfigArgs},
     client::Client,
     message::{now_nanos, MessageHash, ShardTopic},
 };
@@ -228,13 +228,10 @@ async fn run_query(
     mut request: StoreQueryRequest,
 ) -> Result<(), String> {
     loop {
-        let response = tokio::time::timeout(
-            args.timeout,
-            super::query_peer(client, &args.peer, &request),
-        )
-        .await
-        .map_err(|_| format!("no answer from {} within {:?}", args.peer, args.timeout))?
-        .map_err(|e| format!("store query to {} failed: {e}", args.peer))?;
+        let response = tokio::time::timeout(args.timeout, client.store_query(&args.peer, &request))
+            .await
+            .map_err(|_| format!("no answer from {} within {:?}", args.peer, args.timeout))?
+            .map_err(|e| format!("store query to {} failed: {e}", args.peer))?;
         if response.code() != STATUS_OK {
             return Err(format!(
                 "the store node answered {}: {}",

@@ -6,7 +6,7 @@ use std::{fmt, str::FromStr, time::Duration};
 
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::config::{units, ByteSize};
+use crate::units::{self, ByteSize};
 
 /// Store (mailserver) settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -21,13 +21,12 @@
 //! - the maintenance thread gives disk space back after retention cuts.
 
 mod archive;
+pub mod behaviour;
 pub mod cli;
-mod client;
 mod config;
 pub mod keys;
 mod metrics;
 pub mod rpc;
-pub(crate) mod swarm;
 
 use std::{
     collections::BTreeSet,
@@ -48,18 +47,19 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub use archive::{
     dir_size, Archive, Page, PageEntry, QueryError, Stats, Summary, TopicSummary, Tuning,
 };
-pub use client::{query_peer, QueryPeerError};
+pub use behaviour::{behaviour, Behaviour, Inbound};
 pub use config::{Config, Retention, RetentionError, RetentionPolicy};
 pub use metrics::Metrics;
 pub use rpc::{StoreQueryRequest, StoreQueryResponse, PROTOCOL_ID};
-pub use swarm::{behaviour, Inbound};
 
 use crate::{
-    config::ByteSize,
     health::{Health, Status},
     message::{now_nanos, WakuMessage},
+    relay::MessageSink,
     relay::RelayedMessage,
-    swarm::{Command, MessageSink, ReqResProtocol},
+    reqres::Protocol as ReqResProtocol,
+    swarm::command::Command,
+    units::ByteSize,
 };
 use archive::{Incoming, Writer, Written};
 
@@ -506,13 +506,6 @@ impl Store {
             guard: control,
         })
     }
-}
-
-/// Whether this node runs the store: `[store] enabled` and a relay to archive from (a store
-/// without relay would have nothing to store, nwaku#2586; `Config::validate` refuses that
-/// combination, so this is a guard for configs built in code).
-pub fn serving(config: &crate::Config) -> bool {
-    config.store.enabled && config.relay.enabled
 }
 
 /// `<data_dir>/store`.

@@ -4,14 +4,18 @@
 use std::time::Duration;
 
 use libp2p::{
-    gossipsub, identify, identity::Keypair, ping, request_response,
-    swarm::behaviour::toggle::Toggle, swarm::NetworkBehaviour,
+    gossipsub, identify, identity::Keypair, ping, swarm::behaviour::toggle::Toggle,
+    swarm::NetworkBehaviour,
 };
 
 use super::keep_alive;
 use crate::{
-    config::Config, filter, lightpush, lightpush::Version, metadata, metrics::VERSION,
-    peer_exchange, rendezvous, reqres::LpCodec, store, throttle,
+    config::Config,
+    filter, lightpush, metadata,
+    metrics::VERSION,
+    peer_exchange, rendezvous,
+    reqres::{Endpoint, Protocol},
+    store, throttle,
 };
 
 /// identify's protocol version string: the Waku protocol family.
@@ -29,26 +33,41 @@ pub struct Behaviour {
     /// Cluster/shard exchange on every new connection.
     pub metadata: metadata::Behaviour,
     /// Store v3 queries: served on a store node, client-only otherwise.
-    pub store: store::swarm::Behaviour,
+    pub store: store::Behaviour,
     /// Rendezvous point and client (`/rendezvous/1.0.0`); outbound-only without the server.
     pub rendezvous: rendezvous::Behaviour,
     /// nwaku's rendezvous flavour (`/vac/waku/rendezvous/1.0.0`), same table.
     pub waku_rendezvous: rendezvous::Behaviour,
     /// Operator attestations (`/roost/attestation/1.0.0`): served when this node has one,
     /// fetched from peers that claim fleet membership.
-    pub attestation: crate::operator::swarm::Behaviour,
+    pub attestation: crate::operator::behaviour::Behaviour,
     pub identify: identify::Behaviour,
     pub ping: ping::Behaviour,
     /// Keeps connections of filter subscribers open.
     pub keep_alive: keep_alive::Behaviour,
     /// Light push v3 and legacy (inbound only with `lightpush.enabled`).
-    pub lightpush: request_response::Behaviour<LpCodec>,
-    pub lightpush_legacy: request_response::Behaviour<LpCodec>,
+    pub lightpush: lightpush::Behaviour,
+    pub lightpush_legacy: lightpush::Behaviour,
     /// Filter subscribe (inbound only with `filter.enabled`) and push.
-    pub filter_subscribe: request_response::Behaviour<LpCodec>,
-    pub filter_push: request_response::Behaviour<LpCodec>,
+    pub filter_subscribe: filter::SubscribeBehaviour,
+    pub filter_push: filter::PushBehaviour,
     /// Peer exchange (inbound only with `peer_exchange.enabled`).
-    pub peer_exchange: request_response::Behaviour<LpCodec>,
+    pub peer_exchange: peer_exchange::Behaviour,
+}
+
+/// The services' state, moved into their behaviours.
+pub struct Services {
+    /// Attestations: this node's, and the verified fleet peers.
+    pub attestation: crate::operator::behaviour::State,
+    /// The rendezvous server's queue (`None`: not a rendezvous point).
+    pub rendezvous: Option<rendezvous::Inbox>,
+    /// The query threads' queue (`None`: not a store node).
+    pub store: Option<store::Inbound>,
+    pub lightpush: lightpush::Service,
+    pub lightpush_legacy: lightpush::Service,
+    pub filter_subscribe: filter::SubscribeService,
+    pub filter_push: filter::PushService,
+    pub peer_exchange: peer_exchange::Service,
 }
 
 impl Behaviour {
@@ -58,6 +77,7 @@ impl Behaviour {
         relay: Option<gossipsub::Behaviour>,
         throttle: throttle::Throttle,
         rendezvous_metrics: &rendezvous::Metrics,
+        services: Services,
     ) -> Self {
         let net = &config.network;
         let limits = libp2p_connection_limits::ConnectionLimits::default()
@@ -66,14 +86,32 @@ impl Behaviour {
             .with_max_established_per_peer(Some(net.max_connections_per_peer));
         let max_message = config.relay.max_message_size.as_usize();
         Behaviour {
-            throttle: throttle::Behaviour::new(throttle),
+            throttle: throttle::Behaviour::new(throttle.clone()),
             limits: libp2p_connection_limits::Behaviour::new(limits),
             relay: relay.into(),
-            metadata: metadata::behaviour(),
-            store: store::behaviour(store::serving(config)),
-            rendezvous: rendezvous::behaviour(&config.rendezvous, rendezvous_metrics),
-            waku_rendezvous: rendezvous::waku_behaviour(&config.rendezvous, rendezvous_metrics),
-            attestation: crate::operator::swarm::behaviour(config.operator.attestation.is_some()),
+            metadata: metadata::behaviour(
+                config.relay.cluster_id,
+                &config.relay.shards,
+                throttle.clone(),
+            ),
+            store: store::behaviour(services.store, throttle.clone()),
+            rendezvous: rendezvous::behaviour(
+                &config.rendezvous,
+                rendezvous_metrics,
+                services.rendezvous.clone(),
+                throttle.clone(),
+            ),
+            waku_rendezvous: rendezvous::waku_behaviour(
+                &config.rendezvous,
+                rendezvous_metrics,
+                services.rendezvous,
+                throttle.clone(),
+            ),
+            attestation: crate::operator::behaviour::behaviour(
+                config.operator.attestation.is_some(),
+                services.attestation,
+                throttle.clone(),
+            ),
             identify: identify::Behaviour::new(
                 identify::Config::new(IDENTIFY_PROTOCOL.into(), keypair.public())
                     .with_agent_version(format!("roost/{VERSION}"))
@@ -81,11 +119,61 @@ impl Behaviour {
             ),
             ping: ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(30))),
             keep_alive: keep_alive::Behaviour::default(),
-            lightpush: lightpush::behaviour(Version::V3, &config.lightpush, max_message),
-            lightpush_legacy: lightpush::behaviour(Version::Legacy, &config.lightpush, max_message),
-            filter_subscribe: filter::subscribe_behaviour(&config.filter),
-            filter_push: filter::push_behaviour(&config.filter, max_message),
-            peer_exchange: peer_exchange::behaviour(&config.peer_exchange),
+            lightpush: lightpush::behaviour(
+                &config.lightpush,
+                max_message,
+                services.lightpush,
+                throttle.clone(),
+            ),
+            lightpush_legacy: lightpush::behaviour(
+                &config.lightpush,
+                max_message,
+                services.lightpush_legacy,
+                throttle.clone(),
+            ),
+            filter_subscribe: filter::subscribe_behaviour(
+                &config.filter,
+                services.filter_subscribe,
+                throttle.clone(),
+            ),
+            filter_push: filter::push_behaviour(
+                &config.filter,
+                max_message,
+                services.filter_push,
+                throttle.clone(),
+            ),
+            peer_exchange: peer_exchange::behaviour(
+                &config.peer_exchange,
+                services.peer_exchange,
+                throttle,
+            ),
+        }
+    }
+}
+
+// === impl Behaviour ===
+
+impl Behaviour {
+    /// The behaviour that runs `protocol`, for commands.
+    pub fn endpoint(&mut self, protocol: Protocol) -> &mut dyn Endpoint {
+        match protocol {
+            Protocol::Metadata => &mut self.metadata,
+            Protocol::LightPush => &mut self.lightpush,
+            Protocol::LightPushLegacy => &mut self.lightpush_legacy,
+            Protocol::FilterSubscribe => &mut self.filter_subscribe,
+            Protocol::FilterPush => &mut self.filter_push,
+            Protocol::PeerExchange => &mut self.peer_exchange,
+            Protocol::Store => &mut self.store,
+            Protocol::Rendezvous => &mut self.rendezvous,
+            Protocol::WakuRendezvous => &mut self.waku_rendezvous,
+            Protocol::Attestation => &mut self.attestation,
+        }
+    }
+
+    /// Fails every request made for another task (at shutdown).
+    pub fn fail_pending(&mut self) {
+        for protocol in Protocol::ALL {
+            self.endpoint(protocol).fail_pending();
         }
     }
 }

@@ -4,11 +4,9 @@
 use libp2p::{request_response::ResponseChannel, Multiaddr, PeerId};
 use tokio::sync::oneshot;
 
-use super::reqres::{Protocol, ReplySender};
-use crate::{
-    message::{MessageHash, WakuMessage},
-    relay::Invalid,
-};
+use crate::message::WakuMessage;
+pub use crate::relay::{PublishError, PublishReceipt};
+use crate::reqres::{Protocol, ReplySender};
 
 /// Capacity of the command channel. A full channel makes callers wait (back-pressure on local
 /// callers such as the HTTP endpoint or light push handlers); it never drops a command.
@@ -48,28 +46,6 @@ pub enum Command {
     /// Keep every connection to `peer` open although it carries no stream (a filter
     /// subscriber), or stop doing so.
     KeepAlive { peer: PeerId, keep_alive: bool },
-}
-
-/// What a successful publish reports.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PublishReceipt {
-    pub hash: MessageHash,
-    /// Peers subscribed to the topic the message was sent to (0: it stayed local).
-    pub relay_peers: usize,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum PublishError {
-    #[error("invalid message: {0}")]
-    Invalid(#[from] Invalid),
-    #[error("message was already published")]
-    Duplicate,
-    #[error("relay is disabled on this node")]
-    RelayDisabled,
-    #[error("cannot publish: {0}")]
-    Failed(String),
-    #[error("the node is shutting down")]
-    ShuttingDown,
 }
 
 /// The network state as `/health` and `/debug/v1/info` show it.

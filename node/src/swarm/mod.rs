@@ -2,94 +2,55 @@
 //!
 //! Data flow:
 //! - socket → transport (TCP or WebSocket) → Noise → yamux/mplex → behaviours;
-//! - gossipsub hands every received message up as `Event::Message`; the task validates it
-//!   ([`crate::relay::Validator`]), reports Accept/Reject to gossipsub (which forwards only
-//!   accepted messages) and gives accepted ones to the local [`MessageSink`]s (store, filter,
-//!   API subscribers);
+//! - gossipsub hands every received message up as `Event::Message`; the task asks the
+//!   throttle's relay gate, then the relay's [`Router`](crate::relay::Router), which validates
+//!   it, reports Accept/Reject to gossipsub (which forwards only accepted messages) and gives
+//!   accepted ones to the local [`MessageSink`]s (store, filter, API subscribers);
+//! - every other service is a behaviour of its own ([`Behaviour`]); the task routes the few
+//!   events they emit (a light push to publish, what metadata learnt) and the commands;
 //! - other tasks talk to it only through the bounded [`Command`] channel;
 //! - the loop is `biased`: shutdown first, then local commands, then network events, then timers.
 
 mod behaviour;
 pub mod command;
 pub mod keep_alive;
+pub mod metrics;
 pub mod peer_kind;
-pub mod reqres;
+mod static_peers;
+mod status;
 mod transport;
 
-use std::{
-    collections::{HashMap, HashSet},
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::time::Duration;
 
 use futures::StreamExt;
 use libp2p::metrics::Recorder;
-use libp2p::{
-    core::ConnectedPoint,
-    gossipsub::{self, MessageAcceptance},
-    identify,
-    multiaddr::Protocol,
-    ping, request_response,
-    swarm::{dial_opts::DialOpts, ConnectionId, SwarmEvent},
-    Multiaddr, PeerId, Swarm,
-};
-use prost::Message as _;
-use tokio::sync::{mpsc, oneshot, watch};
+use libp2p::{gossipsub, identify, multiaddr::Protocol, ping, swarm::SwarmEvent, PeerId, Swarm};
+use tokio::sync::{mpsc, watch};
 
-pub use behaviour::{Behaviour, BehaviourEvent};
+pub use crate::relay::MessageSink;
+pub use crate::reqres::{Protocol as ReqResProtocol, RequestError};
+pub use behaviour::{Behaviour, BehaviourEvent, Services};
 pub use command::{
     Command, NetworkStatus, PublishError, PublishReceipt, ShardStatus, COMMAND_CAPACITY,
 };
 pub use peer_kind::{PeerKind, PeerKinds};
-pub use reqres::{Protocol as ReqResProtocol, RequestError};
 pub use transport::{build_swarm, BuildError};
 
+use metrics::{DirectionLabels, NetworkMetrics};
+use static_peers::StaticPeers;
+
 use crate::{
-    config::Config,
-    health::{Health, Status},
-    metadata::{self, WakuMetadata},
-    metrics::{ChannelLabels, DirectionLabels, NetworkMetrics, PeerKindLabels, ReasonLabels},
-    relay::{self, RelayedMessage, Validator},
-    rendezvous, store,
+    config::Config, health::Health, lightpush, metadata, metrics::ReasonLabels, relay,
     throttle::Throttle,
 };
 
-/// A consumer of accepted relay messages. `deliver` runs on the swarm task: it must not block
-/// (hand the message to a channel or a buffer and return).
-pub trait MessageSink: Send + 'static {
-    fn deliver(&mut self, message: &Arc<RelayedMessage>);
-}
-
-impl MessageSink for tokio::sync::broadcast::Sender<Arc<RelayedMessage>> {
-    fn deliver(&mut self, message: &Arc<RelayedMessage>) {
-        // No receivers is fine: nobody is listening through the API right now.
-        let _ = self.send(message.clone());
-    }
-}
-
 /// How often gauges (mesh sizes, queue depths, health) are refreshed.
 const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
-/// First redial delay of a static peer; doubles up to `network.redial_max_backoff`.
-const INITIAL_REDIAL_BACKOFF: Duration = Duration::from_secs(1);
-
-/// A configured static peer and its redial state.
-#[derive(Debug)]
-struct StaticPeer {
-    address: Multiaddr,
-    peer_id: Option<PeerId>,
-    dialing: Option<ConnectionId>,
-    connected: bool,
-    next_dial: Instant,
-    backoff: Duration,
-}
-
 pub struct SwarmTask {
     pub(crate) swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
     shutdown: watch::Receiver<bool>,
-    validator: Validator,
-    sinks: Vec<Box<dyn MessageSink>>,
-    pub(crate) relay_metrics: relay::Metrics,
+    relay: relay::Router,
     net_metrics: NetworkMetrics,
     libp2p_metrics: libp2p::metrics::Metrics,
     health: Health,
@@ -97,26 +58,10 @@ pub struct SwarmTask {
     cluster_id: u16,
     shards: Vec<u16>,
     relay_enabled: bool,
-    static_peers: Vec<StaticPeer>,
-    redial_max_backoff: Duration,
-    /// Peers whose metadata request is in flight, so each is asked once per connection burst.
-    metadata_pending: HashSet<PeerId>,
+    static_peers: StaticPeers,
     /// What metadata said each connected peer is (Waku, generic libp2p, not known yet).
     pub(crate) peer_kinds: PeerKinds,
-    /// Requests sent for other tasks, awaiting responses.
-    pending: reqres::PendingRequests,
     command_capacity: usize,
-    /// The relay settings (autosharding for light push).
-    pub(crate) relay_config: relay::Config,
-    pub(crate) lightpush: crate::lightpush::Service,
-    pub(crate) filter: crate::filter::SwarmSide,
-    pub(crate) peer_exchange: crate::peer_exchange::Service,
-    /// The store's query queue, when this node is a store node.
-    pub(crate) store: Option<store::Inbound>,
-    /// The rendezvous server's queue, when this node is a rendezvous point.
-    pub(crate) rendezvous: Option<rendezvous::Inbox>,
-    /// Attestations: this node's, and the verified fleet peers.
-    pub(crate) operator: crate::operator::swarm::State,
 }
 
 /// Everything the swarm task needs besides the swarm itself.
@@ -129,42 +74,20 @@ pub struct SwarmTaskParts {
     pub libp2p_metrics: libp2p::metrics::Metrics,
     pub health: Health,
     pub throttle: Throttle,
-    pub lightpush: crate::lightpush::Service,
-    pub filter: crate::filter::SwarmSide,
-    pub peer_exchange: crate::peer_exchange::Service,
-    /// The store's query queue (`None`: not a store node).
-    pub store: Option<store::Inbound>,
-    /// The rendezvous server's queue (`None`: not a rendezvous point).
-    pub rendezvous: Option<rendezvous::Inbox>,
-    pub operator: crate::operator::swarm::State,
 }
 
 impl SwarmTask {
     pub fn new(swarm: Swarm<Behaviour>, config: &Config, parts: SwarmTaskParts) -> Self {
-        let now = Instant::now();
-        let static_peers = config
-            .network
-            .peers
-            .iter()
-            .map(|address| StaticPeer {
-                peer_id: address.iter().find_map(|p| match p {
-                    Protocol::P2p(id) => Some(id),
-                    _ => None,
-                }),
-                address: address.clone(),
-                dialing: None,
-                connected: false,
-                next_dial: now,
-                backoff: INITIAL_REDIAL_BACKOFF,
-            })
-            .collect();
+        let static_peers = StaticPeers::new(
+            &config.network.peers,
+            config.network.redial_max_backoff,
+            parts.net_metrics.static_peer_dials.clone(),
+        );
         let mut task = SwarmTask {
             swarm,
             commands: parts.commands,
             shutdown: parts.shutdown,
-            validator: Validator::new(&config.relay),
-            sinks: parts.sinks,
-            relay_metrics: parts.relay_metrics,
+            relay: relay::Router::new(&config.relay, parts.sinks, parts.relay_metrics),
             net_metrics: parts.net_metrics,
             libp2p_metrics: parts.libp2p_metrics,
             health: parts.health,
@@ -173,18 +96,8 @@ impl SwarmTask {
             shards: config.relay.shards.clone(),
             relay_enabled: config.relay.enabled,
             static_peers,
-            redial_max_backoff: config.network.redial_max_backoff,
-            metadata_pending: HashSet::new(),
             peer_kinds: PeerKinds::default(),
-            pending: reqres::PendingRequests::default(),
             command_capacity: COMMAND_CAPACITY,
-            relay_config: config.relay.clone(),
-            lightpush: parts.lightpush,
-            filter: parts.filter,
-            peer_exchange: parts.peer_exchange,
-            store: parts.store,
-            rendezvous: parts.rendezvous,
-            operator: parts.operator,
         };
         task.subscribe_shards(config);
         task
@@ -223,10 +136,10 @@ impl SwarmTask {
                 },
                 event = self.swarm.select_next_some() => self.on_swarm_event(event),
                 _ = gauges.tick() => {
-                    self.redial_static_peers();
-                    self.operator_tick();
+                    self.static_peers.redial(&mut self.swarm);
+                    self.attestation_tick();
                     self.refresh_gauges();
-                    self.on_throttle_tick();
+                    self.score_tick();
                 }
             }
         }
@@ -257,7 +170,7 @@ impl SwarmTask {
                 _ => {}
             }
         }
-        self.pending.fail_all();
+        self.swarm.behaviour_mut().fail_pending();
         let deadline = tokio::time::sleep(Duration::from_millis(500));
         tokio::pin!(deadline);
         while self.swarm.connected_peers().next().is_some() {
@@ -293,133 +206,45 @@ impl SwarmTask {
                 addresses,
                 request,
                 reply,
-            } => self.send_request(protocol, peer, addresses, request, reply),
+            } => self
+                .swarm
+                .behaviour_mut()
+                .endpoint(protocol)
+                .request_for(&peer, addresses, request, reply),
             Command::Respond {
                 protocol,
                 channel,
                 response,
-            } => self.respond(protocol, channel, response),
+            } => self
+                .swarm
+                .behaviour_mut()
+                .endpoint(protocol)
+                .respond(channel, response),
             Command::KeepAlive { peer, keep_alive } => {
                 self.swarm.behaviour_mut().keep_alive.set(peer, keep_alive);
             }
         }
     }
 
-    pub(crate) fn publish(
+    fn publish(
         &mut self,
         pubsub_topic: String,
         message: crate::message::WakuMessage,
     ) -> Result<PublishReceipt, PublishError> {
-        let outcome = |m: &relay::Metrics, o: &'static str| {
-            m.published
-                .get_or_create(&relay::metrics::PublishLabels { outcome: o })
-                .inc();
-        };
-        let Some(gs) = self.swarm.behaviour_mut().relay.as_mut() else {
-            return Err(PublishError::RelayDisabled);
-        };
-        if !self.validator.serves(&pubsub_topic) {
-            outcome(&self.relay_metrics, "invalid");
-            return Err(relay::Invalid::UnknownPubsubTopic(pubsub_topic).into());
-        }
-        if let Err(e) = self.validator.check(&message) {
-            outcome(&self.relay_metrics, "invalid");
-            return Err(e.into());
-        }
-        let data = message.encode_to_vec();
-        if data.len() > self.validator.max_message_size() {
-            outcome(&self.relay_metrics, "invalid");
-            return Err(relay::Invalid::Oversize {
-                size: data.len(),
-                max: self.validator.max_message_size(),
-            }
-            .into());
-        }
-        let size = data.len();
-        let topic = gossipsub::IdentTopic::new(pubsub_topic.clone());
-        let topic_hash = topic.hash();
-        let relay_peers = match gs.publish(topic, data) {
-            Ok(_) => {
-                outcome(&self.relay_metrics, "ok");
-                gs.all_peers()
-                    .filter(|(_, topics)| topics.contains(&&topic_hash))
-                    .count()
-            }
-            Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {
-                outcome(&self.relay_metrics, "no_peers");
-                0
-            }
-            Err(gossipsub::PublishError::Duplicate) => {
-                outcome(&self.relay_metrics, "duplicate");
-                return Err(PublishError::Duplicate);
-            }
-            Err(e) => {
-                outcome(&self.relay_metrics, "error");
-                return Err(PublishError::Failed(e.to_string()));
-            }
-        };
-        let hash = message.hash(&pubsub_topic);
-        self.deliver_locally(RelayedMessage {
-            pubsub_topic: pubsub_topic.into(),
-            message,
-            hash,
-            source: None,
-            size,
-        });
-        Ok(PublishReceipt { hash, relay_peers })
+        let relay = self.swarm.behaviour_mut().relay.as_mut();
+        self.relay.publish(relay, pubsub_topic, message)
     }
 
-    fn deliver_locally(&mut self, message: RelayedMessage) {
-        self.relay_metrics
-            .message_bytes
-            .observe(message.size as f64);
-        let message = Arc::new(message);
-        for sink in &mut self.sinks {
-            sink.deliver(&message);
-        }
-    }
-
-    fn status(&self) -> NetworkStatus {
-        let connected_peers: Vec<PeerId> = self.swarm.connected_peers().copied().collect();
-        let shards = self
-            .swarm
-            .behaviour()
-            .relay
-            .as_ref()
-            .map(|gs| {
-                let mut topic_counts: HashMap<gossipsub::TopicHash, usize> = HashMap::new();
-                for (_, topics) in gs.all_peers() {
-                    for t in topics {
-                        *topic_counts.entry(t.clone()).or_default() += 1;
-                    }
-                }
-                self.validator_topics()
-                    .into_iter()
-                    .map(|t| {
-                        let hash = gossipsub::IdentTopic::new(t.clone()).hash();
-                        ShardStatus {
-                            mesh_peers: gs.mesh_peers(&hash).count(),
-                            topic_peers: topic_counts.get(&hash).copied().unwrap_or(0),
-                            pubsub_topic: t,
-                        }
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        NetworkStatus {
-            connected_peers,
-            shards,
-        }
-    }
-
-    fn validator_topics(&self) -> Vec<String> {
-        let mut shards = self.shards.clone();
-        shards.sort_unstable();
-        shards.dedup();
-        shards
-            .into_iter()
-            .map(|s| crate::message::ShardTopic::new(self.cluster_id, s).to_string())
-            .collect()
+    /// A light push to publish as if it were local; the behaviour answers with the result.
+    fn on_lightpush(&mut self, event: lightpush::Event) {
+        let lightpush::Event::Publish(push) = event;
+        let result = self.publish(push.pubsub_topic, push.message);
+        let behaviour = self.swarm.behaviour_mut();
+        let lightpush = match push.pending.version() {
+            lightpush::Version::V3 => &mut behaviour.lightpush,
+            lightpush::Version::Legacy => &mut behaviour.lightpush_legacy,
+        };
+        lightpush::published(lightpush, push.pending, result);
     }
 
     // === swarm events ===
@@ -429,39 +254,39 @@ impl SwarmTask {
         match event {
             SwarmEvent::Behaviour(BehaviourEvent::Relay(event)) => self.on_gossipsub(event),
             SwarmEvent::Behaviour(BehaviourEvent::Metadata(event)) => self.on_metadata(event),
-            SwarmEvent::Behaviour(BehaviourEvent::Store(event)) => self.on_store(event),
-            SwarmEvent::Behaviour(BehaviourEvent::Rendezvous(event)) => {
-                self.on_rendezvous(rendezvous::Dialect::Libp2p, event)
-            }
-            SwarmEvent::Behaviour(BehaviourEvent::WakuRendezvous(event)) => {
-                self.on_rendezvous(rendezvous::Dialect::Waku, event)
-            }
-            SwarmEvent::Behaviour(BehaviourEvent::Attestation(event)) => self.on_attestation(event),
+            SwarmEvent::Behaviour(BehaviourEvent::Store(never)) => match never {},
+            SwarmEvent::Behaviour(BehaviourEvent::Rendezvous(never)) => match never {},
+            SwarmEvent::Behaviour(BehaviourEvent::WakuRendezvous(never)) => match never {},
+            SwarmEvent::Behaviour(BehaviourEvent::Attestation(never)) => match never {},
             SwarmEvent::Behaviour(BehaviourEvent::Identify(event)) => {
                 self.libp2p_metrics.record(&event);
                 if let identify::Event::Received { peer_id, info, .. } = &event {
                     tracing::debug!(peer = %peer_id, agent = %info.agent_version, "identified peer");
-                    self.peer_exchange_on_identified(*peer_id, &info.protocols);
-                    self.on_operator_identified(*peer_id, info);
+                    let is_static = self.static_peers.contains(peer_id);
+                    crate::peer_exchange::behaviour::on_identified(
+                        &mut self.swarm.behaviour_mut().peer_exchange,
+                        *peer_id,
+                        &info.protocols,
+                        is_static,
+                    );
+                    crate::operator::behaviour::on_identified(
+                        &mut self.swarm.behaviour_mut().attestation,
+                        *peer_id,
+                        info,
+                    );
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Ping(event)) => self.on_ping(event),
             SwarmEvent::Behaviour(BehaviourEvent::Limits(never)) => match never {},
             SwarmEvent::Behaviour(BehaviourEvent::Throttle(never)) => match never {},
             SwarmEvent::Behaviour(BehaviourEvent::KeepAlive(never)) => match never {},
-            SwarmEvent::Behaviour(BehaviourEvent::Lightpush(event)) => {
-                self.on_lightpush(crate::lightpush::Version::V3, event)
+            SwarmEvent::Behaviour(BehaviourEvent::Lightpush(event))
+            | SwarmEvent::Behaviour(BehaviourEvent::LightpushLegacy(event)) => {
+                self.on_lightpush(event)
             }
-            SwarmEvent::Behaviour(BehaviourEvent::LightpushLegacy(event)) => {
-                self.on_lightpush(crate::lightpush::Version::Legacy, event)
-            }
-            SwarmEvent::Behaviour(BehaviourEvent::FilterSubscribe(event)) => {
-                self.on_filter_subscribe(event)
-            }
-            SwarmEvent::Behaviour(BehaviourEvent::FilterPush(event)) => self.on_filter_push(event),
-            SwarmEvent::Behaviour(BehaviourEvent::PeerExchange(event)) => {
-                self.on_peer_exchange(event)
-            }
+            SwarmEvent::Behaviour(BehaviourEvent::FilterSubscribe(never)) => match never {},
+            SwarmEvent::Behaviour(BehaviourEvent::FilterPush(never)) => match never {},
+            SwarmEvent::Behaviour(BehaviourEvent::PeerExchange(never)) => match never {},
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 connection_id,
@@ -478,17 +303,12 @@ impl SwarmTask {
                     .connections_established
                     .get_or_create(&DirectionLabels { direction })
                     .inc();
-                tracing::debug!(peer = %peer_id, %direction, address = %endpoint_address(&endpoint), "connection established");
-                self.on_static_peer_connected(peer_id, connection_id, &endpoint);
+                tracing::debug!(peer = %peer_id, %direction, address = %static_peers::endpoint_address(&endpoint), "connection established");
+                self.static_peers
+                    .connected(peer_id, connection_id, &endpoint);
                 if num_established.get() == 1 {
                     self.peer_kinds.connected(peer_id);
-                }
-                if num_established.get() == 1 && self.metadata_pending.insert(peer_id) {
-                    let request = WakuMetadata::new(self.cluster_id, &self.shards).encode_to_vec();
-                    self.swarm
-                        .behaviour_mut()
-                        .metadata
-                        .send_request(&peer_id, request);
+                    metadata::ask(&mut self.swarm.behaviour_mut().metadata, peer_id);
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -499,15 +319,18 @@ impl SwarmTask {
             } => {
                 tracing::debug!(peer = %peer_id, cause = ?cause, remaining = num_established, "connection closed");
                 if num_established == 0 {
-                    self.metadata_pending.remove(&peer_id);
+                    metadata::forget(&mut self.swarm.behaviour_mut().metadata, &peer_id);
                     if self.peer_kinds.disconnected(&peer_id) == Some(PeerKind::Generic) {
                         // The blacklist is per peer id: keep it as small as the connections.
                         if let Some(gs) = self.swarm.behaviour_mut().relay.as_mut() {
                             gs.remove_blacklisted_peer(&peer_id);
                         }
                     }
-                    self.on_static_peer_disconnected(peer_id);
-                    self.on_operator_peer_gone(peer_id);
+                    self.static_peers.disconnected(peer_id);
+                    crate::operator::behaviour::on_peer_gone(
+                        &mut self.swarm.behaviour_mut().attestation,
+                        peer_id,
+                    );
                 }
             }
             SwarmEvent::OutgoingConnectionError {
@@ -516,7 +339,8 @@ impl SwarmTask {
                 error,
             } => {
                 tracing::debug!(peer = ?peer_id, %error, "outgoing connection failed");
-                self.on_static_dial_failed(connection_id, &error.to_string());
+                self.static_peers
+                    .dial_failed(connection_id, &error.to_string());
             }
             SwarmEvent::IncomingConnectionError {
                 error,
@@ -541,6 +365,9 @@ impl SwarmTask {
         }
     }
 
+    /// Gossipsub handed up a message: the throttle's quotas first (an over-quota message is
+    /// dropped before it is decoded), then the relay's validation; invalid ones count
+    /// against their sender.
     fn on_gossipsub(&mut self, event: gossipsub::Event) {
         self.libp2p_metrics.record(&event);
         let gossipsub::Event::Message {
@@ -551,106 +378,43 @@ impl SwarmTask {
         else {
             return;
         };
-        let topic = message.topic.as_str();
-        // Quotas first: an over-quota message is dropped before it is decoded.
-        if let Err(acceptance) = self.relay_gate(&propagation_source, topic, message.data.len()) {
-            if let Some(gs) = self.swarm.behaviour_mut().relay.as_mut() {
-                gs.report_message_validation_result(&message_id, &propagation_source, acceptance);
-            }
+        let ip = self.swarm.behaviour().throttle.peer_ip(&propagation_source);
+        let Some(gs) = self.swarm.behaviour_mut().relay.as_mut() else {
             return;
-        }
-        let verdict = self.validator.validate(topic, &message.data);
-        let acceptance = match &verdict {
-            Ok(_) => {
-                self.relay_metrics.verdict("accept", "valid");
-                MessageAcceptance::Accept
-            }
-            Err(invalid) => {
-                self.relay_metrics.verdict("reject", invalid.label());
-                tracing::debug!(peer = %propagation_source, reason = invalid.label(), error = %invalid, "rejected relay message");
-                self.relay_invalid(&propagation_source);
-                MessageAcceptance::Reject
-            }
         };
-        if let Some(gs) = self.swarm.behaviour_mut().relay.as_mut() {
-            gs.report_message_validation_result(&message_id, &propagation_source, acceptance);
-        }
-        if let Ok(waku_message) = verdict {
-            let pubsub_topic: Arc<str> = Arc::from(topic);
-            let hash = waku_message.hash(&pubsub_topic);
-            self.deliver_locally(RelayedMessage {
-                pubsub_topic,
-                message: waku_message,
-                hash,
-                source: Some(propagation_source),
-                size: message.data.len(),
-            });
+        let admitted = self.throttle.relay_gate(
+            &propagation_source,
+            ip,
+            message.topic.as_str(),
+            message.data.len(),
+        );
+        match admitted {
+            Err(refusal) => self.relay.refused(
+                gs,
+                propagation_source,
+                &message_id,
+                refusal.label(),
+                refusal.acceptance(),
+            ),
+            Ok(()) => {
+                if self
+                    .relay
+                    .received(gs, propagation_source, &message_id, &message)
+                    .is_err()
+                {
+                    self.throttle.relay_invalid(&propagation_source);
+                }
+            }
         }
     }
 
-    fn on_metadata(&mut self, event: request_response::Event<Vec<u8>, Vec<u8>>) {
-        let Some(event) = self.take_outbound(ReqResProtocol::Metadata, event) else {
-            return;
-        };
+    /// What metadata said about a peer.
+    fn on_metadata(&mut self, event: metadata::Event) {
         match event {
-            request_response::Event::Message { peer, message, .. } => match message {
-                request_response::Message::Request {
-                    request, channel, ..
-                } => {
-                    // Answer with our own metadata whatever theirs says; our own request decides
-                    // whether the peer stays.
-                    if let Err(e) = WakuMetadata::decode_bytes(&request) {
-                        tracing::debug!(%peer, error = %e, "malformed metadata request");
-                    }
-                    let response = WakuMetadata::new(self.cluster_id, &self.shards).encode_to_vec();
-                    let _ = self
-                        .swarm
-                        .behaviour_mut()
-                        .metadata
-                        .send_response(channel, response);
-                }
-                request_response::Message::Response { response, .. } => {
-                    self.metadata_pending.remove(&peer);
-                    match WakuMetadata::decode_bytes(&response) {
-                        Ok(theirs) => match metadata::judge(self.cluster_id, &theirs) {
-                            metadata::Verdict::SameCluster => {
-                                tracing::debug!(%peer, shards = ?theirs.announced_shards(), "peer is in our cluster");
-                                self.peer_kinds.set(peer, PeerKind::Waku);
-                            }
-                            metadata::Verdict::WrongCluster(cluster) => {
-                                tracing::info!(%peer, their_cluster = ?cluster, our_cluster = self.cluster_id, "disconnecting peer of another cluster");
-                                self.disconnect(peer, "wrong_cluster");
-                            }
-                        },
-                        Err(e) => {
-                            tracing::info!(%peer, error = %e, "disconnecting peer with malformed metadata");
-                            self.disconnect(peer, "metadata_malformed");
-                        }
-                    }
-                }
-            },
-            request_response::Event::OutboundFailure { peer, error, .. } => {
-                self.metadata_pending.remove(&peer);
-                match error {
-                    request_response::OutboundFailure::ConnectionClosed
-                    | request_response::OutboundFailure::DialFailure => {}
-                    // Not speaking metadata (or never answering it) is not a wrong cluster: a
-                    // plain libp2p peer (a rendezvous client, a tool) is served, but kept out
-                    // of relay since it cannot prove its cluster.
-                    request_response::OutboundFailure::UnsupportedProtocols => {
-                        tracing::debug!(%peer, "peer does not speak Waku metadata: a generic libp2p peer");
-                        self.mark_generic(peer);
-                    }
-                    other => {
-                        tracing::debug!(%peer, error = %other, "metadata exchange failed: treating the peer as a generic libp2p peer");
-                        self.mark_generic(peer);
-                    }
-                }
-            }
-            request_response::Event::InboundFailure { peer, error, .. } => {
-                tracing::debug!(%peer, %error, "inbound metadata request failed");
-            }
-            request_response::Event::ResponseSent { .. } => {}
+            metadata::Event::Waku(peer) => self.peer_kinds.set(peer, PeerKind::Waku),
+            metadata::Event::WrongCluster(peer) => self.disconnect(peer, "wrong_cluster"),
+            metadata::Event::Malformed(peer) => self.disconnect(peer, "metadata_malformed"),
+            metadata::Event::Generic(peer) => self.mark_generic(peer),
         }
     }
 
@@ -693,193 +457,28 @@ impl SwarmTask {
         let _ = self.swarm.disconnect_peer_id(peer);
     }
 
-    // === static peers ===
-
-    /// Whether `peer` is one of the configured static peers.
-    pub(crate) fn is_static_peer(&self, peer: &PeerId) -> bool {
-        self.static_peers.iter().any(|p| p.peer_id == Some(*peer))
-    }
-
-    fn redial_static_peers(&mut self) {
-        let now = Instant::now();
-        let connected: HashSet<PeerId> = self.swarm.connected_peers().copied().collect();
-        for i in 0..self.static_peers.len() {
-            let peer = &mut self.static_peers[i];
-            if let Some(id) = peer.peer_id {
-                peer.connected = connected.contains(&id);
-            }
-            if peer.connected || peer.dialing.is_some() || now < peer.next_dial {
-                continue;
-            }
-            let opts = match peer.peer_id {
-                Some(id) => DialOpts::peer_id(id)
-                    .addresses(vec![peer.address.clone()])
-                    .build(),
-                None => DialOpts::unknown_peer_id()
-                    .address(peer.address.clone())
-                    .build(),
-            };
-            let connection_id = opts.connection_id();
-            let address = peer.address.clone();
-            match self.swarm.dial(opts) {
-                Ok(()) => {
-                    tracing::debug!(%address, "dialling static peer");
-                    self.static_peers[i].dialing = Some(connection_id);
-                }
-                Err(e) => {
-                    tracing::debug!(%address, error = %e, "cannot dial static peer now");
-                    self.schedule_redial(i, "dial_refused");
-                }
-            }
-        }
-    }
-
-    fn schedule_redial(&mut self, index: usize, outcome: &'static str) {
-        self.net_metrics
-            .static_peer_dials
-            .get_or_create(&ReasonLabels { reason: outcome })
-            .inc();
-        let max = self.redial_max_backoff;
-        if let Some(peer) = self.static_peers.get_mut(index) {
-            peer.dialing = None;
-            peer.next_dial = Instant::now() + peer.backoff;
-            peer.backoff = (peer.backoff * 2).min(max);
-        }
-    }
-
-    fn on_static_peer_connected(
-        &mut self,
-        peer_id: PeerId,
-        connection_id: ConnectionId,
-        endpoint: &ConnectedPoint,
-    ) {
-        let mut counted = false;
-        for peer in &mut self.static_peers {
-            let ours = peer.dialing == Some(connection_id)
-                || peer.peer_id == Some(peer_id)
-                || (peer.peer_id.is_none()
-                    && endpoint.is_dialer()
-                    && endpoint_address(endpoint) == &peer.address);
-            if ours {
-                if peer.dialing == Some(connection_id) && !counted {
-                    self.net_metrics
-                        .static_peer_dials
-                        .get_or_create(&ReasonLabels {
-                            reason: "connected",
-                        })
-                        .inc();
-                    counted = true;
-                }
-                peer.peer_id.get_or_insert(peer_id);
-                peer.dialing = None;
-                peer.connected = true;
-                peer.backoff = INITIAL_REDIAL_BACKOFF;
-            }
-        }
-    }
-
-    fn on_static_peer_disconnected(&mut self, peer_id: PeerId) {
-        let now = Instant::now();
-        for peer in &mut self.static_peers {
-            if peer.peer_id == Some(peer_id) {
-                tracing::info!(peer = %peer_id, address = %peer.address, "static peer disconnected; will redial");
-                peer.connected = false;
-                peer.next_dial = now + peer.backoff;
-            }
-        }
-    }
-
-    fn on_static_dial_failed(&mut self, connection_id: ConnectionId, error: &str) {
-        if let Some(index) = self
-            .static_peers
-            .iter()
-            .position(|p| p.dialing == Some(connection_id))
+    /// Once a second: fleet peers whose attestation expired are asked for a renewed one.
+    fn attestation_tick(&mut self) {
+        for peer in crate::operator::behaviour::expire(&mut self.swarm.behaviour_mut().attestation)
         {
-            tracing::info!(address = %self.static_peers[index].address, %error, "static peer dial failed; backing off");
-            self.schedule_redial(index, "failed");
+            if self.swarm.is_connected(&peer) {
+                crate::operator::behaviour::fetch(
+                    &mut self.swarm.behaviour_mut().attestation,
+                    peer,
+                );
+            }
         }
     }
 
-    // === gauges ===
-
-    fn refresh_gauges(&mut self) {
-        let status = self.status();
-        self.net_metrics
-            .peers_connected
-            .set(status.connected_peers.len() as i64);
-        let kinds = self.peer_kinds.counts();
-        for (kind, count) in kinds {
-            self.net_metrics
-                .peers_by_kind
-                .get_or_create(&PeerKindLabels { kind: kind.label() })
-                .set(count as i64);
-        }
-        for shard in &status.shards {
-            let labels = relay::metrics::ShardLabels {
-                shard: shard.pubsub_topic.clone(),
-            };
-            self.relay_metrics
-                .mesh_peers
-                .get_or_create(&labels)
-                .set(shard.mesh_peers as i64);
-            self.relay_metrics
-                .topic_peers
-                .get_or_create(&labels)
-                .set(shard.topic_peers as i64);
-        }
-        let queued = self
-            .command_capacity
-            .saturating_sub(self.commands.capacity());
-        self.net_metrics
-            .channel_depth
-            .get_or_create(&ChannelLabels {
-                channel: "swarm_commands",
-            })
-            .set(queued as i64);
-        let static_down = self.static_peers.iter().filter(|p| !p.connected).count();
-        let status_level = if self.relay_enabled
-            && !self.static_peers.is_empty()
-            && static_down == self.static_peers.len()
-        {
-            Status::Degraded
-        } else {
-            Status::Ok
+    /// Once a second: gossipsub scores through the throttle; graylisted relay peers go.
+    fn score_tick(&mut self) {
+        let Some(gs) = self.swarm.behaviour_mut().relay.as_mut() else {
+            return;
         };
-        self.health.set(
-            "network",
-            status_level,
-            serde_json::json!({
-                "connected_peers": status.connected_peers.len(),
-                "static_peers": self.static_peers.len(),
-                "static_peers_down": static_down,
-                "peer_kinds": kinds
-                    .iter()
-                    .map(|(kind, count)| (kind.label(), *count))
-                    .collect::<std::collections::BTreeMap<_, _>>(),
-            }),
-        );
-        if self.relay_enabled {
-            let mesh_total: usize = status.shards.iter().map(|s| s.mesh_peers).sum();
-            self.health.set(
-                "relay",
-                Status::Ok,
-                serde_json::json!({
-                    "shards": status.shards.len(),
-                    "mesh_peers": mesh_total,
-                }),
-            );
+        let peer_kinds = &self.peer_kinds;
+        let graylisted = self.throttle.score_tick(gs, |p| peer_kinds.is_generic(p));
+        for peer in graylisted {
+            self.disconnect(peer, "graylisted");
         }
     }
-}
-
-fn endpoint_address(endpoint: &ConnectedPoint) -> &Multiaddr {
-    match endpoint {
-        ConnectedPoint::Dialer { address, .. } => address,
-        ConnectedPoint::Listener { send_back_addr, .. } => send_back_addr,
-    }
-}
-
-/// Reads a oneshot reply, mapping a dropped sender to "shutting down".
-pub async fn await_reply<T>(rx: oneshot::Receiver<T>) -> Option<T> {
-    rx.await.ok()
 }

@@ -78,12 +78,14 @@ pub async fn build_swarm(
     registry: &mut Registry,
     throttle: Throttle,
     rendezvous_metrics: &crate::rendezvous::Metrics,
+    services: super::behaviour::Services,
 ) -> Result<Swarm<Behaviour>, BuildError> {
     let err = |e: &dyn std::fmt::Display| BuildError::Swarm(e.to_string());
     // Built before the swarm builder so gossipsub can register its metrics in our registry.
     let relay = if config.relay.enabled {
         let mut gs = crate::relay::gossipsub_behaviour(&config.relay).map_err(|e| err(&e))?;
-        crate::throttle::scoring::enable(&mut gs, config).map_err(|e| err(&e))?;
+        crate::throttle::scoring::enable(&mut gs, &config.relay, &config.throttle)
+            .map_err(|e| err(&e))?;
         Some(gs.with_metrics(
             registry.sub_registry_with_prefix("libp2p_gossipsub"),
             gossipsub::MetricsConfig::default(),
@@ -109,7 +111,9 @@ pub async fn build_swarm(
         .with_dns()
         .map_err(|e| err(&e))?
         .with_bandwidth_metrics(registry)
-        .with_behaviour(|key| Behaviour::new(key, config, relay, throttle, rendezvous_metrics))
+        .with_behaviour(|key| {
+            Behaviour::new(key, config, relay, throttle, rendezvous_metrics, services)
+        })
         .map_err(|e| err(&e))?
         .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
         .build();

@@ -14,7 +14,7 @@ use super::{
     admin::{AddBan, AdminError, BANS_PATH},
     bans::{now_ms, BanRecord},
 };
-use crate::cli::{fail, ConfigArgs};
+use crate::args::{fail, ConfigArgs};
 
 /// Exit code when the node answered with an error (bad target, no such ban).
 const EXIT_REFUSED: u8 = 1;

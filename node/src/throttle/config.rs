@@ -11,7 +11,7 @@ use super::{
     quota::{NwakuRateLimit, NwakuService, QuotaSpec, Scope},
     Service,
 };
-use crate::config::units;
+use crate::units;
 
 /// Spam throttling: quotas, connection limits per IP, bans.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -8,13 +8,12 @@
 //! counted against `[throttle.trusted]` quotas in buckets of their own.
 //!
 //! How other capabilities use it:
-//! - **Request/response protocols** call [`SwarmTask::admit`](crate::swarm::SwarmTask::admit)
-//!   with the service, peer and connection of an inbound request *before decoding it*; on
-//!   `Err(Throttled)` they answer with their protocol's "too many requests" status (store,
-//!   light push and filter: 429; rendezvous: `E_UNAVAILABLE`) and do no work. Code off the
-//!   swarm task can call [`Throttle::check`] with an IP it learnt from
-//!   [`SwarmTask::remote_ip`](crate::swarm::SwarmTask::remote_ip).
-//! - **Relay**: the swarm task calls `relay_gate` before validating a gossipsub message;
+//! - **Request/response protocols**: their behaviour ([`crate::reqres::Behaviour`]) calls
+//!   [`Throttle::check`] with the service, peer and remote IP of an inbound request *before
+//!   decoding it*; on `Err(Throttled)` it answers with the protocol's "too many requests"
+//!   status (store, light push and filter: 429; rendezvous: `E_UNAVAILABLE`) and does no work.
+//! - **Relay**: the swarm task calls [`Throttle::relay_gate`] (`gossip.rs`) before validating
+//!   a gossipsub message;
 //!   over-quota messages are Ignored, then Rejected once the peer keeps going (gossipsub
 //!   scoring then pushes it out), and repeat offenders are banned.
 //! - **Operator identity** marks attested fleet members with [`Throttle::set_fleet_member`].
@@ -27,12 +26,12 @@ pub mod bans;
 pub mod behaviour;
 pub mod cli;
 pub mod config;
+pub mod gossip;
 pub mod limiter;
 pub mod metrics;
 pub mod offence;
 pub mod quota;
 pub mod scoring;
-mod swarm;
 pub mod task;
 
 use std::{

@@ -21,7 +21,7 @@ use std::{fmt, num::NonZeroU32, str::FromStr, time::Duration};
 
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::config::ByteSize;
+use crate::units::ByteSize;
 
 /// Where a rule counts requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

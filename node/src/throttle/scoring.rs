@@ -68,14 +68,17 @@ pub fn params(
     }
 }
 
-/// Turns scoring on for `gs` with the node's topics.
-pub fn enable(gs: &mut gossipsub::Behaviour, config: &crate::Config) -> Result<(), String> {
-    let topics = config
-        .relay
+/// Turns scoring on for `gs` with the relay's topics.
+pub fn enable(
+    gs: &mut gossipsub::Behaviour,
+    relay: &crate::relay::Config,
+    throttle: &super::Config,
+) -> Result<(), String> {
+    let topics = relay
         .pubsub_topics()
         .into_iter()
         .map(|t| crate::relay::topic(t).hash());
-    gs.with_peer_score(params(topics, &config.throttle.exempt_ips), thresholds())
+    gs.with_peer_score(params(topics, &throttle.exempt_ips), thresholds())
         .map_err(|e| format!("invalid gossipsub scoring parameters: {e}"))
 }
 
@@ -104,7 +107,12 @@ mod tests {
     #[test]
     fn waku_parameters_are_valid_for_libp2p() {
         let mut gs = crate::relay::gossipsub_behaviour(&crate::relay::Config::default()).unwrap();
-        enable(&mut gs, &crate::Config::default()).unwrap();
+        enable(
+            &mut gs,
+            &crate::relay::Config::default(),
+            &super::super::Config::default(),
+        )
+        .unwrap();
         thresholds().validate().unwrap();
         topic_params().validate().unwrap();
     }

@@ -44,7 +44,7 @@ use roost_node::{
         attestation::unix, signer::file::FileSigner, Claims, OperatorKey, Role, Signer as _,
     },
     peer_exchange,
-    store::{self, rpc::StoreQueryRequest},
+    store::rpc::StoreQueryRequest,
     swarm::ReqResProtocol,
 };
 use roost_tests::{
@@ -409,7 +409,7 @@ impl Load {
                         // A stopped store node makes this fail: that is part of the test.
                         let answered = tokio::time::timeout(
                             Duration::from_secs(2),
-                            store::query_peer(client, store_addr, &request),
+                            client.store_query(store_addr, &request),
                         )
                         .await;
                         match answered {
@@ -1009,9 +1009,7 @@ async fn dashboards_and_alerts_work_on_a_live_fleet() {
                     let bad_cursor = StoreQueryRequest::new("bad-cursor")
                         .content(shard.clone(), [CONTENT_TOPIC])
                         .cursor(Some(MessageHash([7u8; 32])));
-                    let answer = store::query_peer(&prober, &store_01, &bad_cursor)
-                        .await
-                        .unwrap();
+                    let answer = prober.store_query(&store_01, &bad_cursor).await.unwrap();
                     assert_eq!(answer.code(), 400, "{}", answer.desc());
                     let leaver = Client::start(cluster).await.unwrap();
                     let subscribed = leaver

@@ -5,7 +5,7 @@ use roost_node::{
     client::Client,
     lightpush::{self, Status, Version},
     message::WakuMessage,
-    store::{self, StoreQueryRequest},
+    store::StoreQueryRequest,
     swarm::ReqResProtocol,
 };
 use roost_tests::{init_tracing, metric_sum, process::NodeProcess, TestNode, WAIT};
@@ -395,15 +395,15 @@ async fn light_push_200s_survive_kill_9() {
     let node = NodeProcess::start(data.path(), &[]).await;
     let mut missing = Vec::new();
     for chunk in acknowledged.chunks(50) {
-        let r = store::query_peer(
-            &client,
-            &node.tcp_addr(),
-            &StoreQueryRequest::new("after")
-                .hashes(chunk.to_vec())
-                .limit(50),
-        )
-        .await
-        .expect("the restarted node answers");
+        let r = client
+            .store_query(
+                &node.tcp_addr(),
+                &StoreQueryRequest::new("after")
+                    .hashes(chunk.to_vec())
+                    .limit(50),
+            )
+            .await
+            .expect("the restarted node answers");
         let found: Vec<_> = r.entries().unwrap().iter().map(|e| e.hash).collect();
         missing.extend(chunk.iter().filter(|h| !found.contains(h)).copied());
     }

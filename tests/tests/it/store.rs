@@ -26,7 +26,8 @@ async fn query(
     addr: &Multiaddr,
     request: &StoreQueryRequest,
 ) -> StoreQueryResponse {
-    store::query_peer(client, addr, request)
+    client
+        .store_query(addr, request)
         .await
         .expect("the store node answers")
 }

@@ -10,7 +10,7 @@ use libp2p::PeerId;
 use roost_node::{
     client::Client,
     message::{MessageHash, WakuMessage},
-    store::{self, rpc::StoreQueryRequest},
+    store::rpc::StoreQueryRequest,
 };
 use roost_tests::{
     bare::{BareOptions, BarePeer},
@@ -416,7 +416,7 @@ exempt_ips = ["127.0.0.1"]
             let request = StoreQueryRequest::new("hammer")
                 .content(TOPIC, ["/honest/1/chat/proto"])
                 .limit(100);
-            match store::query_peer(&store_attacker, &node_addr, &request).await {
+            match store_attacker.store_query(&node_addr, &request).await {
                 Ok(r) if r.code() == 200 => ok += 1,
                 Ok(r) if r.code() == 429 => throttled += 1,
                 Ok(r) => panic!("unexpected store answer {} {}", r.code(), r.desc()),
@@ -506,7 +506,8 @@ exempt_ips = ["127.0.0.1"]
             .hashes(chunk.iter().copied())
             .include_data(false)
             .limit(100);
-        let r = store::query_peer(&reader, &node_addr, &request)
+        let r = reader
+            .store_query(&node_addr, &request)
             .await
             .expect("the store answers the honest reader");
         assert_eq!(r.code(), 200, "{}", r.desc());
@@ -566,13 +567,13 @@ exempt_ips = ["127.0.0.1"]
         assert!(p.connected_peers().await.contains(&node_id));
     }
     assert!(
-        store::query_peer(
-            &store_attacker,
-            &node_addr,
-            &StoreQueryRequest::new("again").content(TOPIC, ["/honest/1/chat/proto"])
-        )
-        .await
-        .is_err(),
+        store_attacker
+            .store_query(
+                &node_addr,
+                &StoreQueryRequest::new("again").content(TOPIC, ["/honest/1/chat/proto"])
+            )
+            .await
+            .is_err(),
         "the banned store flooder cannot reconnect"
     );
     store_attacker.stop().await;

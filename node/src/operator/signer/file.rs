@@ -11,8 +11,9 @@ use std::{
 
 use libp2p::identity::Keypair;
 
+use super::KeyStorage;
 use super::{Signer, SignerError};
-use crate::operator::{attestation::KeyStorage, key::OperatorKey};
+use crate::operator::key::OperatorKey;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -12,7 +12,41 @@ pub mod file;
 pub mod keycard;
 pub mod pkcs11;
 
-use super::{attestation::KeyStorage, key::OperatorKey, pin::PinError};
+use super::{key::OperatorKey, pin::PinError};
+
+/// Where the signing key was kept, as the signer declared it. Nodes warn about `file` keys on
+/// non-development fleets; the value is informative (a verifier cannot check it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyStorage {
+    File,
+    Pkcs11,
+    Keycard,
+    Unknown,
+}
+
+impl KeyStorage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyStorage::File => "file",
+            KeyStorage::Pkcs11 => "pkcs11",
+            KeyStorage::Keycard => "keycard",
+            KeyStorage::Unknown => "unknown",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> KeyStorage {
+        match s {
+            "file" => KeyStorage::File,
+            "pkcs11" => KeyStorage::Pkcs11,
+            "keycard" => KeyStorage::Keycard,
+            _ => KeyStorage::Unknown,
+        }
+    }
+
+    pub fn is_hardware(self) -> bool {
+        matches!(self, KeyStorage::Pkcs11 | KeyStorage::Keycard)
+    }
+}
 
 /// An operator key that can sign.
 pub trait Signer {

@@ -24,8 +24,9 @@ use cryptoki::{
 use k256::sha2::{Digest, Sha256};
 use libp2p::identity::{ed25519, secp256k1, PublicKey};
 
+use super::KeyStorage;
 use super::{file::Algorithm, secp256k1_libp2p_signature, Signer, SignerError};
-use crate::operator::{attestation::KeyStorage, key::OperatorKey, pin::Secret};
+use crate::operator::{key::OperatorKey, pin::Secret};
 
 /// DER of OID 1.3.132.0.10 (secp256k1), as `CKA_EC_PARAMS`.
 const SECP256K1_PARAMS: &[u8] = &[0x06, 0x05, 0x2B, 0x81, 0x04, 0x00, 0x0A];

@@ -22,7 +22,7 @@ use self::{
     transport::{PcscTransport, Transport},
 };
 use super::{secp256k1_libp2p_signature, Signer, SignerError};
-use crate::operator::{attestation::KeyStorage, key::OperatorKey, pin::Secret};
+use crate::operator::{key::OperatorKey, pin::Secret, signer::KeyStorage};
 
 /// Instance AID of the Keycard applet (applet AID || instance 1).
 pub const KEYCARD_AID: &[u8] = &[0xA0, 0x00, 0x00, 0x08, 0x04, 0x00, 0x01, 0x01, 0x01];

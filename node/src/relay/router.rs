@@ -1,0 +1,199 @@
+//! The relay's share of the swarm task's work: publishing this node's messages through
+//! gossipsub (validated like any relayed message), judging every message gossipsub hands up,
+//! and handing accepted ones to the node's sinks (store, filter, API). The swarm task owns
+//! gossipsub and lends it to these calls; the router owns the validator, the sinks and the
+//! relay metrics.
+
+use std::sync::Arc;
+
+use libp2p::{
+    gossipsub::{self, MessageAcceptance, MessageId},
+    PeerId,
+};
+
+use super::{
+    metrics::{PublishLabels, ShardLabels},
+    Config, Invalid, MessageSink, Metrics, RelayedMessage, Validator,
+};
+use crate::message::{MessageHash, WakuMessage};
+
+/// What a successful publish reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishReceipt {
+    pub hash: MessageHash,
+    /// Peers subscribed to the topic the message was sent to (0: it stayed local).
+    pub relay_peers: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    #[error("invalid message: {0}")]
+    Invalid(#[from] Invalid),
+    #[error("message was already published")]
+    Duplicate,
+    #[error("relay is disabled on this node")]
+    RelayDisabled,
+    #[error("cannot publish: {0}")]
+    Failed(String),
+    #[error("the node is shutting down")]
+    ShuttingDown,
+}
+
+pub struct Router {
+    validator: Validator,
+    sinks: Vec<Box<dyn MessageSink>>,
+    metrics: Metrics,
+}
+
+impl Router {
+    pub fn new(config: &Config, sinks: Vec<Box<dyn MessageSink>>, metrics: Metrics) -> Self {
+        Router {
+            validator: Validator::new(config),
+            sinks,
+            metrics,
+        }
+    }
+
+    /// Validates `message`, publishes it on `pubsub_topic` and hands it to the local sinks.
+    /// `relay` is `None` on a node with relay disabled.
+    pub fn publish(
+        &mut self,
+        relay: Option<&mut gossipsub::Behaviour>,
+        pubsub_topic: String,
+        message: WakuMessage,
+    ) -> Result<PublishReceipt, PublishError> {
+        let Some(gs) = relay else {
+            return Err(PublishError::RelayDisabled);
+        };
+        if !self.validator.serves(&pubsub_topic) {
+            self.published("invalid");
+            return Err(Invalid::UnknownPubsubTopic(pubsub_topic).into());
+        }
+        if let Err(e) = self.validator.check(&message) {
+            self.published("invalid");
+            return Err(e.into());
+        }
+        let data = message.encode_to_vec();
+        if data.len() > self.validator.max_message_size() {
+            self.published("invalid");
+            return Err(Invalid::Oversize {
+                size: data.len(),
+                max: self.validator.max_message_size(),
+            }
+            .into());
+        }
+        let size = data.len();
+        let topic = gossipsub::IdentTopic::new(pubsub_topic.clone());
+        let topic_hash = topic.hash();
+        let relay_peers = match gs.publish(topic, data) {
+            Ok(_) => {
+                self.published("ok");
+                gs.all_peers()
+                    .filter(|(_, topics)| topics.contains(&&topic_hash))
+                    .count()
+            }
+            Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {
+                self.published("no_peers");
+                0
+            }
+            Err(gossipsub::PublishError::Duplicate) => {
+                self.published("duplicate");
+                return Err(PublishError::Duplicate);
+            }
+            Err(e) => {
+                self.published("error");
+                return Err(PublishError::Failed(e.to_string()));
+            }
+        };
+        let hash = message.hash(&pubsub_topic);
+        self.deliver(RelayedMessage {
+            pubsub_topic: pubsub_topic.into(),
+            message,
+            hash,
+            source: None,
+            size,
+        });
+        Ok(PublishReceipt { hash, relay_peers })
+    }
+
+    /// A message from `source` the throttle admitted: decode and check it, tell gossipsub
+    /// whether to forward it, and deliver it if valid. The error is the reason it was rejected
+    /// (the caller charges `source` for it).
+    pub fn received(
+        &mut self,
+        gs: &mut gossipsub::Behaviour,
+        source: PeerId,
+        message_id: &MessageId,
+        message: &gossipsub::Message,
+    ) -> Result<(), Invalid> {
+        let topic = message.topic.as_str();
+        let verdict = self.validator.validate(topic, &message.data);
+        let acceptance = match &verdict {
+            Ok(_) => {
+                self.metrics.verdict("accept", "valid");
+                MessageAcceptance::Accept
+            }
+            Err(invalid) => {
+                self.metrics.verdict("reject", invalid.label());
+                tracing::debug!(peer = %source, reason = invalid.label(), error = %invalid, "rejected relay message");
+                MessageAcceptance::Reject
+            }
+        };
+        gs.report_message_validation_result(message_id, &source, acceptance);
+        let waku_message = verdict?;
+        let pubsub_topic: Arc<str> = Arc::from(topic);
+        let hash = waku_message.hash(&pubsub_topic);
+        self.deliver(RelayedMessage {
+            pubsub_topic,
+            message: waku_message,
+            hash,
+            source: Some(source),
+            size: message.data.len(),
+        });
+        Ok(())
+    }
+
+    /// A message the throttle refused before decoding: counted as `result` (`ignore` or
+    /// `reject`) for `throttled`, and reported to gossipsub with that verdict.
+    pub fn refused(
+        &self,
+        gs: &mut gossipsub::Behaviour,
+        source: PeerId,
+        message_id: &MessageId,
+        result: &'static str,
+        acceptance: MessageAcceptance,
+    ) {
+        self.metrics.verdict(result, "throttled");
+        gs.report_message_validation_result(message_id, &source, acceptance);
+    }
+
+    /// Mesh and topic peers per shard, for the gauges.
+    pub fn set_shard_peers(&self, pubsub_topic: &str, mesh_peers: usize, topic_peers: usize) {
+        let labels = ShardLabels {
+            shard: pubsub_topic.to_owned(),
+        };
+        self.metrics
+            .mesh_peers
+            .get_or_create(&labels)
+            .set(mesh_peers as i64);
+        self.metrics
+            .topic_peers
+            .get_or_create(&labels)
+            .set(topic_peers as i64);
+    }
+
+    fn published(&self, outcome: &'static str) {
+        self.metrics
+            .published
+            .get_or_create(&PublishLabels { outcome })
+            .inc();
+    }
+
+    fn deliver(&mut self, message: RelayedMessage) {
+        self.metrics.message_bytes.observe(message.size as f64);
+        let message = Arc::new(message);
+        for sink in &mut self.sinks {
+            sink.deliver(&message);
+        }
+    }
+}
