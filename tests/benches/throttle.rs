@@ -493,6 +493,19 @@ fn shipped(c: &mut roost_node::Config) {
     c.throttle = throttle::Config::default();
 }
 
+/// A node on the shipped defaults and a relay peer connected to it, on another address than
+/// the attacker's (127.0.0.2), so light pushes have somewhere to go.
+async fn shipped_node_with_relay_peer() -> (TestNode, TestNode) {
+    let node = TestNode::start_with(shipped).await;
+    let relay_peer = TestNode::start_with(|c| {
+        shipped(c);
+        c.network.listen_ip = [127, 0, 0, 2].into();
+    })
+    .await;
+    node.connect(&relay_peer).await;
+    (node, relay_peer)
+}
+
 /// Requests of `spec` at `offsets` from the start, replayed through governor's GCRA with a
 /// fake clock, one bucket per rule (one peer, one IP, the node): how many would be refused.
 /// This is the node's own arithmetic (the same `Rule::governor_quota`) without waiting for
@@ -825,14 +838,7 @@ async fn request_flood(kind: Flood, seconds: u64) -> anyhow::Result<AttackRow> {
         throttle::quota::Scope::PerPeer,
         seconds as f64,
     );
-    let node = TestNode::start_with(shipped).await;
-    // The relay peer is on another address than the attacker's.
-    let relay_peer = TestNode::start_with(|c| {
-        shipped(c);
-        c.network.listen_ip = [127, 0, 0, 2].into();
-    })
-    .await;
-    node.connect(&relay_peer).await;
+    let (node, relay_peer) = shipped_node_with_relay_peer().await;
     let client = Arc::new(Client::start(1).await?);
     let attacker = client.handle().peer_id().to_string();
     let stop = Arc::new(AtomicBool::new(false));
@@ -871,14 +877,7 @@ async fn identities_flood(seconds: u64) -> anyhow::Result<AttackRow> {
         throttle::quota::Scope::PerIp,
         seconds as f64,
     );
-    let node = TestNode::start_with(shipped).await;
-    // The relay peer is on another address than the attacker's.
-    let relay_peer = TestNode::start_with(|c| {
-        shipped(c);
-        c.network.listen_ip = [127, 0, 0, 2].into();
-    })
-    .await;
-    node.connect(&relay_peer).await;
+    let (node, relay_peer) = shipped_node_with_relay_peer().await;
     let addr = node.tcp_addr();
     let mut clients = Vec::new();
     for _ in 0..identities {
