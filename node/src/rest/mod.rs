@@ -4,7 +4,7 @@
 //! and `roost_rest_requests_total`. Routes, one file per group as nwaku groups them:
 //! `debug.rs` (`/health`, `/info`, `/version`), `admin.rs` (`/admin/v1/peers`, only with
 //! `rest.admin`), `relay.rs` (`/relay/v1/...`), `store.rs` (`/store/v3/messages`) and
-//! `lightpush.rs` (`/lightpush/v3/message`).
+//! `lightpush.rs` (`/lightpush/v3/message`, legacy `/lightpush/v1/message`).
 //!
 //! Every route calls what the protocols call (`NodeHandle::publish`, `ArchiveHandle::query`,
 //! `NodeHandle::request` on the store protocol, `NodeHandle::dial`), so limits and validation
@@ -260,6 +260,7 @@ fn route_label(path: &str) -> &'static str {
         ("/relay/v1/messages", "relay_messages"),
         ("/store/v3/messages", "store"),
         ("/lightpush/v3/message", "lightpush"),
+        ("/lightpush/v1/message", "lightpush_legacy"),
     ];
     GROUPS
         .iter()

@@ -1,6 +1,6 @@
 //! nwaku's REST API against real nodes, driven only through REST (reqwest): health and info,
 //! admin peers, relay subscriptions and caches (pubsub and autosharding), store queries with
-//! nwaku's parameters and cursor paging both ways, light push v3, CORS, body limits and the
+//! nwaku's parameters and cursor paging both ways, light push v3 and legacy, CORS, body limits and the
 //! error codes nwaku answers. Request and response bodies are the ones nwaku's handlers and
 //! OpenAPI define.
 
@@ -625,6 +625,44 @@ async fn lightpush_v3_relays_and_answers_with_light_push_codes() {
     assert_eq!(
         got.first().map(|m| &m["payload"]),
         Some(&json!(b64(b"pushed")))
+    );
+    // a is a store node: the 200 came only once the message was committed, so it is in the
+    // store at once.
+    let stored = rest_a
+        .get_json(&format!(
+            "/store/v3/messages?includeData=true&pubsubTopic={}&contentTopics={}",
+            enc(TOPIC),
+            enc(CONTENT_TOPIC)
+        ))
+        .await;
+    assert!(
+        stored["messages"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|e| e["message"]["payload"] == b64(b"pushed"))),
+        "{stored}"
+    );
+
+    // Legacy light push: the same body, answered in text.
+    let (status, body) = rest_a
+        .post("/lightpush/v1/message", &push(Some(TOPIC), b"legacy"))
+        .await;
+    assert_eq!((status, body.as_str()), (200, "OK"));
+    let got = drain_until(&rest_b, &format!("/relay/v1/messages/{}", enc(TOPIC)), 1).await;
+    assert_eq!(
+        got.first().map(|m| &m["payload"]),
+        Some(&json!(b64(b"legacy")))
+    );
+    assert_eq!(
+        rest_a.post_raw("/lightpush/v1/message", "{".into()).await.0,
+        400
+    );
+    let (status, body) = rest_a
+        .post("/lightpush/v1/message", &push(Some("/waku/2/rs/9/0"), b"x"))
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.starts_with("Failed to request a message push"),
+        "{body}"
     );
 
     // No pubsub topic: autosharded from the content topic.
