@@ -1,19 +1,20 @@
 //! `/admin/v1/peers` (nwaku's `endpoint/admin`), served only with `rest.admin`: the connected
-//! peers in nwaku's `WakuPeer` shape, and dialling a list of multiaddrs.
+//! peers in nwaku's `WakuPeer` shape (also `/admin/v1/peers/connected` and one by id at
+//! `/admin/v1/peer/{peerId}`), and dialling a list of multiaddrs.
 
 use std::time::{Duration, Instant};
 
 use axum::{
     body::Bytes,
-    extract::State as AxumState,
+    extract::{Path, State as AxumState},
     response::{IntoResponse, Response},
     routing::get,
     Json, Router,
 };
-use libp2p::{multiaddr::Protocol, Multiaddr};
+use libp2p::{multiaddr::Protocol, Multiaddr, PeerId};
 
 use super::{json_body, ok, RestError, State};
-use crate::message::ShardTopic;
+use crate::{message::ShardTopic, swarm::command::PeerStatus};
 
 /// How long one peer of a `POST` may take to connect (nwaku's `connectPeer` waits for the
 /// connection, not just the dial).
@@ -22,51 +23,79 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_PEERS_PER_POST: usize = 64;
 
 pub fn routes() -> Router<State> {
-    Router::new().route("/admin/v1/peers", get(peers).post(connect))
+    Router::new()
+        .route("/admin/v1/peers", get(peers).post(connect))
+        // Roost lists connected peers only, so both lists are the same.
+        .route("/admin/v1/peers/connected", get(peers))
+        .route("/admin/v1/peer/{peer_id}", get(peer))
 }
 
-/// `[{"multiaddr", "protocols", "shards", "connected", "agent", "origin", "score"}]`. Roost
-/// knows a peer's relay topics (gossipsub) but keeps no identify record, so `protocols` lists
-/// the relay protocol for relay peers only and `agent` is empty.
-async fn peers(AxumState(state): AxumState<State>) -> Result<Response, RestError> {
-    let status = state
+/// One connected peer in nwaku's `WakuPeer` shape. Roost knows a peer's relay topics
+/// (gossipsub) but keeps no identify record, so `protocols` lists the relay protocol for relay
+/// peers only and `agent` is empty.
+fn waku_peer(peer: &PeerStatus) -> serde_json::Value {
+    let mut address = peer.address.clone().unwrap_or_else(Multiaddr::empty);
+    if !matches!(address.iter().last(), Some(Protocol::P2p(_))) {
+        address.push(Protocol::P2p(peer.peer_id));
+    }
+    let mut shards: Vec<u16> = peer
+        .topics
+        .iter()
+        .filter_map(|t| ShardTopic::parse(t))
+        .map(|t| t.shard)
+        .collect();
+    shards.sort_unstable();
+    shards.dedup();
+    let protocols: Vec<&str> = if peer.topics.is_empty() {
+        Vec::new()
+    } else {
+        vec![crate::relay::PROTOCOL_ID]
+    };
+    serde_json::json!({
+        "multiaddr": address.to_string(),
+        "protocols": protocols,
+        "shards": shards,
+        "connected": "Connected",
+        "agent": "",
+        "origin": if peer.is_static { "Static" } else { "UnknownOrigin" },
+        "score": serde_json::Value::Null,
+    })
+}
+
+async fn connected_peers(state: &State) -> Result<Vec<PeerStatus>, RestError> {
+    Ok(state
         .node
         .network_status()
         .await
-        .ok_or_else(|| RestError::Internal("the node is shutting down".into()))?;
-    let peers: Vec<serde_json::Value> = status
-        .peers
+        .ok_or_else(|| RestError::Internal("the node is shutting down".into()))?
+        .peers)
+}
+
+/// `[{"multiaddr", "protocols", "shards", "connected", "agent", "origin", "score"}]`.
+async fn peers(AxumState(state): AxumState<State>) -> Result<Response, RestError> {
+    let peers: Vec<serde_json::Value> = connected_peers(&state)
+        .await?
         .iter()
-        .map(|peer| {
-            let mut address = peer.address.clone().unwrap_or_else(Multiaddr::empty);
-            if !matches!(address.iter().last(), Some(Protocol::P2p(_))) {
-                address.push(Protocol::P2p(peer.peer_id));
-            }
-            let mut shards: Vec<u16> = peer
-                .topics
-                .iter()
-                .filter_map(|t| ShardTopic::parse(t))
-                .map(|t| t.shard)
-                .collect();
-            shards.sort_unstable();
-            shards.dedup();
-            let protocols: Vec<&str> = if peer.topics.is_empty() {
-                Vec::new()
-            } else {
-                vec![crate::relay::PROTOCOL_ID]
-            };
-            serde_json::json!({
-                "multiaddr": address.to_string(),
-                "protocols": protocols,
-                "shards": shards,
-                "connected": "Connected",
-                "agent": "",
-                "origin": if peer.is_static { "Static" } else { "UnknownOrigin" },
-                "score": serde_json::Value::Null,
-            })
-        })
+        .map(waku_peer)
         .collect();
     Ok(Json(peers).into_response())
+}
+
+/// One peer by id: 400 for an unreadable id, 404 when it is not connected (nwaku: not in its
+/// peer store).
+async fn peer(
+    AxumState(state): AxumState<State>,
+    Path(peer_id): Path<String>,
+) -> Result<Response, RestError> {
+    let id: PeerId = peer_id
+        .parse()
+        .map_err(|e| RestError::BadRequest(format!("Invalid argument:{e}")))?;
+    connected_peers(&state)
+        .await?
+        .iter()
+        .find(|p| p.peer_id == id)
+        .map(|p| Json(waku_peer(p)).into_response())
+        .ok_or_else(|| RestError::NotFound(format!("Peer with ID {peer_id} not found")))
 }
 
 /// Dials each address (`/…/p2p/<peer id>`) and waits until it is connected; the first that

@@ -2,7 +2,7 @@
 //! services the libp2p protocols use. This module owns the `[rest]` config, the axum server,
 //! the relay message cache REST readers drain ([`relay::Cache`]), CORS (`rest.allow_origin`)
 //! and `roost_rest_requests_total`. Routes, one file per group as nwaku groups them:
-//! `debug.rs` (`/health`, `/info`, `/version`), `admin.rs` (`/admin/v1/peers`, only with
+//! `debug.rs` (`/health`, `/info`, `/version`), `admin.rs` (`/admin/v1/peer[s]`, only with
 //! `rest.admin`), `relay.rs` (`/relay/v1/...`), `store.rs` (`/store/v3/messages`) and
 //! `lightpush.rs` (`/lightpush/v3/message`, legacy `/lightpush/v1/message`).
 //!
@@ -254,6 +254,7 @@ fn route_label(path: &str) -> &'static str {
         ("/version", "version"),
         ("/debug/v1/version", "version"),
         ("/admin/v1/peers", "admin_peers"),
+        ("/admin/v1/peer", "admin_peers"),
         ("/relay/v1/auto/subscriptions", "relay_auto_subscriptions"),
         ("/relay/v1/auto/messages", "relay_auto_messages"),
         ("/relay/v1/subscriptions", "relay_subscriptions"),

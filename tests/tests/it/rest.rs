@@ -221,6 +221,20 @@ async fn admin_peers_dials_and_lists_connected_peers() {
     for key in ["agent", "origin", "score"] {
         assert!(peer.get(key).is_some(), "{key} missing: {peers}");
     }
+    assert_eq!(rest_a.get_json("/admin/v1/peers/connected").await, peers);
+    let b_id = b.handle.peer_id().to_string();
+    assert_eq!(
+        rest_a.get_json(&format!("/admin/v1/peer/{b_id}")).await,
+        peers[0]
+    );
+    assert_eq!(
+        rest_a
+            .get(&format!("/admin/v1/peer/{}", libp2p::PeerId::random()))
+            .await
+            .0,
+        404
+    );
+    assert_eq!(rest_a.get("/admin/v1/peer/not-a-peer-id").await.0, 400);
     // b sees a too, although only a dialled.
     let peers_b = Rest::of(&b).get_json("/admin/v1/peers").await;
     let a_id = a.handle.peer_id().to_string();
