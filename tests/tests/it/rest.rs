@@ -1,8 +1,8 @@
 //! nwaku's REST API against real nodes, driven only through REST (reqwest): health and info,
 //! admin peers, relay subscriptions and caches (pubsub and autosharding), store queries with
-//! nwaku's parameters and cursor paging both ways, light push v3 and legacy, CORS, body limits and the
-//! error codes nwaku answers. Request and response bodies are the ones nwaku's handlers and
-//! OpenAPI define.
+//! nwaku's parameters and cursor paging both ways, light push v3 and legacy, CORS, body limits
+//! and the error codes nwaku answers. Request and response bodies are the ones nwaku's handlers
+//! and OpenAPI define.
 
 use roost_node::message::now_nanos;
 use roost_tests::{init_tracing, metric_sum, wait_until, TestNode, WAIT};
