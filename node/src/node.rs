@@ -70,7 +70,7 @@ pub enum StartError {
         address: SocketAddr,
         source: std::io::Error,
     },
-    #[error("REST address {address} is unavailable ({source}); choose another with --rest-address or ROOST_REST_ADDRESS, or turn the REST API off with --rest-enabled false")]
+    #[error("REST address {address} is unavailable ({source}); choose another with --rest-address or ROOST_REST_ADDRESS, or turn the REST API off with --rest=false")]
     Rest {
         address: SocketAddr,
         source: std::io::Error,

@@ -213,3 +213,29 @@ fn rest_keys_come_from_env_and_flags() {
     };
     assert!(Config::load(&sources).is_err());
 }
+
+#[test]
+fn nwaku_rest_flags_parse() {
+    use clap::{Args, FromArgMatches};
+    let command = ConfigFlags::augment_args(clap::Command::new("roost"));
+    let matches = command
+        .try_get_matches_from([
+            "roost",
+            "--rest=false",
+            "--rest-admin=true",
+            "--rest-allow-origin",
+            "http://a.example",
+            "--rest-relay-cache-capacity=9",
+        ])
+        .unwrap();
+    let flags = ConfigFlags::from_arg_matches(&matches).unwrap();
+    let c = Config::load(&Sources {
+        flags: flags.values,
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(!c.rest.enabled);
+    assert!(c.rest.admin);
+    assert_eq!(c.rest.allow_origin, vec!["http://a.example"]);
+    assert_eq!(c.rest.relay_cache_capacity, 9);
+}
