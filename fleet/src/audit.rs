@@ -17,6 +17,7 @@ const LOCAL_ONLY: &[&str] = &[
     "network.peers",
     "network.external_addresses",
     "http.address",
+    "rest.address",
     "rendezvous.points",
     "log.format",
     // A local fleet's attestations are signed with its own development (or given) key.

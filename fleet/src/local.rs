@@ -297,6 +297,13 @@ fn local_table(
         "address",
         Value::String("127.0.0.1:0".into()),
     );
+    // Several nodes share this machine: none may take the REST API's fixed port.
+    set(
+        &mut table,
+        "rest",
+        "address",
+        Value::String("127.0.0.1:0".into()),
+    );
     // Static peers: every boot node and rendezvous point already running, so the fleet is
     // connected even before rendezvous discovery has run.
     let boots: Vec<Value> = started

@@ -71,6 +71,7 @@ impl Client {
         config.network.tcp_port = 0;
         config.network.ws_enabled = false;
         config.http.enabled = false;
+        config.rest.enabled = false;
         config.relay.enabled = false;
         config.store.enabled = false;
         config.relay.cluster_id = cluster_id;

@@ -27,6 +27,8 @@ pub struct NodeInfo {
     pub tcp_addresses: Vec<Multiaddr>,
     pub ws_addresses: Vec<Multiaddr>,
     pub http_address: Option<SocketAddr>,
+    /// Where the nwaku-compatible REST API listens (`[rest]`), when enabled.
+    pub rest_address: Option<SocketAddr>,
     pub cluster_id: u16,
     pub shards: Vec<u16>,
     pub pubsub_topics: Vec<String>,

@@ -26,6 +26,7 @@ pub mod peer_exchange;
 pub mod relay;
 pub mod rendezvous;
 pub mod reqres;
+pub mod rest;
 pub mod store;
 pub mod swarm;
 pub mod telemetry;

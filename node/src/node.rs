@@ -70,6 +70,11 @@ pub enum StartError {
         address: SocketAddr,
         source: std::io::Error,
     },
+    #[error("REST address {address} is unavailable ({source}); choose another with --rest-address or ROOST_REST_ADDRESS, or turn the REST API off with --rest=false")]
+    Rest {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// A running node: its tasks and a handle to it.
@@ -146,6 +151,8 @@ impl Node {
         .await?;
         let lightpush_metrics =
             lightpush::Metrics::register(registry.sub_registry_with_prefix("roost_lightpush"));
+        let rest_metrics =
+            crate::rest::Metrics::register(registry.sub_registry_with_prefix("roost_rest"));
         let filter_metrics =
             filter::Metrics::register(registry.sub_registry_with_prefix("roost_filter"));
         let px_metrics = peer_exchange::Metrics::register(
@@ -371,6 +378,7 @@ impl Node {
             tcp_addresses: tcp_addresses.iter().map(with_p2p).collect(),
             ws_addresses: ws_addresses.iter().map(with_p2p).collect(),
             http_address: None,
+            rest_address: None,
             cluster_id: config.relay.cluster_id,
             shards: config.relay.shards.clone(),
             pubsub_topics: config
@@ -393,6 +401,18 @@ impl Node {
                     source,
                 })?;
             info.http_address = listener.local_addr().ok();
+            Some(listener)
+        } else {
+            None
+        };
+        let rest_listener = if config.rest.enabled {
+            let listener = tokio::net::TcpListener::bind(config.rest.address)
+                .await
+                .map_err(|source| StartError::Rest {
+                    address: config.rest.address,
+                    source,
+                })?;
+            info.rest_address = listener.local_addr().ok();
             Some(listener)
         } else {
             None
@@ -522,6 +542,24 @@ impl Node {
             });
         }
 
+        if let Some(listener) = rest_listener {
+            let state = crate::rest::State {
+                node: handle.clone(),
+                relay: Arc::new(config.relay.clone()),
+                lightpush_enabled: config.lightpush.enabled,
+                cache: Arc::new(crate::rest::relay::Cache::new(
+                    config.rest.relay_cache_capacity as usize,
+                )),
+            };
+            let rest_config = config.rest.clone();
+            let shutdown = shutdown_rx.clone();
+            tasks.spawn(async move {
+                let result =
+                    crate::rest::serve(listener, state, rest_config, rest_metrics, shutdown).await;
+                ("rest", result.map_err(|e| e.to_string()))
+            });
+        }
+
         for address in &handle.info.listen_addresses {
             tracing::info!(%address, "listening on");
         }
@@ -530,6 +568,7 @@ impl Node {
             cluster = config.relay.cluster_id,
             shards = ?config.relay.shards,
             http = ?handle.info.http_address,
+            rest = ?handle.info.rest_address,
             "roost node started"
         );
 

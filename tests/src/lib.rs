@@ -94,6 +94,8 @@ pub fn test_config(dir: &std::path::Path) -> Config {
     c.network.tcp_port = 0;
     c.network.ws_port = 0;
     c.http.address = ([127, 0, 0, 1], 0).into();
+    // The REST API is on by default (as nwaku's): never on its fixed port 8645 in tests.
+    c.rest.address = ([127, 0, 0, 1], 0).into();
     c.node.shutdown_timeout = Duration::from_secs(3);
     // Every test peer connects from 127.0.0.1, which no production IP sees: spare it the
     // per-IP connection limits, IP bans and gossipsub's IP colocation penalty. Tests of those
@@ -150,6 +152,14 @@ impl TestNode {
                 .info()
                 .http_address
                 .expect("HTTP endpoint enabled")
+        )
+    }
+
+    /// The base URL of the node's nwaku-compatible REST API (`[rest]`).
+    pub fn rest_url(&self) -> String {
+        format!(
+            "http://{}",
+            self.handle.info().rest_address.expect("REST API enabled")
         )
     }
 

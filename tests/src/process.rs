@@ -163,6 +163,7 @@ pub fn test_node_env(cmd: &mut Command) {
         .env("ROOST_NETWORK_WS_PORT", "0")
         .env("ROOST_NETWORK_LISTEN_IP", "127.0.0.1")
         .env("ROOST_HTTP_ADDRESS", "127.0.0.1:0")
+        .env("ROOST_REST_ADDRESS", "127.0.0.1:0")
         .env("ROOST_LOG_FORMAT", "json");
 }
 

@@ -31,6 +31,9 @@ const FLAG_ALIASES: &[(&str, &str)] = &[
     ("log.format", "log-format"),
     // nwaku's flag: `--rate-limit=store:100/1m`, repeatable.
     ("throttle.rate_limit", "rate-limit"),
+    // nwaku's `--rest=true|false`; the other `[rest]` flags already match nwaku's names
+    // (`--rest-admin`, `--rest-allow-origin`, `--rest-relay-cache-capacity`).
+    ("rest.enabled", "rest"),
 ];
 
 /// What type a key holds, which decides how env/flag text is parsed.

@@ -34,6 +34,7 @@ pub struct Config {
     pub store: crate::store::Config,
     pub rendezvous: crate::rendezvous::Config,
     pub http: HttpConfig,
+    pub rest: crate::rest::Config,
     pub log: LogConfig,
     pub operator: crate::operator::Config,
 }
@@ -226,6 +227,7 @@ impl Config {
         self.rendezvous.validate().map_err(ConfigError::Invalid)?;
         self.store.validate().map_err(ConfigError::Invalid)?;
         self.filter.validate().map_err(ConfigError::Invalid)?;
+        self.rest.validate().map_err(ConfigError::Invalid)?;
         self.peer_exchange
             .validate(self.relay.cluster_id)
             .map_err(ConfigError::Invalid)?;

@@ -19,6 +19,11 @@ fn defaults_are_the_documented_ones() {
     assert_eq!(c.network.tcp_port, 60000);
     assert_eq!(c.network.ws_port, 8000);
     assert_eq!(c.http.address.to_string(), "127.0.0.1:8008");
+    // nwaku's defaults: --rest=true, --rest-address=127.0.0.1, --rest-port=8645.
+    assert!(c.rest.enabled);
+    assert_eq!(c.rest.address.to_string(), "127.0.0.1:8645");
+    assert!(!c.rest.admin);
+    assert_eq!(c.rest.relay_cache_capacity, 50);
     assert_eq!(c.relay.cluster_id, 1);
     assert_eq!(c.relay.shards, (0..8).collect::<Vec<u16>>());
     assert_eq!(c.relay.max_message_size, ByteSize::kib(150));
@@ -179,4 +184,58 @@ fn dump_round_trips() {
     c.relay.max_message_size = ByteSize::mib(1);
     let again = Config::from_toml_str(&c.to_toml()).unwrap();
     assert_eq!(again, c);
+}
+
+#[test]
+fn rest_keys_come_from_env_and_flags() {
+    let sources = Sources {
+        env: vec![
+            ("ROOST_REST_ADDRESS".into(), "127.0.0.1:0".into()),
+            (
+                "ROOST_REST_ALLOW_ORIGIN".into(),
+                "http://a.example,http://*.b".into(),
+            ),
+        ],
+        flags: vec![
+            ("rest.admin".into(), vec!["true".into()]),
+            ("rest.relay_cache_capacity".into(), vec!["7".into()]),
+        ],
+        ..Default::default()
+    };
+    let c = Config::load(&sources).unwrap();
+    assert_eq!(c.rest.address.port(), 0);
+    assert_eq!(c.rest.allow_origin, vec!["http://a.example", "http://*.b"]);
+    assert!(c.rest.admin);
+    assert_eq!(c.rest.relay_cache_capacity, 7);
+    let sources = Sources {
+        env: vec![("ROOST_REST_RELAY_CACHE_CAPACITY".into(), "0".into())],
+        ..Default::default()
+    };
+    assert!(Config::load(&sources).is_err());
+}
+
+#[test]
+fn nwaku_rest_flags_parse() {
+    use clap::{Args, FromArgMatches};
+    let command = ConfigFlags::augment_args(clap::Command::new("roost"));
+    let matches = command
+        .try_get_matches_from([
+            "roost",
+            "--rest=false",
+            "--rest-admin=true",
+            "--rest-allow-origin",
+            "http://a.example",
+            "--rest-relay-cache-capacity=9",
+        ])
+        .unwrap();
+    let flags = ConfigFlags::from_arg_matches(&matches).unwrap();
+    let c = Config::load(&Sources {
+        flags: flags.values,
+        ..Default::default()
+    })
+    .unwrap();
+    assert!(!c.rest.enabled);
+    assert!(c.rest.admin);
+    assert_eq!(c.rest.allow_origin, vec!["http://a.example"]);
+    assert_eq!(c.rest.relay_cache_capacity, 9);
 }

@@ -150,37 +150,43 @@ impl Service {
     }
 
     fn refusal_of(&self, e: PublishError) -> Refused {
-        match e {
-            PublishError::Invalid(Invalid::Oversize { size, max }) => Refused::new(
-                Status::PAYLOAD_TOO_LARGE,
-                format!("message of {size} bytes exceeds this node's limit of {max} bytes"),
+        refusal_for(e, &self.relay)
+    }
+}
+
+/// The light push answer to a failed publish (nwaku's status codes); the REST API's light push
+/// route answers with the same mapping.
+pub fn refusal_for(e: PublishError, relay: &relay::Config) -> Refused {
+    match e {
+        PublishError::Invalid(Invalid::Oversize { size, max }) => Refused::new(
+            Status::PAYLOAD_TOO_LARGE,
+            format!("message of {size} bytes exceeds this node's limit of {max} bytes"),
+        ),
+        PublishError::Invalid(Invalid::UnknownPubsubTopic(topic)) => Refused::new(
+            Status::UNSUPPORTED_PUBSUB_TOPIC,
+            format!(
+                "this node does not relay pubsub topic {topic}; it relays {}",
+                relay
+                    .pubsub_topics()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
-            PublishError::Invalid(Invalid::UnknownPubsubTopic(topic)) => Refused::new(
-                Status::UNSUPPORTED_PUBSUB_TOPIC,
-                format!(
-                    "this node does not relay pubsub topic {topic}; it relays {}",
-                    self.relay
-                        .pubsub_topics()
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            ),
-            PublishError::Invalid(invalid) => {
-                Refused::new(Status::INVALID_MESSAGE, invalid.to_string())
-            }
-            PublishError::Duplicate => {
-                Refused::new(Status::INVALID_MESSAGE, "message was already relayed")
-            }
-            PublishError::RelayDisabled | PublishError::ShuttingDown => {
-                Refused::new(Status::SERVICE_NOT_AVAILABLE, e.to_string())
-            }
-            PublishError::Failed(reason) => Refused::new(
-                Status::SERVICE_NOT_AVAILABLE,
-                format!("cannot publish now: {reason}"),
-            ),
+        ),
+        PublishError::Invalid(invalid) => {
+            Refused::new(Status::INVALID_MESSAGE, invalid.to_string())
         }
+        PublishError::Duplicate => {
+            Refused::new(Status::INVALID_MESSAGE, "message was already relayed")
+        }
+        PublishError::RelayDisabled | PublishError::ShuttingDown => {
+            Refused::new(Status::SERVICE_NOT_AVAILABLE, e.to_string())
+        }
+        PublishError::Failed(reason) => Refused::new(
+            Status::SERVICE_NOT_AVAILABLE,
+            format!("cannot publish now: {reason}"),
+        ),
     }
 }
 

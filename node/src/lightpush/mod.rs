@@ -24,7 +24,7 @@ use libp2p::StreamProtocol;
 use prost::Message as _;
 use serde::{Deserialize, Serialize};
 
-pub use behaviour::{behaviour, published, Behaviour, Event, Service};
+pub use behaviour::{behaviour, published, refusal_for, Behaviour, Event, Service};
 pub use metrics::Metrics;
 
 use crate::message::{WakuMessage, WakuMessageProto};

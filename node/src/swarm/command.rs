@@ -54,6 +54,22 @@ pub struct NetworkStatus {
     pub connected_peers: Vec<PeerId>,
     /// (pubsub topic, mesh peers, subscribed peers)
     pub shards: Vec<ShardStatus>,
+    /// Each connected peer in detail, for the REST admin API (nwaku's `/admin/v1/peers`);
+    /// left out of `/debug/v1/peers`, whose shape stays as it was.
+    #[serde(skip)]
+    pub peers: Vec<PeerStatus>,
+}
+
+/// One connected peer as the swarm task sees it.
+#[derive(Debug, Clone)]
+pub struct PeerStatus {
+    pub peer_id: PeerId,
+    /// The remote address of its first connection (dialled, or where it came from).
+    pub address: Option<Multiaddr>,
+    /// Pubsub topics it is subscribed to in gossipsub (empty when it is no relay peer).
+    pub topics: Vec<String>,
+    /// Whether it is one of `network.peers`.
+    pub is_static: bool,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]

@@ -31,7 +31,7 @@ pub use crate::relay::MessageSink;
 pub use crate::reqres::{Protocol as ReqResProtocol, RequestError};
 pub use behaviour::{Behaviour, BehaviourEvent, Services};
 pub use command::{
-    Command, NetworkStatus, PublishError, PublishReceipt, ShardStatus, COMMAND_CAPACITY,
+    Command, NetworkStatus, PeerStatus, PublishError, PublishReceipt, ShardStatus, COMMAND_CAPACITY,
 };
 pub use peer_kind::{PeerKind, PeerKinds};
 pub use transport::{build_swarm, BuildError};
@@ -61,6 +61,8 @@ pub struct SwarmTask {
     static_peers: StaticPeers,
     /// What metadata said each connected peer is (Waku, generic libp2p, not known yet).
     pub(crate) peer_kinds: PeerKinds,
+    /// The address of each connected peer's first connection, for the REST admin peer list.
+    peer_addresses: std::collections::HashMap<libp2p::PeerId, libp2p::Multiaddr>,
     command_capacity: usize,
 }
 
@@ -97,6 +99,7 @@ impl SwarmTask {
             relay_enabled: config.relay.enabled,
             static_peers,
             peer_kinds: PeerKinds::default(),
+            peer_addresses: std::collections::HashMap::new(),
             command_capacity: COMMAND_CAPACITY,
         };
         task.subscribe_shards(config);
@@ -308,6 +311,8 @@ impl SwarmTask {
                     .connected(peer_id, connection_id, &endpoint);
                 if num_established.get() == 1 {
                     self.peer_kinds.connected(peer_id);
+                    self.peer_addresses
+                        .insert(peer_id, static_peers::endpoint_address(&endpoint).clone());
                     metadata::ask(&mut self.swarm.behaviour_mut().metadata, peer_id);
                 }
             }
@@ -319,6 +324,7 @@ impl SwarmTask {
             } => {
                 tracing::debug!(peer = %peer_id, cause = ?cause, remaining = num_established, "connection closed");
                 if num_established == 0 {
+                    self.peer_addresses.remove(&peer_id);
                     metadata::forget(&mut self.swarm.behaviour_mut().metadata, &peer_id);
                     if self.peer_kinds.disconnected(&peer_id) == Some(PeerKind::Generic) {
                         // The blacklist is per peer id: keep it as small as the connections.

@@ -7,7 +7,7 @@ use libp2p::{gossipsub, PeerId};
 
 use super::{
     metrics::{ChannelLabels, PeerKindLabels},
-    NetworkStatus, ShardStatus, SwarmTask,
+    NetworkStatus, PeerStatus, ShardStatus, SwarmTask,
 };
 use crate::health::Status;
 
@@ -39,9 +39,28 @@ impl SwarmTask {
                     .collect()
             })
             .unwrap_or_default();
+        let mut topics_of: HashMap<PeerId, Vec<String>> = HashMap::new();
+        if let Some(gs) = self.swarm.behaviour().relay.as_ref() {
+            for (peer, topics) in gs.all_peers() {
+                topics_of
+                    .entry(*peer)
+                    .or_default()
+                    .extend(topics.iter().map(|t| t.to_string()));
+            }
+        }
+        let peers = connected_peers
+            .iter()
+            .map(|peer| PeerStatus {
+                peer_id: *peer,
+                address: self.peer_addresses.get(peer).cloned(),
+                topics: topics_of.remove(peer).unwrap_or_default(),
+                is_static: self.static_peers.contains(peer),
+            })
+            .collect();
         NetworkStatus {
             connected_peers,
             shards,
+            peers,
         }
     }
 

@@ -33,6 +33,7 @@ fn run_starts_serves_health_and_metrics_and_exits_cleanly_on_sigint() {
         .env("ROOST_NETWORK_WS_PORT", "0")
         .env("ROOST_NETWORK_LISTEN_IP", "127.0.0.1")
         .env("ROOST_HTTP_ADDRESS", "127.0.0.1:0")
+        .env("ROOST_REST_ADDRESS", "127.0.0.1:0")
         .env("ROOST_LOG_FORMAT", "json")
         .stderr(std::process::Stdio::piped());
     let mut process = RoostProcess {

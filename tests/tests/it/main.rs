@@ -15,5 +15,6 @@ mod operator;
 mod peer_exchange;
 mod relay;
 mod rendezvous;
+mod rest;
 mod store;
 mod throttle;

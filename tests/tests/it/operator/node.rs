@@ -55,6 +55,7 @@ fn a_node_refuses_to_start_with_another_nodes_attestation() {
     .env("ROOST_NETWORK_TCP_PORT", "0")
     .env("ROOST_NETWORK_WS_PORT", "0")
     .env("ROOST_HTTP_ADDRESS", "127.0.0.1:0")
+    .env("ROOST_REST_ADDRESS", "127.0.0.1:0")
     .env("ROOST_NETWORK_LISTEN_IP", "127.0.0.1")
     .output()
     .unwrap();

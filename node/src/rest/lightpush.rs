@@ -1,0 +1,149 @@
+//! `POST /lightpush/v3/message` (nwaku's `endpoint/lightpush`): `{"pubsubTopic", "message"}`
+//! published as a light push request would be (autosharded when the topic is absent, then
+//! `NodeHandle::publish`, then the store's acknowledgement on a store node), answered
+//! `200 {"relayPeerCount": n}` or with the light push status code as the HTTP status and
+//! `{"statusDesc": …}`; and the legacy `POST /lightpush/v1/message` (`endpoint/legacy_lightpush`)
+//! with the same body, answered in text.
+
+use axum::{
+    body::Bytes,
+    extract::State as AxumState,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::post,
+    Json, Router,
+};
+use serde::Deserialize;
+
+use super::{ok, RestError, RestMessage, State};
+use crate::{
+    lightpush::{refusal_for, Refused, Status},
+    store::StoreError,
+};
+
+pub fn routes() -> Router<State> {
+    Router::new()
+        .route("/lightpush/v3/message", post(push))
+        .route("/lightpush/v1/message", post(push_legacy))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PushRequest {
+    pubsub_topic: Option<String>,
+    message: RestMessage,
+}
+
+fn refused(refused: Refused) -> Response {
+    tracing::debug!(status = %refused.status, reason = %refused.description, "REST light push refused");
+    let status = u16::try_from(refused.status.0)
+        .ok()
+        .and_then(|code| StatusCode::from_u16(code).ok())
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        Json(serde_json::json!({ "statusDesc": refused.description })),
+    )
+        .into_response()
+}
+
+/// Publishes a push as the light push service does: autoshard when no topic is given, the
+/// node's publish, 505 without relay peers, and on a store node the answer waits until the
+/// message is committed (`ArchiveHandle::insert`), so a 200 means stored as well.
+async fn publish(state: &State, body: &[u8]) -> Result<u32, Refused> {
+    if !state.lightpush_enabled {
+        // nwaku without a light push service of its own looks for a peer; Roost has none to
+        // pick, as nwaku without peers and discovery.
+        return Err(Refused::new(
+            Status::SERVICE_NOT_AVAILABLE,
+            "No suitable service peer & no discovery method",
+        ));
+    }
+    let request: PushRequest = serde_json::from_slice(body)
+        .map_err(|e| Refused::new(Status::BAD_REQUEST, format!("Invalid push request! {e}")))?;
+    let message = request
+        .message
+        .into_message()
+        .map_err(|e| Refused::new(Status::BAD_REQUEST, format!("Invalid message! {e}")))?;
+    let topic = match request.pubsub_topic {
+        Some(topic) if topic.trim().is_empty() => {
+            return Err(Refused::new(
+                Status::BAD_REQUEST,
+                "pubsub topic must not be empty",
+            ))
+        }
+        Some(topic) => topic,
+        None => state
+            .relay
+            .autoshard(&message.content_topic)
+            .map_err(|e| Refused::new(Status::INVALID_MESSAGE, format!("cannot autoshard: {e}")))?
+            .to_string(),
+    };
+    let store = state
+        .node
+        .store()
+        .filter(|store| store.accepts(&topic, &message))
+        .cloned();
+    let to_store = store.as_ref().map(|_| message.clone());
+    let receipt = state
+        .node
+        .publish(topic.clone(), message)
+        .await
+        .map_err(|e| refusal_for(e, &state.relay))?;
+    if receipt.relay_peers == 0 {
+        return Err(Refused::new(
+            Status::NO_PEERS_TO_RELAY,
+            format!("no relay peers on {topic}"),
+        ));
+    }
+    let relay_peers = u32::try_from(receipt.relay_peers).unwrap_or(u32::MAX);
+    if let (Some(store), Some(message)) = (store, to_store) {
+        match store.insert(&topic, message).await {
+            // Rejected: it left the timestamp window while relayed; the relay answer stands.
+            Ok(_) => {}
+            Err(StoreError::ShuttingDown) => {
+                return Err(Refused::new(
+                    Status::SERVICE_NOT_AVAILABLE,
+                    format!("relayed to {relay_peers} peer(s), but the node is shutting down and did not store it"),
+                ))
+            }
+            Err(e) => {
+                return Err(Refused::new(
+                    Status::INTERNAL_SERVER_ERROR,
+                    format!("relayed to {relay_peers} peer(s), but not stored: {e}"),
+                ))
+            }
+        }
+    }
+    Ok(relay_peers)
+}
+
+/// v3: `200 {"relayPeerCount": n}`, else the light push code as HTTP status with
+/// `{"statusDesc"}`.
+async fn push(AxumState(state): AxumState<State>, body: Bytes) -> Response {
+    match publish(&state, &body).await {
+        Ok(relay_peers) => {
+            Json(serde_json::json!({ "relayPeerCount": relay_peers })).into_response()
+        }
+        Err(e) => refused(e),
+    }
+}
+
+/// Legacy (nwaku's `/lightpush/v1/message`, still called by the interop test suite): 200 `OK`,
+/// 400 for an unreadable request, 429 over quota, 503 for any other failure, all as text.
+async fn push_legacy(AxumState(state): AxumState<State>, body: Bytes) -> Response {
+    match publish(&state, &body).await {
+        Ok(_) => ok(),
+        Err(e) if e.status == Status::BAD_REQUEST => {
+            RestError::BadRequest(e.description).into_response()
+        }
+        Err(e) if e.status == Status::TOO_MANY_REQUESTS => {
+            RestError::TooManyRequests("Request rate limit reached".into()).into_response()
+        }
+        Err(e) => RestError::Unavailable(format!(
+            "Failed to request a message push: {}",
+            e.description
+        ))
+        .into_response(),
+    }
+}

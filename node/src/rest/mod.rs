@@ -1,0 +1,439 @@
+//! nwaku's REST API (`[rest]`, default `127.0.0.1:8645`): a second front door to the same
+//! services the libp2p protocols use. This module owns the `[rest]` config, the axum server,
+//! the relay message cache REST readers drain ([`relay::Cache`]), CORS (`rest.allow_origin`)
+//! and `roost_rest_requests_total`. Routes, one file per group as nwaku groups them:
+//! `debug.rs` (`/health`, `/info`, `/version`), `admin.rs` (`/admin/v1/peer[s]`, only with
+//! `rest.admin`), `relay.rs` (`/relay/v1/...`), `store.rs` (`/store/v3/messages`) and
+//! `lightpush.rs` (`/lightpush/v3/message`, legacy `/lightpush/v1/message`).
+//!
+//! Every route calls what the protocols call (`NodeHandle::publish`, `ArchiveHandle::query`,
+//! `NodeHandle::request` on the store protocol, `NodeHandle::dial`), so limits and validation
+//! are the same on both doors. Shapes, defaults and status codes follow nwaku's handlers
+//! (`waku/rest_api/endpoint/*/handlers.nim`): errors are `text/plain` with 400/404/412/429/
+//! 500/503, a success without a body is 200 `OK`.
+
+mod admin;
+mod debug;
+mod lightpush;
+pub mod relay;
+mod store;
+
+use std::{net::SocketAddr, sync::Arc};
+
+use axum::{
+    body::Body,
+    extract::{DefaultBodyLimit, Request, State as AxumState},
+    http::{header, HeaderMap, HeaderValue, Method, StatusCode},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    Router,
+};
+use base64::Engine as _;
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family},
+    registry::Registry,
+};
+use serde::{Deserialize, Serialize};
+use tokio::{net::TcpListener, sync::watch};
+
+use crate::{handle::NodeHandle, message::WakuMessage};
+
+/// `[rest]` settings, nwaku's `--rest-*` flags.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Serve the REST API. Default `true`, as nwaku's `--rest`.
+    pub enabled: bool,
+    /// Bind address (nwaku's `--rest-address` and `--rest-port`). Default `127.0.0.1:8645`.
+    pub address: SocketAddr,
+    /// Serve the admin routes (`/admin/v1/peers`; nwaku's `--rest-admin`). Default `false`.
+    pub admin: bool,
+    /// Origins allowed to make cross-origin requests; `*` and `?` are wildcards (nwaku's
+    /// `--rest-allow-origin`). Default: none (no CORS headers).
+    pub allow_origin: Vec<String>,
+    /// Messages kept per REST relay subscription until a reader drains them; the oldest go
+    /// first (nwaku's `--rest-relay-cache-capacity`). Default `50`.
+    pub relay_cache_capacity: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            enabled: true,
+            address: SocketAddr::from(([127, 0, 0, 1], 8645)),
+            admin: false,
+            allow_origin: Vec::new(),
+            relay_cache_capacity: 50,
+        }
+    }
+}
+
+impl Config {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.relay_cache_capacity == 0 {
+            return Err("rest.relay_cache_capacity must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// What the routes share.
+#[derive(Clone)]
+pub struct State {
+    pub node: NodeHandle,
+    /// The relay settings: served topics, autosharding, the message size limit.
+    pub relay: Arc<crate::relay::Config>,
+    /// Whether this node serves light push (the REST light push route publishes only then).
+    pub lightpush_enabled: bool,
+    pub cache: Arc<relay::Cache>,
+}
+
+/// Why a request failed; the text is the `text/plain` body, as nwaku answers errors.
+#[derive(Debug, thiserror::Error)]
+pub enum RestError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    PreconditionFailed(String),
+    #[error("{0}")]
+    TooManyRequests(String),
+    #[error("{0}")]
+    Internal(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl IntoResponse for RestError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            RestError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            RestError::NotFound(_) => StatusCode::NOT_FOUND,
+            RestError::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+            RestError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            RestError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            RestError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        text(status, self.to_string())
+    }
+}
+
+pub(crate) fn text(status: StatusCode, body: impl Into<String>) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body.into(),
+    )
+        .into_response()
+}
+
+/// nwaku's answer to a success without a body.
+pub(crate) fn ok() -> Response {
+    text(StatusCode::OK, "OK")
+}
+
+/// Parses a JSON body; anything unreadable is a 400, as nwaku's `decodeRequestBody`.
+pub(crate) fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, RestError> {
+    if body.is_empty() {
+        return Err(RestError::BadRequest("request body is empty".into()));
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| RestError::BadRequest(format!("Failed to decode request: {e}")))
+}
+
+/// A WakuMessage in nwaku's REST JSON form (`RelayWakuMessage`): `payload`, `meta` and `proof`
+/// base64, `timestamp` in nanoseconds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestMessage {
+    pub payload: String,
+    pub content_topic: Option<String>,
+    pub version: Option<u32>,
+    pub timestamp: Option<i64>,
+    pub meta: Option<String>,
+    pub ephemeral: Option<bool>,
+    pub proof: Option<String>,
+}
+
+/// nwaku's `DefaultContentTopic`, used when a REST message names none.
+pub const DEFAULT_CONTENT_TOPIC: &str = "/waku/2/default-content/proto";
+
+fn b64_decode(field: &str, value: &str) -> Result<Vec<u8>, RestError> {
+    base64::engine::general_purpose::STANDARD
+        .decode(value)
+        .map_err(|e| RestError::BadRequest(format!("{field} is not valid base64: {e}")))
+}
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+impl RestMessage {
+    /// nwaku's `toWakuMessage`: default content topic, version 0, timestamp now when absent
+    /// or 0.
+    pub fn into_message(self) -> Result<WakuMessage, RestError> {
+        let timestamp = match self.timestamp {
+            None | Some(0) => crate::message::now_nanos(),
+            Some(t) => t,
+        };
+        Ok(WakuMessage {
+            payload: b64_decode("payload", &self.payload)?,
+            content_topic: self
+                .content_topic
+                .unwrap_or_else(|| DEFAULT_CONTENT_TOPIC.to_owned()),
+            version: Some(self.version.unwrap_or(0)),
+            timestamp: Some(timestamp),
+            meta: match self.meta.as_deref() {
+                None | Some("") => None,
+                Some(m) => Some(b64_decode("meta", m)?),
+            },
+            rate_limit_proof: match self.proof.as_deref() {
+                None | Some("") => None,
+                Some(p) => Some(b64_decode("proof", p)?),
+            },
+            ephemeral: Some(self.ephemeral.unwrap_or(false)),
+        })
+    }
+}
+
+/// A message as nwaku's REST API shows it. `always_proof`: the relay routes always carry
+/// `proof` (empty when none), the store route only when there is one.
+pub fn message_json(message: &WakuMessage, always_proof: bool) -> serde_json::Value {
+    let mut map = serde_json::Map::new();
+    map.insert("payload".into(), b64(&message.payload).into());
+    map.insert("contentTopic".into(), message.content_topic.clone().into());
+    if let Some(meta) = message.meta.as_deref().filter(|m| !m.is_empty()) {
+        map.insert("meta".into(), b64(meta).into());
+    }
+    map.insert("version".into(), message.version.unwrap_or(0).into());
+    map.insert("timestamp".into(), message.timestamp.unwrap_or(0).into());
+    map.insert(
+        "ephemeral".into(),
+        message.ephemeral.unwrap_or(false).into(),
+    );
+    let proof = message.rate_limit_proof.as_deref().unwrap_or_default();
+    if always_proof || !proof.is_empty() {
+        map.insert("proof".into(), b64(proof).into());
+    }
+    serde_json::Value::Object(map)
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: &'static str,
+    pub status: u16,
+}
+
+/// `roost_rest_requests_total{route,status}`.
+#[derive(Clone)]
+pub struct Metrics {
+    pub requests: Family<RequestLabels, Counter>,
+}
+
+impl Metrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let requests = Family::<RequestLabels, Counter>::default();
+        // Registered under the `roost_rest` prefix: `roost_rest_requests_total`.
+        registry.register(
+            "requests",
+            "REST API requests by route group and HTTP status",
+            requests.clone(),
+        );
+        Metrics { requests }
+    }
+}
+
+/// The route group a path belongs to: a closed set, so a client cannot grow the label set.
+fn route_label(path: &str) -> &'static str {
+    const GROUPS: &[(&str, &str)] = &[
+        ("/health", "health"),
+        ("/info", "info"),
+        ("/debug/v1/info", "info"),
+        ("/version", "version"),
+        ("/debug/v1/version", "version"),
+        ("/admin/v1/peers", "admin_peers"),
+        ("/admin/v1/peer", "admin_peers"),
+        ("/relay/v1/auto/subscriptions", "relay_auto_subscriptions"),
+        ("/relay/v1/auto/messages", "relay_auto_messages"),
+        ("/relay/v1/subscriptions", "relay_subscriptions"),
+        ("/relay/v1/messages", "relay_messages"),
+        ("/store/v3/messages", "store"),
+        ("/lightpush/v3/message", "lightpush"),
+        ("/lightpush/v1/message", "lightpush_legacy"),
+    ];
+    GROUPS
+        .iter()
+        .find(|(prefix, _)| path == *prefix || path.starts_with(&format!("{prefix}/")))
+        .map(|(_, label)| *label)
+        .unwrap_or("other")
+}
+
+/// Largest request body read: a relay or light push message at the relay's size limit in
+/// base64 (4/3 of it), plus room for the JSON around it. Larger bodies get 413 unread.
+fn body_limit(relay: &crate::relay::Config) -> usize {
+    relay.max_message_size.as_usize() / 3 * 4 + 64 * 1024
+}
+
+pub fn router(state: State, config: &Config, metrics: Metrics) -> Router {
+    let limit = body_limit(&state.relay);
+    let mut router = Router::new()
+        .merge(debug::routes())
+        .merge(relay::routes())
+        .merge(store::routes())
+        .merge(lightpush::routes());
+    if config.admin {
+        router = router.merge(admin::routes());
+    }
+    let origins = Arc::new(config.allow_origin.clone());
+    router
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(origins, cors))
+        .layer(middleware::from_fn_with_state(metrics, count))
+}
+
+async fn count(AxumState(metrics): AxumState<Metrics>, request: Request, next: Next) -> Response {
+    let route = route_label(request.uri().path());
+    let response = next.run(request).await;
+    metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            route,
+            status: response.status().as_u16(),
+        })
+        .inc();
+    response
+}
+
+/// `*` matches any run of characters, `?` one character (nwaku's `--rest-allow-origin`).
+fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+    match (pattern.first(), text.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => {
+            glob_match(&pattern[1..], text) || (!text.is_empty() && glob_match(pattern, &text[1..]))
+        }
+        (Some(b'?'), Some(_)) => glob_match(&pattern[1..], &text[1..]),
+        (Some(p), Some(t)) if p.eq_ignore_ascii_case(t) => glob_match(&pattern[1..], &text[1..]),
+        _ => false,
+    }
+}
+
+fn allowed_origin(origins: &[String], headers: &HeaderMap) -> Option<HeaderValue> {
+    let origin = headers.get(header::ORIGIN)?;
+    let text = origin.to_str().ok()?;
+    // Bound the matcher's work: an origin is a scheme, a host and a port.
+    if text.len() > 512 {
+        return None;
+    }
+    origins
+        .iter()
+        .any(|p| glob_match(p.as_bytes(), text.as_bytes()))
+        .then(|| origin.clone())
+}
+
+/// CORS: an allowed origin gets `Access-Control-Allow-Origin` on every answer, and preflight
+/// requests are answered here. With no `allow_origin` configured no CORS header is sent, so a
+/// browser page on another origin cannot read the API.
+async fn cors(
+    AxumState(origins): AxumState<Arc<Vec<String>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let allowed = allowed_origin(&origins, request.headers());
+    let preflight = request.method() == Method::OPTIONS
+        && request
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let mut response = if preflight {
+        if allowed.is_none() {
+            return ok();
+        }
+        let mut response = Response::new(Body::empty());
+        let headers = response.headers_mut();
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST, DELETE, OPTIONS"),
+        );
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("content-type"),
+        );
+        response
+    } else {
+        next.run(request).await
+    };
+    if let Some(origin) = allowed {
+        let headers = response.headers_mut();
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        headers.insert(header::VARY, HeaderValue::from_static("Origin"));
+    }
+    response
+}
+
+/// Serves the REST API until shutdown, and feeds the relay cache from the node's accepted
+/// messages meanwhile (one task for both: the cache has no reader once the server is gone).
+pub async fn serve(
+    listener: TcpListener,
+    state: State,
+    config: Config,
+    metrics: Metrics,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let feed = relay::feed(state.node.subscribe(), state.cache.clone());
+    let app = router(state, &config, metrics);
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        while !*shutdown.borrow() {
+            if shutdown.changed().await.is_err() {
+                break;
+            }
+        }
+    });
+    tokio::select! {
+        result = server => result,
+        () = feed => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_match_with_wildcards() {
+        assert!(glob_match(b"*", b"http://a.example"));
+        assert!(glob_match(
+            b"http://*.example:300?",
+            b"http://a.b.example:3001"
+        ));
+        assert!(!glob_match(
+            b"http://*.example:300?",
+            b"http://a.example:30011"
+        ));
+        assert!(!glob_match(b"http://a.example", b"http://b.example"));
+    }
+
+    #[test]
+    fn route_labels_are_a_closed_set() {
+        assert_eq!(route_label("/relay/v1/messages/%2Fwaku"), "relay_messages");
+        assert_eq!(
+            route_label("/relay/v1/auto/messages"),
+            "relay_auto_messages"
+        );
+        assert_eq!(route_label("/healthz"), "other");
+        assert_eq!(route_label("/store/v3/messages"), "store");
+    }
+
+    #[test]
+    fn rest_message_defaults_follow_nwaku() {
+        let m: RestMessage = serde_json::from_str(r#"{"payload":"aGk="}"#).unwrap();
+        let m = m.into_message().unwrap();
+        assert_eq!(m.payload, b"hi");
+        assert_eq!(m.content_topic, DEFAULT_CONTENT_TOPIC);
+        assert_eq!(m.version, Some(0));
+        assert!(m.timestamp.unwrap() > 0);
+        let bad: RestMessage = serde_json::from_str(r#"{"payload":"!!"}"#).unwrap();
+        assert!(bad.into_message().is_err());
+    }
+}

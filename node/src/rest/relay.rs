@@ -1,0 +1,389 @@
+//! `/relay/v1/...` (nwaku's `endpoint/relay`): REST subscriptions to pubsub or content topics,
+//! each with a bounded cache of the messages the node accepted since, drained by `GET`, and
+//! publishing through the node's own publish path (`NodeHandle::publish`: validation, relay,
+//! local sinks), with or without autosharding.
+//!
+//! The node relays every configured shard whatever REST readers do: a REST subscription only
+//! decides what is cached for them. A topic this node does not relay is refused with 400
+//! (nwaku would subscribe its relay to it; Roost's shards are fixed by `relay.shards`).
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{Arc, Mutex},
+};
+
+use axum::{
+    body::Bytes,
+    extract::{Path, State as AxumState},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Json, Router,
+};
+use tokio::sync::broadcast;
+
+use super::{json_body, message_json, ok, RestError, RestMessage, State};
+use crate::{
+    message::{ContentTopic, ShardTopic},
+    relay::RelayedMessage,
+    swarm::command::PublishError,
+};
+
+/// Most topics REST readers may be subscribed to at once, per kind (pubsub, content): every
+/// one holds up to `rest.relay_cache_capacity` messages.
+pub const MAX_SUBSCRIPTIONS: usize = 256;
+/// Most topics in one subscribe or unsubscribe request.
+const MAX_TOPICS_PER_REQUEST: usize = 100;
+
+/// The messages REST readers have not fetched yet, per subscribed topic; each queue holds at
+/// most `capacity` messages, the oldest dropped first.
+pub struct Cache {
+    capacity: usize,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    pubsub: HashMap<String, VecDeque<Arc<RelayedMessage>>>,
+    content: HashMap<String, VecDeque<Arc<RelayedMessage>>>,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Pubsub,
+    Content,
+}
+
+impl Inner {
+    fn topics(&mut self, kind: Kind) -> &mut HashMap<String, VecDeque<Arc<RelayedMessage>>> {
+        match kind {
+            Kind::Pubsub => &mut self.pubsub,
+            Kind::Content => &mut self.content,
+        }
+    }
+}
+
+impl Cache {
+    pub fn new(capacity: usize) -> Self {
+        Cache {
+            capacity: capacity.max(1),
+            inner: Mutex::new(Inner::default()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding the lock leaves plain queues behind: still usable.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Subscribes to every topic not subscribed yet; refuses the whole request if that would
+    /// pass [`MAX_SUBSCRIPTIONS`].
+    fn subscribe(&self, kind: Kind, topics: &[String]) -> Result<(), RestError> {
+        let mut inner = self.lock();
+        let map = inner.topics(kind);
+        let new = topics.iter().filter(|t| !map.contains_key(*t)).count();
+        if map.len() + new > MAX_SUBSCRIPTIONS {
+            return Err(RestError::BadRequest(format!(
+                "at most {MAX_SUBSCRIPTIONS} topics may be subscribed at once"
+            )));
+        }
+        for topic in topics {
+            map.entry(topic.clone()).or_default();
+        }
+        Ok(())
+    }
+
+    fn unsubscribe(&self, kind: Kind, topics: &[String]) {
+        let mut inner = self.lock();
+        let map = inner.topics(kind);
+        for topic in topics {
+            map.remove(topic);
+        }
+    }
+
+    /// The cached messages of `topic`, emptying its queue; `None` when not subscribed.
+    fn drain(&self, kind: Kind, topic: &str) -> Option<Vec<Arc<RelayedMessage>>> {
+        let mut inner = self.lock();
+        inner
+            .topics(kind)
+            .get_mut(topic)
+            .map(|queue| queue.drain(..).collect())
+    }
+
+    /// Keeps `message` for the readers of its pubsub topic and of its content topic.
+    pub fn deliver(&self, message: &Arc<RelayedMessage>) {
+        let capacity = self.capacity;
+        let mut inner = self.lock();
+        let push = |queue: &mut VecDeque<Arc<RelayedMessage>>| {
+            if queue.len() >= capacity {
+                queue.pop_front();
+            }
+            queue.push_back(message.clone());
+        };
+        if let Some(queue) = inner.pubsub.get_mut(&*message.pubsub_topic) {
+            push(queue);
+        }
+        if let Some(queue) = inner.content.get_mut(&message.message.content_topic) {
+            push(queue);
+        }
+    }
+}
+
+/// Copies every message the node accepts into the cache until the node stops.
+pub async fn feed(mut messages: broadcast::Receiver<Arc<RelayedMessage>>, cache: Arc<Cache>) {
+    loop {
+        match messages.recv().await {
+            Ok(message) => cache.deliver(&message),
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                // The cache is best effort as nwaku's: a reader too slow loses messages.
+                tracing::debug!(missed, "REST relay cache fell behind the node's messages");
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+pub fn routes() -> Router<State> {
+    Router::new()
+        .route(
+            "/relay/v1/subscriptions",
+            post(subscribe_pubsub)
+                .delete(unsubscribe_pubsub)
+                .options(options),
+        )
+        .route(
+            "/relay/v1/messages/{topic}",
+            get(messages_pubsub).post(publish_pubsub).options(options),
+        )
+        .route(
+            "/relay/v1/auto/subscriptions",
+            post(subscribe_content)
+                .delete(unsubscribe_content)
+                .options(options),
+        )
+        .route(
+            "/relay/v1/auto/messages/{topic}",
+            get(messages_content).options(options),
+        )
+        .route(
+            "/relay/v1/auto/messages",
+            post(publish_auto).options(options),
+        )
+}
+
+async fn options() -> Response {
+    ok()
+}
+
+fn topic_list(body: &[u8]) -> Result<Vec<String>, RestError> {
+    let topics: Vec<String> = json_body(body)?;
+    if topics.len() > MAX_TOPICS_PER_REQUEST {
+        return Err(RestError::BadRequest(format!(
+            "{} topics in one request; the limit is {MAX_TOPICS_PER_REQUEST}",
+            topics.len()
+        )));
+    }
+    Ok(topics)
+}
+
+/// Only topics this node relays: the others would never see a message.
+fn check_pubsub_topics(state: &State, topics: &[String]) -> Result<(), RestError> {
+    let relayed = state.relay.pubsub_topics();
+    let bad: Vec<&String> = topics
+        .iter()
+        .filter(|t| ShardTopic::parse(t).is_none_or(|s| !relayed.contains(&s)))
+        .collect();
+    if bad.is_empty() {
+        Ok(())
+    } else {
+        Err(RestError::BadRequest(format!(
+            "Invalid pubsub topic(s): {bad:?}; this node relays {}",
+            relayed
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )))
+    }
+}
+
+/// The shard a content topic autoshards to, if this node relays it.
+fn autoshard(state: &State, content_topic: &str) -> Result<String, RestError> {
+    let topic = state
+        .relay
+        .autoshard(content_topic)
+        .map_err(|e| RestError::BadRequest(format!("Autosharding error: {e}")))?;
+    if !state.relay.pubsub_topics().contains(&topic) {
+        return Err(RestError::BadRequest(format!(
+            "content topic {content_topic} maps to {topic}, which this node does not relay"
+        )));
+    }
+    Ok(topic.to_string())
+}
+
+async fn subscribe_pubsub(
+    AxumState(state): AxumState<State>,
+    body: Bytes,
+) -> Result<Response, RestError> {
+    let topics = topic_list(&body)?;
+    check_pubsub_topics(&state, &topics)?;
+    state.cache.subscribe(Kind::Pubsub, &topics)?;
+    Ok(ok())
+}
+
+async fn unsubscribe_pubsub(
+    AxumState(state): AxumState<State>,
+    body: Bytes,
+) -> Result<Response, RestError> {
+    let topics = topic_list(&body)?;
+    check_pubsub_topics(&state, &topics)?;
+    state.cache.unsubscribe(Kind::Pubsub, &topics);
+    Ok(ok())
+}
+
+async fn subscribe_content(
+    AxumState(state): AxumState<State>,
+    body: Bytes,
+) -> Result<Response, RestError> {
+    let topics = topic_list(&body)?;
+    for topic in &topics {
+        ContentTopic::parse(topic)
+            .map_err(|e| RestError::BadRequest(format!("invalid content topic {topic}: {e}")))?;
+        autoshard(&state, topic)?;
+    }
+    state.cache.subscribe(Kind::Content, &topics)?;
+    Ok(ok())
+}
+
+async fn unsubscribe_content(
+    AxumState(state): AxumState<State>,
+    body: Bytes,
+) -> Result<Response, RestError> {
+    let topics = topic_list(&body)?;
+    state.cache.unsubscribe(Kind::Content, &topics);
+    Ok(ok())
+}
+
+fn messages_json(messages: Vec<Arc<RelayedMessage>>) -> Response {
+    let list: Vec<serde_json::Value> = messages
+        .iter()
+        .map(|m| message_json(&m.message, true))
+        .collect();
+    Json(list).into_response()
+}
+
+async fn messages_pubsub(
+    AxumState(state): AxumState<State>,
+    Path(topic): Path<String>,
+) -> Result<Response, RestError> {
+    let messages = state
+        .cache
+        .drain(Kind::Pubsub, &topic)
+        .ok_or_else(|| RestError::NotFound(String::new()))?;
+    Ok(messages_json(messages))
+}
+
+async fn messages_content(
+    AxumState(state): AxumState<State>,
+    Path(topic): Path<String>,
+) -> Result<Response, RestError> {
+    let messages = state
+        .cache
+        .drain(Kind::Content, &topic)
+        .ok_or_else(|| RestError::NotFound(topic.clone()))?;
+    Ok(messages_json(messages))
+}
+
+async fn publish(state: &State, topic: String, body: &[u8]) -> Result<Response, RestError> {
+    let message: RestMessage = json_body(body)?;
+    let message = message.into_message()?;
+    match state.node.publish(topic, message).await {
+        Ok(_) => Ok(ok()),
+        Err(PublishError::ShuttingDown) => Err(RestError::Unavailable(
+            "Failed to publish: the node is shutting down".into(),
+        )),
+        Err(e) => Err(RestError::BadRequest(format!("Failed to publish: {e}"))),
+    }
+}
+
+async fn publish_pubsub(
+    AxumState(state): AxumState<State>,
+    Path(topic): Path<String>,
+    body: Bytes,
+) -> Result<Response, RestError> {
+    // nwaku refuses topics its relay is not subscribed to: they may have no peers at all.
+    if ShardTopic::parse(&topic).is_none_or(|s| !state.relay.pubsub_topics().contains(&s)) {
+        return Err(RestError::BadRequest(format!(
+            "Failed to publish: Node not subscribed to topic: {topic}"
+        )));
+    }
+    publish(&state, topic, &body).await
+}
+
+async fn publish_auto(
+    AxumState(state): AxumState<State>,
+    body: Bytes,
+) -> Result<Response, RestError> {
+    let message: RestMessage = json_body(&body)?;
+    let Some(content_topic) = message.content_topic.as_deref() else {
+        return Err(RestError::BadRequest(
+            "Failed to publish: the message has no contentTopic".into(),
+        ));
+    };
+    let topic = autoshard(&state, content_topic)
+        .map_err(|e| RestError::BadRequest(format!("Failed to publish. {e}")))?;
+    publish(&state, topic, &body).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::WakuMessage;
+
+    fn relayed(topic: &str, content: &str, n: u8) -> Arc<RelayedMessage> {
+        let message = WakuMessage::new(content, vec![n]);
+        Arc::new(RelayedMessage {
+            pubsub_topic: Arc::from(topic),
+            hash: message.hash(topic),
+            size: message.encoded_len(),
+            message,
+            source: None,
+        })
+    }
+
+    #[test]
+    fn cache_is_bounded_per_topic_and_drained_by_reads() {
+        let cache = Cache::new(2);
+        cache
+            .subscribe(Kind::Pubsub, &["/waku/2/rs/1/0".into()])
+            .unwrap();
+        assert!(cache.drain(Kind::Pubsub, "/waku/2/rs/1/1").is_none());
+        for n in 0..3 {
+            cache.deliver(&relayed("/waku/2/rs/1/0", "/a/1/b/proto", n));
+            cache.deliver(&relayed("/waku/2/rs/1/1", "/a/1/b/proto", n));
+        }
+        let got = cache.drain(Kind::Pubsub, "/waku/2/rs/1/0").unwrap();
+        assert_eq!(
+            got.iter().map(|m| m.message.payload[0]).collect::<Vec<_>>(),
+            vec![1, 2],
+            "the oldest message is dropped first"
+        );
+        assert_eq!(
+            cache.drain(Kind::Pubsub, "/waku/2/rs/1/0").unwrap().len(),
+            0
+        );
+        cache.unsubscribe(Kind::Pubsub, &["/waku/2/rs/1/0".into()]);
+        assert!(cache.drain(Kind::Pubsub, "/waku/2/rs/1/0").is_none());
+    }
+
+    #[test]
+    fn subscriptions_are_bounded() {
+        let cache = Cache::new(1);
+        let topics: Vec<String> = (0..=MAX_SUBSCRIPTIONS)
+            .map(|i| format!("/a/1/t{i}/proto"))
+            .collect();
+        assert!(cache.subscribe(Kind::Content, &topics).is_err());
+        assert!(cache
+            .subscribe(Kind::Content, &topics[..MAX_SUBSCRIPTIONS])
+            .is_ok());
+    }
+}

@@ -1,0 +1,232 @@
+//! `GET /store/v3/messages` (nwaku's `endpoint/store`): a store v3 query from URL parameters,
+//! answered by this node's archive (`ArchiveHandle::query`, as a peer's query) or, with
+//! `peerAddr`, by the store node there over `/vac/waku/store-query/3.0.0`. Hashes and cursors
+//! are 0x-hex, as nwaku writes and reads them.
+
+use std::{collections::HashMap, time::Duration};
+
+use axum::{
+    extract::{Query, State as AxumState},
+    response::{IntoResponse, Response},
+    routing::get,
+    Json, Router,
+};
+use libp2p::Multiaddr;
+use prost::Message as _;
+
+use super::{message_json, RestError, State};
+use crate::{
+    message::{MessageHash, WakuMessage},
+    reqres::Protocol,
+    store::{rpc, StoreQueryRequest, StoreQueryResponse},
+};
+
+/// How long a remote store may take (nwaku's `futTimeout`).
+const REMOTE_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub fn routes() -> Router<State> {
+    Router::new().route("/store/v3/messages", get(messages))
+}
+
+/// A parameter, `None` when absent or empty (nwaku treats both alike).
+fn param<'a>(params: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
+    params
+        .get(name)
+        .map(String::as_str)
+        .filter(|v| !v.is_empty())
+}
+
+/// nwaku's `parseBool`.
+fn parse_bool(name: &str, value: &str) -> Result<bool, String> {
+    match value.to_ascii_lowercase().as_str() {
+        "true" | "yes" | "y" | "on" | "1" => Ok(true),
+        "false" | "no" | "n" | "off" | "0" => Ok(false),
+        _ => Err(format!("{name} parsing error: {value} is not a boolean")),
+    }
+}
+
+fn parse_hash(name: &str, value: &str) -> Result<MessageHash, String> {
+    MessageHash::from_hex(value.trim())
+        .ok_or_else(|| format!("{name} parsing error: {value} is not a 32-byte hex hash"))
+}
+
+/// nwaku's `createStoreQuery`: `includeData` default false, `ascending` default true,
+/// `pageSize` default 20 and capped at 100, times in nanoseconds (0 or less = none).
+pub fn parse_query(params: &HashMap<String, String>) -> Result<StoreQueryRequest, String> {
+    let include_data = param(params, "includeData")
+        .map(|v| parse_bool("includeData", v))
+        .transpose()?
+        .unwrap_or(false);
+    let content_topics: Vec<String> = param(params, "contentTopics")
+        .map(|v| v.split(',').map(str::to_owned).collect())
+        .unwrap_or_default();
+    let time = |name: &str| -> Result<Option<i64>, String> {
+        match param(params, name) {
+            None => Ok(None),
+            Some(v) => {
+                let t: i64 = v
+                    .parse()
+                    .map_err(|e| format!("time parsing error: {name}: {e}"))?;
+                Ok((t > 0).then_some(t))
+            }
+        }
+    };
+    let hashes = param(params, "hashes")
+        .map(|v| {
+            v.split(',')
+                .map(|h| parse_hash("waku message hash", h))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .transpose()?
+        .unwrap_or_default();
+    let cursor = param(params, "cursor")
+        .map(|v| parse_hash("cursor", v))
+        .transpose()?;
+    let forward = param(params, "ascending").is_none_or(|v| v == "true");
+    let page_size = match param(params, "pageSize") {
+        None => rpc::DEFAULT_PAGE_SIZE as u64,
+        Some(v) => v
+            .parse::<u64>()
+            .map_err(|e| format!("page size parsing error: {e}"))?,
+    }
+    .min(rpc::MAX_PAGE_SIZE as u64);
+    let mut request = StoreQueryRequest::new(hex::encode(rand::random::<[u8; 16]>()))
+        .include_data(include_data)
+        .time_range(time("startTime")?, time("endTime")?)
+        .hashes(hashes)
+        .cursor(cursor)
+        .forward(forward)
+        .limit(page_size);
+    request.pubsub_topic = param(params, "pubsubTopic").map(str::to_owned);
+    request.content_topics = content_topics;
+    Ok(request)
+}
+
+/// nwaku's `StoreQueryResponseHex` as JSON.
+fn response_json(response: &StoreQueryResponse) -> serde_json::Value {
+    let messages: Vec<serde_json::Value> = response
+        .messages
+        .iter()
+        .map(|entry| {
+            let mut map = serde_json::Map::new();
+            let hash = entry
+                .message_hash
+                .as_deref()
+                .and_then(MessageHash::from_slice)
+                .map(|h| h.to_hex())
+                .unwrap_or_default();
+            map.insert("messageHash".into(), hash.into());
+            if let Some(message) = entry
+                .message
+                .as_deref()
+                .and_then(|m| WakuMessage::decode(m).ok())
+            {
+                map.insert("message".into(), message_json(&message, false));
+            }
+            if let Some(topic) = &entry.pubsub_topic {
+                map.insert("pubsubTopic".into(), topic.clone().into());
+            }
+            serde_json::Value::Object(map)
+        })
+        .collect();
+    let mut body = serde_json::json!({
+        "requestId": response.request_id.clone().unwrap_or_default(),
+        "statusCode": response.code(),
+        "statusDesc": response.desc(),
+        "messages": messages,
+    });
+    if let (Some(map), Some(cursor)) = (body.as_object_mut(), response.cursor()) {
+        map.insert("paginationCursor".into(), cursor.to_hex().into());
+    }
+    body
+}
+
+async fn messages(
+    AxumState(state): AxumState<State>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Response, RestError> {
+    let request = parse_query(&params).map_err(RestError::BadRequest)?;
+    let response = match param(&params, "peerAddr") {
+        None => {
+            let Some(store) = state.node.store() else {
+                return Err(RestError::PreconditionFailed(
+                    "No suitable service peer & no discovery method".into(),
+                ));
+            };
+            store.query(&request).await
+        }
+        Some(address) => remote(&state, address, &request).await?,
+    };
+    // A refused query is an HTTP error, as nwaku's (which answers every one but 429 with
+    // 500); Roost keeps the store's own code where HTTP has it, so a client's mistake is a 400.
+    match response.code() {
+        rpc::STATUS_OK => Ok(Json(response_json(&response)).into_response()),
+        rpc::STATUS_TOO_MANY_REQUESTS => Err(RestError::TooManyRequests(
+            "Request rate limit reached".into(),
+        )),
+        rpc::STATUS_BAD_REQUEST => Err(RestError::BadRequest(response.desc().to_owned())),
+        rpc::STATUS_SERVICE_UNAVAILABLE => Err(RestError::Unavailable(response.desc().to_owned())),
+        code => Err(RestError::Internal(format!(
+            "the store answered {code}: {}",
+            response.desc()
+        ))),
+    }
+}
+
+async fn remote(
+    state: &State,
+    address: &str,
+    request: &StoreQueryRequest,
+) -> Result<StoreQueryResponse, RestError> {
+    let address: Multiaddr = address
+        .parse()
+        .map_err(|e| RestError::BadRequest(format!("Invalid peer address: {e}")))?;
+    let peer = crate::addr::peer_id_of(&address).ok_or_else(|| {
+        RestError::BadRequest("Invalid peer address: it has no /p2p/<peer id>".into())
+    })?;
+    let answer = tokio::time::timeout(
+        REMOTE_TIMEOUT,
+        state.node.request(
+            Protocol::Store,
+            peer,
+            vec![address],
+            request.encode_to_vec(),
+        ),
+    )
+    .await
+    .map_err(|_| RestError::Internal("No history response received (timeout)".into()))?
+    .map_err(|e| RestError::Internal(format!("Error occurred in queryFut.read() [{e}]")))?;
+    StoreQueryResponse::decode_bytes(&answer)
+        .map_err(|e| RestError::Internal(format!("the store's answer is unreadable: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_follow_nwaku() {
+        let q = parse_query(&params(&[])).unwrap();
+        assert!(!q.include_data);
+        assert!(q.pagination_forward);
+        assert_eq!(q.pagination_limit, Some(20));
+        let q = parse_query(&params(&[("pageSize", "1000"), ("ascending", "false")])).unwrap();
+        assert_eq!(q.pagination_limit, Some(100));
+        assert!(!q.pagination_forward);
+    }
+
+    #[test]
+    fn bad_parameters_are_refused() {
+        assert!(parse_query(&params(&[("cursor", "0x12")])).is_err());
+        assert!(parse_query(&params(&[("startTime", "yesterday")])).is_err());
+        assert!(parse_query(&params(&[("includeData", "maybe")])).is_err());
+        assert!(parse_query(&params(&[("pageSize", "-1")])).is_err());
+    }
+}

@@ -1,0 +1,761 @@
+//! nwaku's REST API against real nodes, driven only through REST (reqwest): health and info,
+//! admin peers, relay subscriptions and caches (pubsub and autosharding), store queries with
+//! nwaku's parameters and cursor paging both ways, light push v3 and legacy, CORS, body limits
+//! and the error codes nwaku answers. Request and response bodies are the ones nwaku's handlers
+//! and OpenAPI define.
+
+use roost_node::message::now_nanos;
+use roost_tests::{init_tracing, metric_sum, wait_until, TestNode, WAIT};
+use serde_json::{json, Value};
+
+const TOPIC: &str = "/waku/2/rs/1/0";
+const CONTENT_TOPIC: &str = "/roost/1/rest/proto";
+
+/// Percent-encodes everything but unreserved characters, as a client puts a topic in a path
+/// or a query parameter.
+fn enc(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Base64 of `bytes` (standard alphabet, padded), as REST clients send payloads.
+fn b64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+struct Rest {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Rest {
+    fn of(node: &TestNode) -> Rest {
+        Rest {
+            base: node.rest_url(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> (u16, String) {
+        let response = request.send().await.expect("REST request");
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap_or_default())
+    }
+
+    async fn get(&self, path: &str) -> (u16, String) {
+        self.send(self.http.get(format!("{}{path}", self.base)))
+            .await
+    }
+
+    async fn get_json(&self, path: &str) -> Value {
+        let (status, body) = self.get(path).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> (u16, String) {
+        self.post_raw(path, body.to_string()).await
+    }
+
+    async fn post_raw(&self, path: &str, body: String) -> (u16, String) {
+        self.send(
+            self.http
+                .post(format!("{}{path}", self.base))
+                .header("content-type", "application/json")
+                .body(body),
+        )
+        .await
+    }
+
+    async fn delete(&self, path: &str, body: &Value) -> (u16, String) {
+        self.send(
+            self.http
+                .delete(format!("{}{path}", self.base))
+                .header("content-type", "application/json")
+                .body(body.to_string()),
+        )
+        .await
+    }
+}
+
+async fn start_admin(adjust: impl FnOnce(&mut roost_node::Config)) -> TestNode {
+    TestNode::start_with(|c| {
+        c.rest.admin = true;
+        adjust(c);
+    })
+    .await
+}
+
+/// Connects `a` to `b` with `POST /admin/v1/peers` and waits until `a`'s `GET` lists `b` as
+/// a relay peer on [`TOPIC`]'s shard (so a publish reaches it).
+async fn connect(a: &Rest, b: &TestNode) {
+    let (status, body) = a
+        .post("/admin/v1/peers", &json!([b.tcp_addr().to_string()]))
+        .await;
+    assert_eq!((status, body.as_str()), (200, "OK"));
+    let id = b.handle.peer_id().to_string();
+    wait_until(WAIT, || async {
+        let peers = a.get_json("/admin/v1/peers").await;
+        peers.as_array().is_some_and(|list| {
+            list.iter().any(|p| {
+                p["multiaddr"].as_str().is_some_and(|m| m.ends_with(&id))
+                    && p["shards"]
+                        .as_array()
+                        .is_some_and(|s| s.contains(&json!(0)))
+            })
+        })
+    })
+    .await
+    .expect("the peer shows up as a relay peer on shard 0");
+}
+
+/// Polls a relay `GET` until it returns at least `n` messages in total.
+async fn drain_until(rest: &Rest, path: &str, n: usize) -> Vec<Value> {
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while got.len() < n && tokio::time::Instant::now() < deadline {
+        let list = rest.get_json(path).await;
+        got.extend(list.as_array().cloned().unwrap_or_default());
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    got
+}
+
+fn message(payload: &[u8], timestamp: i64) -> Value {
+    json!({
+        "payload": b64(payload),
+        "contentTopic": CONTENT_TOPIC,
+        "version": 0,
+        "timestamp": timestamp,
+        "meta": b64(b"m"),
+        "ephemeral": false,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_info_and_version_have_nwaku_shapes() {
+    init_tracing();
+    let node = TestNode::start().await;
+    let rest = Rest::of(&node);
+    let health = rest.get_json("/health").await;
+    assert_eq!(health["nodeHealth"], "READY", "{health}");
+    assert!(health["protocolsHealth"].is_array(), "{health}");
+    let expected: Vec<String> = node
+        .handle
+        .info()
+        .listen_addresses
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    for path in ["/info", "/debug/v1/info"] {
+        let info = rest.get_json(path).await;
+        assert_eq!(info["listenAddresses"], json!(expected), "{path}: {info}");
+        assert!(
+            info["enrUri"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("enr:")),
+            "{path}: {info}"
+        );
+    }
+    for path in ["/version", "/debug/v1/version"] {
+        assert_eq!(
+            rest.get(path).await,
+            (200, node.handle.info().version.to_owned()),
+            "{path}"
+        );
+    }
+    // Admin routes exist only with rest.admin.
+    assert_eq!(rest.get("/admin/v1/peers").await.0, 404);
+    // Counted on the node's /metrics by route group and status.
+    let metrics = node.metrics().await;
+    assert_eq!(
+        metric_sum(
+            &metrics,
+            "roost_rest_requests_total",
+            &[("route", "version"), ("status", "200")]
+        ),
+        2.0,
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_peers_dials_and_lists_connected_peers() {
+    init_tracing();
+    let a = start_admin(|_| {}).await;
+    let b = start_admin(|_| {}).await;
+    let rest_a = Rest::of(&a);
+    assert_eq!(rest_a.get_json("/admin/v1/peers").await, json!([]));
+    connect(&rest_a, &b).await;
+    let peers = rest_a.get_json("/admin/v1/peers").await;
+    let peer = &peers[0];
+    assert_eq!(peer["connected"], "Connected", "{peers}");
+    assert_eq!(
+        peer["protocols"],
+        json!(["/vac/waku/relay/2.0.0"]),
+        "{peers}"
+    );
+    assert_eq!(peer["shards"], json!([0, 1, 2, 3, 4, 5, 6, 7]), "{peers}");
+    for key in ["agent", "origin", "score"] {
+        assert!(peer.get(key).is_some(), "{key} missing: {peers}");
+    }
+    assert_eq!(rest_a.get_json("/admin/v1/peers/connected").await, peers);
+    let b_id = b.handle.peer_id().to_string();
+    assert_eq!(
+        rest_a.get_json(&format!("/admin/v1/peer/{b_id}")).await,
+        peers[0]
+    );
+    assert_eq!(
+        rest_a
+            .get(&format!("/admin/v1/peer/{}", libp2p::PeerId::random()))
+            .await
+            .0,
+        404
+    );
+    assert_eq!(rest_a.get("/admin/v1/peer/not-a-peer-id").await.0, 400);
+    // b sees a too, although only a dialled.
+    let peers_b = Rest::of(&b).get_json("/admin/v1/peers").await;
+    let a_id = a.handle.peer_id().to_string();
+    assert!(
+        peers_b[0]["multiaddr"]
+            .as_str()
+            .is_some_and(|m| m.ends_with(&a_id)),
+        "{peers_b}"
+    );
+
+    // nwaku's 400s: an unreadable body, an unparsable address, one without a peer id, and a
+    // peer that cannot be reached (a free port nobody listens on).
+    assert_eq!(rest_a.post_raw("/admin/v1/peers", "[".into()).await.0, 400);
+    assert_eq!(
+        rest_a
+            .post("/admin/v1/peers", &json!(["not a multiaddr"]))
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        rest_a
+            .post("/admin/v1/peers", &json!(["/ip4/127.0.0.1/tcp/1"]))
+            .await
+            .0,
+        400
+    );
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = free.local_addr().unwrap().port();
+    drop(free);
+    let (status, body) = rest_a
+        .post(
+            "/admin/v1/peers",
+            &json!([format!(
+                "/ip4/127.0.0.1/tcp/{port}/p2p/{}",
+                libp2p::PeerId::random()
+            )]),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("Failed to connect to peer at index: 0"),
+        "{body}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_subscribe_publish_and_read_across_two_nodes() {
+    init_tracing();
+    let a = start_admin(|_| {}).await;
+    let b = start_admin(|_| {}).await;
+    let (rest_a, rest_b) = (Rest::of(&a), Rest::of(&b));
+    let messages = format!("/relay/v1/messages/{}", enc(TOPIC));
+
+    // Not subscribed yet: 404, as nwaku.
+    assert_eq!(rest_b.get(&messages).await.0, 404);
+    for rest in [&rest_a, &rest_b] {
+        assert_eq!(
+            rest.post("/relay/v1/subscriptions", &json!([TOPIC])).await,
+            (200, "OK".to_owned())
+        );
+    }
+    connect(&rest_a, &b).await;
+
+    let timestamp = now_nanos();
+    assert_eq!(
+        rest_a
+            .post(&messages, &message(b"over rest", timestamp))
+            .await,
+        (200, "OK".to_owned())
+    );
+    let got = drain_until(&rest_b, &messages, 1).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["payload"], b64(b"over rest"));
+    assert_eq!(got[0]["contentTopic"], CONTENT_TOPIC);
+    assert_eq!(got[0]["timestamp"], timestamp);
+    assert_eq!(got[0]["meta"], b64(b"m"));
+    assert_eq!(got[0]["version"], 0);
+    assert_eq!(got[0]["ephemeral"], false);
+    // A GET drains the cache; the publisher's own cache has its message too.
+    assert_eq!(rest_b.get_json(&messages).await, json!([]));
+    assert_eq!(drain_until(&rest_a, &messages, 1).await.len(), 1);
+
+    // Autosharding: subscribe by content topic, publish without a pubsub topic.
+    let auto = format!("/relay/v1/auto/messages/{}", enc(CONTENT_TOPIC));
+    assert_eq!(rest_b.get(&auto).await.0, 404);
+    assert_eq!(
+        rest_b
+            .post("/relay/v1/auto/subscriptions", &json!([CONTENT_TOPIC]))
+            .await,
+        (200, "OK".to_owned())
+    );
+    let auto_topic = roost_node::Config::default()
+        .relay
+        .autoshard(CONTENT_TOPIC)
+        .unwrap()
+        .to_string();
+    let (status, body) = rest_a
+        .post(
+            "/relay/v1/auto/messages",
+            &message(b"autosharded", now_nanos()),
+        )
+        .await;
+    assert_eq!((status, body.as_str()), (200, "OK"), "to {auto_topic}");
+    let got = drain_until(&rest_b, &auto, 1).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["payload"], b64(b"autosharded"));
+    assert_eq!(
+        rest_b
+            .delete("/relay/v1/auto/subscriptions", &json!([CONTENT_TOPIC]))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(rest_b.get(&auto).await.0, 404);
+
+    // Errors as nwaku answers them.
+    let (status, _) = rest_b
+        .post_raw("/relay/v1/subscriptions", "not json".into())
+        .await;
+    assert_eq!(status, 400, "unreadable body");
+    let (status, body) = rest_b
+        .post("/relay/v1/subscriptions", &json!(["/waku/2/rs/9/0"]))
+        .await;
+    assert_eq!(status, 400, "a topic this node does not relay: {body}");
+    let (status, _) = rest_b
+        .post("/relay/v1/subscriptions", &json!(["/not/a/shard"]))
+        .await;
+    assert_eq!(status, 400, "not a static-shard topic");
+    let (status, body) = rest_a
+        .post(
+            &format!("/relay/v1/messages/{}", enc("/waku/2/rs/9/0")),
+            &message(b"x", now_nanos()),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("Node not subscribed to topic"), "{body}");
+    let (status, _) = rest_a
+        .post(
+            &messages,
+            &json!({"payload": "%%%", "contentTopic": CONTENT_TOPIC}),
+        )
+        .await;
+    assert_eq!(status, 400, "payload is not base64");
+    let (status, _) = rest_a
+        .post(&messages, &json!({"contentTopic": CONTENT_TOPIC}))
+        .await;
+    assert_eq!(status, 400, "no payload");
+    let (status, _) = rest_a
+        .post("/relay/v1/auto/messages", &json!({"payload": b64(b"x")}))
+        .await;
+    assert_eq!(status, 400, "autosharding needs a content topic");
+
+    // Unsubscribing ends the cache.
+    assert_eq!(
+        rest_b
+            .delete("/relay/v1/subscriptions", &json!([TOPIC]))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(rest_b.get(&messages).await.0, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_cache_keeps_the_newest_messages_up_to_its_capacity() {
+    init_tracing();
+    let node = TestNode::start_with(|c| c.rest.relay_cache_capacity = 3).await;
+    let rest = Rest::of(&node);
+    let messages = format!("/relay/v1/messages/{}", enc(TOPIC));
+    assert_eq!(
+        rest.post("/relay/v1/subscriptions", &json!([TOPIC]))
+            .await
+            .0,
+        200
+    );
+    let start = now_nanos();
+    for i in 0..5u8 {
+        assert_eq!(
+            rest.post(&messages, &message(&[i], start + i64::from(i)))
+                .await
+                .0,
+            200
+        );
+    }
+    let got = drain_until(&rest, &messages, 3).await;
+    let payloads: Vec<&Value> = got.iter().map(|m| &m["payload"]).collect();
+    assert_eq!(
+        payloads,
+        vec![&json!(b64(&[2])), &json!(b64(&[3])), &json!(b64(&[4]))]
+    );
+}
+
+/// Publishes `n` messages on [`TOPIC`] through `rest`, one millisecond apart, oldest first.
+async fn publish_history(rest: &Rest, n: usize) -> Vec<i64> {
+    let path = format!("/relay/v1/messages/{}", enc(TOPIC));
+    let start = now_nanos() - 5_000_000_000;
+    let mut timestamps = Vec::new();
+    for i in 0..n {
+        let t = start + i as i64 * 1_000_000;
+        let (status, body) = rest
+            .post(&path, &message(format!("history {i}").as_bytes(), t))
+            .await;
+        assert_eq!(status, 200, "{body}");
+        timestamps.push(t);
+    }
+    timestamps
+}
+
+/// Follows `paginationCursor` to the end and returns the pages.
+async fn store_pages(rest: &Rest, query: &str) -> Vec<Value> {
+    let mut pages = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/store/v3/messages?{query}&cursor={}", enc(c)),
+            None => format!("/store/v3/messages?{query}"),
+        };
+        let page = rest.get_json(&path).await;
+        assert_eq!(page["statusCode"], 200, "{page}");
+        cursor = page["paginationCursor"].as_str().map(str::to_owned);
+        pages.push(page);
+        if cursor.is_none() {
+            return pages;
+        }
+        assert!(pages.len() < 100, "paging does not end");
+    }
+}
+
+fn timestamps_of(pages: &[Value]) -> Vec<i64> {
+    pages
+        .iter()
+        .flat_map(|p| p["messages"].as_array().cloned().unwrap_or_default())
+        .map(|m| {
+            m["message"]["timestamp"]
+                .as_i64()
+                .expect("includeData gives messages")
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_queries_with_nwaku_parameters_and_cursors_both_ways() {
+    init_tracing();
+    let store = start_admin(|_| {}).await;
+    let reader = start_admin(|c| c.store.enabled = false).await;
+    let (rest_store, rest_reader) = (Rest::of(&store), Rest::of(&reader));
+    let sent = publish_history(&rest_store, 5).await;
+    let base = format!(
+        "pubsubTopic={}&contentTopics={}&includeData=true&pageSize=2",
+        enc(TOPIC),
+        enc(&format!("{CONTENT_TOPIC},/other/1/topic/proto"))
+    );
+    // The writer commits in batches: wait until all five are readable.
+    wait_until(WAIT, || async {
+        let page = rest_store
+            .get_json(&format!("/store/v3/messages?{base}&pageSize=100"))
+            .await;
+        page["messages"].as_array().is_some_and(|m| m.len() == 5)
+    })
+    .await
+    .expect("the store holds the five messages");
+
+    // Ascending is nwaku's default: pages of 2, 2, 1 in time order.
+    let forward = store_pages(&rest_store, &base).await;
+    assert_eq!(forward.len(), 3);
+    assert_eq!(timestamps_of(&forward), sent);
+    let first = &forward[0];
+    assert!(first["requestId"].is_string(), "{first}");
+    assert_eq!(first["statusDesc"], "OK", "{first}");
+    let entry = &first["messages"][0];
+    assert_eq!(entry["pubsubTopic"], TOPIC, "{first}");
+    assert_eq!(entry["message"]["payload"], b64(b"history 0"), "{first}");
+    let hash = entry["messageHash"].as_str().expect("hash").to_owned();
+    assert!(hash.starts_with("0x") && hash.len() == 66, "{hash}");
+    assert!(
+        first["paginationCursor"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("0x")),
+        "{first}"
+    );
+
+    // Descending: the newest page first (each page in time order, as store v3 answers).
+    let backward = store_pages(&rest_store, &format!("{base}&ascending=false")).await;
+    let mut timestamps = timestamps_of(&backward);
+    timestamps.sort_unstable();
+    assert_eq!(timestamps, sent);
+    assert_eq!(
+        timestamps_of(&backward[..1]),
+        sent[3..].to_vec(),
+        "descending starts with the newest"
+    );
+
+    // includeData defaults to false: hashes only.
+    let bare = rest_store
+        .get_json(&format!(
+            "/store/v3/messages?pubsubTopic={}&contentTopics={}",
+            enc(TOPIC),
+            enc(CONTENT_TOPIC)
+        ))
+        .await;
+    assert!(bare["messages"][0].get("message").is_none(), "{bare}");
+    assert!(bare["messages"][0]["messageHash"].is_string(), "{bare}");
+
+    // A time window: the middle three.
+    let window = rest_store
+        .get_json(&format!(
+            "/store/v3/messages?{base}&pageSize=100&startTime={}&endTime={}",
+            sent[1] - 500_000,
+            sent[3] + 500_000
+        ))
+        .await;
+    assert_eq!(timestamps_of(&[window]), sent[1..=3].to_vec());
+
+    // Lookup by hashes, comma-separated.
+    let other = forward[2]["messages"][0]["messageHash"].as_str().unwrap();
+    let lookup = rest_store
+        .get_json(&format!(
+            "/store/v3/messages?includeData=true&hashes={}",
+            enc(&format!("{hash},{other}"))
+        ))
+        .await;
+    let found: Vec<&str> = lookup["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["messageHash"].as_str())
+        .collect();
+    assert_eq!(found.len(), 2, "{lookup}");
+    assert!(
+        found.contains(&hash.as_str()) && found.contains(&other),
+        "{lookup}"
+    );
+
+    // The reader has no store: it asks the store node named by peerAddr, over libp2p.
+    let (status, _) = rest_reader
+        .get(&format!("/store/v3/messages?pubsubTopic={}", enc(TOPIC)))
+        .await;
+    assert_eq!(status, 412, "no store here and no peer named");
+    let remote = store_pages(
+        &rest_reader,
+        &format!("{base}&peerAddr={}", enc(&store.tcp_addr().to_string())),
+    )
+    .await;
+    assert_eq!(timestamps_of(&remote), sent);
+
+    // Bad parameters are 400s with nwaku's reasons.
+    for bad in [
+        "cursor=0x1234",
+        "hashes=nothex",
+        "startTime=yesterday",
+        "includeData=maybe",
+        "pageSize=many",
+        "peerAddr=not-an-address",
+        // The store's own rule: a pubsub topic needs content topics.
+        "pubsubTopic=%2Fwaku%2F2%2Frs%2F1%2F0",
+    ] {
+        let (status, body) = rest_store.get(&format!("/store/v3/messages?{bad}")).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lightpush_v3_relays_and_answers_with_light_push_codes() {
+    init_tracing();
+    let a = start_admin(|_| {}).await;
+    let b = start_admin(|_| {}).await;
+    let (rest_a, rest_b) = (Rest::of(&a), Rest::of(&b));
+
+    // Alone, nobody would relay it: 505 NO_PEERS_TO_RELAY.
+    let push = |topic: Option<&str>, payload: &[u8]| {
+        let mut body = json!({ "message": message(payload, now_nanos()) });
+        if let Some(topic) = topic {
+            body["pubsubTopic"] = json!(topic);
+        }
+        body
+    };
+    let (status, body) = rest_a
+        .post("/lightpush/v3/message", &push(Some(TOPIC), b"alone"))
+        .await;
+    assert_eq!(status, 505, "{body}");
+    assert!(serde_json::from_str::<Value>(&body).unwrap()["statusDesc"].is_string());
+
+    assert_eq!(
+        rest_b
+            .post("/relay/v1/subscriptions", &json!([TOPIC]))
+            .await
+            .0,
+        200
+    );
+    connect(&rest_a, &b).await;
+    let (status, body) = rest_a
+        .post("/lightpush/v3/message", &push(Some(TOPIC), b"pushed"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let reply: Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        reply["relayPeerCount"].as_u64().is_some_and(|n| n >= 1),
+        "{reply}"
+    );
+    let got = drain_until(&rest_b, &format!("/relay/v1/messages/{}", enc(TOPIC)), 1).await;
+    assert_eq!(
+        got.first().map(|m| &m["payload"]),
+        Some(&json!(b64(b"pushed")))
+    );
+    // a is a store node: the 200 came only once the message was committed, so it is in the
+    // store at once.
+    let stored = rest_a
+        .get_json(&format!(
+            "/store/v3/messages?includeData=true&pubsubTopic={}&contentTopics={}",
+            enc(TOPIC),
+            enc(CONTENT_TOPIC)
+        ))
+        .await;
+    assert!(
+        stored["messages"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|e| e["message"]["payload"] == b64(b"pushed"))),
+        "{stored}"
+    );
+
+    // Legacy light push: the same body, answered in text.
+    let (status, body) = rest_a
+        .post("/lightpush/v1/message", &push(Some(TOPIC), b"legacy"))
+        .await;
+    assert_eq!((status, body.as_str()), (200, "OK"));
+    let got = drain_until(&rest_b, &format!("/relay/v1/messages/{}", enc(TOPIC)), 1).await;
+    assert_eq!(
+        got.first().map(|m| &m["payload"]),
+        Some(&json!(b64(b"legacy")))
+    );
+    assert_eq!(
+        rest_a.post_raw("/lightpush/v1/message", "{".into()).await.0,
+        400
+    );
+    let (status, body) = rest_a
+        .post("/lightpush/v1/message", &push(Some("/waku/2/rs/9/0"), b"x"))
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.starts_with("Failed to request a message push"),
+        "{body}"
+    );
+
+    // No pubsub topic: autosharded from the content topic.
+    let (status, body) = rest_a
+        .post("/lightpush/v3/message", &push(None, b"autosharded"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    // A topic this node does not relay: 421 UNSUPPORTED_PUBSUB_TOPIC.
+    let (status, body) = rest_a
+        .post("/lightpush/v3/message", &push(Some("/waku/2/rs/9/0"), b"x"))
+        .await;
+    assert_eq!(status, 421, "{body}");
+    // Unreadable requests: 400 with a statusDesc.
+    let (status, body) = rest_a.post_raw("/lightpush/v3/message", "{".into()).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(serde_json::from_str::<Value>(&body).unwrap()["statusDesc"].is_string());
+    let (status, _) = rest_a
+        .post(
+            "/lightpush/v3/message",
+            &json!({"pubsubTopic": TOPIC, "message": {"payload": "%%%"}}),
+        )
+        .await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_and_body_limits() {
+    init_tracing();
+    let node = TestNode::start_with(|c| {
+        c.rest.allow_origin = vec!["http://*.example.org".into()];
+        c.relay.max_message_size = roost_node::config::ByteSize::kib(1);
+    })
+    .await;
+    let rest = Rest::of(&node);
+    let response = rest
+        .http
+        .get(format!("{}/version", rest.base))
+        .header("origin", "http://app.example.org")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response
+            .headers()
+            .get("access-control-allow-origin")
+            .and_then(|v| v.to_str().ok()),
+        Some("http://app.example.org")
+    );
+    let response = rest
+        .http
+        .get(format!("{}/version", rest.base))
+        .header("origin", "http://evil.example.com")
+        .send()
+        .await
+        .unwrap();
+    assert!(response
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
+    let preflight = rest
+        .http
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/relay/v1/subscriptions", rest.base),
+        )
+        .header("origin", "http://app.example.org")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status().as_u16(), 200);
+    assert!(preflight
+        .headers()
+        .get("access-control-allow-methods")
+        .is_some());
+
+    // A body far past a message at the relay's size limit is refused unread.
+    let big = format!("[\"{}\"]", "a".repeat(512 * 1024));
+    let (status, _) = rest.post_raw("/relay/v1/subscriptions", big).await;
+    assert_eq!(status, 413);
+}
