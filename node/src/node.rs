@@ -550,6 +550,7 @@ impl Node {
                 cache: Arc::new(crate::rest::relay::Cache::new(
                     config.rest.relay_cache_capacity as usize,
                 )),
+                throttle: throttle.clone(),
             };
             let rest_config = config.rest.clone();
             let shutdown = shutdown_rx.clone();

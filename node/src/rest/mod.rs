@@ -8,7 +8,8 @@
 //!
 //! Every route calls what the protocols call (`NodeHandle::publish`, `ArchiveHandle::query`,
 //! `NodeHandle::request` on the store protocol, `NodeHandle::dial`), so limits and validation
-//! are the same on both doors. Shapes, defaults and status codes follow nwaku's handlers
+//! are the same on both doors; store and light push requests first spend the throttle's
+//! quotas keyed by the client's IP ([`admit`]), as libp2p requests do before decoding. Shapes, defaults and status codes follow nwaku's handlers
 //! (`waku/rest_api/endpoint/*/handlers.nim`): errors are `text/plain` with 400/404/412/429/
 //! 500/503, a success without a body is 200 `OK`.
 
@@ -18,12 +19,15 @@ mod lightpush;
 pub mod relay;
 mod store;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
 
 use axum::{
     body::Body,
-    extract::{DefaultBodyLimit, Request, State as AxumState},
-    http::{header, HeaderMap, HeaderValue, Method, StatusCode},
+    extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Request, State as AxumState},
+    http::{header, request::Parts, HeaderMap, HeaderValue, Method, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     Router,
@@ -37,7 +41,11 @@ use prometheus_client::{
 use serde::{Deserialize, Serialize};
 use tokio::{net::TcpListener, sync::watch};
 
-use crate::{handle::NodeHandle, message::WakuMessage};
+use crate::{
+    handle::NodeHandle,
+    message::WakuMessage,
+    throttle::{self, Throttle},
+};
 
 /// `[rest]` settings, nwaku's `--rest-*` flags.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -87,6 +95,43 @@ pub struct State {
     /// Whether this node serves light push (the REST light push route publishes only then).
     pub lightpush_enabled: bool,
     pub cache: Arc<relay::Cache>,
+    /// The node's throttle: REST requests to throttled services spend the same quotas as
+    /// libp2p requests, keyed by the HTTP client's IP.
+    pub throttle: Throttle,
+}
+
+/// The HTTP client's IP; `None` only when the router runs without connection info (then
+/// only the global rules apply).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Client(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Client {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Client(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(address)| address.ip()),
+        ))
+    }
+}
+
+/// Admits one request of `service` from `client` through the node's throttle, as the
+/// request/response behaviour admits a libp2p request before decoding it.
+pub(crate) fn admit(
+    state: &State,
+    service: throttle::Service,
+    client: &Client,
+) -> Result<(), throttle::Throttled> {
+    let Client(ip) = *client;
+    state
+        .throttle
+        .check_client(service, ip)
+        .inspect_err(|throttled| {
+            tracing::debug!(?ip, %throttled, "REST request throttled");
+        })
 }
 
 /// Why a request failed; the text is the `text/plain` body, as nwaku answers errors.
@@ -383,6 +428,8 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let feed = relay::feed(state.node.subscribe(), state.cache.clone());
     let app = router(state, &config, metrics);
+    // The client's address reaches the handlers for the throttle's per-IP quotas.
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         while !*shutdown.borrow() {
             if shutdown.changed().await.is_err() {

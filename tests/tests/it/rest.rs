@@ -759,3 +759,74 @@ async fn cors_and_body_limits() {
     let (status, _) = rest.post_raw("/relay/v1/subscriptions", big).await;
     assert_eq!(status, 413);
 }
+
+/// The REST door spends the libp2p door's quotas, keyed by the HTTP client's IP: a client
+/// from 127.0.0.2 over a small per-IP store or light push quota gets nwaku's 429 answer for
+/// the route, while 127.0.0.1 (exempt in test configs) stays exempt from per-IP rules.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_clients_spend_the_throttles_quotas_by_ip() {
+    init_tracing();
+    let node = TestNode::start_with(|c| {
+        c.throttle.store = "2/1h per-ip".parse().unwrap();
+        c.throttle.lightpush = "2/1h per-ip".parse().unwrap();
+    })
+    .await;
+    let exempt = Rest::of(&node);
+    let other = Rest {
+        base: node.rest_url(),
+        http: reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+            .build()
+            .unwrap(),
+    };
+    let query = format!(
+        "/store/v3/messages?pubsubTopic={}&contentTopics={}",
+        enc(TOPIC),
+        enc(CONTENT_TOPIC)
+    );
+    for _ in 0..2 {
+        let (status, body) = other.get(&query).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, body) = other.get(&query).await;
+    assert_eq!((status, body.as_str()), (429, "Request rate limit reached"));
+    for _ in 0..5 {
+        let (status, body) = exempt.get(&query).await;
+        assert_eq!(
+            status, 200,
+            "an exempt IP is not held to per-IP rules: {body}"
+        );
+    }
+
+    // Light push: refused or not for want of relay peers, each request spends a cell.
+    let push = json!({"pubsubTopic": TOPIC, "message": {"payload": b64(b"q"), "contentTopic": CONTENT_TOPIC}});
+    for _ in 0..2 {
+        let (status, body) = other.post("/lightpush/v3/message", &push).await;
+        assert_ne!(status, 429, "{body}");
+    }
+    let (status, body) = other.post("/lightpush/v3/message", &push).await;
+    assert_eq!(status, 429, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        body["statusDesc"]
+            .as_str()
+            .is_some_and(|d| d.contains("lightpush quota exceeded")),
+        "{body}"
+    );
+    let (status, body) = other.post("/lightpush/v1/message", &push).await;
+    assert_eq!((status, body.as_str()), (429, "Request rate limit reached"));
+    let (status, body) = exempt.post("/lightpush/v3/message", &push).await;
+    assert_ne!(status, 429, "{body}");
+    let metrics = node.metrics().await;
+    for (service, refused) in [("store", 1.0), ("lightpush", 2.0)] {
+        assert_eq!(
+            metric_sum(
+                &metrics,
+                "roost_throttle_throttled_total",
+                &[("service", service), ("key", "ip")]
+            ),
+            refused,
+            "{metrics}"
+        );
+    }
+}
