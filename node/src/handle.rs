@@ -115,6 +115,16 @@ impl NodeHandle {
         self.filter_pushes.subscribe()
     }
 
+    /// Keeps connections to `peer` open although no stream is active on them (`true`), or
+    /// lets them close when idle again (`false`): a filter client must stay reachable for the
+    /// service's pushes. Does nothing once the node is shutting down.
+    pub async fn keep_alive(&self, peer: PeerId, keep_alive: bool) {
+        let _ = self
+            .commands
+            .send(Command::KeepAlive { peer, keep_alive })
+            .await;
+    }
+
     pub async fn dial(&self, address: Multiaddr) -> Result<(), String> {
         let (reply, rx) = oneshot::channel();
         self.commands

@@ -551,6 +551,10 @@ impl Node {
                     config.rest.relay_cache_capacity as usize,
                 )),
                 throttle: throttle.clone(),
+                filter: Arc::new(crate::rest::filter::Filter::new(
+                    config.rest.filter_node.clone(),
+                    config.rest.relay_cache_capacity as usize,
+                )),
             };
             let rest_config = config.rest.clone();
             let shutdown = shutdown_rx.clone();

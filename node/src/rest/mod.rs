@@ -4,7 +4,8 @@
 //! and `roost_rest_requests_total`. Routes, one file per group as nwaku groups them:
 //! `debug.rs` (`/health`, `/info`, `/version`), `admin.rs` (`/admin/v1/peer[s]`, only with
 //! `rest.admin`), `relay.rs` (`/relay/v1/...`), `store.rs` (`/store/v3/messages`) and
-//! `lightpush.rs` (`/lightpush/v3/message`, legacy `/lightpush/v1/message`).
+//! `lightpush.rs` (`/lightpush/v3/message`, legacy `/lightpush/v1/message`) and `filter.rs`
+//! (`/filter/v2/...`, as a filter client of `rest.filter_node`).
 //!
 //! Every route calls what the protocols call (`NodeHandle::publish`, `ArchiveHandle::query`,
 //! `NodeHandle::request` on the store protocol, `NodeHandle::dial`), so limits and validation
@@ -15,6 +16,7 @@
 
 mod admin;
 mod debug;
+pub mod filter;
 mod lightpush;
 pub mod relay;
 mod store;
@@ -63,6 +65,10 @@ pub struct Config {
     /// Messages kept per REST relay subscription until a reader drains them; the oldest go
     /// first (nwaku's `--rest-relay-cache-capacity`). Default `50`.
     pub relay_cache_capacity: u32,
+    /// The filter service node the `/filter/v2/...` routes subscribe at, a full multiaddr
+    /// with `/p2p/<peer id>` (nwaku's `--filternode`, also accepted as a flag). Default: none
+    /// (those routes answer 503).
+    pub filter_node: Option<libp2p::Multiaddr>,
 }
 
 impl Default for Config {
@@ -73,6 +79,7 @@ impl Default for Config {
             admin: false,
             allow_origin: Vec::new(),
             relay_cache_capacity: 50,
+            filter_node: None,
         }
     }
 }
@@ -81,6 +88,13 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         if self.relay_cache_capacity == 0 {
             return Err("rest.relay_cache_capacity must be at least 1".into());
+        }
+        if let Some(address) = &self.filter_node {
+            if crate::addr::peer_id_of(address).is_none() {
+                return Err(format!(
+                    "rest.filter_node {address} has no /p2p/<peer id>; use the service node's full multiaddr"
+                ));
+            }
         }
         Ok(())
     }
@@ -95,6 +109,8 @@ pub struct State {
     /// Whether this node serves light push (the REST light push route publishes only then).
     pub lightpush_enabled: bool,
     pub cache: Arc<relay::Cache>,
+    /// The filter service node REST subscriptions go to, and the cache of its pushes.
+    pub filter: Arc<filter::Filter>,
     /// The node's throttle: REST requests to throttled services spend the same quotas as
     /// libp2p requests, keyed by the HTTP client's IP.
     pub throttle: Throttle,
@@ -305,6 +321,8 @@ fn route_label(path: &str) -> &'static str {
         ("/relay/v1/subscriptions", "relay_subscriptions"),
         ("/relay/v1/messages", "relay_messages"),
         ("/store/v3/messages", "store"),
+        ("/filter/v2/subscriptions", "filter_subscriptions"),
+        ("/filter/v2/messages", "filter_messages"),
         ("/lightpush/v3/message", "lightpush"),
         ("/lightpush/v1/message", "lightpush_legacy"),
     ];
@@ -327,7 +345,8 @@ pub fn router(state: State, config: &Config, metrics: Metrics) -> Router {
         .merge(debug::routes())
         .merge(relay::routes())
         .merge(store::routes())
-        .merge(lightpush::routes());
+        .merge(lightpush::routes())
+        .merge(filter::routes());
     if config.admin {
         router = router.merge(admin::routes());
     }
@@ -427,6 +446,7 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let feed = relay::feed(state.node.subscribe(), state.cache.clone());
+    let filter_feed = filter::feed(state.node.filter_pushes(), state.filter.clone());
     let app = router(state, &config, metrics);
     // The client's address reaches the handlers for the throttle's per-IP quotas.
     let app = app.into_make_service_with_connect_info::<SocketAddr>();
@@ -440,6 +460,7 @@ pub async fn serve(
     tokio::select! {
         result = server => result,
         () = feed => Ok(()),
+        () = filter_feed => Ok(()),
     }
 }
 

@@ -830,3 +830,124 @@ async fn rest_clients_spend_the_throttles_quotas_by_ip() {
         );
     }
 }
+
+/// Polls a filter `GET` until it returns at least `n` messages in total.
+async fn drain_filter_until(rest: &Rest, path: &str, n: usize) -> Vec<Value> {
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while got.len() < n && tokio::time::Instant::now() < deadline {
+        let (status, body) = rest.get(path).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        let list: Value = serde_json::from_str(&body).unwrap();
+        got.extend(list.as_array().cloned().unwrap_or_default());
+        if got.len() < n {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    got
+}
+
+/// Node B serves the REST filter routes as a filter client of node A (`rest.filter_node`):
+/// subscribe, ping, read what A pushes, unsubscribe, with nwaku's bodies and codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filter_routes_subscribe_at_the_filter_node_and_read_its_pushes() {
+    init_tracing();
+    let a = TestNode::start().await;
+    let a_address = a.tcp_addr();
+    // B is a pure client: no relay (whose gossip would keep the connection to A busy) and a
+    // short idle timeout, so pushes must still arrive after its connection to A went idle.
+    let b = TestNode::start_with(|c| {
+        c.rest.filter_node = Some(a_address);
+        c.relay.enabled = false;
+        c.store.enabled = false;
+        c.lightpush.enabled = false;
+        c.filter.enabled = false;
+        c.network.idle_connection_timeout = std::time::Duration::from_millis(500);
+    })
+    .await;
+    let (rest_a, rest_b) = (Rest::of(&a), Rest::of(&b));
+    let messages = format!("/filter/v2/messages/{}", enc(CONTENT_TOPIC));
+    let subscription = json!({
+        "requestId": "sub-1",
+        "pubsubTopic": TOPIC,
+        "contentFilters": [CONTENT_TOPIC],
+    });
+
+    // Nothing subscribed yet: reading is a 400, a ping is the service's 404.
+    let (status, body) = rest_b.get(&messages).await;
+    assert_eq!(
+        (status, body),
+        (400, format!("Not subscribed to topic: {CONTENT_TOPIC}"))
+    );
+    let (status, body) = rest_b.get("/filter/v2/subscriptions/ping-0").await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["requestId"],
+        "ping-0"
+    );
+
+    let (status, body) = rest_b.post("/filter/v2/subscriptions", &subscription).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"requestId": "sub-1", "statusDesc": "OK"})
+    );
+    let (status, body) = rest_b.get("/filter/v2/subscriptions/ping-1").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"requestId": "ping-1", "statusDesc": "OK"})
+    );
+
+    // Past B's idle timeout, a message published on A reaches B's REST reader, once.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let (status, body) = rest_a
+        .post(
+            &format!("/relay/v1/messages/{}", enc(TOPIC)),
+            &json!({"payload": b64(b"filtered"), "contentTopic": CONTENT_TOPIC, "timestamp": now_nanos()}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let got = drain_filter_until(&rest_b, &messages, 1).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["payload"], json!(b64(b"filtered")));
+    assert_eq!(got[0]["contentTopic"], json!(CONTENT_TOPIC));
+    assert!(got[0].get("proof").is_none(), "{got:?}");
+    assert_eq!(rest_b.get_json(&messages).await, json!([]));
+
+    // Unreadable bodies: 400 for request id "unknown".
+    let (status, body) = rest_b
+        .post_raw("/filter/v2/subscriptions", "{".into())
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["requestId"],
+        "unknown"
+    );
+
+    // Unsubscribe: the service forgets B, the cache goes.
+    let (status, body) = rest_b
+        .delete("/filter/v2/subscriptions", &subscription)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(rest_b.get(&messages).await.0, 400);
+    assert_eq!(rest_b.get("/filter/v2/subscriptions/ping-2").await.0, 404);
+    let (status, body) = rest_b.post("/filter/v2/subscriptions", &subscription).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = rest_b
+        .delete(
+            "/filter/v2/subscriptions/all",
+            &json!({"requestId": "all-1"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(rest_b.get(&messages).await.0, 400);
+
+    // A node without rest.filter_node: nwaku's 503.
+    let (status, body) = rest_a.post("/filter/v2/subscriptions", &subscription).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"requestId": "sub-1", "statusDesc": "No suitable service peer & no discovery method"})
+    );
+}
