@@ -1,6 +1,9 @@
 //! `/admin/v1/peers` (nwaku's `endpoint/admin`), served only with `rest.admin`: the connected
 //! peers in nwaku's `WakuPeer` shape (also `/admin/v1/peers/connected` and one by id at
-//! `/admin/v1/peer/{peerId}`), and dialling a list of multiaddrs.
+//! `/admin/v1/peer/{peerId}`, by shard at `/admin/v1/peers/connected/on/{shardId}`), the
+//! relay and mesh peers per shard (`/admin/v1/peers/relay[/on/{shardId}]`,
+//! `/admin/v1/peers/mesh[/on/{shardId}]`, from gossipsub's view in `NodeHandle::network_status`)
+//! and dialling a list of multiaddrs.
 
 use std::time::{Duration, Instant};
 
@@ -28,6 +31,120 @@ pub fn routes() -> Router<State> {
         // Roost lists connected peers only, so both lists are the same.
         .route("/admin/v1/peers/connected", get(peers))
         .route("/admin/v1/peer/{peer_id}", get(peer))
+        .route(
+            "/admin/v1/peers/connected/on/{shard}",
+            get(connected_on_shard),
+        )
+        .route("/admin/v1/peers/relay", get(relay_peers))
+        .route(
+            "/admin/v1/peers/relay/on/{shard}",
+            get(relay_peers_on_shard),
+        )
+        .route("/admin/v1/peers/mesh", get(mesh_peers))
+        .route("/admin/v1/peers/mesh/on/{shard}", get(mesh_peers_on_shard))
+}
+
+/// Which peers of a shard a per-shard list shows.
+#[derive(Clone, Copy)]
+enum ShardList {
+    /// Peers subscribed to the shard's pubsub topic (nwaku's `getConnectedPubSubPeers`).
+    Relay,
+    /// Peers in this node's gossipsub mesh of the topic (nwaku's `getPubSubPeersInMesh`).
+    Mesh,
+}
+
+fn shard_of(text: &str) -> Result<u16, RestError> {
+    text.parse()
+        .map_err(|e| RestError::BadRequest(format!("Invalid shardId: {e}")))
+}
+
+/// nwaku's `PeersOfShard`: `{"shard", "peers": [WakuPeer]}`.
+fn peers_of_shard(peers: &[PeerStatus], topic: &ShardTopic, list: ShardList) -> serde_json::Value {
+    let name = topic.to_string();
+    let peers: Vec<serde_json::Value> = peers
+        .iter()
+        .filter(|p| match list {
+            ShardList::Relay => p.topics.contains(&name),
+            ShardList::Mesh => p.mesh_topics.contains(&name),
+        })
+        .map(waku_peer)
+        .collect();
+    serde_json::json!({ "shard": topic.shard, "peers": peers })
+}
+
+fn relay_mounted(state: &State) -> Result<(), RestError> {
+    if state.relay.enabled {
+        Ok(())
+    } else {
+        Err(RestError::Unavailable(
+            "Error: Relay Protocol is not mounted to the node".into(),
+        ))
+    }
+}
+
+/// Every shard this node relays, with its peers.
+async fn shard_lists(state: &State, list: ShardList) -> Result<Response, RestError> {
+    relay_mounted(state)?;
+    let peers = connected_peers(state).await?;
+    let shards: Vec<serde_json::Value> = state
+        .relay
+        .pubsub_topics()
+        .iter()
+        .map(|topic| peers_of_shard(&peers, topic, list))
+        .collect();
+    Ok(Json(shards).into_response())
+}
+
+/// One shard of this node's cluster (any shard number, as nwaku: an unrelayed one has no peers).
+async fn shard_list(state: &State, shard: &str, list: ShardList) -> Result<Response, RestError> {
+    let shard = shard_of(shard)?;
+    relay_mounted(state)?;
+    let peers = connected_peers(state).await?;
+    let topic = ShardTopic::new(state.relay.cluster_id, shard);
+    Ok(Json(peers_of_shard(&peers, &topic, list)).into_response())
+}
+
+/// `[{"shard", "peers"}]` for every relayed shard; 503 without relay.
+async fn relay_peers(AxumState(state): AxumState<State>) -> Result<Response, RestError> {
+    shard_lists(&state, ShardList::Relay).await
+}
+
+async fn relay_peers_on_shard(
+    AxumState(state): AxumState<State>,
+    Path(shard): Path<String>,
+) -> Result<Response, RestError> {
+    shard_list(&state, &shard, ShardList::Relay).await
+}
+
+async fn mesh_peers(AxumState(state): AxumState<State>) -> Result<Response, RestError> {
+    shard_lists(&state, ShardList::Mesh).await
+}
+
+async fn mesh_peers_on_shard(
+    AxumState(state): AxumState<State>,
+    Path(shard): Path<String>,
+) -> Result<Response, RestError> {
+    shard_list(&state, &shard, ShardList::Mesh).await
+}
+
+/// Connected peers whose relay topics include the shard (nwaku filters its peer list by the
+/// shards each peer announced).
+async fn connected_on_shard(
+    AxumState(state): AxumState<State>,
+    Path(shard): Path<String>,
+) -> Result<Response, RestError> {
+    let shard = shard_of(&shard)?;
+    let peers: Vec<serde_json::Value> = connected_peers(&state)
+        .await?
+        .iter()
+        .map(waku_peer)
+        .filter(|p| {
+            p["shards"]
+                .as_array()
+                .is_some_and(|s| s.contains(&serde_json::json!(shard)))
+        })
+        .collect();
+    Ok(Json(peers).into_response())
 }
 
 /// One connected peer in nwaku's `WakuPeer` shape. Roost knows a peer's relay topics

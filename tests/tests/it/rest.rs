@@ -235,6 +235,45 @@ async fn admin_peers_dials_and_lists_connected_peers() {
         404
     );
     assert_eq!(rest_a.get("/admin/v1/peer/not-a-peer-id").await.0, 400);
+
+    // Per shard: b is a relay peer on each of a's shards, and joins a's mesh of shard 0.
+    let relay = rest_a.get_json("/admin/v1/peers/relay").await;
+    let shards: Vec<&Value> = relay
+        .as_array()
+        .map(|l| l.iter().map(|s| &s["shard"]).collect())
+        .unwrap_or_default();
+    assert_eq!(shards.len(), 8, "{relay}");
+    assert!(
+        relay
+            .as_array()
+            .is_some_and(|l| l.iter().all(|s| s["peers"] == json!([peers[0].clone()]))),
+        "{relay}"
+    );
+    assert_eq!(
+        rest_a.get_json("/admin/v1/peers/relay/on/0").await,
+        json!({"shard": 0, "peers": [peers[0].clone()]})
+    );
+    assert_eq!(
+        rest_a.get_json("/admin/v1/peers/relay/on/99").await,
+        json!({"shard": 99, "peers": []})
+    );
+    assert_eq!(rest_a.get("/admin/v1/peers/relay/on/x").await.0, 400);
+    assert_eq!(
+        rest_a.get_json("/admin/v1/peers/connected/on/0").await,
+        peers
+    );
+    assert_eq!(
+        rest_a.get_json("/admin/v1/peers/connected/on/99").await,
+        json!([])
+    );
+    wait_until(WAIT, || async {
+        rest_a.get_json("/admin/v1/peers/mesh/on/0").await
+            == json!({"shard": 0, "peers": [peers[0].clone()]})
+    })
+    .await
+    .expect("b joins a's mesh of shard 0");
+    let mesh = rest_a.get_json("/admin/v1/peers/mesh").await;
+    assert_eq!(mesh[0]["shard"], json!(0), "{mesh}");
     // b sees a too, although only a dialled.
     let peers_b = Rest::of(&b).get_json("/admin/v1/peers").await;
     let a_id = a.handle.peer_id().to_string();
@@ -279,6 +318,30 @@ async fn admin_peers_dials_and_lists_connected_peers() {
         body.contains("Failed to connect to peer at index: 0"),
         "{body}"
     );
+}
+
+/// Without relay the per-shard lists are nwaku's 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_shard_lists_need_relay() {
+    init_tracing();
+    let node = start_admin(|c| {
+        c.relay.enabled = false;
+        c.store.enabled = false;
+        c.lightpush.enabled = false;
+        c.filter.enabled = false;
+    })
+    .await;
+    let rest = Rest::of(&node);
+    for path in ["/admin/v1/peers/relay", "/admin/v1/peers/mesh/on/0"] {
+        assert_eq!(
+            rest.get(path).await,
+            (
+                503,
+                "Error: Relay Protocol is not mounted to the node".to_owned()
+            ),
+            "{path}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
