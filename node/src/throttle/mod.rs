@@ -12,6 +12,9 @@
 //!   [`Throttle::check`] with the service, peer and remote IP of an inbound request *before
 //!   decoding it*; on `Err(Throttled)` it answers with the protocol's "too many requests"
 //!   status (store, light push and filter: 429; rendezvous: `E_UNAVAILABLE`) and does no work.
+//! - **REST API** ([`crate::rest`]): store, light push and filter routes call
+//!   [`Throttle::check_client`] with the HTTP client's IP (no peer id: per-IP and global
+//!   rules) and answer nwaku's 429 for the route.
 //! - **Relay**: the swarm task calls [`Throttle::relay_gate`] (`gossip.rs`) before validating
 //!   a gossipsub message;
 //!   over-quota messages are Ignored, then Rejected once the peer keeps going (gossipsub
