@@ -43,6 +43,8 @@ pub struct NodeHandle {
     pub(crate) commands: mpsc::Sender<Command>,
     pub(crate) messages: broadcast::Sender<Arc<RelayedMessage>>,
     pub(crate) filter_pushes: broadcast::Sender<Arc<ReceivedPush>>,
+    /// Snapshot requests to the filter service task; `None` without the filter service.
+    pub(crate) filter_snapshots: Option<mpsc::Sender<crate::filter::service::SnapshotReply>>,
     pub(crate) info: Arc<NodeInfo>,
     pub(crate) health: Health,
     pub(crate) throttle: Throttle,
@@ -123,6 +125,14 @@ impl NodeHandle {
             .commands
             .send(Command::KeepAlive { peer, keep_alive })
             .await;
+    }
+
+    /// The filter service's live subscribers and their (pubsub topic, content topic)
+    /// criteria; `None` when this node serves no filter or is shutting down.
+    pub async fn filter_subscriptions(&self) -> Option<Vec<(PeerId, Vec<(String, String)>)>> {
+        let (reply, rx) = oneshot::channel();
+        self.filter_snapshots.as_ref()?.send(reply).await.ok()?;
+        rx.await.ok()
     }
 
     pub async fn dial(&self, address: Multiaddr) -> Result<(), String> {

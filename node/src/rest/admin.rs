@@ -42,6 +42,28 @@ pub fn routes() -> Router<State> {
         )
         .route("/admin/v1/peers/mesh", get(mesh_peers))
         .route("/admin/v1/peers/mesh/on/{shard}", get(mesh_peers_on_shard))
+        .route("/admin/v1/filter/subscriptions", get(filter_subscriptions))
+}
+
+/// nwaku's `[{"peerId", "filterCriteria": [{"pubsubTopic", "contentTopic"}]}]` of this node's
+/// filter service; 400 without it, as nwaku without a mounted filter.
+async fn filter_subscriptions(AxumState(state): AxumState<State>) -> Result<Response, RestError> {
+    let subscriptions = state.node.filter_subscriptions().await.ok_or_else(|| {
+        RestError::BadRequest("Error: Filter Protocol is not mounted to the node".into())
+    })?;
+    let list: Vec<serde_json::Value> = subscriptions
+        .into_iter()
+        .map(|(peer, criteria)| {
+            let criteria: Vec<serde_json::Value> = criteria
+                .into_iter()
+                .map(|(pubsub_topic, content_topic)| {
+                    serde_json::json!({"pubsubTopic": pubsub_topic, "contentTopic": content_topic})
+                })
+                .collect();
+            serde_json::json!({"peerId": peer.to_string(), "filterCriteria": criteria})
+        })
+        .collect();
+    Ok(Json(list).into_response())
 }
 
 /// Which peers of a shard a per-shard list shows.

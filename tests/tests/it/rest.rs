@@ -915,11 +915,11 @@ async fn drain_filter_until(rest: &Rest, path: &str, n: usize) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filter_routes_subscribe_at_the_filter_node_and_read_its_pushes() {
     init_tracing();
-    let a = TestNode::start().await;
+    let a = start_admin(|_| {}).await;
     let a_address = a.tcp_addr();
     // B is a pure client: no relay (whose gossip would keep the connection to A busy) and a
     // short idle timeout, so pushes must still arrive after its connection to A went idle.
-    let b = TestNode::start_with(|c| {
+    let b = start_admin(|c| {
         c.rest.filter_node = Some(a_address);
         c.relay.enabled = false;
         c.store.enabled = false;
@@ -954,6 +954,22 @@ async fn filter_routes_subscribe_at_the_filter_node_and_read_its_pushes() {
     assert_eq!(
         serde_json::from_str::<Value>(&body).unwrap(),
         json!({"requestId": "sub-1", "statusDesc": "OK"})
+    );
+    // A's admin list shows B's criteria.
+    assert_eq!(
+        rest_a.get_json("/admin/v1/filter/subscriptions").await,
+        json!([{
+            "peerId": b.handle.peer_id().to_string(),
+            "filterCriteria": [{"pubsubTopic": TOPIC, "contentTopic": CONTENT_TOPIC}],
+        }])
+    );
+    // B serves no filter: nwaku's 400.
+    assert_eq!(
+        rest_b.get("/admin/v1/filter/subscriptions").await,
+        (
+            400,
+            "Error: Filter Protocol is not mounted to the node".to_owned()
+        )
     );
     let (status, body) = rest_b.get("/filter/v2/subscriptions/ping-1").await;
     assert_eq!(status, 200, "{body}");
@@ -995,6 +1011,10 @@ async fn filter_routes_subscribe_at_the_filter_node_and_read_its_pushes() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(rest_b.get(&messages).await.0, 400);
     assert_eq!(rest_b.get("/filter/v2/subscriptions/ping-2").await.0, 404);
+    assert_eq!(
+        rest_a.get_json("/admin/v1/filter/subscriptions").await,
+        json!([])
+    );
     let (status, body) = rest_b.post("/filter/v2/subscriptions", &subscription).await;
     assert_eq!(status, 200, "{body}");
     let (status, body) = rest_b
