@@ -551,7 +551,6 @@ impl Node {
                 cache: Arc::new(crate::rest::relay::Cache::new(
                     config.rest.relay_cache_capacity as usize,
                 )),
-                throttle: throttle.clone(),
                 filter: Arc::new(crate::rest::filter::Filter::new(
                     config.rest.filter_node.clone(),
                     config.rest.relay_cache_capacity as usize,

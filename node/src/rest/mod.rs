@@ -8,11 +8,12 @@
 //! (`/filter/v2/...`, as a filter client of `rest.filter_node`).
 //!
 //! Every route calls what the protocols call (`NodeHandle::publish`, `ArchiveHandle::query`,
-//! `NodeHandle::request` on the store protocol, `NodeHandle::dial`), so limits and validation
-//! are the same on both doors; store and light push requests first spend the throttle's
-//! quotas keyed by the client's IP ([`admit`]), as libp2p requests do before decoding. Shapes, defaults and status codes follow nwaku's handlers
+//! `NodeHandle::request` on the store and filter protocols, `NodeHandle::dial`), so limits and
+//! validation are the same on both doors; store, light push and filter requests first spend
+//! the throttle's quotas keyed by the client's IP ([`admit`]), as libp2p requests do before
+//! decoding. Shapes, defaults and status codes follow nwaku's handlers
 //! (`waku/rest_api/endpoint/*/handlers.nim`): errors are `text/plain` with 400/404/412/429/
-//! 500/503, a success without a body is 200 `OK`.
+//! 500/503 (light push v3 and filter answer JSON), a success without a body is 200 `OK`.
 
 mod admin;
 mod debug;
@@ -43,11 +44,7 @@ use prometheus_client::{
 use serde::{Deserialize, Serialize};
 use tokio::{net::TcpListener, sync::watch};
 
-use crate::{
-    handle::NodeHandle,
-    message::WakuMessage,
-    throttle::{self, Throttle},
-};
+use crate::{handle::NodeHandle, message::WakuMessage, throttle};
 
 /// `[rest]` settings, nwaku's `--rest-*` flags.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -111,9 +108,6 @@ pub struct State {
     pub cache: Arc<relay::Cache>,
     /// The filter service node REST subscriptions go to, and the cache of its pushes.
     pub filter: Arc<filter::Filter>,
-    /// The node's throttle: REST requests to throttled services spend the same quotas as
-    /// libp2p requests, keyed by the HTTP client's IP.
-    pub throttle: Throttle,
 }
 
 /// The HTTP client's IP; `None` only when the router runs without connection info (then
@@ -142,8 +136,10 @@ pub(crate) fn admit(
     client: &Client,
 ) -> Result<(), throttle::Throttled> {
     let Client(ip) = *client;
+    // The node's own throttle: the REST door spends the quotas the libp2p door spends.
     state
-        .throttle
+        .node
+        .throttle()
         .check_client(service, ip)
         .inspect_err(|throttled| {
             tracing::debug!(?ip, %throttled, "REST request throttled");
