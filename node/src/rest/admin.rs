@@ -43,6 +43,49 @@ pub fn routes() -> Router<State> {
         .route("/admin/v1/peers/mesh", get(mesh_peers))
         .route("/admin/v1/peers/mesh/on/{shard}", get(mesh_peers_on_shard))
         .route("/admin/v1/filter/subscriptions", get(filter_subscriptions))
+        .route("/admin/v1/peers/stats", get(stats))
+}
+
+/// nwaku's peer statistics: `Sum`, `By Connectedness`, `Relay peers` and `Mesh peers` per shard
+/// (each with nwaku's total, which counts shards), `By Protocols`. Roost lists connected peers
+/// only and knows only the relay protocol of a peer, so `By Protocols` counts relay alone.
+async fn stats(AxumState(state): AxumState<State>) -> Result<Response, RestError> {
+    let peers = connected_peers(&state).await?;
+    let topics = if state.relay.enabled {
+        state.relay.pubsub_topics()
+    } else {
+        Vec::new()
+    };
+    let per_shard = |list: ShardList, total: &str| {
+        let mut map = serde_json::Map::new();
+        for topic in &topics {
+            let name = topic.to_string();
+            let count = peers
+                .iter()
+                .filter(|p| match list {
+                    ShardList::Relay => p.topics.contains(&name),
+                    ShardList::Mesh => p.mesh_topics.contains(&name),
+                })
+                .count();
+            map.insert(topic.shard.to_string(), count.into());
+        }
+        map.insert(total.to_owned(), topics.len().into());
+        serde_json::Value::Object(map)
+    };
+    let relay_peers = peers.iter().filter(|p| !p.topics.is_empty()).count();
+    Ok(Json(serde_json::json!({
+        "Sum": {"Total peers": peers.len()},
+        "By Connectedness": {
+            "Connected": peers.len(),
+            "NotConnected": 0,
+            "CannotConnect": 0,
+            "CanConnect": 0,
+        },
+        "Relay peers": per_shard(ShardList::Relay, "Total relay peers"),
+        "Mesh peers": per_shard(ShardList::Mesh, "Total mesh peers"),
+        "By Protocols": {crate::relay::PROTOCOL_ID: relay_peers},
+    }))
+    .into_response())
 }
 
 /// nwaku's `[{"peerId", "filterCriteria": [{"pubsubTopic", "contentTopic"}]}]` of this node's

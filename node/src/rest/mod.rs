@@ -2,9 +2,9 @@
 //! services the libp2p protocols use. This module owns the `[rest]` config, the axum server,
 //! the relay message cache REST readers drain ([`relay::Cache`]), CORS (`rest.allow_origin`)
 //! and `roost_rest_requests_total`. Routes, one file per group as nwaku groups them:
-//! `debug.rs` (`/health`, `/info`, `/version`), `admin.rs` (`/admin/v1/peer[s]`, only with
-//! `rest.admin`), `relay.rs` (`/relay/v1/...`), `store.rs` (`/store/v3/messages`) and
-//! `lightpush.rs` (`/lightpush/v3/message`, legacy `/lightpush/v1/message`) and `filter.rs`
+//! `debug.rs` (`/health`, `/info`, `/version`), `admin.rs` (`/admin/v1/peer[s]/...` and
+//! `/admin/v1/filter/subscriptions`, only with `rest.admin`), `relay.rs` (`/relay/v1/...`),
+//! `store.rs` (`/store/v3/messages`), `lightpush.rs` (`/lightpush/v3/message`, legacy `/lightpush/v1/message`) and `filter.rs`
 //! (`/filter/v2/...`, as a filter client of `rest.filter_node`).
 //!
 //! Every route calls what the protocols call (`NodeHandle::publish`, `ArchiveHandle::query`,

@@ -274,6 +274,21 @@ async fn admin_peers_dials_and_lists_connected_peers() {
     .expect("b joins a's mesh of shard 0");
     let mesh = rest_a.get_json("/admin/v1/peers/mesh").await;
     assert_eq!(mesh[0]["shard"], json!(0), "{mesh}");
+    let stats = rest_a.get_json("/admin/v1/peers/stats").await;
+    assert_eq!(stats["Sum"], json!({"Total peers": 1}), "{stats}");
+    assert_eq!(stats["By Connectedness"]["Connected"], json!(1), "{stats}");
+    assert_eq!(stats["Relay peers"]["0"], json!(1), "{stats}");
+    assert_eq!(
+        stats["Relay peers"]["Total relay peers"],
+        json!(8),
+        "{stats}"
+    );
+    assert_eq!(stats["Mesh peers"]["0"], json!(1), "{stats}");
+    assert_eq!(
+        stats["By Protocols"]["/vac/waku/relay/2.0.0"],
+        json!(1),
+        "{stats}"
+    );
     // b sees a too, although only a dialled.
     let peers_b = Rest::of(&b).get_json("/admin/v1/peers").await;
     let a_id = a.handle.peer_id().to_string();
