@@ -62,12 +62,14 @@ impl Filter {
     }
 }
 
-/// Pushed messages per subscribed content topic, each queue at most `capacity` long (the
-/// oldest dropped first).
+/// Pushed messages with their pubsub topic, per subscribed content topic, each queue at most
+/// `capacity` long (the oldest dropped first).
 pub struct Cache {
     capacity: usize,
-    topics: Mutex<HashMap<String, VecDeque<WakuMessage>>>,
+    topics: Mutex<HashMap<String, Queue>>,
 }
+
+type Queue = VecDeque<(Arc<str>, WakuMessage)>;
 
 impl Cache {
     pub fn new(capacity: usize) -> Cache {
@@ -77,7 +79,7 @@ impl Cache {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, VecDeque<WakuMessage>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Queue>> {
         // A panic while holding the lock leaves plain queues behind: still usable.
         self.topics.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -107,19 +109,28 @@ impl Cache {
         self.lock().clear();
     }
 
-    fn drain(&self, topic: &str) -> Option<Vec<WakuMessage>> {
-        self.lock()
-            .get_mut(topic)
-            .map(|queue| queue.drain(..).collect())
+    /// The cached messages of `topic` (only those pushed on `pubsub_topic` when given; the
+    /// others stay), emptying what it returns; `None` when not subscribed.
+    fn drain(&self, topic: &str, pubsub_topic: Option<&str>) -> Option<Vec<WakuMessage>> {
+        let mut map = self.lock();
+        let queue = map.get_mut(topic)?;
+        let Some(pubsub_topic) = pubsub_topic else {
+            return Some(queue.drain(..).map(|(_, m)| m).collect());
+        };
+        let (taken, kept): (Queue, Queue) = queue
+            .drain(..)
+            .partition(|(pubsub, _)| &**pubsub == pubsub_topic);
+        *queue = kept;
+        Some(taken.into_iter().map(|(_, m)| m).collect())
     }
 
-    fn deliver(&self, message: &WakuMessage) {
+    fn deliver(&self, pubsub_topic: &Arc<str>, message: &WakuMessage) {
         let mut map = self.lock();
         if let Some(queue) = map.get_mut(&message.content_topic) {
             if queue.len() >= self.capacity {
                 queue.pop_front();
             }
-            queue.push_back(message.clone());
+            queue.push_back((pubsub_topic.clone(), message.clone()));
         }
     }
 }
@@ -132,7 +143,9 @@ pub async fn feed(mut pushes: broadcast::Receiver<Arc<ReceivedPush>>, filter: Ar
     };
     loop {
         match pushes.recv().await {
-            Ok(push) if push.peer == service => filter.cache.deliver(&push.message),
+            Ok(push) if push.peer == service => filter
+                .cache
+                .deliver(&Arc::from(push.pubsub_topic.as_str()), &push.message),
             Ok(_) => {}
             Err(broadcast::error::RecvError::Lagged(missed)) => {
                 tracing::debug!(missed, "REST filter cache fell behind the pushes");
@@ -153,6 +166,11 @@ pub fn routes() -> Router<State> {
         .route("/filter/v2/subscriptions/all", delete(unsubscribe_all))
         .route("/filter/v2/subscriptions/{request_id}", get(ping))
         .route("/filter/v2/messages/{content_topic}", get(messages))
+        // go-waku's form, which waku-interop-tests calls when it names the pubsub topic.
+        .route(
+            "/filter/v2/messages/{pubsub_topic}/{content_topic}",
+            get(messages_on_pubsub),
+        )
 }
 
 #[derive(Deserialize)]
@@ -404,9 +422,30 @@ async fn messages(
     AxumState(state): AxumState<State>,
     Path(content_topic): Path<String>,
 ) -> Result<Response, RestError> {
-    let messages = state.filter.cache.drain(&content_topic).ok_or_else(|| {
-        RestError::BadRequest(format!("Not subscribed to topic: {content_topic}"))
-    })?;
+    drain_json(&state, &content_topic, None)
+}
+
+/// `GET /filter/v2/messages/{pubsubTopic}/{contentTopic}`: the same, only what was pushed on
+/// that pubsub topic.
+async fn messages_on_pubsub(
+    AxumState(state): AxumState<State>,
+    Path((pubsub_topic, content_topic)): Path<(String, String)>,
+) -> Result<Response, RestError> {
+    drain_json(&state, &content_topic, Some(&pubsub_topic))
+}
+
+fn drain_json(
+    state: &State,
+    content_topic: &str,
+    pubsub_topic: Option<&str>,
+) -> Result<Response, RestError> {
+    let messages = state
+        .filter
+        .cache
+        .drain(content_topic, pubsub_topic)
+        .ok_or_else(|| {
+            RestError::BadRequest(format!("Not subscribed to topic: {content_topic}"))
+        })?;
     let list: Vec<serde_json::Value> = messages
         .iter()
         .map(|m| {
@@ -440,19 +479,34 @@ mod tests {
     fn cache_keeps_the_newest_messages_of_subscribed_topics_only() {
         let cache = Cache::new(2);
         cache.subscribe(&["/a/1/x/proto".into()]).unwrap();
+        let shard: Arc<str> = Arc::from("/waku/2/rs/1/0");
         for n in 0..3 {
-            cache.deliver(&message("/a/1/x/proto", n));
-            cache.deliver(&message("/a/1/other/proto", n));
+            cache.deliver(&shard, &message("/a/1/x/proto", n));
+            cache.deliver(&shard, &message("/a/1/other/proto", n));
         }
-        let got = cache.drain("/a/1/x/proto").unwrap();
+        let got = cache.drain("/a/1/x/proto", None).unwrap();
         assert_eq!(
             got.iter().map(|m| m.payload[0]).collect::<Vec<_>>(),
             vec![1, 2]
         );
-        assert!(cache.drain("/a/1/x/proto").unwrap().is_empty());
-        assert!(cache.drain("/a/1/other/proto").is_none());
+        assert!(cache.drain("/a/1/x/proto", None).unwrap().is_empty());
+        assert!(cache.drain("/a/1/other/proto", None).is_none());
+        // Naming a pubsub topic takes its messages and leaves the others queued.
+        let other: Arc<str> = Arc::from("/waku/2/rs/1/1");
+        cache.deliver(&shard, &message("/a/1/x/proto", 7));
+        cache.deliver(&other, &message("/a/1/x/proto", 8));
+        let got = cache.drain("/a/1/x/proto", Some("/waku/2/rs/1/1")).unwrap();
+        assert_eq!(
+            got.iter().map(|m| m.payload[0]).collect::<Vec<_>>(),
+            vec![8]
+        );
+        let got = cache.drain("/a/1/x/proto", None).unwrap();
+        assert_eq!(
+            got.iter().map(|m| m.payload[0]).collect::<Vec<_>>(),
+            vec![7]
+        );
         cache.reset();
-        assert!(cache.drain("/a/1/x/proto").is_none());
+        assert!(cache.drain("/a/1/x/proto", None).is_none());
     }
 
     #[test]

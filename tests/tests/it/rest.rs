@@ -1008,6 +1008,18 @@ async fn filter_routes_subscribe_at_the_filter_node_and_read_its_pushes() {
     assert_eq!(got[0]["contentTopic"], json!(CONTENT_TOPIC));
     assert!(got[0].get("proof").is_none(), "{got:?}");
     assert_eq!(rest_b.get_json(&messages).await, json!([]));
+    // The form naming the pubsub topic (go-waku's, called by waku-interop-tests).
+    let (status, body) = rest_a
+        .post(
+            &format!("/relay/v1/messages/{}", enc(TOPIC)),
+            &json!({"payload": b64(b"by shard"), "contentTopic": CONTENT_TOPIC, "timestamp": now_nanos()}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let on_topic = format!("/filter/v2/messages/{}/{}", enc(TOPIC), enc(CONTENT_TOPIC));
+    let got = drain_filter_until(&rest_b, &on_topic, 1).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["payload"], json!(b64(b"by shard")));
 
     // Unreadable bodies: 400 for request id "unknown".
     let (status, body) = rest_b
