@@ -43,6 +43,8 @@ pub struct NodeHandle {
     pub(crate) commands: mpsc::Sender<Command>,
     pub(crate) messages: broadcast::Sender<Arc<RelayedMessage>>,
     pub(crate) filter_pushes: broadcast::Sender<Arc<ReceivedPush>>,
+    /// Snapshot requests to the filter service task; `None` without the filter service.
+    pub(crate) filter_snapshots: Option<mpsc::Sender<crate::filter::service::SnapshotReply>>,
     pub(crate) info: Arc<NodeInfo>,
     pub(crate) health: Health,
     pub(crate) throttle: Throttle,
@@ -113,6 +115,24 @@ impl NodeHandle {
     /// Pushes that arrive while nobody listens are dropped.
     pub fn filter_pushes(&self) -> broadcast::Receiver<Arc<ReceivedPush>> {
         self.filter_pushes.subscribe()
+    }
+
+    /// Keeps connections to `peer` open although no stream is active on them (`true`), or
+    /// lets them close when idle again (`false`): a filter client must stay reachable for the
+    /// service's pushes. Does nothing once the node is shutting down.
+    pub async fn keep_alive(&self, peer: PeerId, keep_alive: bool) {
+        let _ = self
+            .commands
+            .send(Command::KeepAlive { peer, keep_alive })
+            .await;
+    }
+
+    /// The filter service's live subscribers and their (pubsub topic, content topic)
+    /// criteria; `None` when this node serves no filter or is shutting down.
+    pub async fn filter_subscriptions(&self) -> Option<Vec<(PeerId, Vec<(String, String)>)>> {
+        let (reply, rx) = oneshot::channel();
+        self.filter_snapshots.as_ref()?.send(reply).await.ok()?;
+        rx.await.ok()
     }
 
     pub async fn dial(&self, address: Multiaddr) -> Result<(), String> {

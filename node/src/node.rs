@@ -254,13 +254,13 @@ impl Node {
                 filter_metrics.clone(),
             );
             sinks.push(Box::new(wiring.sink));
-            Some((task, wiring.requests))
+            Some((task, wiring.requests, wiring.snapshots))
         } else {
             None
         };
-        let (filter_task, filter_requests) = match filter_task {
-            Some((task, requests)) => (Some(task), Some(requests)),
-            None => (None, None),
+        let (filter_task, filter_requests, filter_snapshots) = match filter_task {
+            Some((task, requests, snapshots)) => (Some(task), Some(requests), Some(snapshots)),
+            None => (None, None, None),
         };
 
         if let Some(sink) = store_sink {
@@ -422,6 +422,7 @@ impl Node {
             commands: command_tx,
             messages: messages_tx,
             filter_pushes: filter_pushes_tx.clone(),
+            filter_snapshots,
             info: Arc::new(info),
             health: health.clone(),
             throttle: throttle.clone(),
@@ -548,6 +549,10 @@ impl Node {
                 relay: Arc::new(config.relay.clone()),
                 lightpush_enabled: config.lightpush.enabled,
                 cache: Arc::new(crate::rest::relay::Cache::new(
+                    config.rest.relay_cache_capacity as usize,
+                )),
+                filter: Arc::new(crate::rest::filter::Filter::new(
+                    config.rest.filter_node.clone(),
                     config.rest.relay_cache_capacity as usize,
                 )),
             };

@@ -34,6 +34,8 @@ const FLAG_ALIASES: &[(&str, &str)] = &[
     // nwaku's `--rest=true|false`; the other `[rest]` flags already match nwaku's names
     // (`--rest-admin`, `--rest-allow-origin`, `--rest-relay-cache-capacity`).
     ("rest.enabled", "rest"),
+    // nwaku's `--filternode`: the filter service node of the REST filter routes.
+    ("rest.filter_node", "filternode"),
 ];
 
 /// What type a key holds, which decides how env/flag text is parsed.

@@ -226,6 +226,8 @@ fn nwaku_rest_flags_parse() {
             "--rest-allow-origin",
             "http://a.example",
             "--rest-relay-cache-capacity=9",
+            "--filternode",
+            "/ip4/10.0.0.2/tcp/60000/p2p/16Uiu2HAmPLe7Mzm8TsYUubgCAW1aJoeFScxrLj8ppHFivPo97bUZ",
         ])
         .unwrap();
     let flags = ConfigFlags::from_arg_matches(&matches).unwrap();
@@ -238,4 +240,21 @@ fn nwaku_rest_flags_parse() {
     assert!(c.rest.admin);
     assert_eq!(c.rest.allow_origin, vec!["http://a.example"]);
     assert_eq!(c.rest.relay_cache_capacity, 9);
+    assert_eq!(
+        c.rest.filter_node.map(|a| a.to_string()).as_deref(),
+        Some("/ip4/10.0.0.2/tcp/60000/p2p/16Uiu2HAmPLe7Mzm8TsYUubgCAW1aJoeFScxrLj8ppHFivPo97bUZ")
+    );
+}
+
+#[test]
+fn rest_filter_node_needs_a_peer_id() {
+    let sources = Sources {
+        env: vec![(
+            "ROOST_REST_FILTER_NODE".into(),
+            "/ip4/10.0.0.2/tcp/60000".into(),
+        )],
+        ..Default::default()
+    };
+    let err = Config::load(&sources).unwrap_err().to_string();
+    assert!(err.contains("rest.filter_node"), "{err}");
 }

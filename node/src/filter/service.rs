@@ -76,9 +76,14 @@ impl MessageSink for Sink {
 
 type PushResult = (PeerId, Result<Vec<u8>, RequestError>, Duration);
 
+/// Where a snapshot of the subscription table goes.
+pub type SnapshotReply = oneshot::Sender<Vec<(PeerId, Vec<super::subscriptions::Criterion>)>>;
+
 /// The filter task.
 pub struct FilterTask {
     requests: mpsc::Receiver<Inbound>,
+    /// Snapshot requests (the REST admin route); the task answers between other work.
+    snapshots: mpsc::Receiver<SnapshotReply>,
     messages: mpsc::Receiver<Arc<RelayedMessage>>,
     commands: mpsc::Sender<Command>,
     shutdown: watch::Receiver<bool>,
@@ -97,6 +102,7 @@ pub struct FilterTask {
 /// relay sink.
 pub struct Wiring {
     pub requests: mpsc::Sender<Inbound>,
+    pub snapshots: mpsc::Sender<SnapshotReply>,
     pub sink: Sink,
 }
 
@@ -110,8 +116,11 @@ impl FilterTask {
     ) -> (FilterTask, Wiring) {
         let (request_tx, requests) = mpsc::channel(REQUEST_QUEUE);
         let (message_tx, messages) = mpsc::channel(MESSAGE_QUEUE);
+        // A few waiting readers at most: each snapshot is answered in one go.
+        let (snapshot_tx, snapshots) = mpsc::channel(8);
         let task = FilterTask {
             requests,
+            snapshots,
             messages,
             commands,
             shutdown,
@@ -125,6 +134,7 @@ impl FilterTask {
         };
         let wiring = Wiring {
             requests: request_tx,
+            snapshots: snapshot_tx,
             sink: Sink {
                 tx: message_tx,
                 metrics,
@@ -155,6 +165,10 @@ impl FilterTask {
                     Some(message) => self.on_message(&message),
                     None => break,
                 },
+                Some(reply) = self.snapshots.recv() => {
+                    // The reader may have given up meanwhile: nothing to do then.
+                    let _ = reply.send(self.table.snapshot(Instant::now()));
+                }
                 _ = sweep.tick() => self.sweep(),
                 _ = gauges.tick() => self.refresh_queue_gauges(),
             }

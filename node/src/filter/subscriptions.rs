@@ -255,6 +255,23 @@ impl Subscriptions {
     }
 
     /// Whether `peer` has an entry (live or lapsed but not yet swept).
+    /// Every live subscriber with its (pubsub topic, content topic) criteria, sorted, for the
+    /// REST admin list.
+    pub fn snapshot(&self, now: Instant) -> Vec<(PeerId, Vec<Criterion>)> {
+        let mut list: Vec<(PeerId, Vec<Criterion>)> = self
+            .peers
+            .iter()
+            .filter(|(peer, _)| self.live(peer, now))
+            .map(|(peer, entry)| {
+                let mut criteria: Vec<Criterion> = entry.criteria.iter().cloned().collect();
+                criteria.sort();
+                (*peer, criteria)
+            })
+            .collect();
+        list.sort_by_key(|(peer, _)| peer.to_bytes());
+        list
+    }
+
     pub fn contains(&self, peer: &PeerId) -> bool {
         self.peers.contains_key(peer)
     }
@@ -290,6 +307,34 @@ mod tests {
 
     fn topics(names: &[&str]) -> Vec<String> {
         names.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn snapshot_lists_live_subscribers_only() {
+        let mut s = table(10, 10);
+        let now = Instant::now();
+        let (old, fresh) = (PeerId::random(), PeerId::random());
+        s.subscribe(old, TOPIC, &topics(&["/a/1/x/proto"]), now)
+            .unwrap();
+        let later = now + Duration::from_secs(200);
+        s.subscribe(
+            fresh,
+            TOPIC,
+            &topics(&["/a/1/z/proto", "/a/1/y/proto"]),
+            later,
+        )
+        .unwrap();
+        let at = now + Duration::from_secs(400);
+        assert_eq!(
+            s.snapshot(at),
+            vec![(
+                fresh,
+                vec![
+                    (TOPIC.to_owned(), "/a/1/y/proto".to_owned()),
+                    (TOPIC.to_owned(), "/a/1/z/proto".to_owned()),
+                ]
+            )]
+        );
     }
 
     #[test]

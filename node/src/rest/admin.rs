@@ -1,6 +1,9 @@
 //! `/admin/v1/peers` (nwaku's `endpoint/admin`), served only with `rest.admin`: the connected
 //! peers in nwaku's `WakuPeer` shape (also `/admin/v1/peers/connected` and one by id at
-//! `/admin/v1/peer/{peerId}`), and dialling a list of multiaddrs.
+//! `/admin/v1/peer/{peerId}`, by shard at `/admin/v1/peers/connected/on/{shardId}`), the
+//! relay and mesh peers per shard (`/admin/v1/peers/relay[/on/{shardId}]`,
+//! `/admin/v1/peers/mesh[/on/{shardId}]`, from gossipsub's view in `NodeHandle::network_status`)
+//! and dialling a list of multiaddrs.
 
 use std::time::{Duration, Instant};
 
@@ -28,6 +31,185 @@ pub fn routes() -> Router<State> {
         // Roost lists connected peers only, so both lists are the same.
         .route("/admin/v1/peers/connected", get(peers))
         .route("/admin/v1/peer/{peer_id}", get(peer))
+        .route(
+            "/admin/v1/peers/connected/on/{shard}",
+            get(connected_on_shard),
+        )
+        .route("/admin/v1/peers/relay", get(relay_peers))
+        .route(
+            "/admin/v1/peers/relay/on/{shard}",
+            get(relay_peers_on_shard),
+        )
+        .route("/admin/v1/peers/mesh", get(mesh_peers))
+        .route("/admin/v1/peers/mesh/on/{shard}", get(mesh_peers_on_shard))
+        .route("/admin/v1/filter/subscriptions", get(filter_subscriptions))
+        .route("/admin/v1/peers/stats", get(stats))
+}
+
+/// nwaku's peer statistics: `Sum`, `By Connectedness`, `Relay peers` and `Mesh peers` per shard
+/// (each with nwaku's total, which counts shards), `By Protocols`. Roost lists connected peers
+/// only and knows only the relay protocol of a peer, so `By Protocols` counts relay alone.
+async fn stats(AxumState(state): AxumState<State>) -> Result<Response, RestError> {
+    let peers = connected_peers(&state).await?;
+    let topics = if state.relay.enabled {
+        state.relay.pubsub_topics()
+    } else {
+        Vec::new()
+    };
+    let per_shard = |list: ShardList, total: &str| {
+        let mut map = serde_json::Map::new();
+        for topic in &topics {
+            let name = topic.to_string();
+            let count = peers
+                .iter()
+                .filter(|p| match list {
+                    ShardList::Relay => p.topics.contains(&name),
+                    ShardList::Mesh => p.mesh_topics.contains(&name),
+                })
+                .count();
+            map.insert(topic.shard.to_string(), count.into());
+        }
+        map.insert(total.to_owned(), topics.len().into());
+        serde_json::Value::Object(map)
+    };
+    let relay_peers = peers.iter().filter(|p| !p.topics.is_empty()).count();
+    Ok(Json(serde_json::json!({
+        "Sum": {"Total peers": peers.len()},
+        "By Connectedness": {
+            "Connected": peers.len(),
+            "NotConnected": 0,
+            "CannotConnect": 0,
+            "CanConnect": 0,
+        },
+        "Relay peers": per_shard(ShardList::Relay, "Total relay peers"),
+        "Mesh peers": per_shard(ShardList::Mesh, "Total mesh peers"),
+        "By Protocols": {crate::relay::PROTOCOL_ID: relay_peers},
+    }))
+    .into_response())
+}
+
+/// nwaku's `[{"peerId", "filterCriteria": [{"pubsubTopic", "contentTopic"}]}]` of this node's
+/// filter service; 400 without it, as nwaku without a mounted filter.
+async fn filter_subscriptions(AxumState(state): AxumState<State>) -> Result<Response, RestError> {
+    let subscriptions = state.node.filter_subscriptions().await.ok_or_else(|| {
+        RestError::BadRequest("Error: Filter Protocol is not mounted to the node".into())
+    })?;
+    let list: Vec<serde_json::Value> = subscriptions
+        .into_iter()
+        .map(|(peer, criteria)| {
+            let criteria: Vec<serde_json::Value> = criteria
+                .into_iter()
+                .map(|(pubsub_topic, content_topic)| {
+                    serde_json::json!({"pubsubTopic": pubsub_topic, "contentTopic": content_topic})
+                })
+                .collect();
+            serde_json::json!({"peerId": peer.to_string(), "filterCriteria": criteria})
+        })
+        .collect();
+    Ok(Json(list).into_response())
+}
+
+/// Which peers of a shard a per-shard list shows.
+#[derive(Clone, Copy)]
+enum ShardList {
+    /// Peers subscribed to the shard's pubsub topic (nwaku's `getConnectedPubSubPeers`).
+    Relay,
+    /// Peers in this node's gossipsub mesh of the topic (nwaku's `getPubSubPeersInMesh`).
+    Mesh,
+}
+
+fn shard_of(text: &str) -> Result<u16, RestError> {
+    text.parse()
+        .map_err(|e| RestError::BadRequest(format!("Invalid shardId: {e}")))
+}
+
+/// nwaku's `PeersOfShard`: `{"shard", "peers": [WakuPeer]}`.
+fn peers_of_shard(peers: &[PeerStatus], topic: &ShardTopic, list: ShardList) -> serde_json::Value {
+    let name = topic.to_string();
+    let peers: Vec<serde_json::Value> = peers
+        .iter()
+        .filter(|p| match list {
+            ShardList::Relay => p.topics.contains(&name),
+            ShardList::Mesh => p.mesh_topics.contains(&name),
+        })
+        .map(waku_peer)
+        .collect();
+    serde_json::json!({ "shard": topic.shard, "peers": peers })
+}
+
+fn relay_mounted(state: &State) -> Result<(), RestError> {
+    if state.relay.enabled {
+        Ok(())
+    } else {
+        Err(RestError::Unavailable(
+            "Error: Relay Protocol is not mounted to the node".into(),
+        ))
+    }
+}
+
+/// Every shard this node relays, with its peers.
+async fn shard_lists(state: &State, list: ShardList) -> Result<Response, RestError> {
+    relay_mounted(state)?;
+    let peers = connected_peers(state).await?;
+    let shards: Vec<serde_json::Value> = state
+        .relay
+        .pubsub_topics()
+        .iter()
+        .map(|topic| peers_of_shard(&peers, topic, list))
+        .collect();
+    Ok(Json(shards).into_response())
+}
+
+/// One shard of this node's cluster (any shard number, as nwaku: an unrelayed one has no peers).
+async fn shard_list(state: &State, shard: &str, list: ShardList) -> Result<Response, RestError> {
+    let shard = shard_of(shard)?;
+    relay_mounted(state)?;
+    let peers = connected_peers(state).await?;
+    let topic = ShardTopic::new(state.relay.cluster_id, shard);
+    Ok(Json(peers_of_shard(&peers, &topic, list)).into_response())
+}
+
+/// `[{"shard", "peers"}]` for every relayed shard; 503 without relay.
+async fn relay_peers(AxumState(state): AxumState<State>) -> Result<Response, RestError> {
+    shard_lists(&state, ShardList::Relay).await
+}
+
+async fn relay_peers_on_shard(
+    AxumState(state): AxumState<State>,
+    Path(shard): Path<String>,
+) -> Result<Response, RestError> {
+    shard_list(&state, &shard, ShardList::Relay).await
+}
+
+async fn mesh_peers(AxumState(state): AxumState<State>) -> Result<Response, RestError> {
+    shard_lists(&state, ShardList::Mesh).await
+}
+
+async fn mesh_peers_on_shard(
+    AxumState(state): AxumState<State>,
+    Path(shard): Path<String>,
+) -> Result<Response, RestError> {
+    shard_list(&state, &shard, ShardList::Mesh).await
+}
+
+/// Connected peers whose relay topics include the shard (nwaku filters its peer list by the
+/// shards each peer announced).
+async fn connected_on_shard(
+    AxumState(state): AxumState<State>,
+    Path(shard): Path<String>,
+) -> Result<Response, RestError> {
+    let shard = shard_of(&shard)?;
+    let peers: Vec<serde_json::Value> = connected_peers(&state)
+        .await?
+        .iter()
+        .map(waku_peer)
+        .filter(|p| {
+            p["shards"]
+                .as_array()
+                .is_some_and(|s| s.contains(&serde_json::json!(shard)))
+        })
+        .collect();
+    Ok(Json(peers).into_response())
 }
 
 /// One connected peer in nwaku's `WakuPeer` shape. Roost knows a peer's relay topics

@@ -15,10 +15,11 @@ use axum::{
 };
 use serde::Deserialize;
 
-use super::{ok, RestError, RestMessage, State};
+use super::{admit, ok, Client, RestError, RestMessage, State};
 use crate::{
     lightpush::{refusal_for, Refused, Status},
     store::StoreError,
+    throttle,
 };
 
 pub fn routes() -> Router<State> {
@@ -50,7 +51,7 @@ fn refused(refused: Refused) -> Response {
 /// Publishes a push as the light push service does: autoshard when no topic is given, the
 /// node's publish, 505 without relay peers, and on a store node the answer waits until the
 /// message is committed (`ArchiveHandle::insert`), so a 200 means stored as well.
-async fn publish(state: &State, body: &[u8]) -> Result<u32, Refused> {
+async fn publish(state: &State, client: Client, body: &[u8]) -> Result<u32, Refused> {
     if !state.lightpush_enabled {
         // nwaku without a light push service of its own looks for a peer; Roost has none to
         // pick, as nwaku without peers and discovery.
@@ -59,6 +60,10 @@ async fn publish(state: &State, body: &[u8]) -> Result<u32, Refused> {
             "No suitable service peer & no discovery method",
         ));
     }
+    // The light push quota, before decoding, as the libp2p service spends it; the refusal
+    // reads as the libp2p service's 429 description.
+    admit(state, throttle::Service::LightPush, &client)
+        .map_err(|throttled| Refused::new(Status::TOO_MANY_REQUESTS, throttled.to_string()))?;
     let request: PushRequest = serde_json::from_slice(body)
         .map_err(|e| Refused::new(Status::BAD_REQUEST, format!("Invalid push request! {e}")))?;
     let message = request
@@ -120,8 +125,8 @@ async fn publish(state: &State, body: &[u8]) -> Result<u32, Refused> {
 
 /// v3: `200 {"relayPeerCount": n}`, else the light push code as HTTP status with
 /// `{"statusDesc"}`.
-async fn push(AxumState(state): AxumState<State>, body: Bytes) -> Response {
-    match publish(&state, &body).await {
+async fn push(AxumState(state): AxumState<State>, client: Client, body: Bytes) -> Response {
+    match publish(&state, client, &body).await {
         Ok(relay_peers) => {
             Json(serde_json::json!({ "relayPeerCount": relay_peers })).into_response()
         }
@@ -131,8 +136,8 @@ async fn push(AxumState(state): AxumState<State>, body: Bytes) -> Response {
 
 /// Legacy (nwaku's `/lightpush/v1/message`, still called by the interop test suite): 200 `OK`,
 /// 400 for an unreadable request, 429 over quota, 503 for any other failure, all as text.
-async fn push_legacy(AxumState(state): AxumState<State>, body: Bytes) -> Response {
-    match publish(&state, &body).await {
+async fn push_legacy(AxumState(state): AxumState<State>, client: Client, body: Bytes) -> Response {
+    match publish(&state, client, &body).await {
         Ok(_) => ok(),
         Err(e) if e.status == Status::BAD_REQUEST => {
             RestError::BadRequest(e.description).into_response()

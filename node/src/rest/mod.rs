@@ -2,28 +2,35 @@
 //! services the libp2p protocols use. This module owns the `[rest]` config, the axum server,
 //! the relay message cache REST readers drain ([`relay::Cache`]), CORS (`rest.allow_origin`)
 //! and `roost_rest_requests_total`. Routes, one file per group as nwaku groups them:
-//! `debug.rs` (`/health`, `/info`, `/version`), `admin.rs` (`/admin/v1/peer[s]`, only with
-//! `rest.admin`), `relay.rs` (`/relay/v1/...`), `store.rs` (`/store/v3/messages`) and
-//! `lightpush.rs` (`/lightpush/v3/message`, legacy `/lightpush/v1/message`).
+//! `debug.rs` (`/health`, `/info`, `/version`), `admin.rs` (`/admin/v1/peer[s]/...` and
+//! `/admin/v1/filter/subscriptions`, only with `rest.admin`), `relay.rs` (`/relay/v1/...`),
+//! `store.rs` (`/store/v3/messages`), `lightpush.rs` (`/lightpush/v3/message`, legacy `/lightpush/v1/message`) and `filter.rs`
+//! (`/filter/v2/...`, as a filter client of `rest.filter_node`).
 //!
 //! Every route calls what the protocols call (`NodeHandle::publish`, `ArchiveHandle::query`,
-//! `NodeHandle::request` on the store protocol, `NodeHandle::dial`), so limits and validation
-//! are the same on both doors. Shapes, defaults and status codes follow nwaku's handlers
+//! `NodeHandle::request` on the store and filter protocols, `NodeHandle::dial`), so limits and
+//! validation are the same on both doors; store, light push and filter requests first spend
+//! the throttle's quotas keyed by the client's IP ([`admit`]), as libp2p requests do before
+//! decoding. Shapes, defaults and status codes follow nwaku's handlers
 //! (`waku/rest_api/endpoint/*/handlers.nim`): errors are `text/plain` with 400/404/412/429/
-//! 500/503, a success without a body is 200 `OK`.
+//! 500/503 (light push v3 and filter answer JSON), a success without a body is 200 `OK`.
 
 mod admin;
 mod debug;
+pub mod filter;
 mod lightpush;
 pub mod relay;
 mod store;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+};
 
 use axum::{
     body::Body,
-    extract::{DefaultBodyLimit, Request, State as AxumState},
-    http::{header, HeaderMap, HeaderValue, Method, StatusCode},
+    extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Request, State as AxumState},
+    http::{header, request::Parts, HeaderMap, HeaderValue, Method, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     Router,
@@ -37,7 +44,7 @@ use prometheus_client::{
 use serde::{Deserialize, Serialize};
 use tokio::{net::TcpListener, sync::watch};
 
-use crate::{handle::NodeHandle, message::WakuMessage};
+use crate::{handle::NodeHandle, message::WakuMessage, throttle};
 
 /// `[rest]` settings, nwaku's `--rest-*` flags.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,6 +62,10 @@ pub struct Config {
     /// Messages kept per REST relay subscription until a reader drains them; the oldest go
     /// first (nwaku's `--rest-relay-cache-capacity`). Default `50`.
     pub relay_cache_capacity: u32,
+    /// The filter service node the `/filter/v2/...` routes subscribe at, a full multiaddr
+    /// with `/p2p/<peer id>` (nwaku's `--filternode`, also accepted as a flag). Default: none
+    /// (those routes answer 503).
+    pub filter_node: Option<libp2p::Multiaddr>,
 }
 
 impl Default for Config {
@@ -65,6 +76,7 @@ impl Default for Config {
             admin: false,
             allow_origin: Vec::new(),
             relay_cache_capacity: 50,
+            filter_node: None,
         }
     }
 }
@@ -73,6 +85,13 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         if self.relay_cache_capacity == 0 {
             return Err("rest.relay_cache_capacity must be at least 1".into());
+        }
+        if let Some(address) = &self.filter_node {
+            if crate::addr::peer_id_of(address).is_none() {
+                return Err(format!(
+                    "rest.filter_node {address} has no /p2p/<peer id>; use the service node's full multiaddr"
+                ));
+            }
         }
         Ok(())
     }
@@ -87,6 +106,44 @@ pub struct State {
     /// Whether this node serves light push (the REST light push route publishes only then).
     pub lightpush_enabled: bool,
     pub cache: Arc<relay::Cache>,
+    /// The filter service node REST subscriptions go to, and the cache of its pushes.
+    pub filter: Arc<filter::Filter>,
+}
+
+/// The HTTP client's IP; `None` only when the router runs without connection info (then
+/// only the global rules apply).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Client(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Client {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Client(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(address)| address.ip()),
+        ))
+    }
+}
+
+/// Admits one request of `service` from `client` through the node's throttle, as the
+/// request/response behaviour admits a libp2p request before decoding it.
+pub(crate) fn admit(
+    state: &State,
+    service: throttle::Service,
+    client: &Client,
+) -> Result<(), throttle::Throttled> {
+    let Client(ip) = *client;
+    // The node's own throttle: the REST door spends the quotas the libp2p door spends.
+    state
+        .node
+        .throttle()
+        .check_client(service, ip)
+        .inspect_err(|throttled| {
+            tracing::debug!(?ip, %throttled, "REST request throttled");
+        })
 }
 
 /// Why a request failed; the text is the `text/plain` body, as nwaku answers errors.
@@ -260,6 +317,8 @@ fn route_label(path: &str) -> &'static str {
         ("/relay/v1/subscriptions", "relay_subscriptions"),
         ("/relay/v1/messages", "relay_messages"),
         ("/store/v3/messages", "store"),
+        ("/filter/v2/subscriptions", "filter_subscriptions"),
+        ("/filter/v2/messages", "filter_messages"),
         ("/lightpush/v3/message", "lightpush"),
         ("/lightpush/v1/message", "lightpush_legacy"),
     ];
@@ -282,7 +341,8 @@ pub fn router(state: State, config: &Config, metrics: Metrics) -> Router {
         .merge(debug::routes())
         .merge(relay::routes())
         .merge(store::routes())
-        .merge(lightpush::routes());
+        .merge(lightpush::routes())
+        .merge(filter::routes());
     if config.admin {
         router = router.merge(admin::routes());
     }
@@ -382,7 +442,10 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let feed = relay::feed(state.node.subscribe(), state.cache.clone());
+    let filter_feed = filter::feed(state.node.filter_pushes(), state.filter.clone());
     let app = router(state, &config, metrics);
+    // The client's address reaches the handlers for the throttle's per-IP quotas.
+    let app = app.into_make_service_with_connect_info::<SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         while !*shutdown.borrow() {
             if shutdown.changed().await.is_err() {
@@ -393,6 +456,7 @@ pub async fn serve(
     tokio::select! {
         result = server => result,
         () = feed => Ok(()),
+        () = filter_feed => Ok(()),
     }
 }
 

@@ -14,11 +14,12 @@ use axum::{
 use libp2p::Multiaddr;
 use prost::Message as _;
 
-use super::{message_json, RestError, State};
+use super::{admit, message_json, Client, RestError, State};
 use crate::{
     message::{MessageHash, WakuMessage},
     reqres::Protocol,
     store::{rpc, StoreQueryRequest, StoreQueryResponse},
+    throttle,
 };
 
 /// How long a remote store may take (nwaku's `futTimeout`).
@@ -143,8 +144,12 @@ fn response_json(response: &StoreQueryResponse) -> serde_json::Value {
 
 async fn messages(
     AxumState(state): AxumState<State>,
+    client: Client,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Response, RestError> {
+    // One store quota cell per page, as for a libp2p query, whichever store answers it.
+    admit(&state, throttle::Service::Store, &client)
+        .map_err(|_| RestError::TooManyRequests("Request rate limit reached".into()))?;
     let request = parse_query(&params).map_err(RestError::BadRequest)?;
     let response = match param(&params, "peerAddr") {
         None => {

@@ -70,6 +70,8 @@ pub struct PeerStatus {
     pub topics: Vec<String>,
     /// Whether it is one of `network.peers`.
     pub is_static: bool,
+    /// This node's pubsub topics whose gossipsub mesh it is in (nwaku's mesh peers).
+    pub mesh_topics: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]

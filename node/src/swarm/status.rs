@@ -48,6 +48,15 @@ impl SwarmTask {
                     .extend(topics.iter().map(|t| t.to_string()));
             }
         }
+        let mut mesh_of: HashMap<PeerId, Vec<String>> = HashMap::new();
+        if let Some(gs) = self.swarm.behaviour().relay.as_ref() {
+            for topic in self.validator_topics() {
+                let hash = gossipsub::IdentTopic::new(topic.clone()).hash();
+                for peer in gs.mesh_peers(&hash) {
+                    mesh_of.entry(*peer).or_default().push(topic.clone());
+                }
+            }
+        }
         let peers = connected_peers
             .iter()
             .map(|peer| PeerStatus {
@@ -55,6 +64,7 @@ impl SwarmTask {
                 address: self.peer_addresses.get(peer).cloned(),
                 topics: topics_of.remove(peer).unwrap_or_default(),
                 is_static: self.static_peers.contains(peer),
+                mesh_topics: mesh_of.remove(peer).unwrap_or_default(),
             })
             .collect();
         NetworkStatus {

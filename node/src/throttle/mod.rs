@@ -12,6 +12,9 @@
 //!   [`Throttle::check`] with the service, peer and remote IP of an inbound request *before
 //!   decoding it*; on `Err(Throttled)` it answers with the protocol's "too many requests"
 //!   status (store, light push and filter: 429; rendezvous: `E_UNAVAILABLE`) and does no work.
+//! - **REST API** ([`crate::rest`]): store, light push and filter routes call
+//!   [`Throttle::check_client`] with the HTTP client's IP (no peer id: per-IP and global
+//!   rules) and answer nwaku's 429 for the route.
 //! - **Relay**: the swarm task calls [`Throttle::relay_gate`] (`gossip.rs`) before validating
 //!   a gossipsub message;
 //!   over-quota messages are Ignored, then Rejected once the peer keeps going (gossipsub
@@ -355,6 +358,24 @@ impl Throttle {
         ip: Option<IpAddr>,
     ) -> Result<(), Throttled> {
         self.check_cells(service, Some(&(*peer, 0)), ip, NonZeroU32::MIN)
+    }
+
+    /// Checks one request of `service` from a client known only by its IP (an HTTP client of
+    /// the REST API): the per-IP rules (skipped for exempt IPs, as for libp2p peers) and the
+    /// global rules; per-peer rules need a libp2p identity and do not apply. A refusal by a
+    /// per-IP rule counts as an offence of the IP, as a throttled libp2p request does.
+    pub fn check_client(&self, service: Service, ip: Option<IpAddr>) -> Result<(), Throttled> {
+        let result = self.check_cells(service, None, ip, NonZeroU32::MIN);
+        if let (Err(throttled), Some(ip)) = (&result, ip) {
+            if throttled.key == KeyKind::Ip {
+                self.offend(
+                    Offender::Ip(ip.into()),
+                    offence::points::THROTTLED,
+                    BanReason::Quota,
+                );
+            }
+        }
+        result
     }
 
     /// Checks one relay message of `bytes` bytes forwarded by `peer` on the pubsub topic
@@ -768,6 +789,35 @@ mod tests {
             t.check(Service::Store, &PeerId::random(), Some(exempt))
                 .unwrap();
         }
+    }
+
+    #[test]
+    fn clients_known_by_ip_get_the_ip_and_global_rules_and_exempt_ips_stay_exempt() {
+        let t = throttle(|c| {
+            c.lightpush = "1/1h per-peer; 3/1h per-ip; 6/1h global".parse().unwrap();
+            c.exempt_ips = vec!["10.0.0.9".parse().unwrap()];
+        });
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        // The per-peer rule needs a peer id: an IP-only client is not held to it.
+        for _ in 0..3 {
+            t.check_client(Service::LightPush, Some(ip)).unwrap();
+        }
+        let err = t.check_client(Service::LightPush, Some(ip)).unwrap_err();
+        assert_eq!(err.key, KeyKind::Ip);
+        assert!(
+            t.offend(Offender::Ip(ip.into()), 0.0, BanReason::Quota)
+                .score
+                > 0.0
+        );
+        let exempt: IpAddr = "10.0.0.9".parse().unwrap();
+        for _ in 0..3 {
+            t.check_client(Service::LightPush, Some(exempt)).unwrap();
+        }
+        // The global rule holds for everyone.
+        let err = t
+            .check_client(Service::LightPush, Some(exempt))
+            .unwrap_err();
+        assert_eq!(err.key, KeyKind::Global);
     }
 
     #[test]

@@ -235,6 +235,60 @@ async fn admin_peers_dials_and_lists_connected_peers() {
         404
     );
     assert_eq!(rest_a.get("/admin/v1/peer/not-a-peer-id").await.0, 400);
+
+    // Per shard: b is a relay peer on each of a's shards, and joins a's mesh of shard 0.
+    let relay = rest_a.get_json("/admin/v1/peers/relay").await;
+    let shards: Vec<&Value> = relay
+        .as_array()
+        .map(|l| l.iter().map(|s| &s["shard"]).collect())
+        .unwrap_or_default();
+    assert_eq!(shards.len(), 8, "{relay}");
+    assert!(
+        relay
+            .as_array()
+            .is_some_and(|l| l.iter().all(|s| s["peers"] == json!([peers[0].clone()]))),
+        "{relay}"
+    );
+    assert_eq!(
+        rest_a.get_json("/admin/v1/peers/relay/on/0").await,
+        json!({"shard": 0, "peers": [peers[0].clone()]})
+    );
+    assert_eq!(
+        rest_a.get_json("/admin/v1/peers/relay/on/99").await,
+        json!({"shard": 99, "peers": []})
+    );
+    assert_eq!(rest_a.get("/admin/v1/peers/relay/on/x").await.0, 400);
+    assert_eq!(
+        rest_a.get_json("/admin/v1/peers/connected/on/0").await,
+        peers
+    );
+    assert_eq!(
+        rest_a.get_json("/admin/v1/peers/connected/on/99").await,
+        json!([])
+    );
+    wait_until(WAIT, || async {
+        rest_a.get_json("/admin/v1/peers/mesh/on/0").await
+            == json!({"shard": 0, "peers": [peers[0].clone()]})
+    })
+    .await
+    .expect("b joins a's mesh of shard 0");
+    let mesh = rest_a.get_json("/admin/v1/peers/mesh").await;
+    assert_eq!(mesh[0]["shard"], json!(0), "{mesh}");
+    let stats = rest_a.get_json("/admin/v1/peers/stats").await;
+    assert_eq!(stats["Sum"], json!({"Total peers": 1}), "{stats}");
+    assert_eq!(stats["By Connectedness"]["Connected"], json!(1), "{stats}");
+    assert_eq!(stats["Relay peers"]["0"], json!(1), "{stats}");
+    assert_eq!(
+        stats["Relay peers"]["Total relay peers"],
+        json!(8),
+        "{stats}"
+    );
+    assert_eq!(stats["Mesh peers"]["0"], json!(1), "{stats}");
+    assert_eq!(
+        stats["By Protocols"]["/vac/waku/relay/2.0.0"],
+        json!(1),
+        "{stats}"
+    );
     // b sees a too, although only a dialled.
     let peers_b = Rest::of(&b).get_json("/admin/v1/peers").await;
     let a_id = a.handle.peer_id().to_string();
@@ -279,6 +333,30 @@ async fn admin_peers_dials_and_lists_connected_peers() {
         body.contains("Failed to connect to peer at index: 0"),
         "{body}"
     );
+}
+
+/// Without relay the per-shard lists are nwaku's 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_shard_lists_need_relay() {
+    init_tracing();
+    let node = start_admin(|c| {
+        c.relay.enabled = false;
+        c.store.enabled = false;
+        c.lightpush.enabled = false;
+        c.filter.enabled = false;
+    })
+    .await;
+    let rest = Rest::of(&node);
+    for path in ["/admin/v1/peers/relay", "/admin/v1/peers/mesh/on/0"] {
+        assert_eq!(
+            rest.get(path).await,
+            (
+                503,
+                "Error: Relay Protocol is not mounted to the node".to_owned()
+            ),
+            "{path}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -758,4 +836,228 @@ async fn cors_and_body_limits() {
     let big = format!("[\"{}\"]", "a".repeat(512 * 1024));
     let (status, _) = rest.post_raw("/relay/v1/subscriptions", big).await;
     assert_eq!(status, 413);
+}
+
+/// The REST door spends the libp2p door's quotas, keyed by the HTTP client's IP: a client
+/// from 127.0.0.2 over a small per-IP store or light push quota gets nwaku's 429 answer for
+/// the route, while 127.0.0.1 (exempt in test configs) stays exempt from per-IP rules.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_clients_spend_the_throttles_quotas_by_ip() {
+    init_tracing();
+    let node = TestNode::start_with(|c| {
+        c.throttle.store = "2/1h per-ip".parse().unwrap();
+        c.throttle.lightpush = "2/1h per-ip".parse().unwrap();
+    })
+    .await;
+    let exempt = Rest::of(&node);
+    let other = Rest {
+        base: node.rest_url(),
+        http: reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+            .build()
+            .unwrap(),
+    };
+    let query = format!(
+        "/store/v3/messages?pubsubTopic={}&contentTopics={}",
+        enc(TOPIC),
+        enc(CONTENT_TOPIC)
+    );
+    for _ in 0..2 {
+        let (status, body) = other.get(&query).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let (status, body) = other.get(&query).await;
+    assert_eq!((status, body.as_str()), (429, "Request rate limit reached"));
+    for _ in 0..5 {
+        let (status, body) = exempt.get(&query).await;
+        assert_eq!(
+            status, 200,
+            "an exempt IP is not held to per-IP rules: {body}"
+        );
+    }
+
+    // Light push: refused or not for want of relay peers, each request spends a cell.
+    let push = json!({"pubsubTopic": TOPIC, "message": {"payload": b64(b"q"), "contentTopic": CONTENT_TOPIC}});
+    for _ in 0..2 {
+        let (status, body) = other.post("/lightpush/v3/message", &push).await;
+        assert_ne!(status, 429, "{body}");
+    }
+    let (status, body) = other.post("/lightpush/v3/message", &push).await;
+    assert_eq!(status, 429, "{body}");
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        body["statusDesc"]
+            .as_str()
+            .is_some_and(|d| d.contains("lightpush quota exceeded")),
+        "{body}"
+    );
+    let (status, body) = other.post("/lightpush/v1/message", &push).await;
+    assert_eq!((status, body.as_str()), (429, "Request rate limit reached"));
+    let (status, body) = exempt.post("/lightpush/v3/message", &push).await;
+    assert_ne!(status, 429, "{body}");
+    let metrics = node.metrics().await;
+    for (service, refused) in [("store", 1.0), ("lightpush", 2.0)] {
+        assert_eq!(
+            metric_sum(
+                &metrics,
+                "roost_throttle_throttled_total",
+                &[("service", service), ("key", "ip")]
+            ),
+            refused,
+            "{metrics}"
+        );
+    }
+}
+
+/// Polls a filter `GET` until it returns at least `n` messages in total.
+async fn drain_filter_until(rest: &Rest, path: &str, n: usize) -> Vec<Value> {
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while got.len() < n && tokio::time::Instant::now() < deadline {
+        let (status, body) = rest.get(path).await;
+        assert_eq!(status, 200, "GET {path}: {body}");
+        let list: Value = serde_json::from_str(&body).unwrap();
+        got.extend(list.as_array().cloned().unwrap_or_default());
+        if got.len() < n {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    got
+}
+
+/// Node B serves the REST filter routes as a filter client of node A (`rest.filter_node`):
+/// subscribe, ping, read what A pushes, unsubscribe, with nwaku's bodies and codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filter_routes_subscribe_at_the_filter_node_and_read_its_pushes() {
+    init_tracing();
+    let a = start_admin(|_| {}).await;
+    let a_address = a.tcp_addr();
+    // B is a pure client: no relay (whose gossip would keep the connection to A busy) and a
+    // short idle timeout, so pushes must still arrive after its connection to A went idle.
+    let b = start_admin(|c| {
+        c.rest.filter_node = Some(a_address);
+        c.relay.enabled = false;
+        c.store.enabled = false;
+        c.lightpush.enabled = false;
+        c.filter.enabled = false;
+        c.network.idle_connection_timeout = std::time::Duration::from_millis(500);
+    })
+    .await;
+    let (rest_a, rest_b) = (Rest::of(&a), Rest::of(&b));
+    let messages = format!("/filter/v2/messages/{}", enc(CONTENT_TOPIC));
+    let subscription = json!({
+        "requestId": "sub-1",
+        "pubsubTopic": TOPIC,
+        "contentFilters": [CONTENT_TOPIC],
+    });
+
+    // Nothing subscribed yet: reading is a 400, a ping is the service's 404.
+    let (status, body) = rest_b.get(&messages).await;
+    assert_eq!(
+        (status, body),
+        (400, format!("Not subscribed to topic: {CONTENT_TOPIC}"))
+    );
+    let (status, body) = rest_b.get("/filter/v2/subscriptions/ping-0").await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["requestId"],
+        "ping-0"
+    );
+
+    let (status, body) = rest_b.post("/filter/v2/subscriptions", &subscription).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"requestId": "sub-1", "statusDesc": "OK"})
+    );
+    // A's admin list shows B's criteria.
+    assert_eq!(
+        rest_a.get_json("/admin/v1/filter/subscriptions").await,
+        json!([{
+            "peerId": b.handle.peer_id().to_string(),
+            "filterCriteria": [{"pubsubTopic": TOPIC, "contentTopic": CONTENT_TOPIC}],
+        }])
+    );
+    // B serves no filter: nwaku's 400.
+    assert_eq!(
+        rest_b.get("/admin/v1/filter/subscriptions").await,
+        (
+            400,
+            "Error: Filter Protocol is not mounted to the node".to_owned()
+        )
+    );
+    let (status, body) = rest_b.get("/filter/v2/subscriptions/ping-1").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"requestId": "ping-1", "statusDesc": "OK"})
+    );
+
+    // Past B's idle timeout, a message published on A reaches B's REST reader, once.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let (status, body) = rest_a
+        .post(
+            &format!("/relay/v1/messages/{}", enc(TOPIC)),
+            &json!({"payload": b64(b"filtered"), "contentTopic": CONTENT_TOPIC, "timestamp": now_nanos()}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let got = drain_filter_until(&rest_b, &messages, 1).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["payload"], json!(b64(b"filtered")));
+    assert_eq!(got[0]["contentTopic"], json!(CONTENT_TOPIC));
+    assert!(got[0].get("proof").is_none(), "{got:?}");
+    assert_eq!(rest_b.get_json(&messages).await, json!([]));
+    // The form naming the pubsub topic (go-waku's, called by waku-interop-tests).
+    let (status, body) = rest_a
+        .post(
+            &format!("/relay/v1/messages/{}", enc(TOPIC)),
+            &json!({"payload": b64(b"by shard"), "contentTopic": CONTENT_TOPIC, "timestamp": now_nanos()}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let on_topic = format!("/filter/v2/messages/{}/{}", enc(TOPIC), enc(CONTENT_TOPIC));
+    let got = drain_filter_until(&rest_b, &on_topic, 1).await;
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0]["payload"], json!(b64(b"by shard")));
+
+    // Unreadable bodies: 400 for request id "unknown".
+    let (status, body) = rest_b
+        .post_raw("/filter/v2/subscriptions", "{".into())
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["requestId"],
+        "unknown"
+    );
+
+    // Unsubscribe: the service forgets B, the cache goes.
+    let (status, body) = rest_b
+        .delete("/filter/v2/subscriptions", &subscription)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(rest_b.get(&messages).await.0, 400);
+    assert_eq!(rest_b.get("/filter/v2/subscriptions/ping-2").await.0, 404);
+    assert_eq!(
+        rest_a.get_json("/admin/v1/filter/subscriptions").await,
+        json!([])
+    );
+    let (status, body) = rest_b.post("/filter/v2/subscriptions", &subscription).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = rest_b
+        .delete(
+            "/filter/v2/subscriptions/all",
+            &json!({"requestId": "all-1"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(rest_b.get(&messages).await.0, 400);
+
+    // A node without rest.filter_node: nwaku's 503.
+    let (status, body) = rest_a.post("/filter/v2/subscriptions", &subscription).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap(),
+        json!({"requestId": "sub-1", "statusDesc": "No suitable service peer & no discovery method"})
+    );
 }
