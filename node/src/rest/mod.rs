@@ -347,9 +347,11 @@ pub fn router(state: State, config: &Config, metrics: Metrics) -> Router {
         router = router.merge(admin::routes());
     }
     let origins = Arc::new(config.allow_origin.clone());
+    let throttle = state.node.throttle().clone();
     router
         .with_state(state)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(throttle, refuse_banned))
         .layer(middleware::from_fn_with_state(origins, cors))
         .layer(middleware::from_fn_with_state(metrics, count))
 }
@@ -391,6 +393,22 @@ fn allowed_origin(origins: &[String], headers: &HeaderMap) -> Option<HeaderValue
         .iter()
         .any(|p| glob_match(p.as_bytes(), text.as_bytes()))
         .then(|| origin.clone())
+}
+
+/// An IP the throttle banned (its offences on either door, or `roost ban add`) is refused on
+/// every route, as its libp2p connections are: 403 with a text body, before anything is read.
+async fn refuse_banned(
+    AxumState(throttle): AxumState<throttle::Throttle>,
+    client: Client,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Client(ip) = client;
+    if throttle.is_banned_connection(None, ip) {
+        tracing::debug!(?ip, "REST request from a banned address refused");
+        return (StatusCode::FORBIDDEN, "this address is banned").into_response();
+    }
+    next.run(request).await
 }
 
 /// CORS: an allowed origin gets `Access-Control-Allow-Origin` on every answer, and preflight

@@ -907,6 +907,20 @@ async fn rest_clients_spend_the_throttles_quotas_by_ip() {
             "{metrics}"
         );
     }
+
+    // A banned address is refused on every route, as its libp2p connections are; the ban
+    // lifted, it is served again.
+    let banned = roost_node::throttle::Offender::Ip(std::net::IpAddr::from([127, 0, 0, 2]).into());
+    node.handle
+        .throttle()
+        .ban(banned, std::time::Duration::from_secs(3600));
+    let (status, body) = other.get("/health").await;
+    assert_eq!((status, body.as_str()), (403, "this address is banned"));
+    let (status, body) = exempt.get("/health").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(node.handle.throttle().unban(&banned));
+    let (status, body) = other.get("/health").await;
+    assert_eq!(status, 200, "{body}");
 }
 
 /// Polls a filter `GET` until it returns at least `n` messages in total.
