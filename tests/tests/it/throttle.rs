@@ -142,13 +142,16 @@ async fn new_connections_from_one_ip_are_rate_limited() {
     .await;
     let address = node.tcp_addr();
     let mut admitted = 0;
+    // The client's side of every refused dial, shown if the node's count disagrees.
+    let mut refused = Vec::new();
     for _ in 0..80 {
         // Each identity disconnects (is dropped) right away: only the rate counts.
-        if bare_peer().await.connect(address.clone()).await.is_ok() {
-            admitted += 1;
+        match bare_peer().await.connect(address.clone()).await {
+            Ok(_) => admitted += 1,
+            Err(error) => refused.push(error),
         }
     }
-    assert_eq!(admitted, 30);
+    assert_eq!(admitted, 30, "{refused:#?}");
     let metrics = node.metrics().await;
     assert_eq!(
         metric_sum(
@@ -156,7 +159,8 @@ async fn new_connections_from_one_ip_are_rate_limited() {
             "roost_throttle_connections_refused_total",
             &[("reason", "ip_rate")]
         ),
-        50.0
+        50.0,
+        "the dials' errors: {refused:#?}\n{metrics}"
     );
     assert!(
         ban_list(&node).await.is_empty(),
