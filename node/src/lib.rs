@@ -29,6 +29,7 @@ pub mod reqres;
 pub mod rest;
 pub mod store;
 pub mod swarm;
+pub mod sync;
 pub mod telemetry;
 pub mod throttle;
 pub mod units;

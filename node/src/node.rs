@@ -51,6 +51,8 @@ pub enum StartError {
     Bans(#[from] crate::throttle::bans::BanDbError),
     #[error("store: {0}")]
     Store(#[from] store::StoreError),
+    #[error("{0}")]
+    Sync(String),
     #[error(transparent)]
     Rendezvous(#[from] rendezvous::server::Error),
     #[error(transparent)]
@@ -313,6 +315,26 @@ impl Node {
             },
         )
         .await?;
+        // Store sync registers its protocols before any connection, so identify lists them.
+        let sync_task = match (&store_handle, config.runs_store_sync()) {
+            (Some(archive), true) => Some(
+                crate::sync::SyncTask::new(crate::sync::Parts {
+                    config: config.store_sync.clone(),
+                    control: swarm.behaviour().sync.new_control(),
+                    archive: archive.clone(),
+                    validator: relay::Validator::new(&config.relay),
+                    throttle: throttle.clone(),
+                    fleet: fleet_view.clone(),
+                    commands: command_tx.clone(),
+                    metrics: crate::sync::Metrics::register(
+                        registry.sub_registry_with_prefix("roost_store_sync"),
+                    ),
+                    health: health.clone(),
+                })
+                .map_err(StartError::Sync)?,
+            ),
+            _ => None,
+        };
         let listeners = listen(&mut swarm, &config)?;
         for address in &config.network.external_addresses {
             swarm.add_external_address(address.clone());
@@ -330,6 +352,10 @@ impl Node {
         }
         if has_store {
             protocols.push(store::PROTOCOL_ID.to_string());
+        }
+        if sync_task.is_some() {
+            protocols.push(crate::sync::codec::RECONCILIATION_PROTOCOL.to_owned());
+            protocols.push(crate::sync::codec::TRANSFER_PROTOCOL.to_owned());
         }
         if config.lightpush.enabled {
             protocols.push(lightpush::PROTOCOL_V3.to_string());
@@ -484,6 +510,10 @@ impl Node {
         if let Some(runner) = store_runner {
             let shutdown = shutdown_rx.clone();
             tasks.spawn(async move { ("store", runner.run(shutdown).await) });
+        }
+        if let Some(sync_task) = sync_task {
+            let shutdown = shutdown_rx.clone();
+            tasks.spawn(async move { ("store sync", sync_task.run(shutdown).await) });
         }
         if let Some(filter_task) = filter_task {
             tasks.spawn(async move {

@@ -32,6 +32,7 @@ pub struct Config {
     pub filter: crate::filter::Config,
     pub peer_exchange: crate::peer_exchange::Config,
     pub store: crate::store::Config,
+    pub store_sync: crate::sync::Config,
     pub rendezvous: crate::rendezvous::Config,
     pub http: HttpConfig,
     pub rest: crate::rest::Config,
@@ -201,6 +202,11 @@ impl Config {
         self.store.enabled && self.relay.enabled
     }
 
+    /// Whether this node reconciles its archive with other store nodes.
+    pub fn runs_store_sync(&self) -> bool {
+        self.serves_store() && self.store_sync.enabled
+    }
+
     /// Loads and validates the configuration from its layers.
     pub fn load(sources: &Sources) -> Result<Config, ConfigError> {
         let config = layers::merge(sources)?;
@@ -226,6 +232,7 @@ impl Config {
         self.throttle.validate().map_err(ConfigError::Invalid)?;
         self.rendezvous.validate().map_err(ConfigError::Invalid)?;
         self.store.validate().map_err(ConfigError::Invalid)?;
+        self.store_sync.validate().map_err(ConfigError::Invalid)?;
         self.filter.validate().map_err(ConfigError::Invalid)?;
         self.rest.validate().map_err(ConfigError::Invalid)?;
         self.peer_exchange

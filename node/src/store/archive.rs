@@ -194,6 +194,9 @@ impl Archive {
                             hashes: false,
                         });
                     }
+                    keys::CF_FINGERPRINTS => {
+                        opts.set_merge_operator_associative("roost-xor", xor_merge);
+                    }
                     _ => {}
                 }
                 opts.set_block_based_table_factory(&table);
@@ -209,13 +212,34 @@ impl Archive {
         if let Ok(mut c) = archive.cutoff.write() {
             *c = stored;
         }
+        archive.index_fingerprints()?;
         Ok(archive)
     }
 
-    /// Opens an existing archive read-only (operator commands while the node runs).
+    /// Opens an existing archive read-only (operator commands while the node runs). Families
+    /// a newer version added are left out when the archive does not have them yet.
     pub fn open_read_only(path: &Path) -> Result<Archive, StoreError> {
-        let db = crate::db::open_read_only(path, &keys::COLUMN_FAMILIES)
-            .map_err(|e| StoreError::Open(e.to_string()))?;
+        let existing = DB::list_cf(&rocksdb::Options::default(), path).unwrap_or_default();
+        let families: Vec<&str> = keys::COLUMN_FAMILIES
+            .into_iter()
+            .filter(|f| existing.is_empty() || existing.iter().any(|e| e == f))
+            .collect();
+        // The write-ahead log replayed here holds merges of the fingerprints family: its merge
+        // operator must be there.
+        let descriptors = families.iter().map(|name| {
+            let mut opts = rocksdb::Options::default();
+            if *name == keys::CF_FINGERPRINTS {
+                opts.set_merge_operator_associative("roost-xor", xor_merge);
+            }
+            rocksdb::ColumnFamilyDescriptor::new(*name, opts)
+        });
+        let db = DB::open_cf_descriptors_read_only(
+            &rocksdb::Options::default(),
+            path,
+            descriptors,
+            false,
+        )
+        .map_err(|e| StoreError::Open(format!("cannot open {}: {e}", path.display())))?;
         let archive = Archive {
             db,
             path: path.to_owned(),
@@ -243,6 +267,59 @@ impl Archive {
                 ))
             }),
         }
+    }
+
+    /// Builds the `fingerprints` family of an archive written before it existed: one pass
+    /// over the messages, once.
+    fn index_fingerprints(&self) -> Result<(), StoreError> {
+        let meta = self.cf(keys::CF_META)?;
+        let done = self
+            .db
+            .get_cf(meta, keys::META_FINGERPRINTS)
+            .map_err(|e| StoreError::Read(db_error(e)))?
+            .is_some();
+        if done {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let fingerprints_cf = self.cf(keys::CF_FINGERPRINTS)?;
+        let mut xors: HashMap<Vec<u8>, [u8; 32]> = HashMap::new();
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_lower_bound(self.cutoff().to_key().to_vec());
+        let mut iter = self
+            .db
+            .raw_iterator_cf_opt(self.cf(keys::CF_MESSAGES)?, opts);
+        iter.seek_to_first();
+        let mut messages = 0u64;
+        while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
+            if let (Some(position), Some((topic, _))) =
+                (Position::from_key(key), keys::decode_record(value))
+            {
+                let entry = xors
+                    .entry(keys::stats_key(keys::bucket_of(position.ts), topic))
+                    .or_default();
+                keys::xor_into(entry, &position.hash);
+                messages += 1;
+            }
+            iter.next();
+        }
+        iter.status().map_err(|e| StoreError::Read(db_error(e)))?;
+        let mut batch = WriteBatch::default();
+        for (key, xor) in &xors {
+            batch.put_cf(fingerprints_cf, key, xor);
+        }
+        batch.put_cf(meta, keys::META_FINGERPRINTS, b"1");
+        self.db
+            .write(batch)
+            .map_err(|e| StoreError::Write(db_error(e)))?;
+        if messages > 0 {
+            tracing::info!(
+                messages,
+                took = ?started.elapsed(),
+                "indexed the archive's fingerprints for store sync (once, after an upgrade)"
+            );
+        }
+        Ok(())
     }
 
     fn cf(&self, name: &str) -> Result<&rocksdb::ColumnFamily, StoreError> {
@@ -905,7 +982,9 @@ impl Writer {
             false,
         );
         let mut batch = WriteBatch::default();
-        let mut delta: HashMap<(i64, Arc<str>), (i64, i64)> = HashMap::new();
+        // Per (bucket, topic): count, bytes and XOR of the new messages.
+        type Delta = (i64, i64, [u8; 32]);
+        let mut delta: HashMap<(i64, Arc<str>), Delta> = HashMap::new();
         for (&i, exists) in candidates.iter().zip(existing) {
             let exists = exists.map_err(|e| StoreError::Read(db_error(e)))?.is_some();
             if exists {
@@ -928,11 +1007,14 @@ impl Writer {
                 .or_default();
             d.0 += 1;
             d.1 += size as i64;
+            keys::xor_into(&mut d.2, &m.hash.0);
         }
         if delta.is_empty() {
             return Ok(outcomes);
         }
-        for ((bucket, topic), (count, bytes)) in &delta {
+        let fingerprints_cf = archive.cf(keys::CF_FINGERPRINTS)?;
+        for ((bucket, topic), (count, bytes, xor)) in &delta {
+            batch.merge_cf(fingerprints_cf, keys::stats_key(*bucket, topic), xor);
             let (c, b) = self.stats.get(*bucket, topic);
             batch.put_cf(
                 stats_cf,
@@ -949,7 +1031,7 @@ impl Writer {
             .db
             .write_opt(batch, &self.write_opts)
             .map_err(|e| StoreError::Write(db_error(e)))?;
-        for ((bucket, topic), (count, bytes)) in delta {
+        for ((bucket, topic), (count, bytes, _)) in delta {
             self.stats.add(bucket, &topic, count, bytes);
         }
         Ok(outcomes)
@@ -1091,18 +1173,21 @@ impl Writer {
                 removed.push((bucket, topic.clone(), *c, *b));
             }
         }
-        let mut partial: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        let mut partial: BTreeMap<String, (u64, u64, [u8; 32])> = BTreeMap::new();
         if plan.cutoff != Position::at(cut_bucket) {
             let mut opts = ReadOptions::default();
             opts.set_iterate_lower_bound(Position::at(cut_bucket).max(old).to_key().to_vec());
             opts.set_iterate_upper_bound(plan.cutoff.to_key().to_vec());
             let mut iter = archive.db.raw_iterator_cf_opt(messages_cf, opts);
             iter.seek_to_first();
-            while let Some(value) = iter.value() {
-                if let Some((topic, _)) = keys::decode_record(value) {
+            while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
+                if let (Some((topic, _)), Some(position)) =
+                    (keys::decode_record(value), Position::from_key(key))
+                {
                     let e = partial.entry(topic.to_owned()).or_default();
                     e.0 += 1;
                     e.1 += record_entry_bytes(value);
+                    keys::xor_into(&mut e.2, &position.hash);
                 }
                 iter.next();
             }
@@ -1111,15 +1196,20 @@ impl Writer {
         let mut batch = WriteBatch::default();
         batch.delete_range_cf(messages_cf, Position::MIN.to_key(), plan.cutoff.to_key());
         batch.put_cf(meta_cf, keys::META_CUTOFF, plan.cutoff.to_key());
+        let fingerprints_cf = archive.cf(keys::CF_FINGERPRINTS)?;
         for (bucket, topic, _, _) in &removed {
             batch.delete_cf(stats_cf, keys::stats_key(*bucket, topic));
+            batch.delete_cf(fingerprints_cf, keys::stats_key(*bucket, topic));
         }
-        for (topic, (c, b)) in &partial {
+        for (topic, (c, b, xor)) in &partial {
             let (have_c, have_b) = self.stats.get(cut_bucket, topic);
             let key = keys::stats_key(cut_bucket, topic);
             if *c >= have_c {
+                batch.delete_cf(fingerprints_cf, &key);
                 batch.delete_cf(stats_cf, key);
             } else {
+                // The deleted messages' hashes, merged out.
+                batch.merge_cf(fingerprints_cf, &key, xor);
                 batch.put_cf(
                     stats_cf,
                     key,
@@ -1140,7 +1230,7 @@ impl Writer {
             messages += c;
             bytes += b;
         }
-        for (topic, (c, b)) in partial {
+        for (topic, (c, b, _)) in partial {
             let (have_c, have_b) = self.stats.get(cut_bucket, &topic);
             let c = c.min(have_c);
             let b = b.min(have_b);
@@ -1185,6 +1275,25 @@ impl Writer {
     }
 }
 
+/// The `fingerprints` family's merge: XOR of the stored value and every operand (a missing
+/// value is all zeros; operands of another length are ignored, never written).
+fn xor_merge(
+    _key: &[u8],
+    existing: Option<&[u8]>,
+    operands: &rocksdb::merge_operator::MergeOperands,
+) -> Option<Vec<u8>> {
+    let mut acc = [0u8; 32];
+    if let Some(value) = existing.and_then(|v| <&[u8; 32]>::try_from(v).ok()) {
+        acc = *value;
+    }
+    for operand in operands {
+        if let Ok(operand) = <&[u8; 32]>::try_from(operand) {
+            keys::xor_into(&mut acc, operand);
+        }
+    }
+    Some(acc.to_vec())
+}
+
 /// The accounted bytes of one `messages` value (see [`keys::entry_bytes`]).
 fn record_entry_bytes(value: &[u8]) -> u64 {
     match keys::decode_record(value) {
@@ -1197,6 +1306,9 @@ fn record_entry_bytes(value: &[u8]) -> u64 {
         None => (40 + value.len()) as u64,
     }
 }
+
+mod sync_index;
+pub use sync_index::{RangeScope, RangeSummary, SyncView};
 
 #[cfg(test)]
 mod tests;

@@ -9,7 +9,9 @@
 //! | `hashes` | hash(32) | ts(8) |
 //! | `topics` | u16 len ‖ pubsub ‖ u32 len ‖ content topic ‖ ts(8) ‖ hash(32) | empty |
 //! | `stats` | bucket ts(8) ‖ pubsub topic | count u64 ‖ bytes u64 |
+//! | `fingerprints` | bucket ts(8) ‖ pubsub topic | XOR of the bucket's message hashes (32) |
 //! | `meta` | `cutoff` | ts(8) ‖ hash(32): everything before it is deleted |
+//! | `meta` | `fingerprints` | `1`: the `fingerprints` family covers every message |
 //!
 //! Timestamps are written big-endian with the sign bit flipped, so byte order is numeric order.
 //! Length prefixes make topic prefixes prefix-free: one (pubsub, content) pair is one range.
@@ -21,9 +23,30 @@ pub const CF_HASHES: &str = "hashes";
 pub const CF_TOPICS: &str = "topics";
 pub const CF_STATS: &str = "stats";
 pub const CF_META: &str = "meta";
-pub const COLUMN_FAMILIES: [&str; 5] = [CF_MESSAGES, CF_HASHES, CF_TOPICS, CF_STATS, CF_META];
+/// Store sync's index: XOR fingerprints per stats bucket, updated with a merge operator (XOR
+/// is associative and its own inverse, so a write merges a message's hash in and a retention
+/// cut merges it out without reading anything).
+pub const CF_FINGERPRINTS: &str = "fingerprints";
+pub const COLUMN_FAMILIES: [&str; 6] = [
+    CF_MESSAGES,
+    CF_HASHES,
+    CF_TOPICS,
+    CF_STATS,
+    CF_META,
+    CF_FINGERPRINTS,
+];
 
 pub const META_CUTOFF: &[u8] = b"cutoff";
+/// Set once the `fingerprints` family covers the whole archive (archives written before it
+/// existed are indexed once at open).
+pub const META_FINGERPRINTS: &[u8] = b"fingerprints";
+
+/// XORs `other` into `acc`.
+pub fn xor_into(acc: &mut [u8; 32], other: &[u8; 32]) {
+    for (a, b) in acc.iter_mut().zip(other) {
+        *a ^= b;
+    }
+}
 
 /// Record format version, the first byte of every `messages` value.
 const RECORD_VERSION: u8 = 1;

@@ -45,7 +45,8 @@ use prost::Message as _;
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use archive::{
-    dir_size, Archive, Page, PageEntry, QueryError, Stats, Summary, TopicSummary, Tuning,
+    dir_size, Archive, Page, PageEntry, QueryError, RangeScope, RangeSummary, Stats, Summary,
+    SyncView, TopicSummary, Tuning,
 };
 pub use behaviour::{behaviour, Behaviour, Inbound};
 pub use config::{Config, Retention, RetentionError, RetentionPolicy};
@@ -61,7 +62,8 @@ use crate::{
     swarm::command::Command,
     units::ByteSize,
 };
-use archive::{Incoming, Writer, Written};
+use archive::Written;
+pub(crate) use archive::{Incoming, Writer};
 
 /// Messages waiting for the writer thread. Full means the disk cannot keep up: relayed
 /// messages are then dropped and counted, and [`ArchiveHandle::insert`] waits for room.
@@ -173,6 +175,20 @@ impl IngestRules {
             Some(_) => Ok(()),
         }
     }
+
+    /// The checks for a message store sync brings: the same, except that it may be older than
+    /// the window (that is what sync is for; nwaku's `syncMessageIngress` skips the check too).
+    fn check_synced(
+        &self,
+        pubsub_topic: &str,
+        message: &WakuMessage,
+        now: i64,
+    ) -> Result<(), RejectReason> {
+        match self.check(pubsub_topic, message, now) {
+            Err(RejectReason::TooOld) if message.timestamp.is_some_and(|ts| ts > 0) => Ok(()),
+            other => other,
+        }
+    }
 }
 
 type Ack = oneshot::Sender<Result<InsertOutcome, StoreError>>;
@@ -210,6 +226,7 @@ pub struct ArchiveHandle {
     writes: mpsc::Sender<WriterCommand>,
     queries: std_mpsc::SyncSender<QueryJob>,
     rules: Arc<IngestRules>,
+    archive: Arc<Archive>,
 }
 
 impl std::fmt::Debug for ArchiveHandle {
@@ -231,6 +248,28 @@ impl ArchiveHandle {
             self.rules.metrics.reject(reason.label());
             return Ok(InsertOutcome::Rejected(reason));
         }
+        self.write_acknowledged(pubsub_topic, message).await
+    }
+
+    /// Stores a message store sync brought from a peer, through the same writer and with the
+    /// same acknowledgement as [`Self::insert`]; only the timestamp window does not apply.
+    pub async fn insert_synced(
+        &self,
+        pubsub_topic: &str,
+        message: WakuMessage,
+    ) -> Result<InsertOutcome, StoreError> {
+        if let Err(reason) = self.rules.check_synced(pubsub_topic, &message, now_nanos()) {
+            self.rules.metrics.reject(reason.label());
+            return Ok(InsertOutcome::Rejected(reason));
+        }
+        self.write_acknowledged(pubsub_topic, message).await
+    }
+
+    async fn write_acknowledged(
+        &self,
+        pubsub_topic: &str,
+        message: WakuMessage,
+    ) -> Result<InsertOutcome, StoreError> {
         let hash = message.hash(pubsub_topic);
         let size = message.encoded_len();
         let relayed = Arc::new(RelayedMessage {
@@ -281,6 +320,16 @@ impl ArchiveHandle {
                 StoreError::ShuttingDown.to_string(),
             )
         })
+    }
+
+    /// The archive, for readers that work beside the query threads (store sync).
+    pub fn archive(&self) -> &Arc<Archive> {
+        &self.archive
+    }
+
+    /// The pubsub topics the store keeps.
+    pub fn served_topics(&self) -> impl Iterator<Item = &str> {
+        self.rules.served.iter().map(String::as_str)
     }
 
     /// Counts, bytes and oldest/newest per pubsub topic.
@@ -480,6 +529,7 @@ impl Store {
             writes: writes_tx.clone(),
             queries: queries_tx.clone(),
             rules: self.rules.clone(),
+            archive: self.archive.clone(),
         };
         let sink = Sink {
             writes: writes_tx,

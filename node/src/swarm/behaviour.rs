@@ -53,6 +53,9 @@ pub struct Behaviour {
     pub filter_push: filter::PushBehaviour,
     /// Peer exchange (inbound only with `peer_exchange.enabled`).
     pub peer_exchange: peer_exchange::Behaviour,
+    /// Raw streams for store sync (the sync task holds its `Control`); its protocols are
+    /// served only once the sync task accepts them, on store nodes.
+    pub sync: libp2p_stream::Behaviour,
 }
 
 /// The services' state, moved into their behaviours.
@@ -147,6 +150,7 @@ impl Behaviour {
                 services.peer_exchange,
                 throttle,
             ),
+            sync: libp2p_stream::Behaviour::new(),
         }
     }
 }

@@ -63,6 +63,9 @@ pub struct SwarmTask {
     pub(crate) peer_kinds: PeerKinds,
     /// The address of each connected peer's first connection, for the REST admin peer list.
     peer_addresses: std::collections::HashMap<libp2p::PeerId, libp2p::Multiaddr>,
+    /// The protocols each connected peer listed in identify (store sync picks its peers by
+    /// them); bounded by the connection limits.
+    peer_protocols: std::collections::HashMap<libp2p::PeerId, Vec<String>>,
     command_capacity: usize,
 }
 
@@ -100,6 +103,7 @@ impl SwarmTask {
             static_peers,
             peer_kinds: PeerKinds::default(),
             peer_addresses: std::collections::HashMap::new(),
+            peer_protocols: std::collections::HashMap::new(),
             command_capacity: COMMAND_CAPACITY,
         };
         task.subscribe_shards(config);
@@ -265,6 +269,12 @@ impl SwarmTask {
                 self.libp2p_metrics.record(&event);
                 if let identify::Event::Received { peer_id, info, .. } = &event {
                     tracing::debug!(peer = %peer_id, agent = %info.agent_version, "identified peer");
+                    if self.swarm.is_connected(peer_id) {
+                        self.peer_protocols.insert(
+                            *peer_id,
+                            info.protocols.iter().map(ToString::to_string).collect(),
+                        );
+                    }
                     let is_static = self.static_peers.contains(peer_id);
                     crate::peer_exchange::behaviour::on_identified(
                         &mut self.swarm.behaviour_mut().peer_exchange,
@@ -290,6 +300,7 @@ impl SwarmTask {
             SwarmEvent::Behaviour(BehaviourEvent::FilterSubscribe(never)) => match never {},
             SwarmEvent::Behaviour(BehaviourEvent::FilterPush(never)) => match never {},
             SwarmEvent::Behaviour(BehaviourEvent::PeerExchange(never)) => match never {},
+            SwarmEvent::Behaviour(BehaviourEvent::Sync(())) => {}
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 connection_id,
@@ -325,6 +336,7 @@ impl SwarmTask {
                 tracing::debug!(peer = %peer_id, cause = ?cause, remaining = num_established, "connection closed");
                 if num_established == 0 {
                     self.peer_addresses.remove(&peer_id);
+                    self.peer_protocols.remove(&peer_id);
                     metadata::forget(&mut self.swarm.behaviour_mut().metadata, &peer_id);
                     if self.peer_kinds.disconnected(&peer_id) == Some(PeerKind::Generic) {
                         // The blacklist is per peer id: keep it as small as the connections.

@@ -49,6 +49,10 @@ pub struct Config {
     /// rules apply (the peer id is not known yet). Default `120/1m per-ip; 200/1s global`:
     /// 20 clients behind one NAT reconnecting several times within a minute.
     pub connections: QuotaSpec,
+    /// Store sync streams (one per reconciliation session, one per message transfer).
+    /// Default `30/1m per-peer`: a store peer syncs every 5 minutes (a session and a transfer
+    /// each way), with room for restarts and catch-up retries.
+    pub store_sync: QuotaSpec,
     /// Most connections (being set up or established) from one IP (/32 v4, /64 v6).
     /// Default `64` (20 clients behind a NAT, with room for each to overlap a reconnect);
     /// `0` = no limit.
@@ -103,6 +107,7 @@ impl Default for Config {
             rendezvous_register: QuotaSpec::lit("10/1m per-peer; 500/1s global"),
             rendezvous_discover: QuotaSpec::lit("30/1m per-peer; 500/1s global"),
             connections: QuotaSpec::lit("120/1m per-ip; 200/1s global"),
+            store_sync: QuotaSpec::lit("30/1m per-peer"),
             max_connections_per_ip: 64,
             rate_limit: Vec::new(),
             trusted_peers: Vec::new(),
@@ -142,6 +147,8 @@ pub struct TrustedQuotas {
     pub rendezvous_register: QuotaSpec,
     /// Default `300/1m per-peer`.
     pub rendezvous_discover: QuotaSpec,
+    /// Default `300/1m per-peer`.
+    pub store_sync: QuotaSpec,
 }
 
 impl Default for TrustedQuotas {
@@ -155,6 +162,7 @@ impl Default for TrustedQuotas {
             peer_exchange: QuotaSpec::lit("100/1m per-peer"),
             rendezvous_register: QuotaSpec::lit("100/1m per-peer"),
             rendezvous_discover: QuotaSpec::lit("300/1m per-peer"),
+            store_sync: QuotaSpec::lit("300/1m per-peer"),
         }
     }
 }
@@ -207,6 +215,7 @@ impl Config {
             self.rendezvous_register.clone(),
             self.rendezvous_discover.clone(),
             self.connections.clone(),
+            self.store_sync.clone(),
         ])
     }
 
@@ -224,6 +233,7 @@ impl Config {
             t.rendezvous_register.clone(),
             t.rendezvous_discover.clone(),
             self.connections.clone(),
+            t.store_sync.clone(),
         ])
     }
 

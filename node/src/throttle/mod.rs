@@ -77,10 +77,12 @@ pub enum Service {
     RendezvousDiscover,
     /// New inbound connections (per IP and global only).
     Connection,
+    /// Store sync streams (a reconciliation session or a message transfer each).
+    StoreSync,
 }
 
 impl Service {
-    pub const COUNT: usize = 9;
+    pub const COUNT: usize = 10;
     pub const ALL: [Service; Service::COUNT] = [
         Service::Relay,
         Service::RelayBytes,
@@ -91,6 +93,7 @@ impl Service {
         Service::RendezvousRegister,
         Service::RendezvousDiscover,
         Service::Connection,
+        Service::StoreSync,
     ];
 
     pub fn index(self) -> usize {
@@ -109,6 +112,7 @@ impl Service {
             Service::RendezvousRegister => "rendezvous_register",
             Service::RendezvousDiscover => "rendezvous_discover",
             Service::Connection => "connections",
+            Service::StoreSync => "store_sync",
         }
     }
 }

@@ -1,0 +1,182 @@
+//! Message transfer (`/vac/waku/transfer/1.0.0`): sending the messages a peer lacks, and
+//! taking in the ones this node lacks.
+//!
+//! Sending: one stream per session, opened when the first hash arrives, fed from the archive
+//! in chunks, closed when the session is over and everything is written.
+//!
+//! Receiving: a message is taken only from a peer this node has (or just had) a session with,
+//! then goes through the relay's validation and the store's acknowledged write path, as a
+//! relayed message does (only the timestamp window is waived: synced messages are old by
+//! nature). Writes run concurrently, so the writer thread commits them in batches.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::{stream::FuturesUnordered, AsyncWriteExt as _, StreamExt as _};
+use libp2p::{PeerId, StreamProtocol};
+use prost::Message as _;
+use tokio::sync::mpsc;
+
+use super::{codec, Metrics, Shared};
+use crate::{
+    message::MessageHash,
+    relay::Validator,
+    reqres::{read_frame, write_frame},
+    store::{ArchiveHandle, InsertOutcome},
+};
+
+/// A transfer stream with no frame for this long is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// Messages read from the archive per blocking call.
+const CHUNK: usize = 256;
+/// Writes in flight per transfer stream: enough for the writer to batch them.
+const IN_FLIGHT: usize = 256;
+/// Room around the message in a transfer frame (pubsub topic, protobuf tags).
+const FRAME_OVERHEAD: usize = 4096;
+
+/// Sends the messages whose hashes arrive on `hashes` to `peer`, until the channel closes.
+pub async fn send(
+    mut control: libp2p_stream::Control,
+    peer: PeerId,
+    mut hashes: mpsc::UnboundedReceiver<Vec<[u8; 32]>>,
+    archive: ArchiveHandle,
+    metrics: Metrics,
+) {
+    let mut stream: Option<libp2p::Stream> = None;
+    while let Some(batch) = hashes.recv().await {
+        for chunk in batch.chunks(CHUNK) {
+            let chunk = chunk.to_vec();
+            let reader = archive.archive().clone();
+            let records = tokio::task::spawn_blocking(move || {
+                chunk
+                    .iter()
+                    .filter_map(|h| reader.record_of(&MessageHash(*h)).ok().flatten())
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap_or_default();
+            for (pubsub_topic, message) in records {
+                if stream.is_none() {
+                    match control
+                        .open_stream(peer, StreamProtocol::new(codec::TRANSFER_PROTOCOL))
+                        .await
+                    {
+                        Ok(s) => stream = Some(s),
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "cannot open a transfer stream");
+                            return;
+                        }
+                    }
+                }
+                let Some(s) = stream.as_mut() else { return };
+                let frame = codec::MessageAndTopic {
+                    pubsub_topic,
+                    message,
+                }
+                .encode_to_vec();
+                if let Err(e) = write_frame(s, &frame).await {
+                    tracing::debug!(%peer, error = %e, "transfer stream failed");
+                    return;
+                }
+                metrics.bytes("transfer", "sent", frame.len());
+                metrics
+                    .messages
+                    .get_or_create(&super::metrics::DirectionLabels { direction: "sent" })
+                    .inc();
+            }
+        }
+    }
+    if let Some(mut s) = stream {
+        let _ = s.close().await;
+    }
+}
+
+/// What a receiver needs.
+#[derive(Clone)]
+pub struct Receiver {
+    pub archive: ArchiveHandle,
+    pub validator: Validator,
+    pub shared: Arc<Shared>,
+    pub metrics: Metrics,
+}
+
+impl Receiver {
+    /// Reads one inbound transfer stream to its end.
+    pub async fn receive(self, peer: PeerId, mut stream: libp2p::Stream) {
+        let max = self.validator.max_message_size() + FRAME_OVERHEAD;
+        let mut writes = FuturesUnordered::new();
+        loop {
+            // Keep the writes moving while waiting for the next frame.
+            let frame = loop {
+                if writes.len() >= IN_FLIGHT {
+                    if let Some(()) = writes.next().await {
+                        continue;
+                    }
+                }
+                tokio::select! {
+                    Some(()) = writes.next(), if !writes.is_empty() => continue,
+                    read = tokio::time::timeout(IDLE_TIMEOUT, read_frame(&mut stream, max)) => break read,
+                }
+            };
+            let frame = match frame {
+                Ok(Ok(Some(frame))) => frame,
+                Ok(Ok(None)) => break,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "transfer stream failed");
+                    break;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "transfer stream idle; closing it");
+                    break;
+                }
+            };
+            self.metrics.bytes("transfer", "received", frame.len());
+            self.metrics
+                .messages
+                .get_or_create(&super::metrics::DirectionLabels {
+                    direction: "received",
+                })
+                .inc();
+            if !self.shared.expects_transfer_from(&peer) {
+                self.metrics.received("unsolicited");
+                tracing::debug!(%peer, "message transferred outside a sync session; dropped");
+                continue;
+            }
+            let Ok(item) = codec::MessageAndTopic::decode(frame.as_slice()) else {
+                self.metrics.received("invalid");
+                continue;
+            };
+            let message = match self.validator.validate(&item.pubsub_topic, &item.message) {
+                Ok(message) => message,
+                Err(invalid) => {
+                    self.metrics.received("invalid");
+                    tracing::debug!(%peer, reason = invalid.label(), "invalid message transferred");
+                    continue;
+                }
+            };
+            let this = self.clone();
+            writes.push(async move {
+                let hash = message.hash(&item.pubsub_topic);
+                let outcome = this
+                    .archive
+                    .insert_synced(&item.pubsub_topic, message)
+                    .await;
+                let label = match outcome {
+                    Ok(InsertOutcome::Stored) => {
+                        this.metrics.gained.inc();
+                        "stored"
+                    }
+                    Ok(InsertOutcome::Duplicate) => "duplicate",
+                    Ok(InsertOutcome::Rejected(_)) => "rejected",
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot store a message store sync brought");
+                        "failed"
+                    }
+                };
+                this.metrics.received(label);
+                this.shared.settled(&hash.0);
+            });
+        }
+        while writes.next().await.is_some() {}
+        let _ = stream.close().await;
+    }
+}
