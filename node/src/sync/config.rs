@@ -29,9 +29,6 @@ pub struct Config {
     /// at most this far back. `0` = just `range`. Default `24h`.
     #[serde(with = "units::duration")]
     pub catch_up_limit: Duration,
-    /// Most reconciliation sessions served at once (each reads the archive and may hold a
-    /// round's ids in memory). Default `4`.
-    pub max_sessions: usize,
 }
 
 impl Default for Config {
@@ -42,7 +39,6 @@ impl Default for Config {
             range: Duration::from_secs(3600),
             relay_jitter: Duration::from_secs(20),
             catch_up_limit: Duration::from_secs(24 * 3600),
-            max_sessions: 4,
         }
     }
 }
@@ -54,9 +50,6 @@ impl Config {
         }
         if self.range < Duration::from_secs(1) {
             return Err("store_sync.range is below 1s; use e.g. 1h".into());
-        }
-        if self.max_sessions == 0 {
-            return Err("store_sync.max_sessions is 0; use at least 1 (default 4)".into());
         }
         Ok(())
     }

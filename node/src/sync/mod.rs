@@ -15,7 +15,11 @@
 //! `interval` over `range`, leaving out the last `relay_jitter`. Each round's "the peer lacks
 //! these" goes to a transfer sender; "this node lacks these" arrives on the peer's transfer
 //! stream and goes through the relay's validation into the store's acknowledged write path.
-//! Inbound sessions are admitted by the throttle's `store_sync` quota and `max_sessions`.
+//! A node is in one session at a time, and starts or serves none while a transfer is still
+//! arriving: two sessions that overlap (with two peers, or both ends starting at once) would
+//! each find the same messages missing here and have them sent twice. A session refused for
+//! that is retried (a node's own after a random few seconds, a peer's at its next round).
+//! Inbound sessions are admitted by the throttle's `store_sync` quota.
 
 pub mod codec;
 mod config;
@@ -32,7 +36,8 @@ use std::{
 
 use futures::StreamExt as _;
 use libp2p::{PeerId, StreamProtocol};
-use tokio::sync::{mpsc, oneshot, watch, Semaphore};
+use rand::Rng as _;
+use tokio::sync::{mpsc, oneshot, watch};
 
 pub use config::Config;
 pub use metrics::Metrics;
@@ -55,8 +60,13 @@ const TRANSFER_GRACE: Duration = Duration::from_secs(120);
 const PEER_POLL: Duration = Duration::from_secs(1);
 /// A start with no store peer in sight this long counts as in sync (a lone store node).
 const ALONE_AFTER: Duration = Duration::from_secs(60);
-/// Retry delay after a failed round (at most `interval`).
-const RETRY: Duration = Duration::from_secs(5);
+/// Retry delay after a failed or refused round: random in this span (at most `interval`), so
+/// two nodes that started at once do not collide again.
+const RETRY: (Duration, Duration) = (Duration::from_secs(2), Duration::from_secs(8));
+/// A transfer frame this recent means messages are still arriving: no new session yet.
+const TRANSFER_QUIET: Duration = Duration::from_secs(2);
+/// Longest a session may take, whoever started it.
+const SESSION_LIMIT: Duration = Duration::from_secs(120);
 /// Most hashes remembered as "on their way here"; beyond it a round's rest is not tracked
 /// (in-sync status then waits for the next round).
 const MAX_PENDING: usize = 1_000_000;
@@ -90,6 +100,9 @@ struct PeerSessions {
 
 #[derive(Debug, Default)]
 struct State {
+    /// A session is running (this node is in one at a time).
+    busy: bool,
+    last_transfer: Option<Instant>,
     sessions: HashMap<PeerId, PeerSessions>,
     /// Hashes the last round this node started found missing here, not yet settled.
     pending: HashSet<[u8; 32]>,
@@ -110,14 +123,25 @@ pub struct Shared {
 }
 
 impl Shared {
-    fn begin(&self, peer: PeerId) {
-        if let Ok(mut s) = self.state.lock() {
-            s.sessions.entry(peer).or_default().active += 1;
+    /// Starts a session with `peer` unless one is running or transfers are still arriving.
+    fn try_begin(&self, peer: PeerId) -> bool {
+        let Ok(mut s) = self.state.lock() else {
+            return false;
+        };
+        if s.busy
+            || s.last_transfer
+                .is_some_and(|t| t.elapsed() < TRANSFER_QUIET)
+        {
+            return false;
         }
+        s.busy = true;
+        s.sessions.entry(peer).or_default().active += 1;
+        true
     }
 
     fn end(&self, peer: PeerId) {
         if let Ok(mut s) = self.state.lock() {
+            s.busy = false;
             let entry = s.sessions.entry(peer).or_default();
             entry.active = entry.active.saturating_sub(1);
             entry.ended = Some(Instant::now());
@@ -125,6 +149,13 @@ impl Shared {
             s.sessions.retain(|_, p| {
                 p.active > 0 || p.ended.is_some_and(|e| e.elapsed() < TRANSFER_GRACE)
             });
+        }
+    }
+
+    /// A transfer frame arrived (sessions wait until they stop).
+    pub fn transfer_frame(&self) {
+        if let Ok(mut s) = self.state.lock() {
+            s.last_transfer = Some(Instant::now());
         }
     }
 
@@ -172,7 +203,6 @@ struct Core {
     health: Health,
     pubsub_topics: Vec<String>,
     shared: Arc<Shared>,
-    sessions: Arc<Semaphore>,
 }
 
 /// Everything the task is built from.
@@ -245,7 +275,6 @@ impl SyncTask {
 impl Core {
     fn new(parts: Parts) -> Core {
         let pubsub_topics = parts.archive.served_topics().map(str::to_owned).collect();
-        let sessions = Arc::new(Semaphore::new(parts.config.max_sessions));
         Core {
             config: parts.config,
             control: parts.control,
@@ -258,7 +287,6 @@ impl Core {
             health: parts.health,
             pubsub_topics,
             shared: Arc::new(Shared::default()),
-            sessions,
         }
     }
 
@@ -306,7 +334,11 @@ impl Core {
                     if ok {
                         catch_up = None;
                     }
-                    let wait = if ok { self.config.interval } else { RETRY.min(self.config.interval) };
+                    let wait = if ok {
+                        self.config.interval
+                    } else {
+                        rand::thread_rng().gen_range(RETRY.0..RETRY.1).min(self.config.interval)
+                    };
                     next_round = Some(tokio::time::Instant::now() + wait);
                 }
                 _ = sleep_until(next_round) => {
@@ -397,18 +429,19 @@ impl Core {
             self.metrics.round("responder", false);
             return;
         }
-        let Ok(permit) = self.sessions.clone().try_acquire_owned() else {
-            tracing::debug!(%peer, "store sync: too many sessions at once; refusing one");
+        if !self.shared.try_begin(peer) {
+            tracing::debug!(%peer, "store sync: busy with another session; refusing one");
             self.metrics.round("responder", false);
             return;
-        };
+        }
         let ctx = self.session_context(peer);
         let shared = self.shared.clone();
         let metrics = self.metrics.clone();
-        shared.begin(peer);
         tokio::spawn(async move {
-            let _permit = permit;
-            let result = session::run(peer, stream, None, &ctx).await;
+            let result =
+                tokio::time::timeout(SESSION_LIMIT, session::run(peer, stream, None, &ctx))
+                    .await
+                    .unwrap_or(Err(SyncError::Timeout));
             drop(ctx);
             shared.end(peer);
             match result {
@@ -447,7 +480,9 @@ impl Core {
     /// Runs one session this node starts; true when it completed.
     async fn initiate(mut self, peer: PeerId, window: (i64, i64)) -> bool {
         let started = Instant::now();
-        self.shared.begin(peer);
+        if !self.shared.try_begin(peer) {
+            return false;
+        }
         let result = async {
             let stream = self
                 .control
@@ -455,7 +490,12 @@ impl Core {
                 .await
                 .map_err(|e| SyncError::Open(e.to_string()))?;
             let ctx = self.session_context(peer);
-            session::run(peer, stream, Some(window), &ctx).await
+            tokio::time::timeout(
+                SESSION_LIMIT,
+                session::run(peer, stream, Some(window), &ctx),
+            )
+            .await
+            .unwrap_or(Err(SyncError::Timeout))
         }
         .await;
         self.shared.end(peer);

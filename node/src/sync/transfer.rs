@@ -129,6 +129,7 @@ impl Receiver {
                     break;
                 }
             };
+            self.shared.transfer_frame();
             self.metrics.bytes("transfer", "received", frame.len());
             self.metrics
                 .messages

@@ -17,4 +17,5 @@ mod relay;
 mod rendezvous;
 mod rest;
 mod store;
+mod sync;
 mod throttle;
