@@ -561,6 +561,30 @@ roost_node_monitoring_networks: ["{CONTROLLER}/32"]
         no_store
     );
     assert!(lost.is_empty(), "acknowledged messages lost: {lost:?}");
+    // And not just the union: store sync gives each store node what it missed while it was
+    // restarted (upgrade.yml waited for each to report in sync before moving on).
+    let holds = Arc::new(Mutex::new(Vec::new()));
+    let everywhere = wait_until(Duration::from_secs(90), || async {
+        let mut now = Vec::new();
+        for store in &stores {
+            let seqs = stored_seqs(&client, store, &pubsub_topic).await;
+            now.push(published.acked.iter().filter(|s| seqs.contains(s)).count());
+        }
+        let done = now.iter().all(|n| *n == published.acked.len());
+        *holds.lock().unwrap() = now;
+        done
+    })
+    .await;
+    let holds = holds.lock().unwrap().clone();
+    println!(
+        "== after the upgrade, with store sync: each store node holds {holds:?} of the {} acknowledged messages",
+        published.acked.len()
+    );
+    assert!(
+        everywhere.is_ok(),
+        "a store node misses acknowledged messages: holds {holds:?} of {}",
+        published.acked.len()
+    );
     assert!(rounds.len() >= 10, "the client queried during the upgrade");
     assert_eq!(
         no_store, 0,
