@@ -226,7 +226,9 @@ pub struct ArchiveHandle {
     writes: mpsc::Sender<WriterCommand>,
     queries: std_mpsc::SyncSender<QueryJob>,
     rules: Arc<IngestRules>,
-    archive: Arc<Archive>,
+    /// Weak: a handle (held by light push, the REST API, a caller's `NodeHandle`) must not
+    /// keep the database open after the store stops.
+    archive: std::sync::Weak<Archive>,
 }
 
 impl std::fmt::Debug for ArchiveHandle {
@@ -322,9 +324,15 @@ impl ArchiveHandle {
         })
     }
 
-    /// The archive, for readers that work beside the query threads (store sync).
-    pub fn archive(&self) -> &Arc<Archive> {
-        &self.archive
+    /// The archive, for readers that work beside the query threads (store sync); an error
+    /// once the store has stopped. Hold it only for the read at hand.
+    pub fn archive(&self) -> Result<Arc<Archive>, StoreError> {
+        self.archive.upgrade().ok_or(StoreError::ShuttingDown)
+    }
+
+    /// The archive without keeping it open (see [`Self::archive`]).
+    pub fn weak_archive(&self) -> std::sync::Weak<Archive> {
+        self.archive.clone()
     }
 
     /// The pubsub topics the store keeps.
@@ -529,7 +537,7 @@ impl Store {
             writes: writes_tx.clone(),
             queries: queries_tx.clone(),
             rules: self.rules.clone(),
-            archive: self.archive.clone(),
+            archive: Arc::downgrade(&self.archive),
         };
         let sink = Sink {
             writes: writes_tx,

@@ -308,11 +308,16 @@ impl Core {
         };
         // The first round after a start covers the span since the newest archived message.
         let newest = {
-            let archive = self.archive.archive().clone();
-            tokio::task::spawn_blocking(move || archive.extremes().ok().and_then(|(_, n)| n))
-                .await
-                .ok()
-                .flatten()
+            let archive = self.archive.weak_archive();
+            tokio::task::spawn_blocking(move || {
+                archive
+                    .upgrade()
+                    .and_then(|a| a.extremes().ok())
+                    .and_then(|(_, newest)| newest)
+            })
+            .await
+            .ok()
+            .flatten()
         };
         let mut catch_up = Some(newest);
         let mut next_round = Some(tokio::time::Instant::now());
@@ -470,7 +475,7 @@ impl Core {
             self.metrics.clone(),
         ));
         session::Context {
-            archive: self.archive.archive().clone(),
+            archive: self.archive.weak_archive(),
             pubsub_topics: self.pubsub_topics.clone(),
             metrics: self.metrics.clone(),
             outbox,

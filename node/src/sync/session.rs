@@ -3,7 +3,7 @@
 //! blocking thread, one round at a time; what this node must send is handed to the transfer
 //! sender as each round finds it, so messages flow while reconciliation goes on.
 
-use std::{sync::Arc, time::Duration};
+use std::{sync::Weak, time::Duration};
 
 use futures::AsyncWriteExt as _;
 use libp2p::PeerId;
@@ -36,7 +36,8 @@ pub struct Summary {
 
 /// What a session needs besides its stream.
 pub struct Context {
-    pub archive: Arc<Archive>,
+    /// Weak, so a session cannot keep the database open after the store stops.
+    pub archive: Weak<Archive>,
     pub pubsub_topics: Vec<String>,
     pub metrics: Metrics,
     /// Hashes the peer lacks, for the transfer sender.
@@ -55,14 +56,19 @@ async fn send(
 }
 
 async fn on_blocking<T: Send + 'static>(
-    archive: &Arc<Archive>,
+    archive: &Weak<Archive>,
     work: impl FnOnce(&Archive) -> Result<T, crate::store::StoreError> + Send + 'static,
 ) -> Result<T, SyncError> {
     let archive = archive.clone();
-    tokio::task::spawn_blocking(move || work(&archive))
-        .await
-        .map_err(|e| SyncError::Internal(e.to_string()))?
-        .map_err(SyncError::Store)
+    tokio::task::spawn_blocking(move || {
+        let archive = archive
+            .upgrade()
+            .ok_or(crate::store::StoreError::ShuttingDown)?;
+        work(&archive)
+    })
+    .await
+    .map_err(|e| SyncError::Internal(e.to_string()))?
+    .map_err(SyncError::Store)
 }
 
 /// Runs a session. The initiator passes the window (start, end) of its first payload.

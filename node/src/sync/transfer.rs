@@ -45,8 +45,11 @@ pub async fn send(
     while let Some(batch) = hashes.recv().await {
         for chunk in batch.chunks(CHUNK) {
             let chunk = chunk.to_vec();
-            let reader = archive.archive().clone();
+            let reader = archive.weak_archive();
             let records = tokio::task::spawn_blocking(move || {
+                let Some(reader) = reader.upgrade() else {
+                    return Vec::new();
+                };
                 chunk
                     .iter()
                     .filter_map(|h| reader.record_of(&MessageHash(*h)).ok().flatten())
