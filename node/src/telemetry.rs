@@ -4,6 +4,10 @@
 use serde::{Deserialize, Serialize};
 use tracing_subscriber::{fmt, EnvFilter};
 
+/// Replaces the installed subscriber's filter (set by [`init`]).
+type Reload = Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>;
+static RELOAD: std::sync::OnceLock<Reload> = std::sync::OnceLock::new();
+
 /// Installs the global subscriber. Safe to call more than once (later calls do nothing).
 pub fn init(config: &LogConfig) {
     let filter = EnvFilter::try_from_default_env()
@@ -14,10 +18,48 @@ pub fn init(config: &LogConfig) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(ansi);
-    let _ = match config.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
+    match config.format {
+        LogFormat::Text => {
+            let builder = builder.with_filter_reloading();
+            let handle = builder.reload_handle();
+            if builder.try_init().is_ok() {
+                let _ = RELOAD.set(Box::new(move |f| {
+                    handle.reload(f).map_err(|e| e.to_string())
+                }));
+            }
+        }
+        LogFormat::Json => {
+            let builder = builder.json().flatten_event(true).with_filter_reloading();
+            let handle = builder.reload_handle();
+            if builder.try_init().is_ok() {
+                let _ = RELOAD.set(Box::new(move |f| {
+                    handle.reload(f).map_err(|e| e.to_string())
+                }));
+            }
+        }
+    }
+}
+
+/// Why the log filter could not be changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SetFilterError {
+    #[error("this process's logging was not set up by roost (an embedded node); its filter cannot be changed here")]
+    NotInstalled,
+    #[error("invalid log filter `{0}`: {1}")]
+    Invalid(String, String),
+    #[error("cannot change the log filter: {0}")]
+    Reload(String),
+}
+
+/// Changes the log filter of the running process (`RUST_LOG` syntax: `debug`,
+/// `info,roost_node::store=trace`).
+pub fn set_filter(directives: &str) -> Result<(), SetFilterError> {
+    let reload = RELOAD.get().ok_or(SetFilterError::NotInstalled)?;
+    let filter = EnvFilter::try_new(directives)
+        .map_err(|e| SetFilterError::Invalid(directives.to_owned(), e.to_string()))?;
+    reload(filter).map_err(SetFilterError::Reload)?;
+    tracing::info!(filter = directives, "log filter changed");
+    Ok(())
 }
 
 /// Log output.

@@ -11,7 +11,7 @@ use axum::{
     body::Bytes,
     extract::{Path, State as AxumState},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
     Json, Router,
 };
 use libp2p::{multiaddr::Protocol, Multiaddr, PeerId};
@@ -44,11 +44,77 @@ pub fn routes() -> Router<State> {
         .route("/admin/v1/peers/mesh/on/{shard}", get(mesh_peers_on_shard))
         .route("/admin/v1/filter/subscriptions", get(filter_subscriptions))
         .route("/admin/v1/peers/stats", get(stats))
+        .route("/admin/v1/peers/service", get(service_peers))
+        .route("/admin/v1/log-level/{level}", post(log_level))
+}
+
+/// The protocols nwaku's `/admin/v1/peers/service` lists peers by.
+const SERVICE_PROTOCOLS: [&str; 9] = [
+    "/vac/waku/relay/2.0.0",
+    "/vac/waku/filter-subscribe/2.0.0-beta1",
+    "/vac/waku/store-query/3.0.0",
+    "/vac/waku/store/2.0.0-beta4",
+    "/vac/waku/lightpush/2.0.0-beta1",
+    "/vac/waku/lightpush/3.0.0",
+    "/vac/waku/peer-exchange/2.0.0-alpha1",
+    "/vac/waku/reconciliation/1.0.0",
+    "/vac/waku/transfer/1.0.0",
+];
+
+/// Connected peers that serve a Waku service (by their identify protocols), each with those
+/// protocols, as nwaku's `/admin/v1/peers/service`.
+async fn service_peers(AxumState(state): AxumState<State>) -> Result<Response, RestError> {
+    let peers = connected_peers(&state).await?;
+    let list: Vec<serde_json::Value> = peers
+        .iter()
+        .filter_map(|peer| {
+            let services: Vec<&str> = SERVICE_PROTOCOLS
+                .into_iter()
+                .filter(|s| peer.protocols.iter().any(|p| p == s))
+                .collect();
+            if services.is_empty() {
+                return None;
+            }
+            let mut json = waku_peer(peer);
+            json["protocols"] = services.into();
+            Some(json)
+        })
+        .collect();
+    Ok(Json(list).into_response())
+}
+
+/// nwaku's `POST /admin/v1/log-level/{logLevel}`: TRACE, DEBUG, INFO, NOTICE, WARN, ERROR or
+/// FATAL (any case) set the whole process's log filter (NOTICE is INFO, FATAL is ERROR here).
+async fn log_level(Path(level): Path<String>) -> Result<Response, RestError> {
+    if level.trim().is_empty() {
+        return Err(RestError::BadRequest(
+            "Invalid log-level, it can’t be empty".into(),
+        ));
+    }
+    let filter = match level.to_ascii_uppercase().as_str() {
+        "TRACE" => "trace",
+        "DEBUG" => "debug",
+        "INFO" | "NOTICE" => "info",
+        "WARN" => "warn",
+        "ERROR" | "FATAL" => "error",
+        _ => {
+            return Err(RestError::BadRequest(format!(
+                "Invalid log-level: {level}. Please specify one of TRACE, DEBUG, INFO, NOTICE, WARN, ERROR or FATAL"
+            )))
+        }
+    };
+    match crate::telemetry::set_filter(filter) {
+        Ok(()) => Ok(ok()),
+        Err(crate::telemetry::SetFilterError::NotInstalled) => Err(RestError::Unavailable(
+            "Dynamic Log level management is not available in this process: its logging was not set up by roost".into(),
+        )),
+        Err(e) => Err(RestError::Internal(e.to_string())),
+    }
 }
 
 /// nwaku's peer statistics: `Sum`, `By Connectedness`, `Relay peers` and `Mesh peers` per shard
-/// (each with nwaku's total, which counts shards), `By Protocols`. Roost lists connected peers
-/// only and knows only the relay protocol of a peer, so `By Protocols` counts relay alone.
+/// (each with nwaku's total, which counts shards), `By Protocols` (from identify). Roost lists
+/// connected peers only.
 async fn stats(AxumState(state): AxumState<State>) -> Result<Response, RestError> {
     let peers = connected_peers(&state).await?;
     let topics = if state.relay.enabled {
@@ -72,7 +138,16 @@ async fn stats(AxumState(state): AxumState<State>) -> Result<Response, RestError
         map.insert(total.to_owned(), topics.len().into());
         serde_json::Value::Object(map)
     };
-    let relay_peers = peers.iter().filter(|p| !p.topics.is_empty()).count();
+    // Peers per protocol they listed in identify (relay from gossipsub before identify).
+    let mut by_protocol: std::collections::BTreeMap<&str, usize> = Default::default();
+    for peer in &peers {
+        if peer.protocols.is_empty() && !peer.topics.is_empty() {
+            *by_protocol.entry(crate::relay::PROTOCOL_ID).or_default() += 1;
+        }
+        for protocol in &peer.protocols {
+            *by_protocol.entry(protocol.as_str()).or_default() += 1;
+        }
+    }
     Ok(Json(serde_json::json!({
         "Sum": {"Total peers": peers.len()},
         "By Connectedness": {
@@ -83,7 +158,7 @@ async fn stats(AxumState(state): AxumState<State>) -> Result<Response, RestError
         },
         "Relay peers": per_shard(ShardList::Relay, "Total relay peers"),
         "Mesh peers": per_shard(ShardList::Mesh, "Total mesh peers"),
-        "By Protocols": {crate::relay::PROTOCOL_ID: relay_peers},
+        "By Protocols": by_protocol,
     }))
     .into_response())
 }
@@ -228,7 +303,12 @@ fn waku_peer(peer: &PeerStatus) -> serde_json::Value {
         .collect();
     shards.sort_unstable();
     shards.dedup();
-    let protocols: Vec<&str> = if peer.topics.is_empty() {
+    // What it listed in identify; before identify, what gossipsub shows (relay).
+    let protocols: Vec<&str> = if !peer.protocols.is_empty() {
+        let mut listed: Vec<&str> = peer.protocols.iter().map(String::as_str).collect();
+        listed.sort_unstable();
+        listed
+    } else if peer.topics.is_empty() {
         Vec::new()
     } else {
         vec![crate::relay::PROTOCOL_ID]
@@ -238,7 +318,7 @@ fn waku_peer(peer: &PeerStatus) -> serde_json::Value {
         "protocols": protocols,
         "shards": shards,
         "connected": "Connected",
-        "agent": "",
+        "agent": peer.agent,
         "origin": if peer.is_static { "Static" } else { "UnknownOrigin" },
         "score": serde_json::Value::Null,
     })

@@ -298,31 +298,44 @@ impl Metrics {
             "REST API requests by route group and HTTP status",
             requests.clone(),
         );
+        // Every route group's successes exist from the start, at 0 (errors appear as they
+        // happen: their statuses are many).
+        for route in ROUTE_GROUPS
+            .iter()
+            .map(|(_, label)| *label)
+            .chain(["other"])
+        {
+            let _ = requests.get_or_create(&RequestLabels { route, status: 200 });
+        }
         Metrics { requests }
     }
 }
 
+/// Path prefixes and the route group (`route` label) each belongs to.
+const ROUTE_GROUPS: &[(&str, &str)] = &[
+    ("/health", "health"),
+    ("/info", "info"),
+    ("/debug/v1/info", "info"),
+    ("/version", "version"),
+    ("/debug/v1/version", "version"),
+    ("/admin/v1/peers", "admin_peers"),
+    ("/admin/v1/peer", "admin_peers"),
+    ("/admin/v1/filter", "admin_filter"),
+    ("/admin/v1/log-level", "admin_log_level"),
+    ("/relay/v1/auto/subscriptions", "relay_auto_subscriptions"),
+    ("/relay/v1/auto/messages", "relay_auto_messages"),
+    ("/relay/v1/subscriptions", "relay_subscriptions"),
+    ("/relay/v1/messages", "relay_messages"),
+    ("/store/v3/messages", "store"),
+    ("/filter/v2/subscriptions", "filter_subscriptions"),
+    ("/filter/v2/messages", "filter_messages"),
+    ("/lightpush/v3/message", "lightpush"),
+    ("/lightpush/v1/message", "lightpush_legacy"),
+];
+
 /// The route group a path belongs to: a closed set, so a client cannot grow the label set.
 fn route_label(path: &str) -> &'static str {
-    const GROUPS: &[(&str, &str)] = &[
-        ("/health", "health"),
-        ("/info", "info"),
-        ("/debug/v1/info", "info"),
-        ("/version", "version"),
-        ("/debug/v1/version", "version"),
-        ("/admin/v1/peers", "admin_peers"),
-        ("/admin/v1/peer", "admin_peers"),
-        ("/relay/v1/auto/subscriptions", "relay_auto_subscriptions"),
-        ("/relay/v1/auto/messages", "relay_auto_messages"),
-        ("/relay/v1/subscriptions", "relay_subscriptions"),
-        ("/relay/v1/messages", "relay_messages"),
-        ("/store/v3/messages", "store"),
-        ("/filter/v2/subscriptions", "filter_subscriptions"),
-        ("/filter/v2/messages", "filter_messages"),
-        ("/lightpush/v3/message", "lightpush"),
-        ("/lightpush/v1/message", "lightpush_legacy"),
-    ];
-    GROUPS
+    ROUTE_GROUPS
         .iter()
         .find(|(prefix, _)| path == *prefix || path.starts_with(&format!("{prefix}/")))
         .map(|(_, label)| *label)

@@ -21,11 +21,12 @@ use axum::{
 };
 use tokio::sync::broadcast;
 
-use super::{json_body, message_json, ok, RestError, RestMessage, State};
+use super::{admit, json_body, message_json, ok, Client, RestError, RestMessage, State};
 use crate::{
     message::{ContentTopic, ShardTopic},
     relay::RelayedMessage,
     swarm::command::PublishError,
+    throttle,
 };
 
 /// Most topics REST readers may be subscribed to at once, per kind (pubsub, content): every
@@ -293,7 +294,16 @@ async fn messages_content(
     Ok(messages_json(messages))
 }
 
-async fn publish(state: &State, topic: String, body: &[u8]) -> Result<Response, RestError> {
+async fn publish(
+    state: &State,
+    client: &Client,
+    topic: String,
+    body: &[u8],
+) -> Result<Response, RestError> {
+    // A publish from a client spends the light push quota, the one a light client's publish
+    // through this node spends on the libp2p door.
+    admit(state, throttle::Service::LightPush, client)
+        .map_err(|_| RestError::TooManyRequests("Request rate limit reached".into()))?;
     let message: RestMessage = json_body(body)?;
     let message = message.into_message()?;
     match state.node.publish(topic, message).await {
@@ -307,6 +317,7 @@ async fn publish(state: &State, topic: String, body: &[u8]) -> Result<Response, 
 
 async fn publish_pubsub(
     AxumState(state): AxumState<State>,
+    client: Client,
     Path(topic): Path<String>,
     body: Bytes,
 ) -> Result<Response, RestError> {
@@ -316,11 +327,12 @@ async fn publish_pubsub(
             "Failed to publish: Node not subscribed to topic: {topic}"
         )));
     }
-    publish(&state, topic, &body).await
+    publish(&state, &client, topic, &body).await
 }
 
 async fn publish_auto(
     AxumState(state): AxumState<State>,
+    client: Client,
     body: Bytes,
 ) -> Result<Response, RestError> {
     let message: RestMessage = json_body(&body)?;
@@ -331,7 +343,7 @@ async fn publish_auto(
     };
     let topic = autoshard(&state, content_topic)
         .map_err(|e| RestError::BadRequest(format!("Failed to publish. {e}")))?;
-    publish(&state, topic, &body).await
+    publish(&state, &client, topic, &body).await
 }
 
 #[cfg(test)]

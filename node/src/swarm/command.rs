@@ -66,6 +66,8 @@ pub struct PeerStatus {
     pub peer_id: PeerId,
     /// The remote address of its first connection (dialled, or where it came from).
     pub address: Option<Multiaddr>,
+    /// The agent version it gave in identify (empty until it identified).
+    pub agent: String,
     /// The protocols it listed in identify (empty until it identified).
     pub protocols: Vec<String>,
     /// Pubsub topics it is subscribed to in gossipsub (empty when it is no relay peer).

@@ -63,9 +63,9 @@ pub struct SwarmTask {
     pub(crate) peer_kinds: PeerKinds,
     /// The address of each connected peer's first connection, for the REST admin peer list.
     peer_addresses: std::collections::HashMap<libp2p::PeerId, libp2p::Multiaddr>,
-    /// The protocols each connected peer listed in identify (store sync picks its peers by
-    /// them); bounded by the connection limits.
-    peer_protocols: std::collections::HashMap<libp2p::PeerId, Vec<String>>,
+    /// The agent and protocols each connected peer gave in identify (store sync picks its
+    /// peers by them; the REST admin API lists them); bounded by the connection limits.
+    peer_protocols: std::collections::HashMap<libp2p::PeerId, (String, Vec<String>)>,
     command_capacity: usize,
 }
 
@@ -272,7 +272,10 @@ impl SwarmTask {
                     if self.swarm.is_connected(peer_id) {
                         self.peer_protocols.insert(
                             *peer_id,
-                            info.protocols.iter().map(ToString::to_string).collect(),
+                            (
+                                info.agent_version.clone(),
+                                info.protocols.iter().map(ToString::to_string).collect(),
+                            ),
                         );
                     }
                     let is_static = self.static_peers.contains(peer_id);

@@ -62,7 +62,16 @@ impl SwarmTask {
             .map(|peer| PeerStatus {
                 peer_id: *peer,
                 address: self.peer_addresses.get(peer).cloned(),
-                protocols: self.peer_protocols.get(peer).cloned().unwrap_or_default(),
+                agent: self
+                    .peer_protocols
+                    .get(peer)
+                    .map(|(agent, _)| agent.clone())
+                    .unwrap_or_default(),
+                protocols: self
+                    .peer_protocols
+                    .get(peer)
+                    .map(|(_, protocols)| protocols.clone())
+                    .unwrap_or_default(),
                 topics: topics_of.remove(peer).unwrap_or_default(),
                 is_static: self.static_peers.contains(peer),
                 mesh_topics: mesh_of.remove(peer).unwrap_or_default(),

@@ -212,11 +212,15 @@ async fn admin_peers_dials_and_lists_connected_peers() {
     let peers = rest_a.get_json("/admin/v1/peers").await;
     let peer = &peers[0];
     assert_eq!(peer["connected"], "Connected", "{peers}");
-    assert_eq!(
-        peer["protocols"],
-        json!(["/vac/waku/relay/2.0.0"]),
-        "{peers}"
-    );
+    // What the peer listed in identify, as nwaku's peer store has it.
+    let protocols = peer["protocols"].as_array().cloned().unwrap_or_default();
+    for expected in [
+        "/vac/waku/relay/2.0.0",
+        "/vac/waku/store-query/3.0.0",
+        "/ipfs/id/1.0.0",
+    ] {
+        assert!(protocols.contains(&json!(expected)), "{expected}: {peers}");
+    }
     assert_eq!(peer["shards"], json!([0, 1, 2, 3, 4, 5, 6, 7]), "{peers}");
     for key in ["agent", "origin", "score"] {
         assert!(peer.get(key).is_some(), "{key} missing: {peers}");
@@ -893,10 +897,18 @@ async fn rest_clients_spend_the_throttles_quotas_by_ip() {
     );
     let (status, body) = other.post("/lightpush/v1/message", &push).await;
     assert_eq!((status, body.as_str()), (429, "Request rate limit reached"));
+    // A relay publish from a client is a publish too: it spends the same quota.
+    let message = json!({"payload": b64(b"r"), "contentTopic": CONTENT_TOPIC});
+    let (status, body) = other
+        .post(&format!("/relay/v1/messages/{}", enc(TOPIC)), &message)
+        .await;
+    assert_eq!((status, body.as_str()), (429, "Request rate limit reached"));
+    let (status, body) = other.post("/relay/v1/auto/messages", &message).await;
+    assert_eq!((status, body.as_str()), (429, "Request rate limit reached"));
     let (status, body) = exempt.post("/lightpush/v3/message", &push).await;
     assert_ne!(status, 429, "{body}");
     let metrics = node.metrics().await;
-    for (service, refused) in [("store", 1.0), ("lightpush", 2.0)] {
+    for (service, refused) in [("store", 1.0), ("lightpush", 4.0)] {
         assert_eq!(
             metric_sum(
                 &metrics,
@@ -1074,4 +1086,106 @@ async fn filter_routes_subscribe_at_the_filter_node_and_read_its_pushes() {
         serde_json::from_str::<Value>(&body).unwrap(),
         json!({"requestId": "sub-1", "statusDesc": "No suitable service peer & no discovery method"})
     );
+}
+
+/// `/admin/v1/peers/service` lists the peers serving a Waku service with those protocols (from
+/// identify), `/admin/v1/peers` their agent; `POST /admin/v1/log-level/{level}` changes a
+/// `roost` process's log filter, and says 503 in a process whose logging roost did not set up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_service_peers_and_log_level() {
+    init_tracing();
+    let a = start_admin(|_| {}).await;
+    let b = TestNode::start().await;
+    let rest = Rest::of(&a);
+    connect(&rest, &b).await;
+    let id = b.handle.peer_id().to_string();
+    let last = std::sync::Mutex::new(Value::Null);
+    let found = wait_until(WAIT, || async {
+        let listed = rest.get_json("/admin/v1/peers/service").await;
+        *last.lock().unwrap() = listed.clone();
+        listed.as_array().is_some_and(|l| {
+            l.iter().any(|p| {
+                p["multiaddr"].as_str().is_some_and(|m| m.ends_with(&id))
+                    && p["protocols"]
+                        .as_array()
+                        .is_some_and(|ps| ps.contains(&json!("/vac/waku/store-query/3.0.0")))
+            })
+        })
+    })
+    .await;
+    let listed = last.lock().unwrap().clone();
+    assert!(found.is_ok(), "b is listed with its services: {listed}");
+    let peer = listed
+        .as_array()
+        .and_then(|l| {
+            l.iter()
+                .find(|p| p["multiaddr"].as_str().is_some_and(|m| m.ends_with(&id)))
+        })
+        .cloned()
+        .unwrap_or_default();
+    let protocols: Vec<&str> = peer["protocols"]
+        .as_array()
+        .map(|ps| ps.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    for expected in [
+        "/vac/waku/relay/2.0.0",
+        "/vac/waku/store-query/3.0.0",
+        "/vac/waku/reconciliation/1.0.0",
+        "/vac/waku/transfer/1.0.0",
+    ] {
+        assert!(protocols.contains(&expected), "{expected} in {protocols:?}");
+    }
+    assert!(
+        !protocols.contains(&"/ipfs/id/1.0.0"),
+        "only services: {protocols:?}"
+    );
+    let all = rest.get_json("/admin/v1/peers").await;
+    assert!(
+        all.as_array().is_some_and(|l| l
+            .iter()
+            .any(|p| p["agent"].as_str().is_some_and(|a| a.starts_with("roost/")))),
+        "agents from identify: {all}"
+    );
+
+    // Embedded in this test process, the node does not own the logging: 503, as nwaku built
+    // without runtime log filtering; bad levels are 400 with nwaku's text.
+    let (status, _) = rest.post("/admin/v1/log-level/DEBUG", &json!({})).await;
+    assert_eq!(status, 503);
+    let (status, body) = rest.post("/admin/v1/log-level/LOUD", &json!({})).await;
+    assert_eq!(status, 400);
+    assert!(body.starts_with("Invalid log-level: LOUD."), "{body}");
+
+    // A roost process: the level changes at once.
+    let dir = tempfile::tempdir().unwrap();
+    let node =
+        roost_tests::process::NodeProcess::start(dir.path(), &["--rest-admin", "true"]).await;
+    let rest_address = node
+        .logs()
+        .iter()
+        .find_map(|line| {
+            let json: Value = serde_json::from_str(line).ok()?;
+            (json["message"] == "roost node started").then(|| {
+                json["rest"].as_str().map(|s| {
+                    s.trim_start_matches("Some(")
+                        .trim_end_matches(')')
+                        .to_owned()
+                })
+            })?
+        })
+        .expect("the start line names the REST address");
+    let process = Rest {
+        base: format!("http://{rest_address}"),
+        http: reqwest::Client::new(),
+    };
+    let (status, body) = process.post("/admin/v1/log-level/debug", &json!({})).await;
+    assert_eq!((status, body.as_str()), (200, "OK"));
+    wait_until(WAIT, || async {
+        node.logs()
+            .iter()
+            .any(|l| l.contains("\"level\":\"DEBUG\""))
+    })
+    .await
+    .expect("debug lines appear");
+    let (status, body) = process.post("/admin/v1/log-level/WARN", &json!({})).await;
+    assert_eq!((status, body.as_str()), (200, "OK"));
 }
