@@ -67,6 +67,8 @@ const RETRY: (Duration, Duration) = (Duration::from_secs(2), Duration::from_secs
 const TRANSFER_QUIET: Duration = Duration::from_secs(2);
 /// Longest a session may take, whoever started it.
 const SESSION_LIMIT: Duration = Duration::from_secs(120);
+/// Most peers whose last session `/health` shows.
+const MAX_PEERS_SHOWN: usize = 64;
 /// Most hashes remembered as "on their way here"; beyond it a round's rest is not tracked
 /// (in-sync status then waits for the next round).
 const MAX_PENDING: usize = 1_000_000;
@@ -108,6 +110,9 @@ struct State {
     pending: HashSet<[u8; 32]>,
     last_round_ok: bool,
     last_success: Option<SystemTime>,
+    /// The last completed session with each peer (either role), for `/health`; at most
+    /// [`MAX_PEERS_SHOWN`], the oldest forgotten first.
+    last_success_by_peer: HashMap<PeerId, SystemTime>,
     last_error: Option<String>,
     last_peer: Option<PeerId>,
     peers: usize,
@@ -149,6 +154,24 @@ impl Shared {
             s.sessions.retain(|_, p| {
                 p.active > 0 || p.ended.is_some_and(|e| e.elapsed() < TRANSFER_GRACE)
             });
+        }
+    }
+
+    /// A session with `peer` completed.
+    fn succeeded(&self, peer: PeerId) {
+        if let Ok(mut s) = self.state.lock() {
+            s.last_success_by_peer.insert(peer, SystemTime::now());
+            while s.last_success_by_peer.len() > MAX_PEERS_SHOWN {
+                let oldest = s
+                    .last_success_by_peer
+                    .iter()
+                    .min_by_key(|(_, t)| **t)
+                    .map(|(p, _)| *p);
+                match oldest {
+                    Some(p) => s.last_success_by_peer.remove(&p),
+                    None => break,
+                };
+            }
         }
     }
 
@@ -451,6 +474,7 @@ impl Core {
             shared.end(peer);
             match result {
                 Ok(summary) => {
+                    shared.succeeded(peer);
                     metrics.round("responder", true);
                     metrics
                         .differences
@@ -509,6 +533,9 @@ impl Core {
             .observe(started.elapsed().as_secs_f64());
         let ok = result.is_ok();
         self.metrics.round("initiator", ok);
+        if ok {
+            self.shared.succeeded(peer);
+        }
         if let Ok(mut s) = self.shared.state.lock() {
             s.last_peer = Some(peer);
             match result {
@@ -566,6 +593,11 @@ impl Core {
                 "peers": s.peers,
                 "pending": s.pending.len(),
                 "last_success_unix": s.last_success.map(|t| unix_seconds(t) as u64),
+                "last_success_by_peer": s
+                    .last_success_by_peer
+                    .iter()
+                    .map(|(p, t)| (p.to_string(), serde_json::json!(unix_seconds(*t) as u64)))
+                    .collect::<serde_json::Map<_, _>>(),
                 "last_peer": s.last_peer.map(|p| p.to_string()),
                 "last_error": s.last_error,
             }),
