@@ -67,6 +67,8 @@ const RETRY: (Duration, Duration) = (Duration::from_secs(2), Duration::from_secs
 const TRANSFER_QUIET: Duration = Duration::from_secs(2);
 /// Longest a session may take, whoever started it.
 const SESSION_LIMIT: Duration = Duration::from_secs(120);
+/// Most inbound transfer streams one peer may hold open.
+pub const MAX_TRANSFER_STREAMS: u32 = 2;
 /// Most peers whose last session `/health` shows.
 const MAX_PEERS_SHOWN: usize = 64;
 /// Most hashes remembered as "on their way here"; beyond it a round's rest is not tracked
@@ -106,6 +108,8 @@ struct State {
     busy: bool,
     last_transfer: Option<Instant>,
     sessions: HashMap<PeerId, PeerSessions>,
+    /// Inbound transfer streams open per peer.
+    transfer_streams: HashMap<PeerId, u32>,
     /// Hashes the last round this node started found missing here, not yet settled.
     pending: HashSet<[u8; 32]>,
     last_round_ok: bool,
@@ -173,6 +177,21 @@ impl Shared {
                 };
             }
         }
+    }
+
+    /// Counts an inbound transfer stream of `peer` while the guard lives; `None` when the
+    /// peer has too many open.
+    pub fn open_transfer(self: &Arc<Self>, peer: PeerId) -> Option<TransferStream> {
+        let mut s = self.state.lock().ok()?;
+        let open = s.transfer_streams.entry(peer).or_default();
+        if *open >= MAX_TRANSFER_STREAMS {
+            return None;
+        }
+        *open += 1;
+        Some(TransferStream {
+            shared: self.clone(),
+            peer,
+        })
     }
 
     /// A transfer frame arrived (sessions wait until they stop).
@@ -260,6 +279,25 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
 fn unix_seconds(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// An open inbound transfer stream, counted per peer until dropped.
+pub struct TransferStream {
+    shared: Arc<Shared>,
+    peer: PeerId,
+}
+
+impl Drop for TransferStream {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.shared.state.lock() {
+            if let Some(open) = s.transfer_streams.get_mut(&self.peer) {
+                *open = open.saturating_sub(1);
+                if *open == 0 {
+                    s.transfer_streams.remove(&self.peer);
+                }
+            }
+        }
+    }
 }
 
 /// The running store sync: accepts sessions and transfers, and starts sessions.

@@ -24,8 +24,10 @@ use crate::{
     store::{ArchiveHandle, InsertOutcome},
 };
 
-/// A transfer stream with no frame for this long is closed.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+/// A transfer stream with no frame for this long is closed. Long: nwaku keeps one transfer
+/// stream per peer open across its rounds (5 minutes apart) and loses the first message it
+/// writes into a stream the other side closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// Messages read from the archive per blocking call.
 const CHUNK: usize = 256;
 /// Writes in flight per transfer stream: enough for the writer to batch them.
@@ -103,8 +105,14 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    /// Reads one inbound transfer stream to its end.
+    /// Reads one inbound transfer stream to its end (refused at once when the peer already
+    /// has [`super::MAX_TRANSFER_STREAMS`] open).
     pub async fn receive(self, peer: PeerId, mut stream: libp2p::Stream) {
+        let Some(_open) = self.shared.open_transfer(peer) else {
+            tracing::debug!(%peer, "too many transfer streams from one peer; refusing one");
+            let _ = stream.close().await;
+            return;
+        };
         let max = self.validator.max_message_size() + FRAME_OVERHEAD;
         let mut writes = FuturesUnordered::new();
         loop {
