@@ -10,7 +10,9 @@
 //! Runs alternate Roost, bare, Roost, bare, ... after a warm-up; the table shows every run, the
 //! median of each side and the ratio. Nothing here is a test: it prints figures.
 //!
-//! `cargo bench -p roost-tests --bench relay -- [--messages N] [--window N] [--pairs N]`
+//! `cargo bench -p roost-tests --bench relay -- [--messages N] [--window N] [--pairs N]
+//! [--only roost|bare] [--store true|false]`: `--only` runs one side (for a profiler),
+//! `--store false` runs Roost as a relay-only node (the shipped default is a store node too).
 
 use std::{
     sync::{
@@ -37,6 +39,8 @@ struct Args {
     messages: usize,
     window: usize,
     pairs: usize,
+    only: String,
+    store: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -47,6 +51,8 @@ fn parse_args() -> anyhow::Result<Args> {
         messages: bench::flag("--messages", 8_000)?,
         window: bench::flag("--window", 256)?,
         pairs: bench::flag("--pairs", 3)?,
+        only: bench::flag("--only", String::new())?,
+        store: bench::flag("--store", true)?,
     })
 }
 
@@ -72,13 +78,17 @@ enum RelayUnderTest {
 }
 
 impl RelayUnderTest {
-    async fn start(kind: Relay) -> anyhow::Result<(RelayUnderTest, libp2p::Multiaddr)> {
+    async fn start(
+        kind: Relay,
+        store: bool,
+    ) -> anyhow::Result<(RelayUnderTest, libp2p::Multiaddr)> {
         match kind {
             Relay::Roost => {
                 let dir = tempfile::tempdir()?;
                 let mut config = test_config(dir.path());
                 config.relay.shards = vec![0];
                 config.network.ws_enabled = false;
+                config.store.enabled = store;
                 // B4 measures the relay's capacity, with two publishers far above any per-peer
                 // relay quota: the throttle's gate stays in the path but its relay quotas are
                 // off; the throttle bench (B9) measures throttling itself.
@@ -141,8 +151,13 @@ fn payload(seq: u64, epoch: Instant) -> Vec<u8> {
     p
 }
 
-async fn run_once(kind: Relay, messages: usize, window: usize) -> anyhow::Result<RunResult> {
-    let (relay, relay_addr) = RelayUnderTest::start(kind).await?;
+async fn run_once(
+    kind: Relay,
+    messages: usize,
+    window: usize,
+    store: bool,
+) -> anyhow::Result<RunResult> {
+    let (relay, relay_addr) = RelayUnderTest::start(kind, store).await?;
     let mut subscribers = Vec::new();
     for _ in 0..SUBSCRIBERS {
         let peer = BarePeer::start(BareOptions::default()).await?;
@@ -317,14 +332,23 @@ fn main() -> anyhow::Result<()> {
             "B4 relay throughput: {} msgs of {PAYLOAD} B, {PUBLISHERS} publishers -> relay -> {SUBSCRIBERS} subscribers, window {}",
             args.messages, args.window
         );
+        let kinds: Vec<Relay> = match args.only.as_str() {
+            "roost" => vec![Relay::Roost],
+            "bare" => vec![Relay::Bare],
+            "" => vec![Relay::Roost, Relay::Bare],
+            other => anyhow::bail!("--only takes roost or bare, not {other}"),
+        };
+        if !args.store {
+            println!("roost runs as a relay-only node (store.enabled = false)");
+        }
         // Warm-up (not reported): sockets, allocators, caches.
-        for kind in [Relay::Roost, Relay::Bare] {
-            run_once(kind, 1000, args.window).await?;
+        for &kind in &kinds {
+            run_once(kind, 1000, args.window, args.store).await?;
         }
         let mut results = Vec::new();
         for _ in 0..args.pairs {
-            for kind in [Relay::Roost, Relay::Bare] {
-                let r = run_once(kind, args.messages, args.window).await?;
+            for &kind in &kinds {
+                let r = run_once(kind, args.messages, args.window, args.store).await?;
                 println!(
                     "  run {:>2}  {:<12} delivered {:>6}/{:<6}  {:>9.0} msgs/s  p50 {:>7.2} ms  p99 {:>7.2} ms",
                     results.len() + 1,
@@ -337,6 +361,10 @@ fn main() -> anyhow::Result<()> {
                 );
                 results.push(r);
             }
+        }
+        if kinds.len() < 2 {
+            // One side only (profiling): no ratio to print.
+            return anyhow::Ok(());
         }
         let side = |k: Relay, f: fn(&RunResult) -> f64| -> f64 {
             median(results.iter().filter(|r| r.relay == k).map(f).collect())
