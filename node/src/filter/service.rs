@@ -63,11 +63,23 @@ pub struct Inbound {
 /// Feeds accepted relay messages to the filter task without blocking the swarm task.
 pub struct Sink {
     tx: mpsc::Sender<Arc<RelayedMessage>>,
+    interest: Interest,
     metrics: Metrics,
 }
 
+/// The content topics some filter subscriber wants, shared by the filter task (which writes it
+/// when its table changes) and the sink on the swarm task (which reads it per message): a
+/// message nobody subscribed to costs a set lookup, not a wake-up of the filter task.
+pub type Interest = Arc<std::sync::RwLock<HashSet<String>>>;
+
 impl MessageSink for Sink {
     fn deliver(&mut self, message: &Arc<RelayedMessage>) {
+        let wanted = self.interest.read().map_or(true, |topics| {
+            topics.contains(&message.message.content_topic)
+        });
+        if !wanted {
+            return;
+        }
         if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(message.clone()) {
             self.metrics.dropped_messages.inc();
         }
@@ -96,6 +108,7 @@ pub struct FilterTask {
     pushes: FuturesUnordered<BoxFuture<'static, PushResult>>,
     /// Subscribers whose connections the swarm keeps open.
     kept: HashSet<PeerId>,
+    interest: Interest,
 }
 
 /// What [`FilterTask::new`] returns besides the task: the swarm side's request sender and the
@@ -118,6 +131,7 @@ impl FilterTask {
         let (message_tx, messages) = mpsc::channel(MESSAGE_QUEUE);
         // A few waiting readers at most: each snapshot is answered in one go.
         let (snapshot_tx, snapshots) = mpsc::channel(8);
+        let interest = Interest::default();
         let task = FilterTask {
             requests,
             snapshots,
@@ -131,12 +145,14 @@ impl FilterTask {
             in_flight: HashMap::new(),
             pushes: FuturesUnordered::new(),
             kept: HashSet::new(),
+            interest: interest.clone(),
         };
         let wiring = Wiring {
             requests: request_tx,
             snapshots: snapshot_tx,
             sink: Sink {
                 tx: message_tx,
+                interest,
                 metrics,
             },
         };
@@ -368,6 +384,13 @@ impl FilterTask {
     }
 
     fn refresh_gauges(&self) {
+        // The table changed (or may have): the sink's view of what is wanted follows.
+        let wanted = self.table.content_topics();
+        if let Ok(mut interest) = self.interest.write() {
+            if *interest != wanted {
+                *interest = wanted;
+            }
+        }
         self.metrics
             .subscribed_peers
             .set(self.table.peer_count() as i64);

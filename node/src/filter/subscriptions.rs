@@ -281,6 +281,14 @@ impl Subscriptions {
         self.peers.len()
     }
 
+    /// The content topics some peer is subscribed to (on any pubsub topic).
+    pub fn content_topics(&self) -> HashSet<String> {
+        self.index
+            .keys()
+            .map(|(_, content)| content.clone())
+            .collect()
+    }
+
     /// Criteria held by all peers.
     pub fn criteria_count(&self) -> usize {
         self.peers.values().map(|e| e.criteria.len()).sum()

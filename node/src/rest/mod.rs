@@ -472,7 +472,8 @@ pub async fn serve(
     metrics: Metrics,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let feed = relay::feed(state.node.subscribe(), state.cache.clone());
+    let node = state.node.clone();
+    let feed = relay::feed(move || node.subscribe(), state.cache.clone());
     let filter_feed = filter::feed(state.node.filter_pushes(), state.filter.clone());
     let app = router(state, &config, metrics);
     // The client's address reaches the handlers for the throttle's per-IP quotas.

@@ -40,7 +40,17 @@ const MAX_TOPICS_PER_REQUEST: usize = 100;
 pub struct Cache {
     capacity: usize,
     inner: Mutex<Inner>,
+    /// Whether any topic is subscribed: the feed reads the node's messages only then, so a
+    /// node nobody reads through REST spends nothing per message on it.
+    active: tokio::sync::watch::Sender<bool>,
+    /// How the feed subscribes to the node's messages (set when the feed starts).
+    source: std::sync::OnceLock<Subscribe>,
+    /// A receiver made the moment the first topic is subscribed, so nothing accepted after
+    /// the subscribe call answered is missed; the feed takes it.
+    receiver: Mutex<Option<broadcast::Receiver<Arc<RelayedMessage>>>>,
 }
+
+type Subscribe = Box<dyn Fn() -> broadcast::Receiver<Arc<RelayedMessage>> + Send + Sync>;
 
 #[derive(Default)]
 struct Inner {
@@ -68,7 +78,21 @@ impl Cache {
         Cache {
             capacity: capacity.max(1),
             inner: Mutex::new(Inner::default()),
+            active: tokio::sync::watch::Sender::new(false),
+            source: std::sync::OnceLock::new(),
+            receiver: Mutex::new(None),
         }
+    }
+
+    fn update_active(&self, inner: &Inner) {
+        let active = !inner.pubsub.is_empty() || !inner.content.is_empty();
+        if active && !*self.active.borrow() {
+            if let (Some(source), Ok(mut slot)) = (self.source.get(), self.receiver.lock()) {
+                *slot = Some(source());
+            }
+        }
+        self.active
+            .send_if_modified(|a| std::mem::replace(a, active) != active);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -90,6 +114,7 @@ impl Cache {
         for topic in topics {
             map.entry(topic.clone()).or_default();
         }
+        self.update_active(&inner);
         Ok(())
     }
 
@@ -99,6 +124,7 @@ impl Cache {
         for topic in topics {
             map.remove(topic);
         }
+        self.update_active(&inner);
     }
 
     /// The cached messages of `topic`, emptying its queue; `None` when not subscribed.
@@ -129,16 +155,44 @@ impl Cache {
     }
 }
 
-/// Copies every message the node accepts into the cache until the node stops.
-pub async fn feed(mut messages: broadcast::Receiver<Arc<RelayedMessage>>, cache: Arc<Cache>) {
+/// Copies every message the node accepts into the cache while some topic is subscribed, until
+/// the node stops. With no subscription it holds no receiver of the node's messages at all.
+pub async fn feed(
+    subscribe: impl Fn() -> broadcast::Receiver<Arc<RelayedMessage>> + Send + Sync + 'static,
+    cache: Arc<Cache>,
+) {
+    let subscribe: Subscribe = Box::new(subscribe);
+    let _ = cache.source.set(subscribe);
+    let mut active = cache.active.subscribe();
     loop {
-        match messages.recv().await {
-            Ok(message) => cache.deliver(&message),
-            Err(broadcast::error::RecvError::Lagged(missed)) => {
-                // The cache is best effort as nwaku's: a reader too slow loses messages.
-                tracing::debug!(missed, "REST relay cache fell behind the node's messages");
+        while !*active.borrow_and_update() {
+            if active.changed().await.is_err() {
+                return;
             }
-            Err(broadcast::error::RecvError::Closed) => return,
+        }
+        let ready = cache.receiver.lock().ok().and_then(|mut slot| slot.take());
+        let Some(mut messages) = ready.or_else(|| cache.source.get().map(|s| s())) else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                received = messages.recv() => match received {
+                    Ok(message) => cache.deliver(&message),
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        // The cache is best effort as nwaku's: a reader too slow loses messages.
+                        tracing::debug!(missed, "REST relay cache fell behind the node's messages");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                changed = active.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    if !*active.borrow_and_update() {
+                        break;
+                    }
+                }
+            }
         }
     }
 }
