@@ -1,7 +1,9 @@
 //! `roost-fleet check`: connect to every node of a fleet and report what works — reachability,
 //! version, attestation, peers, the relay connectivity matrix between fleet nodes, store
 //! answering, a canary message published at one node and found by store query on every store
-//! node, and the rendezvous points listing the fleet. Any failure makes the exit code non-zero.
+//! node, the rendezvous points listing the fleet, and store divergence (the messages of the last
+//! hour each store node holds against the union of all of them). Any failure makes the exit code
+//! non-zero; warnings (messages missing that may still be in flight) do not.
 
 use std::{
     collections::{BTreeMap, BTreeSet, VecDeque},
@@ -31,6 +33,17 @@ const CANARY_TIMEOUT: Duration = Duration::from_secs(20);
 const HTTP_TIMEOUT: Duration = Duration::from_secs(5);
 /// The content topic of canary messages.
 pub const CANARY_TOPIC: &str = "/roost-fleet/1/canary/proto";
+/// How far back store divergence compares the store nodes' messages (by message timestamp).
+pub const DIVERGENCE_WINDOW: Duration = Duration::from_secs(3600);
+/// Messages newer than this may still be in flight to a store node: missing them is a warning,
+/// missing older ones a failure.
+pub const DIVERGENCE_GRACE: Duration = Duration::from_secs(120);
+/// Page size of the divergence queries (the store's maximum).
+const DIVERGENCE_PAGE_SIZE: u64 = 100;
+/// At most this many pages per node and time range (200,000 message hashes).
+const DIVERGENCE_MAX_PAGES: usize = 2000;
+/// A throttled divergence query (429) is retried this many times per node, a second apart.
+const DIVERGENCE_RETRIES: usize = 120;
 
 /// A node to check: where its HTTP endpoint is and what it should be.
 #[derive(Debug, Clone)]
@@ -113,6 +126,16 @@ pub struct NodeReport {
     pub store_ok: Option<bool>,
     pub canary_found: Option<bool>,
     pub rendezvous_ok: Option<bool>,
+    /// Store nodes: how many of the fleet's messages of the divergence window this node holds.
+    pub store_held: Option<u64>,
+    /// Store nodes: the union of the messages every store node holds in that window.
+    pub store_union: Option<u64>,
+    /// Store nodes: messages of the union this node does not hold (`union - held`).
+    pub store_missing: Option<u64>,
+    /// Of those, the ones older than the grace period (a failure).
+    pub store_missing_settled: Option<u64>,
+    /// Why this node's messages could not be collected (it is left out of the union).
+    pub divergence_error: Option<String>,
 }
 
 /// The canary's journey.
@@ -135,7 +158,26 @@ pub struct CheckReport {
     pub matrix: Vec<Vec<bool>>,
     pub relay_graph_connected: bool,
     pub canary: Option<CanaryReport>,
+    pub divergence: Option<DivergenceReport>,
     pub failures: Vec<String>,
+    /// Findings that do not fail the check (messages missing that may still be in flight).
+    pub warnings: Vec<String>,
+}
+
+/// Store divergence: every store node's messages of the last hour against the union.
+#[derive(Debug, Clone, Serialize)]
+pub struct DivergenceReport {
+    /// The compared range of message timestamps, Unix nanoseconds (start inclusive, end
+    /// exclusive).
+    pub from_ns: i64,
+    pub until_ns: i64,
+    /// Messages with a timestamp before this (`until - grace`) must be on every store node.
+    pub settled_before_ns: i64,
+    pub grace_seconds: u64,
+    /// Distinct message hashes over all store nodes collected.
+    pub union: u64,
+    /// Of those, the ones older than the grace period.
+    pub union_settled: u64,
 }
 
 impl CheckReport {
@@ -152,6 +194,8 @@ pub struct Expectations {
     pub shards: Vec<u16>,
     pub node_version: String,
     pub requires_attestation: bool,
+    /// Store nodes missing messages older than this fail the divergence check.
+    pub divergence_grace: Duration,
 }
 
 impl Expectations {
@@ -162,6 +206,7 @@ impl Expectations {
             shards: fleet.fleet.shards.clone(),
             node_version: fleet.fleet.node_version.clone(),
             requires_attestation: !fleet.fleet.trusted_operator_keys.is_empty(),
+            divergence_grace: DIVERGENCE_GRACE,
         }
     }
 }
@@ -247,6 +292,7 @@ pub async fn check(targets: &[Target], expect: &Expectations) -> CheckReport {
         nodes.push(probe(&client, t, expect).await);
     }
     let mut failures = Vec::new();
+    let mut warnings = Vec::new();
     for n in &nodes {
         if !n.reachable {
             failures.push(format!(
@@ -325,8 +371,8 @@ pub async fn check(targets: &[Target], expect: &Expectations) -> CheckReport {
         }
     }
 
-    // Store answering, then the canary.
-    let canary = match Client::start(expect.cluster_id).await {
+    // Store answering, then the canary, rendezvous and store divergence.
+    let (canary, divergence) = match Client::start(expect.cluster_id).await {
         Ok(light) => {
             for n in nodes
                 .iter_mut()
@@ -363,14 +409,16 @@ pub async fn check(targets: &[Target], expect: &Expectations) -> CheckReport {
             }
             let report = canary(&light, &mut nodes, expect, &mut failures).await;
             rendezvous(&light, &client, targets, &mut nodes, expect, &mut failures).await;
+            let divergence =
+                divergence(&light, &mut nodes, expect, &mut failures, &mut warnings).await;
             light.stop().await;
-            Some(report)
+            (Some(report), divergence)
         }
         Err(e) => {
             failures.push(format!(
                 "cannot start a light client for store and canary checks: {e}"
             ));
-            None
+            (None, None)
         }
     };
 
@@ -381,7 +429,9 @@ pub async fn check(targets: &[Target], expect: &Expectations) -> CheckReport {
         matrix,
         relay_graph_connected,
         canary,
+        divergence,
         failures,
+        warnings,
     }
 }
 
@@ -608,6 +658,178 @@ async fn rendezvous(
     }
 }
 
+/// A set of message hashes as a store answers them.
+type Hashes = BTreeSet<Vec<u8>>;
+
+/// The message hashes a store node holds with timestamps in `[from, until)`: store v3 queries
+/// without content filter, `include_data = false`, paged by cursor 100 at a time. A throttled
+/// page (429) is asked again a second later.
+async fn stored_hashes(
+    light: &Client,
+    address: &Multiaddr,
+    from: i64,
+    until: i64,
+) -> Result<Hashes, String> {
+    let mut hashes = BTreeSet::new();
+    let mut cursor: Option<Vec<u8>> = None;
+    let mut retries = 0;
+    let mut pages = 0;
+    loop {
+        let request = StoreQueryRequest {
+            request_id: Some("roost-fleet-divergence".into()),
+            include_data: false,
+            time_start: Some(from),
+            time_end: Some(until),
+            pagination_cursor: cursor.clone(),
+            pagination_forward: true,
+            pagination_limit: Some(DIVERGENCE_PAGE_SIZE),
+            ..Default::default()
+        };
+        let response = store_query(light, address, request).await?;
+        match response.status_code {
+            Some(200) => {}
+            Some(429) if retries < DIVERGENCE_RETRIES => {
+                retries += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            code => {
+                return Err(format!(
+                    "store query answered {} {}",
+                    code.map_or_else(|| "no status".to_owned(), |c| c.to_string()),
+                    response.status_desc.unwrap_or_default()
+                ))
+            }
+        }
+        hashes.extend(response.messages.into_iter().filter_map(|m| m.message_hash));
+        pages += 1;
+        match response.pagination_cursor {
+            Some(next) if Some(&next) != cursor.as_ref() => cursor = Some(next),
+            _ => return Ok(hashes),
+        }
+        if pages >= DIVERGENCE_MAX_PAGES {
+            return Err(format!(
+                "more than {} messages in the window; not compared",
+                DIVERGENCE_MAX_PAGES as u64 * DIVERGENCE_PAGE_SIZE
+            ));
+        }
+    }
+}
+
+/// Store divergence: every reachable store node's message hashes of the last
+/// [`DIVERGENCE_WINDOW`] against the union of all of them. A node missing messages older than
+/// the grace period fails the check; missing only newer ones (still in flight) is a warning. A
+/// node whose hashes cannot be collected is a warning and stays out of the union.
+async fn divergence(
+    light: &Client,
+    nodes: &mut [NodeReport],
+    expect: &Expectations,
+    failures: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+) -> Option<DivergenceReport> {
+    let stores: Vec<usize> = (0..nodes.len())
+        .filter(|i| nodes[*i].reachable && nodes[*i].roles.contains(&Role::Store))
+        .collect();
+    if stores.is_empty() {
+        return None;
+    }
+    // One fixed range for every node, so a message published while the check runs does not
+    // count as missing on the nodes asked first.
+    let until = now_nanos();
+    let nanos = |d: Duration| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX);
+    let from = until.saturating_sub(nanos(DIVERGENCE_WINDOW));
+    let settled_before = until
+        .saturating_sub(nanos(expect.divergence_grace))
+        .max(from);
+    // Per node: (settled hashes, recent hashes).
+    let mut held: BTreeMap<usize, (Hashes, Hashes)> = BTreeMap::new();
+    for &i in &stores {
+        let Some(address) = store_address(&nodes[i]) else {
+            nodes[i].divergence_error = Some("no TCP address".into());
+            continue;
+        };
+        let settled = stored_hashes(light, &address, from, settled_before).await;
+        let recent = match settled {
+            Ok(_) => stored_hashes(light, &address, settled_before, until).await,
+            Err(_) => Ok(BTreeSet::new()),
+        };
+        match (settled, recent) {
+            (Ok(settled), Ok(recent)) => {
+                held.insert(i, (settled, recent));
+            }
+            (Err(e), _) | (_, Err(e)) => nodes[i].divergence_error = Some(e),
+        }
+    }
+    for &i in &stores {
+        if let Some(e) = &nodes[i].divergence_error {
+            warnings.push(format!(
+                "{}: store divergence not checked: {e}",
+                nodes[i].name
+            ));
+        }
+    }
+    let union_settled: BTreeSet<&Vec<u8>> = held.values().flat_map(|(s, _)| s).collect();
+    let union_recent: BTreeSet<&Vec<u8>> = held
+        .values()
+        .flat_map(|(_, r)| r)
+        .filter(|h| !union_settled.contains(h))
+        .collect();
+    let union = (union_settled.len() + union_recent.len()) as u64;
+    for (&i, (settled, recent)) in &held {
+        let missing_settled = union_settled
+            .iter()
+            .filter(|h| !settled.contains(**h))
+            .count() as u64;
+        let missing_recent = union_recent
+            .iter()
+            .filter(|h| !recent.contains(**h) && !settled.contains(**h))
+            .count() as u64;
+        let missing = missing_settled + missing_recent;
+        let n = &mut nodes[i];
+        n.store_union = Some(union);
+        n.store_held = Some(union - missing);
+        n.store_missing = Some(missing);
+        n.store_missing_settled = Some(missing_settled);
+        if missing_settled > 0 {
+            failures.push(format!(
+                "{}: store holds {}/{union} messages of the last {}; {missing_settled} missing, older than the {}s grace period",
+                n.name,
+                union - missing,
+                render_duration(DIVERGENCE_WINDOW),
+                expect.divergence_grace.as_secs()
+            ));
+        } else if missing_recent > 0 {
+            warnings.push(format!(
+                "{}: store holds {}/{union} messages of the last {}; {missing_recent} missing, within the {}s grace period (may still be in flight)",
+                n.name,
+                union - missing,
+                render_duration(DIVERGENCE_WINDOW),
+                expect.divergence_grace.as_secs()
+            ));
+        }
+    }
+    Some(DivergenceReport {
+        from_ns: from,
+        until_ns: until,
+        settled_before_ns: settled_before,
+        grace_seconds: expect.divergence_grace.as_secs(),
+        union,
+        union_settled: union_settled.len() as u64,
+    })
+}
+
+/// `1h`, `2m`, `90s`.
+fn render_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    if s > 0 && s.is_multiple_of(3600) {
+        format!("{}h", s / 3600)
+    } else if s > 0 && s.is_multiple_of(60) {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
 async fn has_hash(light: &Client, address: &Multiaddr, hash: &MessageHash) -> bool {
     store_query(
         light,
@@ -657,6 +879,24 @@ pub fn graph_connected(members: &[usize], matrix: &[Vec<bool>]) -> bool {
     seen.len() == set.len()
 }
 
+/// `held/union`, with what is missing; `-` for nodes without a store.
+fn divergence_cell(n: &NodeReport) -> String {
+    match (n.store_held, n.store_union, n.store_missing) {
+        (Some(held), Some(union), Some(0)) => format!("{held}/{union}"),
+        (Some(held), Some(union), Some(missing)) => format!(
+            "{} {held}/{union} ({missing} missing, {} settled)",
+            if n.store_missing_settled.unwrap_or(0) > 0 {
+                "FAIL"
+            } else {
+                "warn"
+            },
+            n.store_missing_settled.unwrap_or(0)
+        ),
+        _ if n.divergence_error.is_some() => "?".into(),
+        _ => "-".into(),
+    }
+}
+
 /// The report as tables for a terminal.
 pub fn render_table(report: &CheckReport) -> String {
     use comfy_table::Table;
@@ -678,6 +918,7 @@ pub fn render_table(report: &CheckReport) -> String {
         "store",
         "canary",
         "rendezvous",
+        "held/union",
     ]);
     for (i, n) in report.nodes.iter().enumerate() {
         table.add_row(vec![
@@ -707,6 +948,7 @@ pub fn render_table(report: &CheckReport) -> String {
             mark(n.store_ok),
             mark(n.canary_found),
             mark(n.rendezvous_ok),
+            divergence_cell(n),
         ]);
     }
     let mut matrix = Table::new();
@@ -742,8 +984,25 @@ pub fn render_table(report: &CheckReport) -> String {
             }
         ));
     }
-    if report.failures.is_empty() {
+    if let Some(d) = &report.divergence {
+        out.push_str(&format!(
+            "store divergence over the last {} (grace {}s): {} message(s) on the store nodes, {} older than the grace\n",
+            render_duration(DIVERGENCE_WINDOW),
+            d.grace_seconds,
+            d.union,
+            d.union_settled
+        ));
+    }
+    for w in &report.warnings {
+        out.push_str(&format!("warning: {w}\n"));
+    }
+    if report.failures.is_empty() && report.warnings.is_empty() {
         out.push_str("check: all green\n");
+    } else if report.failures.is_empty() {
+        out.push_str(&format!(
+            "check: green, {} warning(s)\n",
+            report.warnings.len()
+        ));
     } else {
         out.push_str(&format!("check: {} failure(s)\n", report.failures.len()));
         for f in &report.failures {
@@ -772,6 +1031,24 @@ mod tests {
         ];
         assert!(!graph_connected(&[0, 1, 2], &split));
         assert!(graph_connected(&[], &split));
+    }
+
+    #[test]
+    fn divergence_is_shown_as_held_over_union() {
+        let mut n = NodeReport::default();
+        assert_eq!(divergence_cell(&n), "-");
+        n.divergence_error = Some("store query answered 503".into());
+        assert_eq!(divergence_cell(&n), "?");
+        n.divergence_error = None;
+        (n.store_held, n.store_union, n.store_missing) = (Some(7), Some(7), Some(0));
+        assert_eq!(divergence_cell(&n), "7/7");
+        (n.store_held, n.store_missing, n.store_missing_settled) = (Some(4), Some(3), Some(0));
+        assert_eq!(divergence_cell(&n), "warn 4/7 (3 missing, 0 settled)");
+        n.store_missing_settled = Some(2);
+        assert_eq!(divergence_cell(&n), "FAIL 4/7 (3 missing, 2 settled)");
+        assert_eq!(render_duration(DIVERGENCE_WINDOW), "1h");
+        assert_eq!(render_duration(DIVERGENCE_GRACE), "2m");
+        assert_eq!(render_duration(Duration::from_secs(90)), "90s");
     }
 
     #[test]

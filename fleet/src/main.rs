@@ -65,6 +65,10 @@ enum Cmd {
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Store divergence: a store node missing messages older than this many seconds fails
+        /// the check; missing newer ones (maybe still in flight) is a warning.
+        #[arg(long, default_value_t = check::DIVERGENCE_GRACE.as_secs(), value_name = "SECONDS")]
+        divergence_grace: u64,
     },
     /// Compare what runs with the definition (config, versions, attestation signers); lists
     /// drift and exits non-zero if there is any.
@@ -240,6 +244,7 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             dir,
             inventory,
             json,
+            divergence_grace,
         } => {
             let (fleet, _) = load(&fleet)?;
             let targets = match (&dir, &inventory) {
@@ -252,7 +257,11 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 }
                 (None, None) => check::targets_from_fleet(&fleet, &Default::default()),
             };
-            let report = check::check(&targets, &check::Expectations::of(&fleet)).await;
+            let expect = check::Expectations {
+                divergence_grace: std::time::Duration::from_secs(divergence_grace),
+                ..check::Expectations::of(&fleet)
+            };
+            let report = check::check(&targets, &expect).await;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

@@ -1,8 +1,9 @@
 //! Fleets end to end: the staging fleet brought up locally with `roost-fleet`, checked green,
-//! a store node killed and reported, restarted and green again; then beta beside it, compared,
-//! and tested across fleets. Plus the CLI's render/validate/audit as an operator runs them.
+//! a store node killed and reported, messages published while it is down, restarted and green
+//! again with the messages it missed reported as store divergence (a failure once they are
+//! older than the grace period); then beta beside it, compared, and tested across fleets. Plus the CLI's render/validate/audit as an operator runs them.
 
-use std::process::Command;
+use std::{collections::HashSet, process::Command, time::Duration};
 
 use roost_fleet::{
     check::{self, Expectations},
@@ -10,7 +11,12 @@ use roost_fleet::{
     local::{self, FleetState, Quiet},
     Fleet,
 };
-use roost_tests::{fleet_bin, init_tracing, roost_bin, WAIT};
+use roost_node::{
+    client::Client,
+    lightpush::Version,
+    message::{ShardTopic, WakuMessage},
+};
+use roost_tests::{fleet_bin, init_tracing, missing_from_store, roost_bin, WAIT};
 
 fn shipped(name: &str) -> Fleet {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -104,16 +110,74 @@ async fn staging_checks_green_reports_a_dead_store_node_and_compares_with_beta()
         report.failures
     );
 
-    // Back on the same identity and ports: green again once it has rejoined the mesh.
+    // While it is down, messages go to the rest of the fleet (store-01 stores them).
+    let node_addr = |name: &str| -> libp2p::Multiaddr {
+        state
+            .nodes
+            .iter()
+            .find(|n| n.name == name)
+            .unwrap_or_else(|| panic!("no {name}"))
+            .tcp
+            .parse()
+            .unwrap()
+    };
+    let boot = state
+        .nodes
+        .iter()
+        .find(|n| n.name.starts_with("boot-"))
+        .unwrap()
+        .name
+        .clone();
+    let store_01 = "store-01.do-ams3.staging";
+    let pubsub_topic =
+        ShardTopic::new(staging.fleet.cluster_id, staging.fleet.shards[0]).to_string();
+    let client = Client::start(staging.fleet.cluster_id).await.unwrap();
+    let mut published = HashSet::new();
+    for i in 0..5 {
+        let message = WakuMessage::new(
+            "/roost-fleet-test/1/divergence/proto",
+            format!("while store-02 is down {i}").into_bytes(),
+        );
+        let reply = client
+            .light_push(
+                &node_addr(&boot),
+                Version::V3,
+                Some(&pubsub_topic),
+                &message,
+            )
+            .await
+            .unwrap();
+        assert!(reply.is_success(), "{reply:?}");
+        published.insert(message.hash(&pubsub_topic));
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !missing_from_store(&client, &node_addr(store_01), &published)
+        .await
+        .is_empty()
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "store-01 did not store the messages"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // Back on the same identity and ports: green again once it has rejoined the mesh. Every
+    // message counts as still in flight here (grace = the whole window), so what the victim
+    // missed is a warning, not a failure.
     local::start_node_again(&staging_dir, victim, &roost)
         .await
         .unwrap();
     let state = FleetState::load(&staging_dir).unwrap();
+    let lenient = Expectations {
+        divergence_grace: check::DIVERGENCE_WINDOW,
+        ..expect.clone()
+    };
     let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let report = check::check(&check::targets_from_state(&state), &expect).await;
+    let green = loop {
+        let report = check::check(&check::targets_from_state(&state), &lenient).await;
         if report.ok() {
-            break;
+            break report;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
@@ -121,7 +185,108 @@ async fn staging_checks_green_reports_a_dead_store_node_and_compares_with_beta()
             check::render_table(&report)
         );
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
+
+    // Store divergence. Without store sync the victim never gets what it missed; a node with
+    // store sync (the `store_sync` component in /health) may have fetched some of it already,
+    // so the test compares the report with what the victim lacks after each check (anything
+    // missing after the check was missing during it).
+    let victim_url = &state
+        .nodes
+        .iter()
+        .find(|n| n.name == victim)
+        .unwrap()
+        .http_url;
+    let health: serde_json::Value = reqwest::get(format!("{victim_url}/health"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let syncs = !health["components"]["store_sync"].is_null();
+    let lacking = missing_from_store(&client, &node_addr(victim), &published).await;
+    if !syncs {
+        assert_eq!(
+            lacking.len(),
+            published.len(),
+            "without store sync a restarted store node has none of what it missed"
+        );
     }
+    let divergence_of = |report: &check::CheckReport, name: &str| {
+        report
+            .nodes
+            .iter()
+            .find(|n| n.name == name)
+            .map(|n| {
+                (
+                    n.store_held,
+                    n.store_union,
+                    n.store_missing,
+                    n.store_missing_settled,
+                )
+            })
+            .unwrap()
+    };
+    let (_, _, missing, settled) = divergence_of(&green, victim);
+    assert!(
+        missing.unwrap() as usize >= lacking.len() && settled == Some(0),
+        "lenient check: {missing:?} missing ({settled:?} settled), victim lacks {}\n{}",
+        lacking.len(),
+        check::render_table(&green)
+    );
+    if !lacking.is_empty() {
+        assert!(
+            green.warnings.iter().any(|w| w.starts_with(victim)),
+            "{:?}",
+            green.warnings
+        );
+    }
+    let (held, union, missing, _) = divergence_of(&green, store_01);
+    assert_eq!(missing, Some(0), "store-01 holds everything");
+    assert_eq!(held, union);
+    assert!(union.unwrap() as usize >= published.len());
+
+    // With no grace at all, what the victim misses is settled: a failure naming it.
+    let strict = Expectations {
+        divergence_grace: Duration::ZERO,
+        ..expect.clone()
+    };
+    let report = check::check(&check::targets_from_state(&state), &strict).await;
+    eprintln!(
+        "store sync on {victim}: {syncs}\n{}",
+        check::render_table(&report)
+    );
+    let lacking = missing_from_store(&client, &node_addr(victim), &published).await;
+    let (held, union, missing, settled) = divergence_of(&report, victim);
+    assert!(
+        settled.unwrap() as usize >= lacking.len() && missing == settled,
+        "strict check: {settled:?} settled missing, victim lacks {}\n{}",
+        lacking.len(),
+        check::render_table(&report)
+    );
+    assert_eq!(held.unwrap() + missing.unwrap(), union.unwrap());
+    if !syncs {
+        assert!(settled.unwrap() as usize >= published.len());
+    }
+    if !lacking.is_empty() {
+        assert!(!report.ok());
+        assert!(
+            report
+                .failures
+                .iter()
+                .any(|f| f.starts_with(victim) && f.contains("missing")),
+            "{:?}",
+            report.failures
+        );
+        let table = check::render_table(&report);
+        assert!(
+            table.contains("held/union") && table.contains("missing"),
+            "{table}"
+        );
+        let json = serde_json::to_value(&report).unwrap();
+        assert!(json["divergence"]["union"].as_u64().unwrap() >= published.len() as u64);
+    }
+    client.stop().await;
 
     // Beta beside it, then the comparison with the cross-fleet test.
     let beta = shipped("beta");
