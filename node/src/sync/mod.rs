@@ -10,8 +10,9 @@
 //!
 //! Flow: streams come and go through `libp2p-stream`'s behaviour in the swarm (the swarm task
 //! still owns the `Swarm`; this task holds a `Control`, a channel into it). The scheduler picks
-//! a connected store peer (fleet members first) and runs a session as initiator: at start-up
-//! as soon as it meets one (over the span since the archive's newest message), then every
+//! a connected store peer (fleet members first) and runs a session as initiator: after a start
+//! as soon as it meets one and its window covers the start (`relay_jitter` + 10 s; over the
+//! span since the archive's newest message), then every
 //! `interval` over `range`, leaving out the last `relay_jitter`. Each round's "the peer lacks
 //! these" goes to a transfer sender; "this node lacks these" arrives on the peer's transfer
 //! stream and goes through the relay's validation into the store's acknowledged write path.
@@ -56,6 +57,10 @@ use crate::{
 pub const HEALTH_COMPONENT: &str = "store_sync";
 /// A peer's transfers are taken this long after its last session ended.
 const TRANSFER_GRACE: Duration = Duration::from_secs(120);
+/// The first round after a start waits until its window (which ends `relay_jitter` before
+/// now) reaches this far past the start: everything published while the node was down, and
+/// while it was meshing again, falls inside it.
+const CATCH_UP_MARGIN: Duration = Duration::from_secs(10);
 /// How often the scheduler looks for a first store peer after a start.
 const PEER_POLL: Duration = Duration::from_secs(1);
 /// A start with no store peer in sight this long counts as in sync (a lone store node).
@@ -381,7 +386,9 @@ impl Core {
             .flatten()
         };
         let mut catch_up = Some(newest);
-        let mut next_round = Some(tokio::time::Instant::now());
+        // Not before the window covers the start (see CATCH_UP_MARGIN).
+        let mut next_round =
+            Some(tokio::time::Instant::now() + self.config.relay_jitter + CATCH_UP_MARGIN);
         let mut running: Option<tokio::task::JoinHandle<bool>> = None;
         let mut turn = 0usize;
         let mut health_tick = tokio::time::interval(Duration::from_secs(1));

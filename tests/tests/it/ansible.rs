@@ -564,7 +564,9 @@ roost_node_monitoring_networks: ["{CONTROLLER}/32"]
     // And not just the union: store sync gives each store node what it missed while it was
     // restarted (upgrade.yml waited for each to report in sync before moving on).
     let holds = Arc::new(Mutex::new(Vec::new()));
-    let everywhere = wait_until(Duration::from_secs(90), || async {
+    let everywhere = wait_until(Duration::from_secs(120), || async {
+        // Gently: this client's store quota was spent by the querier during the upgrade.
+        tokio::time::sleep(Duration::from_secs(5)).await;
         let mut now = Vec::new();
         for store in &stores {
             let seqs = stored_seqs(&client, store, &pubsub_topic).await;
