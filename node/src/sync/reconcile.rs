@@ -104,16 +104,19 @@ pub fn process_within(
                 &mut budget,
                 &mut out,
             )?,
-            RangeKind::ItemSet(theirs) => item_set_range(
-                view,
-                scope,
-                range.lower,
-                range.upper,
-                theirs,
-                &mut budget,
-                &mut round,
-                &mut out,
-            )?,
+            RangeKind::ItemSet(theirs) => out.push(Range {
+                lower: range.lower,
+                upper: range.upper,
+                kind: item_set_range(
+                    view,
+                    scope,
+                    range.lower,
+                    range.upper,
+                    theirs,
+                    &mut budget,
+                    &mut round,
+                )?,
+            }),
         }
     }
     // Consecutive skips become one; nothing but skips means this side is done.
@@ -261,8 +264,7 @@ fn item_set_range(
     theirs: &ItemSet,
     budget: &mut usize,
     round: &mut Round,
-    out: &mut Vec<Range>,
-) -> Result<(), StoreError> {
+) -> Result<RangeKind, StoreError> {
     let ours = view.ids(lower, upper, scope)?;
     let (mut i, mut j) = (0, 0);
     // Both ascending: a merge finds what each side lacks.
@@ -296,8 +298,7 @@ fn item_set_range(
             reconciled: true,
         })
     };
-    out.push(Range { lower, upper, kind });
-    Ok(())
+    Ok(kind)
 }
 
 #[cfg(test)]
