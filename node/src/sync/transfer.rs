@@ -24,7 +24,7 @@ use crate::{
     store::{ArchiveHandle, InsertOutcome},
 };
 
-/// A transfer stream with no frame for this long is closed.
+/// A transfer stream with no frame for this long is closed (either way).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Messages read from the archive per blocking call.
 const CHUNK: usize = 256;
@@ -73,9 +73,16 @@ pub async fn send(
                     message,
                 }
                 .encode_to_vec();
-                if let Err(e) = write_frame(s, &frame).await {
-                    tracing::debug!(%peer, error = %e, "transfer stream failed");
-                    return;
+                match tokio::time::timeout(IDLE_TIMEOUT, write_frame(s, &frame)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "transfer stream failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "transfer stream stalled; closing it");
+                        return;
+                    }
                 }
                 metrics.bytes("transfer", "sent", frame.len());
                 metrics
@@ -102,6 +109,11 @@ pub struct Receiver {
 impl Receiver {
     /// Reads one inbound transfer stream to its end.
     pub async fn receive(self, peer: PeerId, mut stream: libp2p::Stream) {
+        // A session's messages are on their way until the stream ends: no session meanwhile.
+        let _receiving = self
+            .shared
+            .expects_transfer_from(&peer)
+            .then(|| self.shared.transfer_started());
         let max = self.validator.max_message_size() + FRAME_OVERHEAD;
         let mut writes = FuturesUnordered::new();
         loop {
