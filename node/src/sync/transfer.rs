@@ -117,16 +117,23 @@ impl Receiver {
         let max = self.validator.max_message_size() + FRAME_OVERHEAD;
         let mut writes = FuturesUnordered::new();
         loop {
-            // Keep the writes moving while waiting for the next frame.
-            let frame = loop {
-                if writes.len() >= IN_FLIGHT {
-                    if let Some(()) = writes.next().await {
-                        continue;
+            // Keep the writes moving while waiting for the next frame. The read lives across
+            // the wait: dropping a half-done read_frame (as a select! over a fresh read each
+            // time did whenever a write finished first) loses the bytes it had read, and the
+            // stream is out of step from there on.
+            let frame = {
+                let read = tokio::time::timeout(IDLE_TIMEOUT, read_frame(&mut stream, max));
+                tokio::pin!(read);
+                loop {
+                    if writes.len() >= IN_FLIGHT {
+                        if let Some(()) = writes.next().await {
+                            continue;
+                        }
                     }
-                }
-                tokio::select! {
-                    Some(()) = writes.next(), if !writes.is_empty() => continue,
-                    read = tokio::time::timeout(IDLE_TIMEOUT, read_frame(&mut stream, max)) => break read,
+                    tokio::select! {
+                        Some(()) = writes.next(), if !writes.is_empty() => continue,
+                        read = &mut read => break read,
+                    }
                 }
             };
             let frame = match frame {
