@@ -17,8 +17,10 @@
 //! these" goes to a transfer sender; "this node lacks these" arrives on the peer's transfer
 //! stream and goes through the relay's validation into the store's acknowledged write path.
 //! A node is in one session at a time, and starts or serves none while a transfer is still
-//! arriving: two sessions that overlap (with two peers, or both ends starting at once) would
-//! each find the same messages missing here and have them sent twice. A session refused for
+//! arriving or being sent (a transfer stream is open, or a sender still has messages to
+//! send): two sessions that overlap (with two peers, or both ends starting at once), or a
+//! session that starts while the last one's messages are still on their way, would find the
+//! same messages missing again and have them sent twice. A session refused for
 //! that is retried (a node's own after a random few seconds, a peer's at its next round).
 //! Inbound sessions are admitted by the throttle's `store_sync` quota.
 
@@ -111,6 +113,8 @@ struct PeerSessions {
 struct State {
     /// A session is running (this node is in one at a time).
     busy: bool,
+    /// Transfers running: senders, and inbound streams from peers in session.
+    transfers: usize,
     last_transfer: Option<Instant>,
     sessions: HashMap<PeerId, PeerSessions>,
     /// Inbound transfer streams open per peer.
@@ -137,12 +141,13 @@ pub struct Shared {
 }
 
 impl Shared {
-    /// Starts a session with `peer` unless one is running or transfers are still arriving.
+    /// Starts a session with `peer` unless one is running or transfers are still under way.
     fn try_begin(&self, peer: PeerId) -> bool {
         let Ok(mut s) = self.state.lock() else {
             return false;
         };
         if s.busy
+            || s.transfers > 0
             || s.last_transfer
                 .is_some_and(|t| t.elapsed() < TRANSFER_QUIET)
         {
@@ -199,6 +204,14 @@ impl Shared {
         })
     }
 
+    /// A transfer is under way until the guard is dropped (no session starts meanwhile).
+    pub fn transfer_started(self: &Arc<Self>) -> TransferGuard {
+        if let Ok(mut s) = self.state.lock() {
+            s.transfers += 1;
+        }
+        TransferGuard(self.clone())
+    }
+
     /// A transfer frame arrived (sessions wait until they stop).
     pub fn transfer_frame(&self) {
         if let Ok(mut s) = self.state.lock() {
@@ -233,6 +246,18 @@ impl Shared {
     /// Whether this node is in sync now.
     pub fn is_in_sync(&self) -> bool {
         self.state.lock().is_ok_and(|s| Self::in_sync(&s))
+    }
+}
+
+/// A running transfer, counted in [`Shared`] until dropped.
+#[derive(Debug)]
+pub struct TransferGuard(Arc<Shared>);
+
+impl Drop for TransferGuard {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.0.state.lock() {
+            s.transfers = s.transfers.saturating_sub(1);
+        }
     }
 }
 
@@ -536,13 +561,18 @@ impl Core {
     /// A session's context, with a transfer sender to `peer` running beside it.
     fn session_context(&self, peer: PeerId) -> session::Context {
         let (outbox, hashes) = mpsc::unbounded_channel();
-        tokio::spawn(transfer::send(
+        let sending = self.shared.transfer_started();
+        let send = transfer::send(
             self.control.clone(),
             peer,
             hashes,
             self.archive.clone(),
             self.metrics.clone(),
-        ));
+        );
+        tokio::spawn(async move {
+            send.await;
+            drop(sending);
+        });
         session::Context {
             archive: self.archive.weak_archive(),
             pubsub_topics: self.pubsub_topics.clone(),
@@ -604,7 +634,13 @@ impl Core {
                     self.metrics.last_success.set(unix_seconds(now) as i64);
                 }
                 Err(e) => {
-                    tracing::warn!(%peer, error = %e, "store sync session failed");
+                    // A peer busy with another session closes the stream at once: routine,
+                    // retried in a few seconds; anything else is worth a warning.
+                    if matches!(e, SyncError::Closed | SyncError::Io(_)) {
+                        tracing::info!(%peer, error = %e, "store sync session refused or cut; retrying soon");
+                    } else {
+                        tracing::warn!(%peer, error = %e, "store sync session failed");
+                    }
                     s.last_round_ok = false;
                     s.last_error = Some(e.to_string());
                 }
@@ -647,5 +683,23 @@ impl Core {
                 "last_error": s.last_error,
             }),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_session_starts_while_a_transfer_is_under_way() {
+        let shared = Arc::new(Shared::default());
+        let peer = PeerId::random();
+        let guard = shared.transfer_started();
+        assert!(!shared.try_begin(peer), "a transfer is still under way");
+        drop(guard);
+        assert!(shared.try_begin(peer));
+        assert!(!shared.try_begin(peer), "one session at a time");
+        shared.end(peer);
+        assert!(shared.try_begin(peer));
     }
 }

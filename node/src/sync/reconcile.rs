@@ -12,6 +12,14 @@ use crate::store::{keys::Position, RangeScope, StoreError, SyncView};
 pub const ITEM_SET_THRESHOLD: u64 = 100;
 /// Parts a range whose fingerprints differ is split into (nwaku's `partitionCount`).
 pub const PARTITIONS: i64 = 8;
+/// Most ids the item sets of one reply carry (~2.3 MB on the wire). Once a reply holds this
+/// many, a range whose fingerprints differ goes back unsplit, as this node's fingerprint: the
+/// peer finds it still differs and splits it in its next round. Without this bound a round
+/// over a large window with many differences (1000 among 1M messages is enough) produced a
+/// single frame of every id of every differing range, tens of MB, that the peer refused, so
+/// the session failed every time and the archives never converged. Item sets answering the
+/// peer's item sets count towards the budget but are always sent (they are the answer).
+pub const REPLY_ITEM_BUDGET: usize = 64_000;
 
 /// What one round produced.
 #[derive(Debug, Default, PartialEq)]
@@ -49,6 +57,24 @@ pub fn process(
     content_topics: &[String],
     input: &Payload,
 ) -> Result<Round, StoreError> {
+    process_within(
+        view,
+        pubsub_topics,
+        content_topics,
+        input,
+        REPLY_ITEM_BUDGET,
+    )
+}
+
+/// [`process`] with a reply carrying at most about `budget` ids in the item sets it makes.
+pub fn process_within(
+    view: &SyncView<'_>,
+    pubsub_topics: &[String],
+    content_topics: &[String],
+    input: &Payload,
+    budget: usize,
+) -> Result<Round, StoreError> {
+    let mut budget = budget;
     let mut round = Round::default();
     let (Some(pubsub), Some(content)) = (
         scope_of(pubsub_topics, &input.pubsub_topics),
@@ -69,18 +95,28 @@ pub fn process(
                 upper: range.upper,
                 kind: RangeKind::Skip,
             }),
-            RangeKind::Fingerprint(theirs) => {
-                fingerprint_range(view, scope, range.lower, range.upper, theirs, &mut out)?
-            }
-            RangeKind::ItemSet(theirs) => item_set_range(
+            RangeKind::Fingerprint(theirs) => fingerprint_range(
                 view,
                 scope,
                 range.lower,
                 range.upper,
                 theirs,
-                &mut round,
+                &mut budget,
                 &mut out,
             )?,
+            RangeKind::ItemSet(theirs) => out.push(Range {
+                lower: range.lower,
+                upper: range.upper,
+                kind: item_set_range(
+                    view,
+                    scope,
+                    range.lower,
+                    range.upper,
+                    theirs,
+                    &mut budget,
+                    &mut round,
+                )?,
+            }),
         }
     }
     // Consecutive skips become one; nothing but skips means this side is done.
@@ -139,6 +175,7 @@ fn item_set(
     lower: SyncId,
     upper: SyncId,
     count: u64,
+    budget: &mut usize,
 ) -> Result<RangeKind, StoreError> {
     if count == 0 {
         // Nothing here: the peer can send all it has without answering.
@@ -147,8 +184,10 @@ fn item_set(
             reconciled: true,
         }));
     }
+    let elements = view.ids(lower, upper, scope)?;
+    *budget = budget.saturating_sub(elements.len());
     Ok(RangeKind::ItemSet(ItemSet {
-        elements: view.ids(lower, upper, scope)?,
+        elements,
         reconciled: false,
     }))
 }
@@ -159,6 +198,7 @@ fn fingerprint_range(
     lower: SyncId,
     upper: SyncId,
     theirs: &Fingerprint,
+    budget: &mut usize,
     out: &mut Vec<Range>,
 ) -> Result<(), StoreError> {
     let ours = view.summarize(lower, upper, scope)?;
@@ -170,13 +210,22 @@ fn fingerprint_range(
         });
         return Ok(());
     }
+    if *budget == 0 {
+        // This reply is full: the peer splits this range next.
+        out.push(Range {
+            lower,
+            upper,
+            kind: RangeKind::Fingerprint(ours.fingerprint),
+        });
+        return Ok(());
+    }
     let span = upper.ts.saturating_sub(lower.ts);
     if ours.count <= ITEM_SET_THRESHOLD || span < PARTITIONS {
         // nwaku drops a range shorter than 8 ns that it cannot split; an item set settles it.
         out.push(Range {
             lower,
             upper,
-            kind: item_set(view, scope, lower, upper, ours.count)?,
+            kind: item_set(view, scope, lower, upper, ours.count, budget)?,
         });
         return Ok(());
     }
@@ -193,7 +242,7 @@ fn fingerprint_range(
         let (p_lower, p_upper) = (Position::at(lb), Position::at(ub));
         let summary = view.summarize(p_lower, p_upper, scope)?;
         let kind = if summary.count <= ITEM_SET_THRESHOLD {
-            item_set(view, scope, p_lower, p_upper, summary.count)?
+            item_set(view, scope, p_lower, p_upper, summary.count, budget)?
         } else {
             RangeKind::Fingerprint(summary.fingerprint)
         };
@@ -213,9 +262,9 @@ fn item_set_range(
     lower: SyncId,
     upper: SyncId,
     theirs: &ItemSet,
+    budget: &mut usize,
     round: &mut Round,
-    out: &mut Vec<Range>,
-) -> Result<(), StoreError> {
+) -> Result<RangeKind, StoreError> {
     let ours = view.ids(lower, upper, scope)?;
     let (mut i, mut j) = (0, 0);
     // Both ascending: a merge finds what each side lacks.
@@ -243,13 +292,13 @@ fn item_set_range(
     let kind = if theirs.reconciled {
         RangeKind::Skip
     } else {
+        *budget = budget.saturating_sub(ours.len());
         RangeKind::ItemSet(ItemSet {
             elements: ours,
             reconciled: true,
         })
     };
-    out.push(Range { lower, upper, kind });
-    Ok(())
+    Ok(kind)
 }
 
 #[cfg(test)]

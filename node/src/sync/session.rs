@@ -20,11 +20,15 @@ use crate::{
 
 /// Longest wait for the peer's next frame.
 pub const ROUND_TIMEOUT: Duration = Duration::from_secs(30);
-/// Most rounds in a session: each round narrows ranges eightfold, so a session over any
-/// realistic window ends in far fewer; a peer that never settles is cut off here.
-pub const MAX_ROUNDS: usize = 64;
-/// Largest reconciliation frame read (an item set of ~100k ids).
-pub const MAX_FRAME: usize = 4 * 1024 * 1024;
+/// Most rounds in a session: each round narrows ranges eightfold, and a reply carries at most
+/// `reconcile::REPLY_ITEM_BUDGET` ids of its own, so a session ends in about
+/// log8(messages / 100) rounds plus one per budget of differing ids (~30 for 10% of 1M); a
+/// peer that never settles is cut off here.
+pub const MAX_ROUNDS: usize = 256;
+/// Largest reconciliation frame read: ~1.8M ids. A Roost peer sends at most ~2.3 MB of its own
+/// ids per frame, but nwaku bounds neither what it sends nor what it reads (`readLp(int.high)`),
+/// and answers to item sets are not bounded: a frame of every id of a busy hour must pass.
+pub const MAX_FRAME: usize = 64 * 1024 * 1024;
 
 /// What a session found.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

@@ -24,10 +24,13 @@ use crate::{
     store::{ArchiveHandle, InsertOutcome},
 };
 
-/// A transfer stream with no frame for this long is closed. Long: nwaku keeps one transfer
-/// stream per peer open across its rounds (5 minutes apart) and loses the first message it
-/// writes into a stream the other side closed.
+/// An inbound transfer stream with no frame for this long is closed. Long: nwaku keeps one
+/// transfer stream per peer open across its rounds (5 minutes apart) and loses the first
+/// message it writes into a stream the other side closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// An outbound transfer write that makes no progress for this long gives up (a peer that
+/// stops reading must not hold this node's sessions back).
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Messages read from the archive per blocking call.
 const CHUNK: usize = 256;
 /// Writes in flight per transfer stream: enough for the writer to batch them.
@@ -78,9 +81,16 @@ pub async fn send(
                     message,
                 }
                 .encode_to_vec();
-                if let Err(e) = write_frame(s, &frame).await {
-                    tracing::debug!(%peer, error = %e, "transfer stream failed");
-                    return;
+                match tokio::time::timeout(WRITE_TIMEOUT, write_frame(s, &frame)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "transfer stream failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "transfer stream stalled; closing it");
+                        return;
+                    }
                 }
                 metrics.bytes("transfer", "sent", frame.len());
                 metrics
@@ -113,19 +123,35 @@ impl Receiver {
             let _ = stream.close().await;
             return;
         };
+        // While a session's messages arrive (frames coming, writes unacknowledged) no session
+        // starts here. An nwaku peer keeps its stream open between rounds, so the mark drops
+        // once the stream is quiet and nothing is left to write.
+        let mut receiving: Option<super::TransferGuard> = None;
         let max = self.validator.max_message_size() + FRAME_OVERHEAD;
         let mut writes = FuturesUnordered::new();
         loop {
-            // Keep the writes moving while waiting for the next frame.
-            let frame = loop {
-                if writes.len() >= IN_FLIGHT {
-                    if let Some(()) = writes.next().await {
-                        continue;
+            // Keep the writes moving while waiting for the next frame. The read lives across
+            // the wait: dropping a half-done read_frame (as a select! over a fresh read each
+            // time did whenever a write finished first) loses the bytes it had read, and the
+            // stream is out of step from there on.
+            let frame = {
+                let read = tokio::time::timeout(IDLE_TIMEOUT, read_frame(&mut stream, max));
+                tokio::pin!(read);
+                loop {
+                    if writes.len() >= IN_FLIGHT {
+                        if let Some(()) = writes.next().await {
+                            continue;
+                        }
                     }
-                }
-                tokio::select! {
-                    Some(()) = writes.next(), if !writes.is_empty() => continue,
-                    read = tokio::time::timeout(IDLE_TIMEOUT, read_frame(&mut stream, max)) => break read,
+                    tokio::select! {
+                        Some(()) = writes.next(), if !writes.is_empty() => continue,
+                        read = &mut read => break read,
+                        _ = tokio::time::sleep(super::TRANSFER_QUIET),
+                            if receiving.is_some() && writes.is_empty() => {
+                            receiving = None;
+                            continue;
+                        }
+                    }
                 }
             };
             let frame = match frame {
@@ -152,6 +178,9 @@ impl Receiver {
                 self.metrics.received("unsolicited");
                 tracing::debug!(%peer, "message transferred outside a sync session; dropped");
                 continue;
+            }
+            if receiving.is_none() {
+                receiving = Some(self.shared.transfer_started());
             }
             let Ok(item) = codec::MessageAndTopic::decode(frame.as_slice()) else {
                 self.metrics.received("invalid");

@@ -41,8 +41,19 @@ fn archive(path: &Path, messages: &[Incoming]) -> Writer {
 }
 
 /// Runs a whole session between `a` (initiator) and `b`; returns (a's to_send, a's
-/// to_receive, b's to_send, b's to_receive, rounds).
+/// to_receive, b's to_send, b's to_receive).
 fn session(a: &Archive, b: &Archive) -> [HashSet<[u8; 32]>; 4] {
+    session_within(a, b, REPLY_ITEM_BUDGET, 40).0
+}
+
+/// [`session`] with replies of at most about `budget` ids of their own, cut off after
+/// `max_rounds`; also returns the most ids any reply carried.
+fn session_within(
+    a: &Archive,
+    b: &Archive,
+    budget: usize,
+    max_rounds: usize,
+) -> ([HashSet<[u8; 32]>; 4], usize) {
     let topics = vec![PUBSUB.to_owned()];
     let first = initial(
         &a.sync_view(),
@@ -54,22 +65,33 @@ fn session(a: &Archive, b: &Archive) -> [HashSet<[u8; 32]>; 4] {
     .unwrap();
     let mut wire = codec::encode(&first);
     let mut found: [HashSet<[u8; 32]>; 4] = Default::default();
+    let mut most_ids = 0;
     for round in 0.. {
-        assert!(round < 40, "the session does not settle");
+        assert!(round < max_rounds, "the session does not settle");
         let (side, me) = if round % 2 == 0 { (b, 2) } else { (a, 0) };
         let payload = codec::decode(&wire).unwrap();
         if payload.is_done() {
             break;
         }
-        let out = process(&side.sync_view(), &topics, &[], &payload).unwrap();
+        let out = process_within(&side.sync_view(), &topics, &[], &payload, budget).unwrap();
         found[me].extend(out.to_send);
         found[me + 1].extend(out.to_receive);
+        let ids = out
+            .reply
+            .ranges
+            .iter()
+            .map(|r| match &r.kind {
+                RangeKind::ItemSet(set) => set.elements.len(),
+                _ => 0,
+            })
+            .sum::<usize>();
+        most_ids = most_ids.max(ids);
         wire = codec::encode(&out.reply);
         if out.reply.is_done() {
             break;
         }
     }
-    found
+    (found, most_ids)
 }
 
 #[test]
@@ -92,6 +114,46 @@ fn archives_that_differ_both_ways_find_exactly_each_others_gaps() {
     let b = archive(&dir.path().join("b"), &[shared, only_b.clone()].concat());
     let [a_send, a_recv, b_send, b_recv] = session(a.archive(), b.archive());
     let hashes = |v: &[Incoming]| v.iter().map(|m| m.hash.0).collect::<HashSet<_>>();
+    assert_eq!(a_send, hashes(&only_a));
+    assert_eq!(b_recv, hashes(&only_a));
+    assert_eq!(b_send, hashes(&only_b));
+    assert_eq!(a_recv, hashes(&only_b));
+}
+
+#[test]
+fn replies_over_their_budget_defer_ranges_and_the_session_still_finds_every_gap() {
+    let dir = tempfile::tempdir().unwrap();
+    // 6000 shared messages over an hour and 300 differences each way: unbounded, one reply
+    // would carry several thousand ids.
+    let shared: Vec<Incoming> = (0..6000u64)
+        .map(|i| message(i, T0 + i as i64 * 600_000_000))
+        .collect();
+    let only_a: Vec<Incoming> = (0..300u64)
+        .map(|i| message(10_000 + i, T0 + 3 + (i as i64 * 11) * SECOND))
+        .collect();
+    let only_b: Vec<Incoming> = (0..300u64)
+        .map(|i| message(20_000 + i, T0 + 5 + (i as i64 * 11 + 5) * SECOND))
+        .collect();
+    let a = archive(
+        &dir.path().join("a"),
+        &[shared.clone(), only_a.clone()].concat(),
+    );
+    let b = archive(&dir.path().join("b"), &[shared, only_b.clone()].concat());
+    let (unbounded, most_unbounded) = session_within(a.archive(), b.archive(), usize::MAX, 40);
+    let budget = 500;
+    let ([a_send, a_recv, b_send, b_recv], most) =
+        session_within(a.archive(), b.archive(), budget, 400);
+    let hashes = |v: &[Incoming]| v.iter().map(|m| m.hash.0).collect::<HashSet<_>>();
+    assert!(
+        most_unbounded > 4 * budget,
+        "the budget is tested: {most_unbounded}"
+    );
+    assert_eq!(unbounded[0], hashes(&only_a));
+    // A reply passes its budget by at most the item sets of one split range, or answers.
+    assert!(
+        most <= budget + 2 * 8 * ITEM_SET_THRESHOLD as usize,
+        "{most}"
+    );
     assert_eq!(a_send, hashes(&only_a));
     assert_eq!(b_recv, hashes(&only_a));
     assert_eq!(b_send, hashes(&only_b));
