@@ -27,6 +27,9 @@ use super::{
 };
 use crate::{message::MessageHash, units::ByteSize};
 
+/// Most `messages` entries one page of a pubsub-topic-only query looks at.
+const SCAN_BUDGET: usize = 50_000;
+
 /// Block cache shared by the archive's column families.
 const BLOCK_CACHE_BYTES: usize = 64 * 1024 * 1024;
 
@@ -462,12 +465,30 @@ impl Archive {
                 positions
             }
             Filter::All {
+                pubsub_topic,
                 time_start,
                 time_end,
             } => {
                 let (lower, upper) = bounds(cutoff, *time_start, *time_end, cursor, query.forward);
                 if lower >= upper {
                     Vec::new()
+                } else if let Some(topic) = pubsub_topic {
+                    // No index by pubsub topic alone: walk the time range, reading each
+                    // record's topic, at most SCAN_BUDGET entries per page.
+                    let (found, examined_to) = self.scan_pubsub(
+                        lower,
+                        upper,
+                        topic,
+                        query.forward,
+                        want,
+                        query.include_data,
+                    )?;
+                    if let (Some(last), true) = (examined_to, found.len() < want) {
+                        // The budget ran out before the page filled: the page ends here, and
+                        // the cursor (the last message looked at) lets the client go on.
+                        return self.budget_page(found, last, query);
+                    }
+                    found
                 } else {
                     self.scan_messages(lower, upper, query.forward, want, query.include_data)?
                 }
@@ -578,6 +599,77 @@ impl Archive {
         }
         iter.status().map_err(|e| QueryError::Read(db_error(e)))?;
         Ok(out)
+    }
+
+    /// Walks `messages` between two keys keeping the messages on `pubsub_topic`; looks at
+    /// [`SCAN_BUDGET`] entries at most. Also returns the last position looked at when the
+    /// budget ran out.
+    fn scan_pubsub(
+        &self,
+        lower: Vec<u8>,
+        upper: Vec<u8>,
+        pubsub_topic: &str,
+        forward: bool,
+        want: usize,
+        with_records: bool,
+    ) -> Result<(Found, Option<Position>), QueryError> {
+        let cf = self
+            .cf(keys::CF_MESSAGES)
+            .map_err(|e| QueryError::Read(e.to_string()))?;
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_lower_bound(lower);
+        opts.set_iterate_upper_bound(upper);
+        let mut iter = self.db.raw_iterator_cf_opt(cf, opts);
+        if forward {
+            iter.seek_to_first();
+        } else {
+            iter.seek_to_last();
+        }
+        let mut out = Vec::with_capacity(want);
+        let mut examined = 0usize;
+        let mut last = None;
+        while out.len() < want {
+            let (Some(key), Some(value)) = (iter.key(), iter.value()) else {
+                break;
+            };
+            if examined >= SCAN_BUDGET {
+                iter.status().map_err(|e| QueryError::Read(db_error(e)))?;
+                return Ok((out, last));
+            }
+            examined += 1;
+            if let Some(position) = Position::from_key(key) {
+                last = Some(position);
+                if keys::decode_record(value).is_some_and(|(t, _)| t == pubsub_topic) {
+                    out.push((position, with_records.then(|| value.to_vec())));
+                }
+            }
+            if forward {
+                iter.next();
+            } else {
+                iter.prev();
+            }
+        }
+        iter.status().map_err(|e| QueryError::Read(db_error(e)))?;
+        Ok((out, None))
+    }
+
+    /// A page cut short by [`SCAN_BUDGET`]: what was found, and a cursor at the last
+    /// message looked at (a message of another topic, which the next page starts after).
+    fn budget_page(&self, found: Found, last: Position, query: &Query) -> Result<Page, QueryError> {
+        let mut entries: Vec<PageEntry> = found
+            .into_iter()
+            .map(|(position, record)| PageEntry {
+                position,
+                record: if query.include_data { record } else { None },
+            })
+            .collect();
+        if !query.forward {
+            entries.reverse();
+        }
+        Ok(Page {
+            entries,
+            cursor: Some(last.message_hash()),
+        })
     }
 
     /// Merges the `topics` ranges of several content topics in (timestamp, hash) order.

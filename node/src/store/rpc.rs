@@ -135,8 +135,9 @@ pub enum Filter {
         time_start: Option<i64>,
         time_end: Option<i64>,
     },
-    /// Every message, optionally within a time range.
+    /// Every message (on `pubsub_topic`, when given), optionally within a time range.
     All {
+        pubsub_topic: Option<String>,
         time_start: Option<i64>,
         time_end: Option<i64>,
     },
@@ -328,13 +329,25 @@ pub fn validate(
     } else {
         match (&request.pubsub_topic, request.content_topics.is_empty()) {
             (None, true) => Filter::All {
+                pubsub_topic: None,
                 time_start: request.time_start,
                 time_end: request.time_end,
             },
-            (Some(_), true) => {
-                return Err(bad(
-                    "pubsub_topic is set without content_topics; set both or neither".into(),
-                ))
+            // A pubsub topic alone: everything on it. The store v3 spec pairs the two, but
+            // nwaku answers this and the Waku interop suite and operators' tools ask it.
+            (Some(pubsub_topic), true) => {
+                if !served.contains(pubsub_topic) {
+                    return Err(bad(format!(
+                        "pubsub topic `{pubsub_topic}` is not archived by this node (it archives {})",
+                        served.iter().cloned().collect::<Vec<_>>().join(", ")
+                    )));
+                }
+                Filter::All {
+                    // With one archived topic there is nothing to narrow.
+                    pubsub_topic: (served.len() > 1).then(|| pubsub_topic.clone()),
+                    time_start: request.time_start,
+                    time_end: request.time_end,
+                }
             }
             (None, false) => {
                 return Err(bad(
@@ -513,6 +526,7 @@ mod tests {
         assert_eq!(
             q.filter,
             Filter::All {
+                pubsub_topic: None,
                 time_start: None,
                 time_end: None
             }
@@ -594,10 +608,10 @@ mod tests {
             (
                 {
                     let mut r = StoreQueryRequest::new("a");
-                    r.pubsub_topic = Some("/waku/2/rs/1/0".into());
+                    r.pubsub_topic = Some("/waku/2/rs/9/9".into());
                     r
                 },
-                "without content_topics",
+                "not archived",
             ),
             (
                 {

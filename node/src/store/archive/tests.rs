@@ -977,3 +977,36 @@ fn archives_from_before_the_index_are_indexed_once_at_open() {
         (&*all[3].pubsub_topic, all[3].bytes.clone())
     );
 }
+
+#[test]
+fn a_pubsub_topic_alone_pages_through_that_topic_only() {
+    let mut f = Fixture::new();
+    let all = spread(&mut f);
+    let on_topic: Vec<&Incoming> = all.iter().filter(|m| &*m.pubsub_topic == PUBSUB).collect();
+    let mut request = StoreQueryRequest::new("p").forward(true).limit(100);
+    request.pubsub_topic = Some(PUBSUB.to_owned());
+    let pages = f.all_pages(request.clone());
+    assert_eq!(pages.concat(), sorted_hashes(&on_topic));
+    assert!(pages.iter().all(|p| p.len() <= 100));
+    // Backward too, and bounded in time.
+    let mut backward = request.forward(false);
+    backward.time_start = Some(T0 + 30 * 1_000 * MS);
+    let got: Vec<MessageHash> = f.all_pages(backward).concat();
+    let expected: Vec<MessageHash> = {
+        let mut v = sorted_hashes(
+            &on_topic
+                .iter()
+                .copied()
+                .filter(|m| m.timestamp >= T0 + 30 * 1_000 * MS)
+                .collect::<Vec<_>>(),
+        );
+        // Pages come oldest first within a page, newest page first.
+        v.reverse();
+        v
+    };
+    let mut got_sorted = got.clone();
+    got_sorted.sort();
+    let mut expected_sorted = expected.clone();
+    expected_sorted.sort();
+    assert_eq!(got_sorted, expected_sorted);
+}
