@@ -12,9 +12,6 @@ use sha2::{Digest, Sha256};
 /// Longest `meta` attribute a message may carry (nwaku `MaxMetaAttrLength`).
 pub const MAX_META_LEN: usize = 64;
 
-/// Highest payload version defined by the specs (0 none, 1 = 26/WAKU-PAYLOAD, 2 = Noise).
-pub const MAX_KNOWN_VERSION: u32 = 2;
-
 /// A Waku message as the node sees it after decoding.
 ///
 /// `payload` and `content_topic` are required by nwaku; the encoder always emits them, even when
@@ -177,6 +174,8 @@ pub fn now_nanos() -> i64 {
 /// `/{generation}/{app}/{version}/{name}/{encoding}`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ContentTopicError {
+    #[error("the message has no content topic")]
+    Empty,
     #[error("content topic `{0}` must start with `/`")]
     NoLeadingSlash(String),
     #[error("content topic `{0}` must have 4 or 5 non-empty `/`-separated parts: /app/version/name/encoding")]

@@ -574,13 +574,24 @@ impl Node {
         }
 
         if let Some(listener) = rest_listener {
+            let cache = crate::rest::relay::Cache::new(config.rest.relay_cache_capacity as usize);
+            if config.relay.enabled {
+                // As nwaku: the shards a node relays from its start are REST-subscribed.
+                let topics: Vec<String> = config
+                    .relay
+                    .pubsub_topics()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
+                if let Err(e) = cache.subscribe_pubsub_topics(&topics) {
+                    tracing::warn!(error = %e, "the REST relay cache does not follow the node's shards");
+                }
+            }
             let state = crate::rest::State {
                 node: handle.clone(),
                 relay: Arc::new(config.relay.clone()),
                 lightpush_enabled: config.lightpush.enabled,
-                cache: Arc::new(crate::rest::relay::Cache::new(
-                    config.rest.relay_cache_capacity as usize,
-                )),
+                cache: Arc::new(cache),
                 filter: Arc::new(crate::rest::filter::Filter::new(
                     config.rest.filter_node.clone(),
                     config.rest.relay_cache_capacity as usize,

@@ -28,11 +28,10 @@ pub struct PublishLabels {
 /// Reasons a relayed message is rejected: every [`super::Invalid::label`], and `throttled`
 /// (over quota, from the throttle's relay gate). Created at 0 when the node starts, so a burst
 /// of rejections is a visible increase from the first one.
-pub const REJECT_REASONS: [&str; 7] = [
+pub const REJECT_REASONS: [&str; 6] = [
     "decode",
     "oversize",
     "meta_too_long",
-    "version",
     "content_topic",
     "pubsub_topic",
     "throttled",
@@ -126,7 +125,6 @@ mod tests {
             Invalid::Decode("x".into()),
             Invalid::Oversize { size: 2, max: 1 },
             Invalid::MetaTooLong(65),
-            Invalid::Version(9),
             Invalid::ContentTopic(crate::message::ContentTopicError::NoLeadingSlash(
                 "x".into(),
             )),

@@ -18,9 +18,7 @@ pub use metrics::Metrics;
 pub use router::{PublishError, PublishReceipt, Router};
 
 use crate::{
-    message::{
-        ContentTopic, MessageHash, ShardTopic, WakuMessage, MAX_KNOWN_VERSION, MAX_META_LEN,
-    },
+    message::{ContentTopic, MessageHash, ShardTopic, WakuMessage, MAX_META_LEN},
     units::ByteSize,
 };
 
@@ -160,8 +158,6 @@ pub enum Invalid {
     Oversize { size: usize, max: usize },
     #[error("meta of {0} bytes exceeds the {MAX_META_LEN}-byte limit")]
     MetaTooLong(usize),
-    #[error("unknown payload version {0}")]
-    Version(u32),
     #[error("{0}")]
     ContentTopic(#[from] crate::message::ContentTopicError),
     #[error("pubsub topic `{0}` is not one of this node's shards")]
@@ -175,7 +171,6 @@ impl Invalid {
             Invalid::Decode(_) => "decode",
             Invalid::Oversize { .. } => "oversize",
             Invalid::MetaTooLong(_) => "meta_too_long",
-            Invalid::Version(_) => "version",
             Invalid::ContentTopic(_) => "content_topic",
             Invalid::UnknownPubsubTopic(_) => "pubsub_topic",
         }
@@ -217,19 +212,23 @@ impl Validator {
         Ok(message)
     }
 
-    /// The checks that apply to an already decoded message.
+    /// The checks that apply to an already decoded message. Like nwaku's relay validator,
+    /// it does not hold a content topic to the `/app/version/name/encoding` form (nwaku relays
+    /// `Hello World!` as a content topic, and gossipsub would otherwise penalise the nwaku
+    /// peers forwarding such messages) nor refuse payload versions it does not know (the
+    /// version tells applications how to read the payload; relay never does). The content
+    /// topic must be there, as nwaku's decoder requires.
     pub fn check(&self, message: &WakuMessage) -> Result<(), Invalid> {
         if let Some(meta) = &message.meta {
             if meta.len() > MAX_META_LEN {
                 return Err(Invalid::MetaTooLong(meta.len()));
             }
         }
-        if let Some(version) = message.version {
-            if version > MAX_KNOWN_VERSION {
-                return Err(Invalid::Version(version));
-            }
+        if message.content_topic.is_empty() {
+            return Err(Invalid::ContentTopic(
+                crate::message::ContentTopicError::Empty,
+            ));
         }
-        ContentTopic::parse(&message.content_topic)?;
         Ok(())
     }
 
@@ -306,15 +305,13 @@ mod tests {
         );
         meta.meta = Some(vec![0; 64]);
         assert!(v.validate(TOPIC, &meta.encode_to_vec()).is_ok());
+        // As nwaku: any payload version, any non-empty content topic.
         let mut version = WakuMessage::new("/app/1/chat/proto", vec![]);
         version.version = Some(7);
-        assert_eq!(
-            v.validate(TOPIC, &version.encode_to_vec())
-                .unwrap_err()
-                .label(),
-            "version"
-        );
-        let topic = WakuMessage::new("not-a-topic", vec![]);
+        assert!(v.validate(TOPIC, &version.encode_to_vec()).is_ok());
+        let free_form = WakuMessage::new("Hello World!", vec![]);
+        assert!(v.validate(TOPIC, &free_form.encode_to_vec()).is_ok());
+        let topic = WakuMessage::new("", vec![]);
         assert_eq!(
             v.validate(TOPIC, &topic.encode_to_vec())
                 .unwrap_err()

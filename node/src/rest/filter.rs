@@ -174,7 +174,7 @@ pub fn routes() -> Router<State> {
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct SubscribeRequest {
     request_id: String,
     pubsub_topic: Option<String>,
@@ -183,7 +183,7 @@ struct SubscribeRequest {
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct UnsubscribeAllRequest {
     request_id: String,
 }

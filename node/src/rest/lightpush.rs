@@ -29,7 +29,7 @@ pub fn routes() -> Router<State> {
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct PushRequest {
     pubsub_topic: Option<String>,
     message: RestMessage,

@@ -202,20 +202,31 @@ pub(crate) fn json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T
 
 /// A WakuMessage in nwaku's REST JSON form (`RelayWakuMessage`): `payload`, `meta` and `proof`
 /// base64, `timestamp` in nanoseconds.
+///
+/// Strict as nwaku's decoder, which Waku's interop suite checks: unknown fields, a missing or
+/// empty `contentTopic` or `payload` and a `timestamp` of `null` are 400s.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RestMessage {
     pub payload: String,
     pub content_topic: Option<String>,
     pub version: Option<u32>,
-    pub timestamp: Option<i64>,
+    /// Absent: now; `null`: refused.
+    #[serde(default, deserialize_with = "present")]
+    pub timestamp: Option<Option<i64>>,
     pub meta: Option<String>,
     pub ephemeral: Option<bool>,
     pub proof: Option<String>,
 }
 
-/// nwaku's `DefaultContentTopic`, used when a REST message names none.
-pub const DEFAULT_CONTENT_TOPIC: &str = "/waku/2/default-content/proto";
+/// A field that is present (`Some`), possibly as `null` (`Some(None)`); absent is `None`.
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
 
 fn b64_decode(field: &str, value: &str) -> Result<Vec<u8>, RestError> {
     base64::engine::general_purpose::STANDARD
@@ -232,14 +243,30 @@ impl RestMessage {
     /// or 0.
     pub fn into_message(self) -> Result<WakuMessage, RestError> {
         let timestamp = match self.timestamp {
-            None | Some(0) => crate::message::now_nanos(),
-            Some(t) => t,
+            None | Some(Some(0)) => crate::message::now_nanos(),
+            Some(Some(t)) => t,
+            Some(None) => {
+                return Err(RestError::BadRequest(
+                    "Failed to decode request: timestamp is null".into(),
+                ))
+            }
         };
+        let content_topic = match self.content_topic {
+            Some(topic) if !topic.is_empty() => topic,
+            _ => {
+                return Err(RestError::BadRequest(
+                    "Failed to decode request: the message has no contentTopic".into(),
+                ))
+            }
+        };
+        if self.payload.is_empty() {
+            return Err(RestError::BadRequest(
+                "Failed to decode request: the message has an empty payload".into(),
+            ));
+        }
         Ok(WakuMessage {
             payload: b64_decode("payload", &self.payload)?,
-            content_topic: self
-                .content_topic
-                .unwrap_or_else(|| DEFAULT_CONTENT_TOPIC.to_owned()),
+            content_topic,
             version: Some(self.version.unwrap_or(0)),
             timestamp: Some(timestamp),
             meta: match self.meta.as_deref() {
@@ -463,8 +490,8 @@ async fn cors(
     response
 }
 
-/// Serves the REST API until shutdown, and feeds the relay cache from the node's accepted
-/// messages meanwhile (one task for both: the cache has no reader once the server is gone).
+/// Serves the REST API until shutdown (the relay cache reads the node's accepted messages as
+/// REST calls need them), and feeds the filter cache meanwhile.
 pub async fn serve(
     listener: TcpListener,
     state: State,
@@ -473,7 +500,7 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let node = state.node.clone();
-    let feed = relay::feed(move || node.subscribe(), state.cache.clone());
+    state.cache.attach(move || node.subscribe());
     let filter_feed = filter::feed(state.node.filter_pushes(), state.filter.clone());
     let app = router(state, &config, metrics);
     // The client's address reaches the handlers for the throttle's per-IP quotas.
@@ -487,7 +514,6 @@ pub async fn serve(
     });
     tokio::select! {
         result = server => result,
-        () = feed => Ok(()),
         () = filter_feed => Ok(()),
     }
 }
@@ -522,14 +548,26 @@ mod tests {
     }
 
     #[test]
-    fn rest_message_defaults_follow_nwaku() {
-        let m: RestMessage = serde_json::from_str(r#"{"payload":"aGk="}"#).unwrap();
+    fn rest_messages_are_as_strict_as_nwakus() {
+        let m: RestMessage =
+            serde_json::from_str(r#"{"payload":"aGk=","contentTopic":"/a/1/b/proto"}"#).unwrap();
         let m = m.into_message().unwrap();
         assert_eq!(m.payload, b"hi");
-        assert_eq!(m.content_topic, DEFAULT_CONTENT_TOPIC);
         assert_eq!(m.version, Some(0));
         assert!(m.timestamp.unwrap() > 0);
-        let bad: RestMessage = serde_json::from_str(r#"{"payload":"!!"}"#).unwrap();
-        assert!(bad.into_message().is_err());
+        for bad in [
+            r#"{"payload":"!!","contentTopic":"/a/1/b/proto"}"#,
+            r#"{"payload":"aGk="}"#,
+            r#"{"payload":"aGk=","contentTopic":""}"#,
+            r#"{"payload":"","contentTopic":"/a/1/b/proto"}"#,
+            r#"{"payload":"aGk=","contentTopic":"/a/1/b/proto","timestamp":null}"#,
+        ] {
+            let m: RestMessage = serde_json::from_str(bad).unwrap();
+            assert!(m.into_message().is_err(), "{bad}");
+        }
+        assert!(serde_json::from_str::<RestMessage>(
+            r#"{"payload":"aGk=","contentTopic":"/a/1/b/proto","extra":1}"#
+        )
+        .is_err());
     }
 }

@@ -37,17 +37,17 @@ const MAX_TOPICS_PER_REQUEST: usize = 100;
 
 /// The messages REST readers have not fetched yet, per subscribed topic; each queue holds at
 /// most `capacity` messages, the oldest dropped first.
+///
+/// No task copies messages in: while a topic is subscribed the cache holds a receiver of the
+/// node's broadcast of accepted messages, which buffers them without waking anyone, and each
+/// REST call first takes what arrived since the last one. Relaying costs nothing per message
+/// for REST readers that are not reading; what the broadcast's buffer (4096 messages) no longer
+/// holds by the next call is lost, as from nwaku's bounded cache.
 pub struct Cache {
     capacity: usize,
     inner: Mutex<Inner>,
-    /// Whether any topic is subscribed: the feed reads the node's messages only then, so a
-    /// node nobody reads through REST spends nothing per message on it.
-    active: tokio::sync::watch::Sender<bool>,
-    /// How the feed subscribes to the node's messages (set when the feed starts).
+    /// How to subscribe to the node's messages (set when the REST server starts).
     source: std::sync::OnceLock<Subscribe>,
-    /// A receiver made the moment the first topic is subscribed, so nothing accepted after
-    /// the subscribe call answered is missed; the feed takes it.
-    receiver: Mutex<Option<broadcast::Receiver<Arc<RelayedMessage>>>>,
 }
 
 type Subscribe = Box<dyn Fn() -> broadcast::Receiver<Arc<RelayedMessage>> + Send + Sync>;
@@ -56,6 +56,8 @@ type Subscribe = Box<dyn Fn() -> broadcast::Receiver<Arc<RelayedMessage>> + Send
 struct Inner {
     pubsub: HashMap<String, VecDeque<Arc<RelayedMessage>>>,
     content: HashMap<String, VecDeque<Arc<RelayedMessage>>>,
+    /// Present while any topic is subscribed.
+    receiver: Option<broadcast::Receiver<Arc<RelayedMessage>>>,
 }
 
 #[derive(Clone, Copy)]
@@ -71,6 +73,22 @@ impl Inner {
             Kind::Content => &mut self.content,
         }
     }
+
+    /// Files `message` under its pubsub topic and its content topic, if subscribed.
+    fn keep(&mut self, capacity: usize, message: &Arc<RelayedMessage>) {
+        let push = |queue: &mut VecDeque<Arc<RelayedMessage>>| {
+            if queue.len() >= capacity {
+                queue.pop_front();
+            }
+            queue.push_back(message.clone());
+        };
+        if let Some(queue) = self.pubsub.get_mut(&*message.pubsub_topic) {
+            push(queue);
+        }
+        if let Some(queue) = self.content.get_mut(&message.message.content_topic) {
+            push(queue);
+        }
+    }
 }
 
 impl Cache {
@@ -78,21 +96,60 @@ impl Cache {
         Cache {
             capacity: capacity.max(1),
             inner: Mutex::new(Inner::default()),
-            active: tokio::sync::watch::Sender::new(false),
             source: std::sync::OnceLock::new(),
-            receiver: Mutex::new(None),
         }
     }
 
-    fn update_active(&self, inner: &Inner) {
+    /// Connects the cache to the node's messages (once; later calls do nothing).
+    pub fn attach(
+        &self,
+        source: impl Fn() -> broadcast::Receiver<Arc<RelayedMessage>> + Send + Sync + 'static,
+    ) {
+        let _ = self.source.set(Box::new(source));
+        let mut inner = self.lock();
+        self.update_receiver(&mut inner);
+    }
+
+    /// Subscribes REST readers to `topics` from the start, as nwaku caches the topics it was
+    /// started with.
+    pub fn subscribe_pubsub_topics(&self, topics: &[String]) -> Result<(), RestError> {
+        self.subscribe(Kind::Pubsub, topics)
+    }
+
+    /// Whether REST readers are subscribed to the pubsub topic `topic`.
+    pub fn is_subscribed_pubsub(&self, topic: &str) -> bool {
+        self.lock().pubsub.contains_key(topic)
+    }
+
+    /// A receiver while any topic is subscribed, none otherwise.
+    fn update_receiver(&self, inner: &mut Inner) {
         let active = !inner.pubsub.is_empty() || !inner.content.is_empty();
-        if active && !*self.active.borrow() {
-            if let (Some(source), Ok(mut slot)) = (self.source.get(), self.receiver.lock()) {
-                *slot = Some(source());
+        match (active, inner.receiver.is_some()) {
+            (true, false) => inner.receiver = self.source.get().map(|source| source()),
+            (false, true) => inner.receiver = None,
+            _ => {}
+        }
+    }
+
+    /// Takes what the node accepted since the last call into the queues.
+    fn catch_up(&self, inner: &mut Inner) {
+        let Some(mut receiver) = inner.receiver.take() else {
+            return;
+        };
+        loop {
+            match receiver.try_recv() {
+                Ok(message) => inner.keep(self.capacity, &message),
+                Err(broadcast::error::TryRecvError::Lagged(missed)) => {
+                    // Best effort as nwaku's: what nobody fetched in time is gone.
+                    tracing::debug!(
+                        missed,
+                        "REST relay cache missed messages nobody fetched in time"
+                    );
+                }
+                Err(_) => break,
             }
         }
-        self.active
-            .send_if_modified(|a| std::mem::replace(a, active) != active);
+        inner.receiver = Some(receiver);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -104,6 +161,7 @@ impl Cache {
     /// pass [`MAX_SUBSCRIPTIONS`].
     fn subscribe(&self, kind: Kind, topics: &[String]) -> Result<(), RestError> {
         let mut inner = self.lock();
+        self.catch_up(&mut inner);
         let map = inner.topics(kind);
         let new = topics.iter().filter(|t| !map.contains_key(*t)).count();
         if map.len() + new > MAX_SUBSCRIPTIONS {
@@ -114,22 +172,24 @@ impl Cache {
         for topic in topics {
             map.entry(topic.clone()).or_default();
         }
-        self.update_active(&inner);
+        self.update_receiver(&mut inner);
         Ok(())
     }
 
     fn unsubscribe(&self, kind: Kind, topics: &[String]) {
         let mut inner = self.lock();
+        self.catch_up(&mut inner);
         let map = inner.topics(kind);
         for topic in topics {
             map.remove(topic);
         }
-        self.update_active(&inner);
+        self.update_receiver(&mut inner);
     }
 
     /// The cached messages of `topic`, emptying its queue; `None` when not subscribed.
     fn drain(&self, kind: Kind, topic: &str) -> Option<Vec<Arc<RelayedMessage>>> {
         let mut inner = self.lock();
+        self.catch_up(&mut inner);
         inner
             .topics(kind)
             .get_mut(topic)
@@ -139,61 +199,7 @@ impl Cache {
     /// Keeps `message` for the readers of its pubsub topic and of its content topic.
     pub fn deliver(&self, message: &Arc<RelayedMessage>) {
         let capacity = self.capacity;
-        let mut inner = self.lock();
-        let push = |queue: &mut VecDeque<Arc<RelayedMessage>>| {
-            if queue.len() >= capacity {
-                queue.pop_front();
-            }
-            queue.push_back(message.clone());
-        };
-        if let Some(queue) = inner.pubsub.get_mut(&*message.pubsub_topic) {
-            push(queue);
-        }
-        if let Some(queue) = inner.content.get_mut(&message.message.content_topic) {
-            push(queue);
-        }
-    }
-}
-
-/// Copies every message the node accepts into the cache while some topic is subscribed, until
-/// the node stops. With no subscription it holds no receiver of the node's messages at all.
-pub async fn feed(
-    subscribe: impl Fn() -> broadcast::Receiver<Arc<RelayedMessage>> + Send + Sync + 'static,
-    cache: Arc<Cache>,
-) {
-    let subscribe: Subscribe = Box::new(subscribe);
-    let _ = cache.source.set(subscribe);
-    let mut active = cache.active.subscribe();
-    loop {
-        while !*active.borrow_and_update() {
-            if active.changed().await.is_err() {
-                return;
-            }
-        }
-        let ready = cache.receiver.lock().ok().and_then(|mut slot| slot.take());
-        let Some(mut messages) = ready.or_else(|| cache.source.get().map(|s| s())) else {
-            return;
-        };
-        loop {
-            tokio::select! {
-                received = messages.recv() => match received {
-                    Ok(message) => cache.deliver(&message),
-                    Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        // The cache is best effort as nwaku's: a reader too slow loses messages.
-                        tracing::debug!(missed, "REST relay cache fell behind the node's messages");
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
-                },
-                changed = active.changed() => {
-                    if changed.is_err() {
-                        return;
-                    }
-                    if !*active.borrow_and_update() {
-                        break;
-                    }
-                }
-            }
-        }
+        self.lock().keep(capacity, message);
     }
 }
 
@@ -360,8 +366,17 @@ async fn publish(
         .map_err(|_| RestError::TooManyRequests("Request rate limit reached".into()))?;
     let message: RestMessage = json_body(body)?;
     let message = message.into_message()?;
+    // nwaku publishes only on topics its relay is subscribed to; here, the REST subscriptions
+    // (the node's shards from its start, as nwaku's, less what REST unsubscribed).
+    if !state.cache.is_subscribed_pubsub(&topic) {
+        return Err(RestError::BadRequest(format!(
+            "Failed to publish: Node not subscribed to topic: {topic}"
+        )));
+    }
     match state.node.publish(topic, message).await {
         Ok(_) => Ok(ok()),
+        // nwaku answers 200 to a message gossipsub already has (nothing new is delivered).
+        Err(PublishError::Duplicate) => Ok(ok()),
         Err(PublishError::ShuttingDown) => Err(RestError::Unavailable(
             "Failed to publish: the node is shutting down".into(),
         )),

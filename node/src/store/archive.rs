@@ -494,7 +494,7 @@ impl Archive {
                 }
             }
             Filter::Content {
-                pubsub_topic,
+                pubsub_topics,
                 content_topics,
                 time_start,
                 time_end,
@@ -504,7 +504,7 @@ impl Archive {
                     Vec::new()
                 } else {
                     self.scan_topics(
-                        pubsub_topic,
+                        pubsub_topics,
                         content_topics,
                         &lower,
                         &upper,
@@ -675,7 +675,7 @@ impl Archive {
     /// Merges the `topics` ranges of several content topics in (timestamp, hash) order.
     fn scan_topics(
         &self,
-        pubsub_topic: &str,
+        pubsub_topics: &[String],
         content_topics: &[String],
         lower: &[u8],
         upper: &[u8],
@@ -685,9 +685,10 @@ impl Archive {
         let cf = self
             .cf(keys::CF_TOPICS)
             .map_err(|e| QueryError::Read(e.to_string()))?;
-        let mut heads: Vec<DBRawIterator<'_>> = content_topics
+        let mut heads: Vec<DBRawIterator<'_>> = pubsub_topics
             .iter()
-            .map(|content_topic| {
+            .flat_map(|p| content_topics.iter().map(move |c| (p, c)))
+            .map(|(pubsub_topic, content_topic)| {
                 let prefix = keys::topic_prefix(pubsub_topic, content_topic);
                 let mut lo = prefix.clone();
                 lo.extend_from_slice(lower);
@@ -707,7 +708,8 @@ impl Archive {
             .collect();
         let mut out = Vec::with_capacity(want);
         while out.len() < want {
-            // At most ten heads: a linear pick is cheaper than a heap.
+            // At most ten heads per pubsub topic (the node's few shards): a linear pick is
+            // cheaper than a heap.
             let mut best: Option<(usize, Position)> = None;
             for (i, iter) in heads.iter().enumerate() {
                 if let Some(p) = iter.key().and_then(Position::from_key_suffix) {

@@ -128,9 +128,10 @@ impl StoreQueryResponse {
 /// What a query selects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Filter {
-    /// Messages on `pubsub_topic` with one of `content_topics` (sorted, deduplicated).
+    /// Messages on one of `pubsub_topics` with one of `content_topics` (sorted,
+    /// deduplicated).
     Content {
-        pubsub_topic: String,
+        pubsub_topics: Vec<String>,
         content_topics: Vec<String>,
         time_start: Option<i64>,
         time_end: Option<i64>,
@@ -349,11 +350,14 @@ pub fn validate(
                     time_end: request.time_end,
                 }
             }
-            (None, false) => {
-                return Err(bad(
-                    "content_topics are set without pubsub_topic; set both or neither".into(),
-                ))
-            }
+            // Content topics alone: on every archived pubsub topic (nwaku's archive filters
+            // by content topic alone then; the Waku interop suite asks it).
+            (None, false) => Filter::Content {
+                pubsub_topics: served.iter().cloned().collect(),
+                content_topics: content_topic_set(&request.content_topics).map_err(bad)?,
+                time_start: request.time_start,
+                time_end: request.time_end,
+            },
             (Some(pubsub_topic), false) => {
                 if !served.contains(pubsub_topic) {
                     return Err(bad(format!(
@@ -362,7 +366,7 @@ pub fn validate(
                     )));
                 }
                 Filter::Content {
-                    pubsub_topic: pubsub_topic.clone(),
+                    pubsub_topics: vec![pubsub_topic.clone()],
                     content_topics: content_topic_set(&request.content_topics).map_err(bad)?,
                     time_start: request.time_start,
                     time_end: request.time_end,
@@ -614,14 +618,6 @@ mod tests {
                 "not archived",
             ),
             (
-                {
-                    let mut r = StoreQueryRequest::new("a");
-                    r.content_topics = vec!["/a/1/b/proto".into()];
-                    r
-                },
-                "without pubsub_topic",
-            ),
-            (
                 StoreQueryRequest::new("a").hashes([hash]).content(
                     "/waku/2/rs/1/0",
                     (0..11).map(|i| format!("/a/1/t{i}/proto")),
@@ -786,7 +782,7 @@ mod props {
             prop_assert_eq!(
                 query.filter,
                 Filter::Content {
-                    pubsub_topic: TOPIC.to_owned(),
+                    pubsub_topics: vec![TOPIC.to_owned()],
                     content_topics: want_topics,
                     time_start: start,
                     time_end: end,

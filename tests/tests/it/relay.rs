@@ -78,7 +78,8 @@ async fn invalid_messages_are_rejected_at_the_relay_and_counted_by_reason() {
         WakuMessage::new("/roost/1/big/proto", vec![7u8; 150 * 1024 + 1]).encode_to_vec();
     let mut long_meta = WakuMessage::new("/roost/1/meta/proto", b"m".to_vec());
     long_meta.meta = Some(vec![1u8; 65]);
-    let bad_topic = WakuMessage::new("no-slashes", b"t".to_vec()).encode_to_vec();
+    // No content topic at all (a free-form one is relayed, as nwaku relays it).
+    let bad_topic = WakuMessage::new("", b"t".to_vec()).encode_to_vec();
     for data in [garbage, oversize, long_meta.encode_to_vec(), bad_topic] {
         attacker.publish(TOPIC, data).await.expect("bare publish");
     }

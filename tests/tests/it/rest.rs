@@ -371,8 +371,24 @@ async fn relay_subscribe_publish_and_read_across_two_nodes() {
     let (rest_a, rest_b) = (Rest::of(&a), Rest::of(&b));
     let messages = format!("/relay/v1/messages/{}", enc(TOPIC));
 
-    // Not subscribed yet: 404, as nwaku.
+    // The node's own shards are REST-subscribed from its start, as nwaku's; after an
+    // unsubscribe a GET is 404 and a publish 400, as nwaku.
+    assert_eq!(rest_b.get(&messages).await.0, 200);
+    assert_eq!(
+        rest_b
+            .delete("/relay/v1/subscriptions", &json!([TOPIC]))
+            .await,
+        (200, "OK".to_owned())
+    );
     assert_eq!(rest_b.get(&messages).await.0, 404);
+    let (status, body) = rest_b
+        .post(
+            &messages,
+            &json!({"payload": b64(b"x"), "contentTopic": CONTENT_TOPIC}),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("Node not subscribed to topic"), "{body}");
     for rest in [&rest_a, &rest_b] {
         assert_eq!(
             rest.post("/relay/v1/subscriptions", &json!([TOPIC])).await,
@@ -671,8 +687,8 @@ async fn store_queries_with_nwaku_parameters_and_cursors_both_ways() {
         "includeData=maybe",
         "pageSize=many",
         "peerAddr=not-an-address",
-        // The store's own rule: a pubsub topic needs content topics.
-        "pubsubTopic=%2Fwaku%2F2%2Frs%2F1%2F0",
+        // A pubsub topic this node does not archive.
+        "pubsubTopic=%2Fwaku%2F2%2Frs%2F9%2F9",
     ] {
         let (status, body) = rest_store.get(&format!("/store/v3/messages?{bad}")).await;
         assert_eq!(status, 400, "{bad}: {body}");
