@@ -1,0 +1,4 @@
+//! Finding peers beyond the configured static ones. [`dns`]: EIP-1459 node lists published in
+//! DNS (the tree format, building and verifying trees, and the node's resolver task).
+
+pub mod dns;
