@@ -110,6 +110,26 @@ fn init_pairs_generates_a_key_and_signs_what_libp2p_verifies() {
 }
 
 #[test]
+fn the_card_signs_prehashes_recoverably_with_low_s() {
+    let t = EmuTransport::new();
+    let (mut signer, _, _) = init(&t, None);
+    let key = signer.public_key().secp256k1().unwrap();
+    let mut ids = [0usize; 2];
+    for i in 0..16u8 {
+        let prehash = [i ^ 0x5a; 32];
+        let sig = crate::operator::signer::sign_recoverable(&mut signer, &prehash).unwrap();
+        let parsed = k256::ecdsa::Signature::from_slice(&sig[..64]).unwrap();
+        assert_eq!(parsed.normalize_s(), parsed, "low S");
+        let id = k256::ecdsa::RecoveryId::from_byte(sig[64]).unwrap();
+        let recovered =
+            k256::ecdsa::VerifyingKey::recover_from_prehash(&prehash, &parsed, id).unwrap();
+        assert_eq!(recovered, key);
+        ids[sig[64] as usize] += 1;
+    }
+    assert!(ids[0] > 0 && ids[1] > 0, "{ids:?}");
+}
+
+#[test]
 fn a_wrong_pin_reports_tries_left_and_is_never_retried() {
     let t = EmuTransport::new();
     let (_, config, _) = init(&t, None);
