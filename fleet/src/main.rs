@@ -97,6 +97,7 @@ enum Cmd {
         /// The tree's domain (e.g. `nodes.staging.example.org`).
         #[arg(long)]
         domain: String,
+        /// Directory for zone.txt, records.json and tree.json (the last tree).
         #[arg(long)]
         out: PathBuf,
         /// A local fleet started with `up` (its fleet.json).
