@@ -61,26 +61,28 @@ impl Reserved {
         NameServer(self.udp.local_addr().unwrap())
     }
 
-    /// Serves `zone_file` (what `roost-fleet dns` wrote) as the zone `DOMAIN`, with the SOA and
-    /// NS records a zone of its own needs.
-    fn serve(self, zone_file: &Path) -> Server<Catalog> {
-        let mut text = std::fs::read_to_string(zone_file).expect("zone file");
-        text.push_str(&format!(
-            "@ 3600 IN SOA ns.{DOMAIN}. hostmaster.{DOMAIN}. 1 3600 600 86400 60\n@ 3600 IN NS ns.{DOMAIN}.\n"
-        ));
-        let served = zone_file.with_file_name("served.zone");
-        std::fs::write(&served, text).unwrap();
-        let origin = Name::from_ascii(format!("{DOMAIN}.")).unwrap();
-        let handler = FileZoneHandler::try_from_config(
-            origin.clone(),
-            ZoneType::Primary,
-            AxfrPolicy::Deny,
-            None,
-            &FileConfig { zone_path: served },
-        )
-        .expect("hickory loads the zone file");
+    /// Serves each zone file (what `roost-fleet dns` wrote) as the zone of its domain, with the
+    /// SOA and NS records a zone of its own needs.
+    fn serve(self, zones: &[(&str, &Path)]) -> Server<Catalog> {
         let mut catalog = Catalog::new();
-        catalog.upsert(LowerName::from(origin), vec![Arc::new(handler)]);
+        for (domain, zone_file) in zones {
+            let mut text = std::fs::read_to_string(zone_file).expect("zone file");
+            text.push_str(&format!(
+                "@ 3600 IN SOA ns.{domain}. hostmaster.{domain}. 1 3600 600 86400 60\n@ 3600 IN NS ns.{domain}.\n"
+            ));
+            let served = zone_file.with_file_name("served.zone");
+            std::fs::write(&served, text).unwrap();
+            let origin = Name::from_ascii(format!("{domain}.")).unwrap();
+            let handler = FileZoneHandler::try_from_config(
+                origin.clone(),
+                ZoneType::Primary,
+                AxfrPolicy::Deny,
+                None,
+                &FileConfig { zone_path: served },
+            )
+            .expect("hickory loads the zone file");
+            catalog.upsert(LowerName::from(origin), vec![Arc::new(handler)]);
+        }
         let mut server = Server::new(catalog);
         server.register_socket(self.udp);
         server.register_listener(self.tcp, Duration::from_secs(5), 64);
@@ -89,7 +91,7 @@ impl Reserved {
 }
 
 /// A file-key operator profile in `dir` (what `roost operator init --backend file` writes).
-fn file_profile(dir: &Path) -> (std::path::PathBuf, TreeUrl) {
+fn file_profile(dir: &Path, domain: &str) -> (std::path::PathBuf, TreeUrl) {
     let (signer, _) =
         file::FileSigner::open_or_create(&dir.join("op.key"), file::Algorithm::Secp256k1).unwrap();
     let path = dir.join("roost-operator.toml");
@@ -105,7 +107,7 @@ fn file_profile(dir: &Path) -> (std::path::PathBuf, TreeUrl) {
     .save(&path)
     .unwrap();
     let key = signer.public_key().secp256k1().unwrap();
-    (path, TreeUrl::new(key, DOMAIN).unwrap())
+    (path, TreeUrl::new(key, domain).unwrap())
 }
 
 fn target(name: &str, node: &TestNode) -> Target {
@@ -120,7 +122,7 @@ fn target(name: &str, node: &TestNode) -> Target {
 async fn nodes_that_know_only_an_enrtree_url_find_each_other_and_relay() {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
-    let (profile, url) = file_profile(dir.path());
+    let (profile, url) = file_profile(dir.path(), DOMAIN);
     let reserved = Reserved::bind().await;
     let name_server = reserved.name_server();
     let mut nodes = Vec::new();
@@ -152,7 +154,7 @@ async fn nodes_that_know_only_an_enrtree_url_find_each_other_and_relay() {
         published.url, published.seq, published.nodes, published.records
     );
     assert_eq!(published.url, url.to_string());
-    let _server = reserved.serve(&published.zone_file);
+    let _server = reserved.serve(&[(DOMAIN, &published.zone_file)]);
 
     let started = std::time::Instant::now();
     wait_until(Duration::from_secs(60), || async {
@@ -215,9 +217,9 @@ async fn nodes_that_know_only_an_enrtree_url_find_each_other_and_relay() {
 async fn a_tree_signed_by_another_key_is_refused_and_not_used() {
     init_tracing();
     let dir = tempfile::tempdir().unwrap();
-    let (profile, _) = file_profile(dir.path());
+    let (profile, _) = file_profile(dir.path(), DOMAIN);
     let other = tempfile::tempdir().unwrap();
-    let (_, wrong_url) = file_profile(other.path());
+    let (_, wrong_url) = file_profile(other.path(), DOMAIN);
     let peer = TestNode::start().await;
     let reserved = Reserved::bind().await;
     let name_server = reserved.name_server();
@@ -229,7 +231,7 @@ async fn a_tree_signed_by_another_key_is_refused_and_not_used() {
         roost_fleet::dns::publish(DOMAIN, &enrs, &[], &profile, &out)
     })
     .unwrap();
-    let _server = reserved.serve(&published.zone_file);
+    let _server = reserved.serve(&[(DOMAIN, &published.zone_file)]);
     let node = TestNode::start_with(move |c| {
         c.discovery.dns_urls = vec![wrong_url];
         c.discovery.dns_name_servers = vec![name_server];
@@ -251,6 +253,59 @@ async fn a_tree_signed_by_another_key_is_refused_and_not_used() {
         "{component}"
     );
     assert!(!node.connected_to(peer.handle.peer_id()).await);
+}
+
+/// A tree linking to another (EIP-1459's link subtree): a node that knows only the first URL
+/// reads the second too, verified against the key the link names, and dials its nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_linked_tree_is_followed_and_verified_with_its_own_key() {
+    init_tracing();
+    const LINKED: &str = "more.roost.test";
+    let dir = tempfile::tempdir().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let (profile_a, url_a) = file_profile(dir.path(), DOMAIN);
+    let (profile_b, url_b) = file_profile(other.path(), LINKED);
+    let in_a = TestNode::start().await;
+    let in_b = TestNode::start().await;
+    let enrs_a = roost_fleet::dns::fetch_enrs(&[target("a", &in_a)])
+        .await
+        .unwrap();
+    let enrs_b = roost_fleet::dns::fetch_enrs(&[target("b", &in_b)])
+        .await
+        .unwrap();
+    let (out_a, out_b) = (dir.path().join("dns"), other.path().join("dns"));
+    let (a, b) = tokio::task::block_in_place(|| {
+        (
+            roost_fleet::dns::publish(
+                DOMAIN,
+                &enrs_a,
+                std::slice::from_ref(&url_b),
+                &profile_a,
+                &out_a,
+            )
+            .unwrap(),
+            roost_fleet::dns::publish(LINKED, &enrs_b, &[], &profile_b, &out_b).unwrap(),
+        )
+    });
+    let reserved = Reserved::bind().await;
+    let name_server = reserved.name_server();
+    let _server = reserved.serve(&[(DOMAIN, &a.zone_file), (LINKED, &b.zone_file)]);
+    let node = TestNode::start_with(move |c| {
+        c.discovery.dns_urls = vec![url_a];
+        c.discovery.dns_name_servers = vec![name_server];
+    })
+    .await;
+    wait_until(WAIT, || async {
+        node.connected_to(in_a.handle.peer_id()).await
+            && node.connected_to(in_b.handle.peer_id()).await
+    })
+    .await
+    .expect("the node reaches the nodes of both trees");
+    let health = node.health().await;
+    let detail = &health["components"]["dns_discovery"]["detail"];
+    println!("linked trees: {detail}");
+    assert_eq!(detail[a.url.as_str()]["links"][0], url_b.to_string());
+    assert_eq!(detail[url_b.to_string()]["seq"], 1);
 }
 
 /// `fleet.json` naming one running node, for `roost-fleet dns --dir`.
@@ -303,7 +358,7 @@ async fn verify_served(out: &Path, stdout: &str) -> tree::Synced {
     let url: TreeUrl = published["url"].as_str().unwrap().parse().unwrap();
     let reserved = Reserved::bind().await;
     let resolver = Resolver::new(&[reserved.name_server()]).unwrap();
-    let _server = reserved.serve(&out.join("zone.txt"));
+    let _server = reserved.serve(&[(DOMAIN, &out.join("zone.txt"))]);
     tree::sync(&resolver, &url, Limits::default())
         .await
         .expect("the served tree verifies")

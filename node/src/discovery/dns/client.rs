@@ -2,8 +2,9 @@
 //! hickory-resolver (the system resolver, or `discovery.dns_name_servers`), verifies it
 //! ([`super::tree::sync`]: root signature against the URL's key, every hash), dials the nodes of
 //! this node's cluster it lists through [`NodeHandle::dial`], and reads it again when the root's
-//! TTL has passed (at most every `dns_refresh_interval`). A tree that fails verification is
-//! logged with the reason, counted and not used; the last good one stays in use.
+//! TTL has passed (at most every `dns_refresh_interval`), following the trees they link to. A
+//! tree that fails verification is logged with the reason, counted and not used; the last good
+//! one stays in use.
 
 use std::{
     collections::HashMap,
@@ -29,6 +30,9 @@ use crate::{
     health::{Health, Status},
     units, waku_enr,
 };
+
+/// Most trees one node reads: the configured ones and those they link to.
+pub const MAX_TREES: usize = 16;
 
 /// The health component this task reports.
 pub const HEALTH_COMPONENT: &str = "dns_discovery";
@@ -195,24 +199,32 @@ impl DnsDiscovery {
             }
         };
         let mut states: HashMap<String, TreeState> = HashMap::new();
-        let mut next: HashMap<String, Instant> = self
-            .config
-            .dns_urls
+        // The configured trees, then the trees they link to (EIP-1459's link subtree), up to
+        // MAX_TREES in all; a linked tree is verified against the key its link names.
+        let mut urls: Vec<TreeUrl> = self.config.dns_urls.clone();
+        let mut next: HashMap<String, Instant> = urls
             .iter()
             .map(|u| (u.to_string(), Instant::now()))
             .collect();
         let mut failures: HashMap<String, u32> = HashMap::new();
         loop {
             let now = Instant::now();
-            for url in &self.config.dns_urls {
+            for url in urls.clone() {
                 let key = url.to_string();
                 if next.get(&key).is_some_and(|t| *t > now) {
                     continue;
                 }
                 let state = states.entry(key.clone()).or_default();
-                let wait = match self.read(&resolver, url, state).await {
-                    Ok(ttl) => {
+                let wait = match self.read(&resolver, &url, state).await {
+                    Ok((ttl, links)) => {
                         failures.remove(&key);
+                        for link in links {
+                            if urls.len() < MAX_TREES && !urls.contains(&link) {
+                                tracing::info!(tree = %url, link = %link, "following a linked DNS tree");
+                                next.insert(link.to_string(), Instant::now());
+                                urls.push(link);
+                            }
+                        }
                         ttl.unwrap_or(self.config.dns_refresh_interval)
                             .max(Duration::from_secs(10))
                             .min(self.config.dns_refresh_interval)
@@ -240,13 +252,13 @@ impl DnsDiscovery {
         }
     }
 
-    /// Reads, verifies and uses one tree; returns the root's TTL.
+    /// Reads, verifies and uses one tree; returns the root's TTL and the tree's links.
     async fn read(
         &self,
         resolver: &Resolver,
         url: &TreeUrl,
         state: &mut TreeState,
-    ) -> Result<Option<Duration>, ()> {
+    ) -> Result<(Option<Duration>, Vec<TreeUrl>), ()> {
         let domain = url.domain().to_owned();
         let synced = match tree::sync(resolver, url, Limits::default()).await {
             Ok(synced) => synced,
@@ -336,7 +348,7 @@ impl DnsDiscovery {
             .ok()
             .map(|d| d.as_secs());
         state.last_error = None;
-        Ok(synced.root_ttl)
+        Ok((synced.root_ttl, synced.links))
     }
 
     fn report(&self, states: &HashMap<String, TreeState>) {
