@@ -101,8 +101,19 @@ pub fn publish(
     let records_file = out.join(RECORDS_FILE);
     let mut names: Vec<String> = nodes.iter().map(|(n, _)| n.clone()).collect();
     names.sort();
+    // The URL comes from the profile alone: no PIN is asked for a tree that needs no signing.
+    let profile = Profile::load(profile_path)?;
+    let key = profile
+        .public_key
+        .secp256k1()
+        .context("DNS trees are signed with secp256k1; the operator profile's key is Ed25519")?;
+    let url = TreeUrl::new(key, domain).map_err(|e| anyhow::anyhow!("--domain: {e}"))?;
     if let Some(last) = &last {
-        if last.unsigned_root_content == content && zone_file.exists() && records_file.exists() {
+        if last.unsigned_root_content == content
+            && last.url == url.to_string()
+            && zone_file.exists()
+            && records_file.exists()
+        {
             return Ok(Published {
                 url: last.url.clone(),
                 seq: last.seq,
@@ -117,19 +128,14 @@ pub fn publish(
     let seq = last.as_ref().map_or(1, |l| l.seq + 1);
     let unsigned = UnsignedTree::build(&enrs, links, seq);
 
-    let profile = Profile::load(profile_path)?;
+    // open_signer checks that the device holds the profile's key.
     let mut signer: Box<dyn Signer> = profile.open_signer(profile_path)?;
-    let key = signer
-        .public_key()
-        .secp256k1()
-        .context("DNS trees are signed with secp256k1; the operator profile's key is Ed25519")?;
-    let url = TreeUrl::new(key, domain).map_err(|e| anyhow::anyhow!("--domain: {e}"))?;
     let signature = sign_recoverable(signer.as_mut(), &unsigned.signing_hash())?;
     let tree = unsigned
         .sign(signature, &key)
         .map_err(|e| anyhow::anyhow!("the operator key's signature: {e}"))?;
-    let records = tree.txt_records(domain);
-    write(&zone_file, tree.zone_file(domain).as_bytes())?;
+    let records = tree.txt_records(url.domain());
+    write(&zone_file, tree.zone_file(url.domain()).as_bytes())?;
     write(
         &records_file,
         format!("{}\n", serde_json::to_string_pretty(&records)?).as_bytes(),
@@ -227,6 +233,13 @@ mod tests {
         .unwrap();
         assert!(third.changed);
         assert_eq!(third.seq, 2);
+        // Another domain is another tree: signed again, even with the same content.
+        let links = std::slice::from_ref(&link);
+        let moved = publish("moved.example.org", &nodes[..2], links, &profile_path, &out).unwrap();
+        assert!(moved.changed);
+        assert_eq!(moved.seq, 3);
+        let third = publish("test.example.org", &nodes[..2], links, &profile_path, &out).unwrap();
+        assert_eq!(third.seq, 4);
 
         // What was written verifies against the URL printed.
         let text = std::fs::read_to_string(&third.records_file).unwrap();
@@ -236,7 +249,7 @@ mod tests {
         let synced = tree::sync(&zone, &third.url.parse().unwrap(), Limits::default())
             .await
             .unwrap();
-        assert_eq!(synced.root.seq, 2);
+        assert_eq!(synced.root.seq, 4);
         assert_eq!(synced.enrs.len(), 2);
         assert_eq!(synced.links, vec![link]);
         let zone_file = std::fs::read_to_string(&third.zone_file).unwrap();

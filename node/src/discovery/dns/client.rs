@@ -283,6 +283,12 @@ impl DnsDiscovery {
             }
         }
         self.metrics.syncs.get_or_create(&reason("ok")).inc();
+        let connected = self
+            .handle
+            .network_status()
+            .await
+            .map(|s| s.connected_peers)
+            .unwrap_or_default();
         let mut in_cluster = 0;
         for enr in &synced.enrs {
             match waku_enr::shards(enr) {
@@ -302,12 +308,7 @@ impl DnsDiscovery {
             if peer == self.handle.info.peer_id {
                 continue;
             }
-            let connected = self
-                .handle
-                .network_status()
-                .await
-                .is_some_and(|s| s.connected_peers.contains(&peer));
-            if connected {
+            if connected.contains(&peer) {
                 continue;
             }
             let outcome = match self.handle.dial(address.clone()).await {
