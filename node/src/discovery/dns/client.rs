@@ -46,8 +46,8 @@ pub struct Config {
     /// Name servers to ask (`ip` or `ip:port`, UDP then TCP). Default: none, the system
     /// resolver (`/etc/resolv.conf`).
     pub dns_name_servers: Vec<NameServer>,
-    /// Longest time between two readings of a tree; sooner when the root's TTL says so.
-    /// Default `30m`.
+    /// Longest time between two readings of a tree (at least 10 s); sooner when the root's TTL
+    /// says so, never sooner than 10 s. Default `30m`.
     #[serde(with = "units::duration")]
     pub dns_refresh_interval: Duration,
 }
@@ -207,6 +207,9 @@ impl DnsDiscovery {
             .map(|u| (u.to_string(), Instant::now()))
             .collect();
         let mut failures: HashMap<String, u32> = HashMap::new();
+        // Never busier than one reading per tree every 10 s, whatever the config or the TTL say.
+        let floor = Duration::from_secs(10);
+        let ceiling = self.config.dns_refresh_interval.max(floor);
         loop {
             let now = Instant::now();
             for url in urls.clone() {
@@ -225,15 +228,12 @@ impl DnsDiscovery {
                                 urls.push(link);
                             }
                         }
-                        ttl.unwrap_or(self.config.dns_refresh_interval)
-                            .max(Duration::from_secs(10))
-                            .min(self.config.dns_refresh_interval)
+                        ttl.unwrap_or(ceiling).clamp(floor, ceiling)
                     }
                     Err(()) => {
                         let n = failures.entry(key.clone()).or_default();
                         *n = n.saturating_add(1);
-                        (Duration::from_secs(1) * 2u32.saturating_pow((*n).min(11)))
-                            .min(self.config.dns_refresh_interval)
+                        (Duration::from_secs(1) * 2u32.saturating_pow((*n).min(11))).min(ceiling)
                     }
                 };
                 next.insert(key, Instant::now() + wait);
