@@ -84,16 +84,11 @@ pub fn sign_recoverable(
     }
     .map_err(|e| SignerError::BadSignature(format!("not an ECDSA signature: {e}")))?
     .normalize_s();
+    let mut out = [0u8; 65];
+    out[..64].copy_from_slice(&signature.to_bytes());
     for v in 0..=1u8 {
-        let Some(id) = k256::ecdsa::RecoveryId::from_byte(v) else {
-            continue;
-        };
-        let recovered =
-            k256::ecdsa::VerifyingKey::recover_from_prehash(prehash, &signature, id).ok();
-        if recovered.as_ref() == Some(&key) {
-            let mut out = [0u8; 65];
-            out[..64].copy_from_slice(&signature.to_bytes());
-            out[64] = v;
+        out[64] = v;
+        if recover_prehash(prehash, &out).as_ref() == Some(&key) {
             return Ok(out);
         }
     }
@@ -121,6 +116,20 @@ pub enum SignerError {
     Profile(String),
     #[error("the key found is {got}, not the operator key {expected} the profile names; is this the right card or token? (run `roost operator init` again to adopt this key)")]
     KeyMismatch { expected: String, got: String },
+}
+
+/// The key a 65-byte r || s || v signature over `prehash` recovers to; `None` unless S is low,
+/// v is 0 or 1 and a key comes out.
+pub fn recover_prehash(
+    prehash: &[u8; 32],
+    signature: &[u8; 65],
+) -> Option<k256::ecdsa::VerifyingKey> {
+    let parsed = k256::ecdsa::Signature::from_slice(&signature[..64]).ok()?;
+    if parsed.normalize_s() != parsed || signature[64] > 1 {
+        return None;
+    }
+    let id = k256::ecdsa::RecoveryId::from_byte(signature[64])?;
+    k256::ecdsa::VerifyingKey::recover_from_prehash(prehash, &parsed, id).ok()
 }
 
 /// The secp256k1 signature libp2p verifies: DER with low S. Accepts raw `r || s` (64 bytes, as
@@ -181,12 +190,11 @@ mod tests {
         for i in 0..32u8 {
             let prehash = [i; 32];
             let sig = sign_recoverable(&mut signer, &prehash).unwrap();
-            let parsed = k256::ecdsa::Signature::from_slice(&sig[..64]).unwrap();
-            assert_eq!(parsed.normalize_s(), parsed, "low S");
-            let id = k256::ecdsa::RecoveryId::from_byte(sig[64]).unwrap();
-            let recovered =
-                k256::ecdsa::VerifyingKey::recover_from_prehash(&prehash, &parsed, id).unwrap();
-            assert_eq!(recovered, key);
+            assert_eq!(
+                recover_prehash(&prehash, &sig),
+                Some(key),
+                "low S, recovers"
+            );
             ids[sig[64] as usize] += 1;
         }
         assert!(ids[0] > 0 && ids[1] > 0, "{ids:?}");
