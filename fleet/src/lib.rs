@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod check;
 pub mod compare;
+pub mod dns;
 pub mod local;
 pub mod model;
 pub mod render;

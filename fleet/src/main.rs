@@ -4,7 +4,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 use roost_fleet::{
-    audit, check, compare,
+    audit, check, compare, dns,
     local::{self, Progress},
     render, Fleet,
 };
@@ -90,6 +90,33 @@ enum Cmd {
         dir_a: Option<PathBuf>,
         #[arg(long, requires = "dir_a")]
         dir_b: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Publish the fleet as an EIP-1459 DNS tree: read every node's ENR, sign the root with the
+    /// operator key, write OUT/zone.txt (BIND) and OUT/records.json (TXT records); seq goes up
+    /// whenever the content changes (OUT/tree.json keeps the last tree).
+    Dns {
+        fleet: String,
+        /// The tree's domain (e.g. `nodes.staging.example.org`).
+        #[arg(long)]
+        domain: String,
+        /// Directory for zone.txt, records.json and tree.json (the last tree).
+        #[arg(long)]
+        out: PathBuf,
+        /// A local fleet started with `up` (its fleet.json).
+        #[arg(long, conflicts_with = "inventory")]
+        dir: Option<PathBuf>,
+        /// A rendered inventory (hosts.yml) whose ansible_host addresses to use.
+        #[arg(long)]
+        inventory: Option<PathBuf>,
+        /// Operator profile (`roost operator init`: file, pkcs11 or keycard; PIN from
+        /// ROOST_PIN or asked). A local fleet's development key without it.
+        #[arg(long, value_name = "FILE")]
+        operator_profile: Option<PathBuf>,
+        /// Link to another tree (`enrtree://<key>@<domain>`), repeatable.
+        #[arg(long, value_name = "ENRTREE_URL")]
+        link: Vec<roost_node::discovery::dns::TreeUrl>,
         #[arg(long)]
         json: bool,
     },
@@ -319,6 +346,46 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             });
+        }
+        Cmd::Dns {
+            fleet,
+            domain,
+            out,
+            dir,
+            inventory,
+            operator_profile,
+            link,
+            json,
+        } => {
+            let (fleet, _) = load(&fleet)?;
+            let targets = targets(&fleet, dir.as_deref(), inventory.as_deref())?;
+            let profile = match (operator_profile, &dir) {
+                (Some(p), _) => p,
+                (None, Some(dir)) => dir.join("operator").join("roost-operator.toml"),
+                (None, None) => roost_node::operator::profile::DEFAULT_PROFILE.into(),
+            };
+            let nodes = dns::fetch_enrs(&targets).await?;
+            let published = tokio::task::block_in_place(|| {
+                dns::publish(&domain, &nodes, &link, &profile, &out)
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&published)?);
+            } else {
+                println!(
+                    "{} seq {} ({}): {} nodes, {} TXT records in {} and {}",
+                    published.url,
+                    published.seq,
+                    if published.changed {
+                        "new"
+                    } else {
+                        "unchanged"
+                    },
+                    published.nodes,
+                    published.records,
+                    published.zone_file.display(),
+                    published.records_file.display()
+                );
+            }
         }
         Cmd::Down { dir } => {
             let stopped = local::down(&dir).await?;

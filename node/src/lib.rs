@@ -10,6 +10,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod db;
+pub mod discovery;
 pub mod filter;
 pub mod handle;
 pub mod health;

@@ -164,6 +164,9 @@ impl Node {
             registry.sub_registry_with_prefix("roost_operator"),
             attestation.is_some(),
         );
+        let dns_metrics = crate::discovery::dns::metrics::Metrics::register(
+            registry.sub_registry_with_prefix("roost_discovery_dns"),
+        );
         let health = Health::default();
         // Fleet trust: the fleet is the configured one, else the attestation's.
         let fleet = config.operator.fleet.clone().or_else(|| {
@@ -557,6 +560,21 @@ impl Node {
             tasks.spawn(async move {
                 client.run(shutdown).await;
                 ("rendezvous-client", Ok(()))
+            });
+        }
+
+        if !config.discovery.dns_urls.is_empty() {
+            let discovery = crate::discovery::dns::DnsDiscovery {
+                config: config.discovery.clone(),
+                cluster_id: config.relay.cluster_id,
+                handle: handle.clone(),
+                metrics: dns_metrics,
+                health: health.clone(),
+            };
+            let shutdown = shutdown_rx.clone();
+            tasks.spawn(async move {
+                discovery.run(shutdown).await;
+                ("dns discovery", Ok(()))
             });
         }
 

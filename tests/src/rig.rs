@@ -271,9 +271,15 @@ impl PcscRig {
     /// Runs `roost <args>` inside the rig (with `ROOST_PIN` and `ROOST_PAIRING_PASSWORD`
     /// set to `pin` and the card's pairing password).
     pub fn roost(&self, args: &[&str], cwd: &Path, pin: &str) -> Output {
+        self.run(&roost_bin(), args, cwd, pin)
+    }
+
+    /// Runs `<bin> <args>` inside the rig, as [`Self::roost`] runs `roost` (e.g. `roost-fleet`,
+    /// which signs with the same operator profiles).
+    pub fn run(&self, bin: &Path, args: &[&str], cwd: &Path, pin: &str) -> Output {
         let wd = format!("--wd={}", cwd.display());
         let mut cmd = self.nsenter(&["--mount", &wd]);
-        cmd.arg(roost_bin()).args(args).current_dir(cwd);
+        cmd.arg(bin).args(args).current_dir(cwd);
         for (key, _) in std::env::vars() {
             if key.starts_with("ROOST_") {
                 cmd.env_remove(key);

@@ -38,6 +38,7 @@ pub struct Config {
     pub rest: crate::rest::Config,
     pub log: LogConfig,
     pub operator: crate::operator::Config,
+    pub discovery: crate::discovery::Config,
 }
 
 /// Where the node keeps its state and how it stops.

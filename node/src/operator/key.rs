@@ -51,6 +51,12 @@ impl OperatorKey {
         hex::encode(&digest[..8])
     }
 
+    /// The key as k256 sees it, for a secp256k1 key.
+    pub fn secp256k1(&self) -> Option<k256::ecdsa::VerifyingKey> {
+        let key = self.0.clone().try_into_secp256k1().ok()?;
+        k256::ecdsa::VerifyingKey::from_sec1_bytes(&key.to_bytes()).ok()
+    }
+
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
         self.0.verify(message, signature)
     }

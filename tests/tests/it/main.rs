@@ -5,6 +5,7 @@ mod browser;
 mod chaos;
 mod cli;
 mod dashboards;
+mod dns;
 mod filter;
 mod fleet;
 mod interop;

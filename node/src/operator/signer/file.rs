@@ -130,6 +130,22 @@ impl Signer for FileSigner {
             .sign(message)
             .map_err(|e| SignerError::BadSignature(e.to_string()))
     }
+
+    fn sign_prehash(&mut self, prehash: &[u8; 32]) -> Result<Vec<u8>, SignerError> {
+        use k256::ecdsa::signature::hazmat::PrehashSigner;
+        let keypair = self
+            .keypair
+            .clone()
+            .try_into_secp256k1()
+            .map_err(|_| SignerError::NotSecp256k1)?;
+        let secret = zeroize::Zeroizing::new(keypair.secret().to_bytes());
+        let key = k256::ecdsa::SigningKey::from_slice(secret.as_ref())
+            .map_err(|e| SignerError::BadSignature(e.to_string()))?;
+        let signature: k256::ecdsa::Signature = key
+            .sign_prehash(prehash)
+            .map_err(|e| SignerError::BadSignature(e.to_string()))?;
+        Ok(signature.to_bytes().to_vec())
+    }
 }
 
 /// Writes `contents` to `path` through a 0600 temp file and a rename: never half-written, never

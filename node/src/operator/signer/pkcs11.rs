@@ -232,6 +232,17 @@ impl Signer for Pkcs11Signer {
             }
         }
     }
+
+    fn sign_prehash(&mut self, prehash: &[u8; 32]) -> Result<Vec<u8>, SignerError> {
+        match self.algorithm {
+            // CKM_ECDSA signs the bytes given as the digest: exactly a prehash signature.
+            Algorithm::Secp256k1 => Ok(self
+                .session
+                .sign(&Mechanism::Ecdsa, self.key, prehash)
+                .map_err(|e| map_error("C_Sign (ECDSA)", &self.token, e))?),
+            Algorithm::Ed25519 => Err(SignerError::NotSecp256k1),
+        }
+    }
 }
 
 fn load(module: &Path) -> Result<Pkcs11, Error> {

@@ -210,3 +210,44 @@ fn hsm_faults_are_one_clear_line_and_a_non_zero_exit() {
     );
     assert!(!cwd.join("x.att").exists(), "nothing was written");
 }
+
+/// EIP-1459 roots are signed over keccak256: the token signs the 32 bytes as they are
+/// (CKM_ECDSA), and the 65-byte r || s || v that comes out has low S and recovers to the key.
+#[test]
+fn softhsm_signs_prehashes_recoverably_with_low_s() {
+    use roost_node::operator::{
+        pin::Secret,
+        signer::{
+            file::Algorithm,
+            pkcs11::{Config, Pkcs11Signer},
+            recover_prehash, sign_recoverable, Signer,
+        },
+    };
+    let hsm = SoftHsm::new("dns");
+    // nextest runs each test in its own process: the variable is this test's alone.
+    std::env::set_var("SOFTHSM2_CONF", &hsm.conf);
+    let config = Config {
+        module: SOFTHSM_MODULE.into(),
+        token: hsm.token.clone(),
+        key_label: "tree".into(),
+        key_type: Algorithm::Secp256k1,
+    };
+    let pin = hsm.pin.clone();
+    let (mut signer, created) =
+        Pkcs11Signer::open_or_create(&config, || Ok(Secret::new(pin))).expect("open token");
+    assert!(created);
+    let key = signer.public_key().secp256k1().expect("secp256k1 key");
+    let mut ids = [0usize; 2];
+    for i in 0..16u8 {
+        let prehash = [i.wrapping_mul(37); 32];
+        let sig = sign_recoverable(&mut signer, &prehash).expect("sign");
+        assert_eq!(
+            recover_prehash(&prehash, &sig),
+            Some(key),
+            "low S, recovers"
+        );
+        ids[sig[64] as usize] += 1;
+    }
+    println!("softhsm prehash signatures: recovery ids {ids:?}");
+    assert!(ids[0] > 0 && ids[1] > 0, "{ids:?}");
+}

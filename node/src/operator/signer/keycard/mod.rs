@@ -618,6 +618,17 @@ impl Signer for KeycardSigner {
         }
         secp256k1_libp2p_signature(&der)
     }
+
+    fn sign_prehash(&mut self, prehash: &[u8; 32]) -> Result<Vec<u8>, SignerError> {
+        // SIGN takes the 32-byte digest as it is.
+        let (public, der) = self.session.sign(prehash, &self.path)?;
+        if operator_key(&public)? != self.public {
+            return Err(SignerError::BadSignature(
+                "the card signed with another key than the one it exported".into(),
+            ));
+        }
+        Ok(der)
+    }
 }
 
 #[cfg(test)]

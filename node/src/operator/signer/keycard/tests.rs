@@ -110,6 +110,25 @@ fn init_pairs_generates_a_key_and_signs_what_libp2p_verifies() {
 }
 
 #[test]
+fn the_card_signs_prehashes_recoverably_with_low_s() {
+    let t = EmuTransport::new();
+    let (mut signer, _, _) = init(&t, None);
+    let key = signer.public_key().secp256k1().unwrap();
+    let mut ids = [0usize; 2];
+    for i in 0..16u8 {
+        let prehash = [i ^ 0x5a; 32];
+        let sig = crate::operator::signer::sign_recoverable(&mut signer, &prehash).unwrap();
+        assert_eq!(
+            crate::operator::signer::recover_prehash(&prehash, &sig),
+            Some(key),
+            "low S, recovers"
+        );
+        ids[sig[64] as usize] += 1;
+    }
+    assert!(ids[0] > 0 && ids[1] > 0, "{ids:?}");
+}
+
+#[test]
 fn a_wrong_pin_reports_tries_left_and_is_never_retried() {
     let t = EmuTransport::new();
     let (_, config, _) = init(&t, None);

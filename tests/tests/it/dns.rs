@@ -1,0 +1,457 @@
+//! DNS discovery end to end: `roost-fleet dns` (and its library) publishes a fleet's EIP-1459
+//! tree, a real authoritative DNS server (hickory-server) serves the zone file it wrote on
+//! 127.0.0.1 (UDP and TCP, one port), and nodes that know nothing but the `enrtree://` URL and
+//! that name server find each other and relay. Trees signed on SoftHSM2 and on the emulated
+//! Keycard (through pcscd) verify through the same resolver the node uses.
+
+use std::{path::Path, sync::Arc, time::Duration};
+
+use hickory_server::{
+    proto::rr::{LowerName, Name},
+    store::file::{FileConfig, FileZoneHandler},
+    zone_handler::{AxfrPolicy, Catalog, ZoneType},
+    Server,
+};
+use roost_fleet::{
+    check::Target,
+    local::{FleetState, NodeState},
+};
+use roost_node::{
+    discovery::dns::{
+        client::Resolver,
+        tree::{self, Limits},
+        NameServer, TreeUrl,
+    },
+    message::WakuMessage,
+    operator::{
+        profile::{BackendKind, FileConfig as KeyFileConfig, Profile},
+        signer::{file, Signer},
+    },
+};
+use roost_tests::{
+    init_tracing,
+    process::fleet_bin,
+    rig::{Card, PcscRig, Readers, SoftHsm, CARD_PIN, SOFTHSM_MODULE},
+    wait_until, TestNode, WAIT,
+};
+
+const TOPIC: &str = "/waku/2/rs/1/0";
+const DOMAIN: &str = "nodes.roost.test";
+
+/// UDP and TCP sockets on one loopback port, bound before anything is served there (the nodes
+/// must know the address before the zone holding their own ENRs exists).
+struct Reserved {
+    udp: tokio::net::UdpSocket,
+    tcp: tokio::net::TcpListener,
+}
+
+impl Reserved {
+    async fn bind() -> Reserved {
+        for _ in 0..50 {
+            let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+            let port = udp.local_addr().unwrap().port();
+            if let Ok(tcp) = tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+                return Reserved { udp, tcp };
+            }
+        }
+        panic!("no loopback port free for both UDP and TCP");
+    }
+
+    fn name_server(&self) -> NameServer {
+        NameServer(self.udp.local_addr().unwrap())
+    }
+
+    /// Serves each zone file (what `roost-fleet dns` wrote) as the zone of its domain, with the
+    /// SOA and NS records a zone of its own needs.
+    fn serve(self, zones: &[(&str, &Path)]) -> Server<Catalog> {
+        let mut catalog = Catalog::new();
+        for (domain, zone_file) in zones {
+            let mut text = std::fs::read_to_string(zone_file).expect("zone file");
+            text.push_str(&format!(
+                "@ 3600 IN SOA ns.{domain}. hostmaster.{domain}. 1 3600 600 86400 60\n@ 3600 IN NS ns.{domain}.\n"
+            ));
+            let served = zone_file.with_file_name("served.zone");
+            std::fs::write(&served, text).unwrap();
+            let origin = Name::from_ascii(format!("{domain}.")).unwrap();
+            let handler = FileZoneHandler::try_from_config(
+                origin.clone(),
+                ZoneType::Primary,
+                AxfrPolicy::Deny,
+                None,
+                &FileConfig { zone_path: served },
+            )
+            .expect("hickory loads the zone file");
+            catalog.upsert(LowerName::from(origin), vec![Arc::new(handler)]);
+        }
+        let mut server = Server::new(catalog);
+        server.register_socket(self.udp);
+        server.register_listener(self.tcp, Duration::from_secs(5), 64);
+        server
+    }
+}
+
+/// A file-key operator profile in `dir` (what `roost operator init --backend file` writes).
+fn file_profile(dir: &Path, domain: &str) -> (std::path::PathBuf, TreeUrl) {
+    let (signer, _) =
+        file::FileSigner::open_or_create(&dir.join("op.key"), file::Algorithm::Secp256k1).unwrap();
+    let path = dir.join("roost-operator.toml");
+    Profile {
+        backend: BackendKind::File,
+        public_key: signer.public_key().clone(),
+        file: Some(KeyFileConfig {
+            key_file: "op.key".into(),
+        }),
+        pkcs11: None,
+        keycard: None,
+    }
+    .save(&path)
+    .unwrap();
+    let key = signer.public_key().secp256k1().unwrap();
+    (path, TreeUrl::new(key, domain).unwrap())
+}
+
+fn target(name: &str, node: &TestNode) -> Target {
+    Target {
+        name: name.into(),
+        roles: Vec::new(),
+        http_url: node.http_url(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_that_know_only_an_enrtree_url_find_each_other_and_relay() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let (profile, url) = file_profile(dir.path(), DOMAIN);
+    let reserved = Reserved::bind().await;
+    let name_server = reserved.name_server();
+    let mut nodes = Vec::new();
+    for _ in 0..3 {
+        let url = url.clone();
+        nodes.push(
+            TestNode::start_with(move |c| {
+                c.discovery.dns_urls = vec![url];
+                c.discovery.dns_name_servers = vec![name_server];
+            })
+            .await,
+        );
+    }
+    // The fleet tool's path: ENRs from /debug/v1/info, the root signed with the operator key,
+    // zone.txt and records.json written.
+    let targets: Vec<Target> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| target(&format!("node-{i}"), n))
+        .collect();
+    let enrs = roost_fleet::dns::fetch_enrs(&targets).await.unwrap();
+    let out = dir.path().join("dns");
+    let published = tokio::task::block_in_place(|| {
+        roost_fleet::dns::publish(DOMAIN, &enrs, &[], &profile, &out)
+    })
+    .unwrap();
+    println!(
+        "published {} seq {}: {} nodes, {} TXT records",
+        published.url, published.seq, published.nodes, published.records
+    );
+    assert_eq!(published.url, url.to_string());
+    let _server = reserved.serve(&[(DOMAIN, &published.zone_file)]);
+
+    let started = std::time::Instant::now();
+    wait_until(Duration::from_secs(60), || async {
+        for n in &nodes {
+            let peers = n
+                .handle
+                .network_status()
+                .await
+                .map(|s| s.connected_peers.len())
+                .unwrap_or(0);
+            if peers < 2 {
+                return false;
+            }
+        }
+        true
+    })
+    .await
+    .expect("every node finds the other two through the DNS tree");
+    println!(
+        "all three nodes connected {:.1}s after the zone was served",
+        started.elapsed().as_secs_f64()
+    );
+    for n in &nodes {
+        n.wait_for_mesh(TOPIC, 2).await;
+    }
+    let mut at_c = nodes[2].handle.subscribe();
+    let message = WakuMessage::new("/roost/1/dns/proto", b"found through DNS".to_vec());
+    nodes[0]
+        .handle
+        .publish(TOPIC, message.clone())
+        .await
+        .expect("publish at A");
+    let got = tokio::time::timeout(WAIT, at_c.recv())
+        .await
+        .expect("C receives")
+        .expect("channel open");
+    assert_eq!(got.message, message);
+
+    for n in &nodes {
+        let health = n.health().await;
+        let component = &health["components"]["dns_discovery"];
+        assert_eq!(component["status"], "ok", "{health}");
+        let tree = &component["detail"][url.to_string()];
+        assert_eq!(tree["seq"], 1, "{component}");
+        assert_eq!(tree["in_cluster"], 3, "{component}");
+        assert!(n
+            .metric("roost_discovery_dns_syncs_total{outcome=\"ok\"}")
+            .await
+            .is_some_and(|v| v >= 1.0));
+    }
+    println!(
+        "health of node 0: {}",
+        nodes[0].health().await["components"]["dns_discovery"]
+    );
+}
+
+/// A tree whose root is signed by another key than the URL's is refused with the reason in
+/// `/health` and the metric, and nothing is dialled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tree_signed_by_another_key_is_refused_and_not_used() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let (profile, _) = file_profile(dir.path(), DOMAIN);
+    let other = tempfile::tempdir().unwrap();
+    let (_, wrong_url) = file_profile(other.path(), DOMAIN);
+    let peer = TestNode::start().await;
+    let reserved = Reserved::bind().await;
+    let name_server = reserved.name_server();
+    let enrs = roost_fleet::dns::fetch_enrs(&[target("peer", &peer)])
+        .await
+        .unwrap();
+    let out = dir.path().join("dns");
+    let published = tokio::task::block_in_place(|| {
+        roost_fleet::dns::publish(DOMAIN, &enrs, &[], &profile, &out)
+    })
+    .unwrap();
+    let _server = reserved.serve(&[(DOMAIN, &published.zone_file)]);
+    let node = TestNode::start_with(move |c| {
+        c.discovery.dns_urls = vec![wrong_url];
+        c.discovery.dns_name_servers = vec![name_server];
+    })
+    .await;
+    wait_until(WAIT, || async {
+        node.metric("roost_discovery_dns_syncs_total{outcome=\"bad_signature\"}")
+            .await
+            .is_some_and(|v| v >= 1.0)
+    })
+    .await
+    .expect("the tree is refused");
+    let health = node.health().await;
+    let component = &health["components"]["dns_discovery"];
+    println!("refused tree: {component}");
+    assert_eq!(component["status"], "degraded");
+    assert!(
+        component.to_string().contains("does not verify"),
+        "{component}"
+    );
+    assert!(!node.connected_to(peer.handle.peer_id()).await);
+}
+
+/// A tree linking to another (EIP-1459's link subtree): a node that knows only the first URL
+/// reads the second too, verified against the key the link names, and dials its nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_linked_tree_is_followed_and_verified_with_its_own_key() {
+    init_tracing();
+    const LINKED: &str = "more.roost.test";
+    let dir = tempfile::tempdir().unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let (profile_a, url_a) = file_profile(dir.path(), DOMAIN);
+    let (profile_b, url_b) = file_profile(other.path(), LINKED);
+    let in_a = TestNode::start().await;
+    let in_b = TestNode::start().await;
+    let enrs_a = roost_fleet::dns::fetch_enrs(&[target("a", &in_a)])
+        .await
+        .unwrap();
+    let enrs_b = roost_fleet::dns::fetch_enrs(&[target("b", &in_b)])
+        .await
+        .unwrap();
+    let (out_a, out_b) = (dir.path().join("dns"), other.path().join("dns"));
+    let (a, b) = tokio::task::block_in_place(|| {
+        (
+            roost_fleet::dns::publish(
+                DOMAIN,
+                &enrs_a,
+                std::slice::from_ref(&url_b),
+                &profile_a,
+                &out_a,
+            )
+            .unwrap(),
+            roost_fleet::dns::publish(LINKED, &enrs_b, &[], &profile_b, &out_b).unwrap(),
+        )
+    });
+    let reserved = Reserved::bind().await;
+    let name_server = reserved.name_server();
+    let _server = reserved.serve(&[(DOMAIN, &a.zone_file), (LINKED, &b.zone_file)]);
+    let node = TestNode::start_with(move |c| {
+        c.discovery.dns_urls = vec![url_a];
+        c.discovery.dns_name_servers = vec![name_server];
+    })
+    .await;
+    wait_until(WAIT, || async {
+        node.connected_to(in_a.handle.peer_id()).await
+            && node.connected_to(in_b.handle.peer_id()).await
+    })
+    .await
+    .expect("the node reaches the nodes of both trees");
+    let health = node.health().await;
+    let detail = &health["components"]["dns_discovery"]["detail"];
+    println!("linked trees: {detail}");
+    assert_eq!(detail[a.url.as_str()]["links"][0], url_b.to_string());
+    assert_eq!(detail[url_b.to_string()]["seq"], 1);
+}
+
+/// `fleet.json` naming one running node, for `roost-fleet dns --dir`.
+fn fleet_dir(node: &TestNode) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    FleetState {
+        fleet: "staging".into(),
+        cluster_id: 1,
+        shards: vec![0],
+        node_version: "test".into(),
+        nodes: vec![NodeState {
+            name: "boot-01.test.staging".into(),
+            dc: "test".into(),
+            roles: Vec::new(),
+            peer_id: node.handle.peer_id().to_string(),
+            tcp: node.tcp_addr().to_string(),
+            ws: node.ws_addr().to_string(),
+            metrics_url: format!("{}/metrics", node.http_url()),
+            http_url: node.http_url(),
+            pid: std::process::id(),
+            data_dir: node.data_dir(),
+            config: node.data_dir(),
+            log: node.data_dir(),
+        }],
+    }
+    .save(dir.path())
+    .unwrap();
+    dir
+}
+
+fn dns_args<'a>(fleet_dir: &'a str, out: &'a str, profile: &'a str) -> Vec<&'a str> {
+    vec![
+        "dns",
+        "staging",
+        "--domain",
+        DOMAIN,
+        "--dir",
+        fleet_dir,
+        "--out",
+        out,
+        "--operator-profile",
+        profile,
+        "--json",
+    ]
+}
+
+/// Serves what `roost-fleet dns` wrote and reads it back through the node's resolver.
+async fn verify_served(out: &Path, stdout: &str) -> tree::Synced {
+    let published: serde_json::Value = serde_json::from_str(stdout).expect("--json output");
+    let url: TreeUrl = published["url"].as_str().unwrap().parse().unwrap();
+    let reserved = Reserved::bind().await;
+    let resolver = Resolver::new(&[reserved.name_server()]).unwrap();
+    let _server = reserved.serve(&[(DOMAIN, &out.join("zone.txt"))]);
+    tree::sync(&resolver, &url, Limits::default())
+        .await
+        .expect("the served tree verifies")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tree_signed_on_softhsm_verifies() {
+    init_tracing();
+    let node = TestNode::start().await;
+    let fleet = fleet_dir(&node);
+    let hsm = SoftHsm::new("dns");
+    let cwd = hsm.dir.path();
+    let init = hsm.roost(
+        &[
+            "operator",
+            "init",
+            "--backend",
+            "pkcs11",
+            "--module",
+            SOFTHSM_MODULE,
+            "--token",
+            &hsm.token,
+            "--key-label",
+            "tree",
+            "--profile",
+            "op.toml",
+        ],
+        cwd,
+        &hsm.pin,
+    );
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let out = cwd.join("dns");
+    let run = tokio::task::block_in_place(|| {
+        hsm.command(fleet_bin().to_str().unwrap())
+            .args(dns_args(
+                fleet.path().to_str().unwrap(),
+                out.to_str().unwrap(),
+                cwd.join("op.toml").to_str().unwrap(),
+            ))
+            .env("ROOST_PIN", &hsm.pin)
+            .current_dir(cwd)
+            .output()
+            .expect("run roost-fleet")
+    });
+    let stdout = String::from_utf8_lossy(&run.stdout).to_string();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    println!("roost-fleet dns (SoftHSM2): {stdout}");
+    let synced = verify_served(&out, &stdout).await;
+    assert_eq!(synced.root.seq, 1);
+    assert_eq!(synced.enrs.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tree_signed_on_the_emulated_keycard_verifies() {
+    init_tracing();
+    let node = TestNode::start().await;
+    let fleet = fleet_dir(&node);
+    let mut rig = PcscRig::start(Readers::Vpcd);
+    rig.insert(Card::default());
+    let dir = tempfile::tempdir().unwrap();
+    let cwd = dir.path();
+    let init = rig.roost(&["operator", "init", "--backend", "keycard"], cwd, CARD_PIN);
+    assert!(
+        init.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&init.stderr),
+        rig.logs()
+    );
+    let out = cwd.join("dns");
+    let profile = cwd.join("roost-operator.toml");
+    let args = dns_args(
+        fleet.path().to_str().unwrap(),
+        out.to_str().unwrap(),
+        profile.to_str().unwrap(),
+    );
+    let run = tokio::task::block_in_place(|| rig.run(&fleet_bin(), &args, cwd, CARD_PIN));
+    let stdout = String::from_utf8_lossy(&run.stdout).to_string();
+    assert!(
+        run.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&run.stderr),
+        rig.logs()
+    );
+    println!("roost-fleet dns (Keycard): {stdout}");
+    let synced = verify_served(&out, &stdout).await;
+    assert_eq!(synced.root.seq, 1);
+    assert_eq!(synced.enrs.len(), 1);
+}
