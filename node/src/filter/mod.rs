@@ -274,7 +274,7 @@ pub fn decode_subscribe_request(
         }
         if content_topics.len() > MAX_CONTENT_TOPICS_PER_REQUEST {
             return Err(bad(format!(
-                "{} content topics exceed the maximum of {MAX_CONTENT_TOPICS_PER_REQUEST} per request",
+                "{} content topics: exceeds maximum content topics: {MAX_CONTENT_TOPICS_PER_REQUEST}",
                 content_topics.len()
             )));
         }

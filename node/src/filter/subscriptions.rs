@@ -153,8 +153,9 @@ impl Subscriptions {
         if let Some(missing) = criteria.iter().find(|c| !entry.criteria.contains(*c)) {
             return Err(Refused::new(
                 Status::NOT_FOUND,
+                // nwaku's words first (clients match them), then which criterion.
                 format!(
-                    "not subscribed to content topic {} on {}",
+                    "peer has no subscriptions: not subscribed to content topic {} on {}",
                     missing.1, missing.0
                 ),
             ));

@@ -46,9 +46,17 @@ fn parse_bool(name: &str, value: &str) -> Result<bool, String> {
     }
 }
 
+/// A hex hash (`0x` optional), refused with nwaku's texts: `invalid hash length`, or the first
+/// character that is not hex.
 fn parse_hash(name: &str, value: &str) -> Result<MessageHash, String> {
-    MessageHash::from_hex(value.trim())
-        .ok_or_else(|| format!("{name} parsing error: {value} is not a 32-byte hex hash"))
+    let value = value.trim();
+    let digits = value.strip_prefix("0x").unwrap_or(value);
+    if let Some(c) = digits.chars().find(|c| !c.is_ascii_hexdigit()) {
+        return Err(format!(
+            "{name} parsing error: Exception converting hex string to bytes: {c} is not a hexadecimal character"
+        ));
+    }
+    MessageHash::from_hex(value).ok_or_else(|| format!("{name} parsing error: invalid hash length"))
 }
 
 /// nwaku's `createStoreQuery`: `includeData` default false, `ascending` default true,

@@ -75,7 +75,7 @@ pub struct Page {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QueryError {
     #[error(
-        "pagination_cursor {0} is not a message in this archive (unknown, or deleted by retention)"
+        "cursor not found: pagination_cursor {0} is not a message in this archive (unknown, or deleted by retention)"
     )]
     InvalidCursor(MessageHash),
     #[error("archive read failed: {0}")]
