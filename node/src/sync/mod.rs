@@ -70,6 +70,8 @@ const ALONE_AFTER: Duration = Duration::from_secs(60);
 /// Retry delay after a failed or refused round: random in this span (at most `interval`), so
 /// two nodes that started at once do not collide again.
 const RETRY: (Duration, Duration) = (Duration::from_secs(2), Duration::from_secs(8));
+/// After a round that found messages missing here, the next round comes this soon.
+const CONFIRM_AFTER: Duration = Duration::from_secs(15);
 /// A transfer frame this recent means messages are still arriving: no new session yet.
 const TRANSFER_QUIET: Duration = Duration::from_secs(2);
 /// Longest a session may take, whoever started it.
@@ -432,7 +434,13 @@ impl Core {
                     if ok {
                         catch_up = None;
                     }
-                    let wait = if ok {
+                    let found_gaps = self.shared.state.lock().is_ok_and(|s| !s.pending.is_empty());
+                    let wait = if ok && found_gaps {
+                        // A round that found messages missing here is followed by a short one
+                        // once they should have arrived: it confirms the node is in sync (or
+                        // asks again for what did not come) instead of waiting an interval.
+                        CONFIRM_AFTER.min(self.config.interval)
+                    } else if ok {
                         self.config.interval
                     } else {
                         rand::thread_rng().gen_range(RETRY.0..RETRY.1).min(self.config.interval)

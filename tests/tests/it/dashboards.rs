@@ -997,13 +997,12 @@ async fn dashboards_and_alerts_work_on_a_live_fleet() {
                 }
                 // Within the per-peer quotas (30 a minute): one round in three.
                 if rounds % 3 == 1 {
+                    // Invalid: meta over 64 bytes (a free-form content topic is valid, as
+                    // in nwaku).
+                    let mut bad = WakuMessage::new(CONTENT_TOPIC, b"x".to_vec());
+                    bad.meta = Some(vec![0u8; 65]);
                     let reply = prober
-                        .light_push(
-                            &boot,
-                            Version::V3,
-                            Some(&shard),
-                            &WakuMessage::new("bad topic", b"x".to_vec()),
-                        )
+                        .light_push(&boot, Version::V3, Some(&shard), &bad)
                         .await
                         .unwrap();
                     assert_eq!(reply.status.0, 420, "{reply:?}");
