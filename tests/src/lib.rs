@@ -294,3 +294,31 @@ pub fn metric_sum(text: &str, name: &str, label_pairs: &[(&str, &str)]) -> f64 {
         })
         .sum()
 }
+
+/// A light push v3 of `message` on `pubsub_topic` through a client's handle (usable from
+/// spawned tasks); `None` when there is no answer.
+pub async fn light_push_v3(
+    handle: &roost_node::NodeHandle,
+    addr: &Multiaddr,
+    pubsub_topic: &str,
+    message: &roost_node::message::WakuMessage,
+) -> Option<roost_node::lightpush::PushReply> {
+    use roost_node::{client, lightpush};
+    let request = lightpush::encode_request(
+        lightpush::Version::V3,
+        &client::request_id(),
+        Some(pubsub_topic),
+        message,
+    );
+    let peer = client::peer_id_of(addr)?;
+    let response = handle
+        .request(
+            roost_node::swarm::ReqResProtocol::LightPush,
+            peer,
+            vec![addr.clone()],
+            request,
+        )
+        .await
+        .ok()?;
+    lightpush::decode_response(lightpush::Version::V3, &response).ok()
+}

@@ -121,16 +121,9 @@ pub enum DecodeError {
     ItemCount(u64),
 }
 
-fn put_varint(out: &mut Vec<u8>, mut value: u64) {
-    loop {
-        let byte = (value & 0x7f) as u8;
-        value >>= 7;
-        if value == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
+/// Unsigned LEB128, the same varint the request/response framing uses.
+fn put_varint(out: &mut Vec<u8>, value: u64) {
+    crate::reqres::encode_varint(value, out);
 }
 
 /// Encodes a payload exactly as nwaku's `deltaEncode` does.

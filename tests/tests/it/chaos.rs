@@ -17,11 +17,10 @@ use std::{
 
 use libp2p::{multiaddr::Protocol, Multiaddr};
 use roost_node::{
-    client::{peer_id_of, request_id, Client},
-    lightpush::{self, PushReply, Status, Version},
+    client::Client,
+    lightpush::{PushReply, Status, Version},
     message::{MessageHash, WakuMessage},
     rendezvous::{client::read_discover_response, client::read_register_response, proto, record},
-    swarm::ReqResProtocol,
     NodeHandle,
 };
 use roost_tests::{
@@ -38,16 +37,8 @@ const CONTENT: &str = "/roost/1/chaos/proto";
 
 // === kill -9 under ingest ===
 
-/// A light push v3 of `m` on [`TOPIC`] through a client's handle (usable from spawned tasks);
-/// `None` when there is no answer.
 async fn light_push(handle: &NodeHandle, addr: &Multiaddr, m: &WakuMessage) -> Option<PushReply> {
-    let request = lightpush::encode_request(Version::V3, &request_id(), Some(TOPIC), m);
-    let peer = peer_id_of(addr)?;
-    let response = handle
-        .request(ReqResProtocol::LightPush, peer, vec![addr.clone()], request)
-        .await
-        .ok()?;
-    lightpush::decode_response(Version::V3, &response).ok()
+    roost_tests::light_push_v3(handle, addr, TOPIC, m).await
 }
 
 /// Twenty kill -9 cycles of a store node while clients light-push into it. A light push to a

@@ -11,10 +11,9 @@ use std::{
 
 use libp2p::Multiaddr;
 use roost_node::{
-    client::{peer_id_of, request_id, Client},
-    lightpush::{self, PushReply, Status, Version},
+    client::Client,
+    lightpush::{PushReply, Status},
     message::{MessageHash, WakuMessage},
-    swarm::ReqResProtocol,
     NodeHandle,
 };
 use roost_tests::{
@@ -29,13 +28,7 @@ const CONTENT: &str = "/roost/1/sync/proto";
 const INTERVAL: &str = "20s";
 
 async fn light_push(handle: &NodeHandle, addr: &Multiaddr, m: &WakuMessage) -> Option<PushReply> {
-    let request = lightpush::encode_request(Version::V3, &request_id(), Some(TOPIC), m);
-    let peer = peer_id_of(addr)?;
-    let response = handle
-        .request(ReqResProtocol::LightPush, peer, vec![addr.clone()], request)
-        .await
-        .ok()?;
-    lightpush::decode_response(Version::V3, &response).ok()
+    roost_tests::light_push_v3(handle, addr, TOPIC, m).await
 }
 
 fn store_args(peers: &[Multiaddr]) -> Vec<String> {
