@@ -152,6 +152,16 @@ async fn new_connections_from_one_ip_are_rate_limited() {
         }
     }
     assert_eq!(admitted, 30, "{refused:#?}");
+    // A dial can give up on its side (a slow handshake on a busy machine) before the node has
+    // even looked at the connection: wait until the node has seen all 80.
+    let _ = wait_until(WAIT, || async {
+        metric_sum(
+            &node.metrics().await,
+            "roost_throttle_requests_total",
+            &[("service", "connections")],
+        ) >= 80.0
+    })
+    .await;
     let metrics = node.metrics().await;
     assert_eq!(
         metric_sum(
