@@ -152,24 +152,38 @@ async fn new_connections_from_one_ip_are_rate_limited() {
         }
     }
     assert_eq!(admitted, 30, "{refused:#?}");
-    // A dial can give up on its side (a slow handshake on a busy machine) before the node has
-    // even looked at the connection: wait until the node has seen all 80.
-    let _ = wait_until(WAIT, || async {
+    // On a busy machine a dial can fail on its side before the node has looked at the
+    // connection at all (the full suite has shown one in 80, now and then): what the node
+    // judged is what it saw, and every one of those past the first 30 is an ip_rate refusal.
+    let seen_by_node = || async {
         metric_sum(
             &node.metrics().await,
             "roost_throttle_requests_total",
             &[("service", "connections")],
-        ) >= 80.0
+        )
+    };
+    let _ = wait_until(Duration::from_secs(5), || async {
+        seen_by_node().await >= 80.0
     })
     .await;
+    let seen = seen_by_node().await;
+    assert!(seen >= 75.0, "the node saw only {seen} of 80 dials");
     let metrics = node.metrics().await;
+    assert_eq!(
+        metric_sum(
+            &metrics,
+            "roost_throttle_requests_total",
+            &[("service", "connections"), ("outcome", "admitted")]
+        ),
+        30.0
+    );
     assert_eq!(
         metric_sum(
             &metrics,
             "roost_throttle_connections_refused_total",
             &[("reason", "ip_rate")]
         ),
-        50.0,
+        seen - 30.0,
         "the dials' errors: {refused:#?}\n{metrics}"
     );
     assert!(
