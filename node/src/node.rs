@@ -614,6 +614,8 @@ impl Node {
                     config.rest.filter_node.clone(),
                     config.rest.relay_cache_capacity as usize,
                 )),
+                store_node: config.rest.store_node.clone(),
+                lightpush_node: config.rest.lightpush_node.clone(),
             };
             let rest_config = config.rest.clone();
             let shutdown = shutdown_rx.clone();

@@ -36,6 +36,10 @@ const FLAG_ALIASES: &[(&str, &str)] = &[
     ("rest.enabled", "rest"),
     // nwaku's `--filternode`: the filter service node of the REST filter routes.
     ("rest.filter_node", "filternode"),
+    // nwaku's `--storenode` and `--lightpushnode`: the service nodes REST asks when this node
+    // does not keep an archive or serve light push itself.
+    ("rest.store_node", "storenode"),
+    ("rest.lightpush_node", "lightpushnode"),
 ];
 
 /// What type a key holds, which decides how env/flag text is parsed.

@@ -228,6 +228,9 @@ fn nwaku_rest_flags_parse() {
             "--rest-relay-cache-capacity=9",
             "--filternode",
             "/ip4/10.0.0.2/tcp/60000/p2p/16Uiu2HAmPLe7Mzm8TsYUubgCAW1aJoeFScxrLj8ppHFivPo97bUZ",
+            "--storenode=/ip4/10.0.0.3/tcp/60000/p2p/16Uiu2HAmPLe7Mzm8TsYUubgCAW1aJoeFScxrLj8ppHFivPo97bUZ",
+            "--lightpushnode",
+            "/ip4/10.0.0.4/tcp/60000/p2p/16Uiu2HAmPLe7Mzm8TsYUubgCAW1aJoeFScxrLj8ppHFivPo97bUZ",
         ])
         .unwrap();
     let flags = ConfigFlags::from_arg_matches(&matches).unwrap();
@@ -244,17 +247,28 @@ fn nwaku_rest_flags_parse() {
         c.rest.filter_node.map(|a| a.to_string()).as_deref(),
         Some("/ip4/10.0.0.2/tcp/60000/p2p/16Uiu2HAmPLe7Mzm8TsYUubgCAW1aJoeFScxrLj8ppHFivPo97bUZ")
     );
+    assert_eq!(
+        c.rest.store_node.map(|a| a.to_string()).as_deref(),
+        Some("/ip4/10.0.0.3/tcp/60000/p2p/16Uiu2HAmPLe7Mzm8TsYUubgCAW1aJoeFScxrLj8ppHFivPo97bUZ")
+    );
+    assert_eq!(
+        c.rest.lightpush_node.map(|a| a.to_string()).as_deref(),
+        Some("/ip4/10.0.0.4/tcp/60000/p2p/16Uiu2HAmPLe7Mzm8TsYUubgCAW1aJoeFScxrLj8ppHFivPo97bUZ")
+    );
 }
 
 #[test]
 fn rest_filter_node_needs_a_peer_id() {
-    let sources = Sources {
-        env: vec![(
-            "ROOST_REST_FILTER_NODE".into(),
-            "/ip4/10.0.0.2/tcp/60000".into(),
-        )],
-        ..Default::default()
-    };
-    let err = Config::load(&sources).unwrap_err().to_string();
-    assert!(err.contains("rest.filter_node"), "{err}");
+    for (var, key) in [
+        ("ROOST_REST_FILTER_NODE", "rest.filter_node"),
+        ("ROOST_REST_STORE_NODE", "rest.store_node"),
+        ("ROOST_REST_LIGHTPUSH_NODE", "rest.lightpush_node"),
+    ] {
+        let sources = Sources {
+            env: vec![(var.into(), "/ip4/10.0.0.2/tcp/60000".into())],
+            ..Default::default()
+        };
+        let err = Config::load(&sources).unwrap_err().to_string();
+        assert!(err.contains(key), "{err}");
+    }
 }

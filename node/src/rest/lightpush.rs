@@ -3,7 +3,8 @@
 //! `NodeHandle::publish`, then the store's acknowledgement on a store node), answered
 //! `200 {"relayPeerCount": n}` or with the light push status code as the HTTP status and
 //! `{"statusDesc": …}`; and the legacy `POST /lightpush/v1/message` (`endpoint/legacy_lightpush`)
-//! with the same body, answered in text.
+//! with the same body, answered in text. A node that serves no light push sends the push to
+//! `rest.lightpush_node` or a connected light push peer, as nwaku's REST does.
 
 use axum::{
     body::Bytes,
@@ -17,10 +18,15 @@ use serde::Deserialize;
 
 use super::{admit, ok, Client, RestError, RestMessage, State};
 use crate::{
-    lightpush::{refusal_for, Refused, Status},
+    lightpush::{decode_response, encode_request, refusal_for, Refused, Status, Version},
+    message::WakuMessage,
     store::StoreError,
     throttle,
 };
+
+/// How long a light push service node may take to answer (nwaku's
+/// `FutTimeoutForPushRequestProcessing`).
+const FORWARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub fn routes() -> Router<State> {
     Router::new()
@@ -52,14 +58,6 @@ fn refused(refused: Refused) -> Response {
 /// node's publish, 505 without relay peers, and on a store node the answer waits until the
 /// message is committed (`ArchiveHandle::insert`), so a 200 means stored as well.
 async fn publish(state: &State, client: Client, body: &[u8]) -> Result<u32, Refused> {
-    if !state.lightpush_enabled {
-        // nwaku without a light push service of its own looks for a peer; Roost has none to
-        // pick, as nwaku without peers and discovery.
-        return Err(Refused::new(
-            Status::SERVICE_NOT_AVAILABLE,
-            "No suitable service peer & no discovery method",
-        ));
-    }
     // The light push quota, before decoding, as the libp2p service spends it; the refusal
     // reads as the libp2p service's 429 description.
     admit(state, throttle::Service::LightPush, &client)
@@ -70,6 +68,11 @@ async fn publish(state: &State, client: Client, body: &[u8]) -> Result<u32, Refu
         .message
         .into_message()
         .map_err(|e| Refused::new(Status::BAD_REQUEST, format!("Invalid message! {e}")))?;
+    if !state.lightpush_enabled {
+        // As nwaku without a light push service of its own: a light push client of the
+        // service node configured, or of a connected one.
+        return forward(state, request.pubsub_topic, &message).await;
+    }
     let topic = match request.pubsub_topic {
         Some(topic) if topic.trim().is_empty() => {
             return Err(Refused::new(
@@ -121,6 +124,63 @@ async fn publish(state: &State, client: Client, body: &[u8]) -> Result<u32, Refu
         }
     }
     Ok(relay_peers)
+}
+
+/// Sends the push to a light push service node (`rest.lightpush_node`, else a connected peer
+/// that lists light push v3) and answers what it answered.
+async fn forward(
+    state: &State,
+    pubsub_topic: Option<String>,
+    message: &WakuMessage,
+) -> Result<u32, Refused> {
+    let protocol = Version::V3.protocol_id();
+    let Some((peer, addresses)) =
+        super::service_peer(state, state.lightpush_node.as_ref(), protocol.as_ref()).await
+    else {
+        return Err(Refused::new(
+            Status::SERVICE_NOT_AVAILABLE,
+            "No suitable service peer & no discovery method",
+        ));
+    };
+    let request_id = crate::client::request_id();
+    let request = encode_request(Version::V3, &request_id, pubsub_topic.as_deref(), message);
+    let answer = tokio::time::timeout(
+        FORWARD_TIMEOUT,
+        state
+            .node
+            .request(Version::V3.reqres(), peer, addresses, request),
+    )
+    .await
+    .map_err(|_| Refused::new(Status::SERVICE_NOT_AVAILABLE, "Push request timed out"))?
+    .map_err(|e| {
+        Refused::new(
+            Status::INTERNAL_SERVER_ERROR,
+            format!("Failed to reach the light push service node {peer}: {e}"),
+        )
+    })?;
+    let reply = decode_response(Version::V3, &answer).map_err(|e| {
+        Refused::new(
+            Status::INTERNAL_SERVER_ERROR,
+            format!("the light push service node's answer is unreadable: {e}"),
+        )
+    })?;
+    // A 429 carries no request id by design (nwaku's client checks the same way).
+    if reply.request_id != request_id && reply.status != Status::TOO_MANY_REQUESTS {
+        return Err(Refused::new(
+            Status::INTERNAL_SERVER_ERROR,
+            "response failure, requestId mismatch",
+        ));
+    }
+    if reply.status == Status::SUCCESS {
+        Ok(reply.relay_peer_count.unwrap_or(0))
+    } else {
+        Err(Refused::new(
+            reply.status,
+            reply
+                .description
+                .unwrap_or_else(|| reply.status.name().to_owned()),
+        ))
+    }
 }
 
 /// v3: `200 {"relayPeerCount": n}`, else the light push code as HTTP status with

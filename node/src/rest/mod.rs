@@ -66,6 +66,14 @@ pub struct Config {
     /// with `/p2p/<peer id>` (nwaku's `--filternode`, also accepted as a flag). Default: none
     /// (those routes answer 503).
     pub filter_node: Option<libp2p::Multiaddr>,
+    /// The store node `GET /store/v3/messages` asks when the request names no `peerAddr` and
+    /// this node keeps no archive (nwaku's `--storenode`). Default: none; then a connected
+    /// peer that lists the store protocol in identify is asked, as nwaku's peer manager picks.
+    pub store_node: Option<libp2p::Multiaddr>,
+    /// The light push service node `POST /lightpush/...` sends to when this node does not
+    /// serve light push itself (nwaku's `--lightpushnode`). Default: none; then a connected
+    /// peer that lists light push v3 in identify, as for `store_node`.
+    pub lightpush_node: Option<libp2p::Multiaddr>,
 }
 
 impl Default for Config {
@@ -77,6 +85,8 @@ impl Default for Config {
             allow_origin: Vec::new(),
             relay_cache_capacity: 50,
             filter_node: None,
+            store_node: None,
+            lightpush_node: None,
         }
     }
 }
@@ -86,11 +96,17 @@ impl Config {
         if self.relay_cache_capacity == 0 {
             return Err("rest.relay_cache_capacity must be at least 1".into());
         }
-        if let Some(address) = &self.filter_node {
-            if crate::addr::peer_id_of(address).is_none() {
-                return Err(format!(
-                    "rest.filter_node {address} has no /p2p/<peer id>; use the service node's full multiaddr"
-                ));
+        for (key, address) in [
+            ("filter_node", &self.filter_node),
+            ("store_node", &self.store_node),
+            ("lightpush_node", &self.lightpush_node),
+        ] {
+            if let Some(address) = address {
+                if crate::addr::peer_id_of(address).is_none() {
+                    return Err(format!(
+                        "rest.{key} {address} has no /p2p/<peer id>; use the service node's full multiaddr"
+                    ));
+                }
             }
         }
         Ok(())
@@ -108,6 +124,30 @@ pub struct State {
     pub cache: Arc<relay::Cache>,
     /// The filter service node REST subscriptions go to, and the cache of its pushes.
     pub filter: Arc<filter::Filter>,
+    /// `rest.store_node`: asked when this node keeps no archive.
+    pub store_node: Option<libp2p::Multiaddr>,
+    /// `rest.lightpush_node`: sent to when this node serves no light push.
+    pub lightpush_node: Option<libp2p::Multiaddr>,
+}
+
+/// The peer a REST route asks for a service this node does not give itself, as nwaku's
+/// `selectPeer`: the configured service node, else a connected peer that listed `protocol`
+/// in identify. `None`: nobody to ask.
+pub(crate) async fn service_peer(
+    state: &State,
+    configured: Option<&libp2p::Multiaddr>,
+    protocol: &str,
+) -> Option<(libp2p::PeerId, Vec<libp2p::Multiaddr>)> {
+    if let Some(address) = configured {
+        let peer = crate::addr::peer_id_of(address)?;
+        return Some((peer, vec![address.clone()]));
+    }
+    let status = state.node.network_status().await?;
+    status
+        .peers
+        .into_iter()
+        .find(|peer| peer.protocols.iter().any(|p| p == protocol))
+        .map(|peer| (peer.peer_id, peer.address.into_iter().collect()))
 }
 
 /// The HTTP client's IP; `None` only when the router runs without connection info (then

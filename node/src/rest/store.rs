@@ -1,6 +1,7 @@
 //! `GET /store/v3/messages` (nwaku's `endpoint/store`): a store v3 query from URL parameters,
 //! answered by this node's archive (`ArchiveHandle::query`, as a peer's query) or, with
-//! `peerAddr`, by the store node there over `/vac/waku/store-query/3.0.0`. Hashes and cursors
+//! `peerAddr`, by the store node there over `/vac/waku/store-query/3.0.0`; a node without an
+//! archive asks `rest.store_node` or a connected store peer, as nwaku does. Hashes and cursors
 //! are 0x-hex, as nwaku writes and reads them.
 
 use std::{collections::HashMap, time::Duration};
@@ -160,15 +161,31 @@ async fn messages(
         .map_err(|_| RestError::TooManyRequests("Request rate limit reached".into()))?;
     let request = parse_query(&params).map_err(RestError::BadRequest)?;
     let response = match param(&params, "peerAddr") {
-        None => {
-            let Some(store) = state.node.store() else {
-                return Err(RestError::PreconditionFailed(
-                    "No suitable service peer & no discovery method".into(),
-                ));
-            };
-            store.query(&request).await
+        None => match state.node.store() {
+            Some(store) => store.query(&request).await,
+            // No archive here: the store node configured, or one connected (nwaku's
+            // `selectPeer(WakuStoreCodec)`).
+            None => {
+                let protocol = rpc::PROTOCOL_ID;
+                let Some((peer, addresses)) =
+                    super::service_peer(&state, state.store_node.as_ref(), protocol.as_ref()).await
+                else {
+                    return Err(RestError::PreconditionFailed(
+                        "No suitable service peer & no discovery method".into(),
+                    ));
+                };
+                remote(&state, peer, addresses, &request).await?
+            }
+        },
+        Some(address) => {
+            let address: Multiaddr = address
+                .parse()
+                .map_err(|e| RestError::BadRequest(format!("Invalid peer address: {e}")))?;
+            let peer = crate::addr::peer_id_of(&address).ok_or_else(|| {
+                RestError::BadRequest("Invalid peer address: it has no /p2p/<peer id>".into())
+            })?;
+            remote(&state, peer, vec![address], &request).await?
         }
-        Some(address) => remote(&state, address, &request).await?,
     };
     // A refused query is an HTTP error, as nwaku's (which answers every one but 429 with
     // 500); Roost keeps the store's own code where HTTP has it, so a client's mistake is a 400.
@@ -188,23 +205,15 @@ async fn messages(
 
 async fn remote(
     state: &State,
-    address: &str,
+    peer: libp2p::PeerId,
+    addresses: Vec<Multiaddr>,
     request: &StoreQueryRequest,
 ) -> Result<StoreQueryResponse, RestError> {
-    let address: Multiaddr = address
-        .parse()
-        .map_err(|e| RestError::BadRequest(format!("Invalid peer address: {e}")))?;
-    let peer = crate::addr::peer_id_of(&address).ok_or_else(|| {
-        RestError::BadRequest("Invalid peer address: it has no /p2p/<peer id>".into())
-    })?;
     let answer = tokio::time::timeout(
         REMOTE_TIMEOUT,
-        state.node.request(
-            Protocol::Store,
-            peer,
-            vec![address],
-            request.encode_to_vec(),
-        ),
+        state
+            .node
+            .request(Protocol::Store, peer, addresses, request.encode_to_vec()),
     )
     .await
     .map_err(|_| RestError::Internal("No history response received (timeout)".into()))?

@@ -801,6 +801,97 @@ async fn lightpush_v3_relays_and_answers_with_light_push_codes() {
     assert_eq!(status, 400);
 }
 
+/// A node without an archive or a light push service of its own (nwaku started with
+/// `--storenode`/`--lightpushnode`) answers the store and light push routes through a service
+/// node: the one configured, else a connected peer that lists the protocol in identify.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_nodes_ask_service_nodes_for_store_and_light_push() {
+    init_tracing();
+    let service = start_admin(|_| {}).await;
+    let relay_peer = start_admin(|_| {}).await;
+    let rest_service = Rest::of(&service);
+    // The service needs a relay peer to answer a push with 200.
+    connect(&rest_service, &relay_peer).await;
+    let client_only = |c: &mut roost_node::Config| {
+        c.store.enabled = false;
+        c.lightpush.enabled = false;
+    };
+    let configured = {
+        let address = service.tcp_addr();
+        start_admin(move |c| {
+            client_only(c);
+            c.rest.store_node = Some(address.clone());
+            c.rest.lightpush_node = Some(address);
+        })
+        .await
+    };
+    let unconfigured = start_admin(client_only).await;
+    let (rest_configured, rest_unconfigured) = (Rest::of(&configured), Rest::of(&unconfigured));
+    let push =
+        |payload: &[u8]| json!({ "pubsubTopic": TOPIC, "message": message(payload, now_nanos()) });
+    let query = format!(
+        "/store/v3/messages?includeData=true&pubsubTopic={}&contentTopics={}",
+        enc(TOPIC),
+        enc(CONTENT_TOPIC)
+    );
+    let payloads = |page: &Value| -> Vec<String> {
+        page["messages"]
+            .as_array()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|e| e["message"]["payload"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+
+    // Nobody known to ask: nwaku's 412 and 503.
+    let (status, body) = rest_unconfigured.get(&query).await;
+    assert_eq!(
+        (status, body.as_str()),
+        (412, "No suitable service peer & no discovery method")
+    );
+    let (status, body) = rest_unconfigured
+        .post("/lightpush/v3/message", &push(b"nobody"))
+        .await;
+    assert_eq!(status, 503, "{body}");
+
+    // Configured service node: the push is relayed and stored there, and the query that
+    // names no peer is answered from its archive.
+    let (status, body) = rest_configured
+        .post("/lightpush/v3/message", &push(b"through the service"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let reply: Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        reply["relayPeerCount"].as_u64().is_some_and(|n| n >= 1),
+        "{reply}"
+    );
+    let page = rest_configured.get_json(&query).await;
+    assert_eq!(payloads(&page), vec![b64(b"through the service")], "{page}");
+    // The service's refusals come back with its codes.
+    let (status, body) = rest_configured
+        .post(
+            "/lightpush/v3/message",
+            &json!({ "pubsubTopic": "/waku/2/rs/9/0", "message": message(b"x", now_nanos()) }),
+        )
+        .await;
+    assert_eq!(status, 421, "{body}");
+
+    // Not configured but connected to a service node: picked from what identify listed.
+    connect(&rest_unconfigured, &service).await;
+    let (status, body) = rest_unconfigured
+        .post("/lightpush/v3/message", &push(b"picked"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let page = rest_unconfigured.get_json(&query).await;
+    assert_eq!(
+        payloads(&page),
+        vec![b64(b"through the service"), b64(b"picked")],
+        "{page}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cors_and_body_limits() {
     init_tracing();
