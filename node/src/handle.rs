@@ -144,6 +144,22 @@ impl NodeHandle {
         rx.await.map_err(|_| "node is shutting down".to_owned())?
     }
 
+    /// Joins (or leaves) the relay of a shard of this node's cluster at run time, as nwaku's
+    /// REST relay subscriptions do; `relay.shards` are never left. `Ok(true)` when something
+    /// changed.
+    pub async fn relay_topic(&self, pubsub_topic: String, join: bool) -> Result<bool, String> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::RelayTopic {
+                pubsub_topic,
+                join,
+                reply,
+            })
+            .await
+            .map_err(|_| "node is shutting down".to_owned())?;
+        rx.await.map_err(|_| "node is shutting down".to_owned())?
+    }
+
     pub async fn network_status(&self) -> Option<NetworkStatus> {
         let (reply, rx) = oneshot::channel();
         self.commands.send(Command::Status { reply }).await.ok()?;

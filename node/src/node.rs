@@ -201,17 +201,13 @@ impl Node {
             None
         };
         // Opened before any listener, so a locked or damaged archive stops start-up cleanly.
+        // The relayed topics: `relay.shards`, and shards REST clients join at run time.
+        let relayed_topics = relay::RelayedTopics::new(&config.relay);
         let store = if config.serves_store() {
-            let served = config
-                .relay
-                .pubsub_topics()
-                .iter()
-                .map(ToString::to_string)
-                .collect();
             Some(store::Store::open(
                 &config.store,
                 &data_dir,
-                served,
+                relayed_topics.clone(),
                 registry.sub_registry_with_prefix("roost_store"),
                 health.clone(),
             )?)
@@ -248,12 +244,7 @@ impl Node {
         let filter_task = if config.filter.enabled {
             let (task, wiring) = filter::service::FilterTask::new(
                 &config.filter,
-                config
-                    .relay
-                    .pubsub_topics()
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect(),
+                relayed_topics.clone(),
                 command_tx.clone(),
                 shutdown_rx.clone(),
                 filter_metrics.clone(),
@@ -325,7 +316,7 @@ impl Node {
                     config: config.store_sync.clone(),
                     control: swarm.behaviour().sync.new_control(),
                     archive: archive.clone(),
-                    validator: relay::Validator::new(&config.relay),
+                    validator: relay::Validator::with_topics(&config.relay, relayed_topics.clone()),
                     throttle: throttle.clone(),
                     fleet: fleet_view.clone(),
                     commands: command_tx.clone(),
@@ -491,6 +482,7 @@ impl Node {
                 libp2p_metrics,
                 health: health.clone(),
                 throttle: throttle.clone(),
+                topics: relayed_topics.clone(),
             },
         );
         tasks.spawn(async move {
@@ -608,6 +600,7 @@ impl Node {
             let state = crate::rest::State {
                 node: handle.clone(),
                 relay: Arc::new(config.relay.clone()),
+                topics: relayed_topics.clone(),
                 lightpush_enabled: config.lightpush.enabled,
                 cache: Arc::new(cache),
                 filter: Arc::new(crate::rest::filter::Filter::new(

@@ -30,6 +30,7 @@ use super::{
 use crate::{
     relay::MessageSink,
     relay::RelayedMessage,
+    relay::RelayedTopics,
     reqres::{Protocol as ReqResProtocol, RequestError},
     swarm::command::Command,
 };
@@ -101,7 +102,7 @@ pub struct FilterTask {
     shutdown: watch::Receiver<bool>,
     table: Subscriptions,
     /// Pubsub topics this node relays: subscriptions to others could never be served.
-    served_topics: Vec<String>,
+    served_topics: RelayedTopics,
     push_timeout: Duration,
     metrics: Metrics,
     in_flight: HashMap<PeerId, usize>,
@@ -122,7 +123,7 @@ pub struct Wiring {
 impl FilterTask {
     pub fn new(
         config: &Config,
-        served_topics: Vec<String>,
+        served_topics: RelayedTopics,
         commands: mpsc::Sender<Command>,
         shutdown: watch::Receiver<bool>,
         metrics: Metrics,
@@ -264,7 +265,7 @@ impl FilterTask {
                         Status::BAD_REQUEST,
                         format!(
                             "this node does not relay pubsub topic {pubsub_topic}; it relays {}",
-                            self.served_topics.join(", ")
+                            self.served_topics.list().join(", ")
                         ),
                     ));
                 }

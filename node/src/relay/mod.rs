@@ -8,7 +8,11 @@
 pub mod metrics;
 mod router;
 
-use std::{collections::BTreeSet, sync::Arc, time::Duration};
+use std::{
+    collections::BTreeSet,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
 
 use libp2p::gossipsub::{self, IdentTopic, MessageAuthenticity, ValidationMode};
 use serde::{Deserialize, Serialize};
@@ -177,22 +181,95 @@ impl Invalid {
     }
 }
 
+/// The pubsub topics this node relays: `relay.shards` from the start, and the shards of its
+/// cluster a REST client joined at run time (nwaku's `POST /relay/v1/subscriptions` subscribes
+/// the relay). One set, shared by everything that takes messages by topic (the relay's
+/// validator, the store, filter, store sync, REST); only the swarm task changes it, as it
+/// subscribes gossipsub.
+#[derive(Debug, Clone)]
+pub struct RelayedTopics {
+    cluster_id: u16,
+    configured: Arc<BTreeSet<String>>,
+    current: Arc<RwLock<BTreeSet<String>>>,
+}
+
+impl RelayedTopics {
+    pub fn new(config: &Config) -> Self {
+        let configured: BTreeSet<String> = config
+            .pubsub_topics()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        RelayedTopics {
+            cluster_id: config.cluster_id,
+            current: Arc::new(RwLock::new(configured.clone())),
+            configured: Arc::new(configured),
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeSet<String>> {
+        // A panic while holding the lock leaves a plain set behind: still usable.
+        self.current.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn contains(&self, pubsub_topic: &str) -> bool {
+        self.read().contains(pubsub_topic)
+    }
+
+    /// Every relayed topic, in order.
+    pub fn list(&self) -> Vec<String> {
+        self.read().iter().cloned().collect()
+    }
+
+    /// A copy of the set, for code that checks many topics at once.
+    pub fn snapshot(&self) -> BTreeSet<String> {
+        self.read().clone()
+    }
+
+    /// Whether `pubsub_topic` is one of `relay.shards` (relayed whatever REST clients do).
+    pub fn is_configured(&self, pubsub_topic: &str) -> bool {
+        self.configured.contains(pubsub_topic)
+    }
+
+    /// Whether `pubsub_topic` is a shard of this node's cluster, which it could join.
+    pub fn could_join(&self, pubsub_topic: &str) -> bool {
+        ShardTopic::parse(pubsub_topic).is_some_and(|s| s.cluster == self.cluster_id)
+    }
+
+    /// Adds a joined topic; `false` when it was relayed already.
+    pub(crate) fn insert(&self, pubsub_topic: &str) -> bool {
+        let mut set = self.current.write().unwrap_or_else(|e| e.into_inner());
+        set.insert(pubsub_topic.to_owned())
+    }
+
+    /// Removes a joined topic; configured shards stay. `false` when nothing was removed.
+    pub(crate) fn remove(&self, pubsub_topic: &str) -> bool {
+        if self.is_configured(pubsub_topic) {
+            return false;
+        }
+        let mut set = self.current.write().unwrap_or_else(|e| e.into_inner());
+        set.remove(pubsub_topic)
+    }
+}
+
 /// Applies the relay validation rules; cheap and synchronous, it runs on the swarm task.
 #[derive(Debug, Clone)]
 pub struct Validator {
     max_message_size: usize,
-    topics: BTreeSet<String>,
+    topics: RelayedTopics,
 }
 
 impl Validator {
+    /// A validator of its own topic set (the configured shards only).
     pub fn new(config: &Config) -> Self {
+        Self::with_topics(config, RelayedTopics::new(config))
+    }
+
+    /// A validator that follows the node's shared topic set.
+    pub fn with_topics(config: &Config, topics: RelayedTopics) -> Self {
         Validator {
             max_message_size: config.max_message_size.as_usize(),
-            topics: config
-                .pubsub_topics()
-                .iter()
-                .map(ToString::to_string)
-                .collect(),
+            topics,
         }
     }
 

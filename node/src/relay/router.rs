@@ -46,9 +46,14 @@ pub struct Router {
 }
 
 impl Router {
-    pub fn new(config: &Config, sinks: Vec<Box<dyn MessageSink>>, metrics: Metrics) -> Self {
+    pub fn new(
+        config: &Config,
+        topics: super::RelayedTopics,
+        sinks: Vec<Box<dyn MessageSink>>,
+        metrics: Metrics,
+    ) -> Self {
         Router {
-            validator: Validator::new(config),
+            validator: Validator::with_topics(config, topics),
             sinks,
             metrics,
         }

@@ -118,7 +118,7 @@ async fn log_level(Path(level): Path<String>) -> Result<Response, RestError> {
 async fn stats(AxumState(state): AxumState<State>) -> Result<Response, RestError> {
     let peers = connected_peers(&state).await?;
     let topics = if state.relay.enabled {
-        state.relay.pubsub_topics()
+        relayed_shards(&state)
     } else {
         Vec::new()
     };
@@ -222,13 +222,21 @@ fn relay_mounted(state: &State) -> Result<(), RestError> {
     }
 }
 
+/// The shards this node relays now (`relay.shards` and those REST clients joined).
+fn relayed_shards(state: &State) -> Vec<crate::message::ShardTopic> {
+    state
+        .topics
+        .list()
+        .iter()
+        .filter_map(|t| crate::message::ShardTopic::parse(t))
+        .collect()
+}
+
 /// Every shard this node relays, with its peers.
 async fn shard_lists(state: &State, list: ShardList) -> Result<Response, RestError> {
     relay_mounted(state)?;
     let peers = connected_peers(state).await?;
-    let shards: Vec<serde_json::Value> = state
-        .relay
-        .pubsub_topics()
+    let shards: Vec<serde_json::Value> = relayed_shards(state)
         .iter()
         .map(|topic| peers_of_shard(&peers, topic, list))
         .collect();

@@ -119,6 +119,8 @@ pub struct State {
     pub node: NodeHandle,
     /// The relay settings: served topics, autosharding, the message size limit.
     pub relay: Arc<crate::relay::Config>,
+    /// The topics the node relays now: `relay.shards` and those REST subscriptions joined.
+    pub topics: crate::relay::RelayedTopics,
     /// Whether this node serves light push (the REST light push route publishes only then).
     pub lightpush_enabled: bool,
     pub cache: Arc<relay::Cache>,

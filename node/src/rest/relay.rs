@@ -3,9 +3,11 @@
 //! publishing through the node's own publish path (`NodeHandle::publish`: validation, relay,
 //! local sinks), with or without autosharding.
 //!
-//! The node relays every configured shard whatever REST readers do: a REST subscription only
-//! decides what is cached for them. A topic this node does not relay is refused with 400
-//! (nwaku would subscribe its relay to it; Roost's shards are fixed by `relay.shards`).
+//! The node relays every configured shard (`relay.shards`) whatever REST readers do: for those a
+//! REST subscription only decides what is cached. A subscription to another shard of the
+//! node's cluster makes the relay join it, as nwaku's does, until no REST subscription (by
+//! pubsub topic or by a content topic that autoshards there) wants it any more. Topics of
+//! another cluster or not in the static-sharding form are refused with 400.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -22,12 +24,7 @@ use axum::{
 use tokio::sync::broadcast;
 
 use super::{admit, json_body, message_json, ok, Client, RestError, RestMessage, State};
-use crate::{
-    message::{ContentTopic, ShardTopic},
-    relay::RelayedMessage,
-    swarm::command::PublishError,
-    throttle,
-};
+use crate::{message::ContentTopic, relay::RelayedMessage, swarm::command::PublishError, throttle};
 
 /// Most topics REST readers may be subscribed to at once, per kind (pubsub, content): every
 /// one holds up to `rest.relay_cache_capacity` messages.
@@ -119,6 +116,11 @@ impl Cache {
     /// Whether REST readers are subscribed to the pubsub topic `topic`.
     pub fn is_subscribed_pubsub(&self, topic: &str) -> bool {
         self.lock().pubsub.contains_key(topic)
+    }
+
+    /// The content topics REST readers are subscribed to.
+    fn content_topics(&self) -> Vec<String> {
+        self.lock().content.keys().cloned().collect()
     }
 
     /// A receiver while any topic is subscribed, none otherwise.
@@ -246,39 +248,69 @@ fn topic_list(body: &[u8]) -> Result<Vec<String>, RestError> {
     Ok(topics)
 }
 
-/// Only topics this node relays: the others would never see a message.
+/// Only shards of this node's cluster, in the static-sharding form: others could never be
+/// relayed here.
 fn check_pubsub_topics(state: &State, topics: &[String]) -> Result<(), RestError> {
-    let relayed = state.relay.pubsub_topics();
     let bad: Vec<&String> = topics
         .iter()
-        .filter(|t| ShardTopic::parse(t).is_none_or(|s| !relayed.contains(&s)))
+        .filter(|t| !state.topics.could_join(t))
         .collect();
     if bad.is_empty() {
         Ok(())
     } else {
         Err(RestError::BadRequest(format!(
-            "Invalid pubsub topic(s): {bad:?}; this node relays {}",
-            relayed
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
+            "Invalid pubsub topic(s): {bad:?}; this node relays shards of cluster {} \
+             (/waku/2/rs/{}/<shard>)",
+            state.relay.cluster_id, state.relay.cluster_id
         )))
     }
 }
 
-/// The shard a content topic autoshards to, if this node relays it.
+/// The pubsub topic a content topic autoshards to in this node's cluster.
 fn autoshard(state: &State, content_topic: &str) -> Result<String, RestError> {
-    let topic = state
+    state
         .relay
         .autoshard(content_topic)
-        .map_err(|e| RestError::BadRequest(format!("Autosharding error: {e}")))?;
-    if !state.relay.pubsub_topics().contains(&topic) {
-        return Err(RestError::BadRequest(format!(
-            "content topic {content_topic} maps to {topic}, which this node does not relay"
-        )));
+        .map(|topic| topic.to_string())
+        .map_err(|e| RestError::BadRequest(format!("Autosharding error: {e}")))
+}
+
+/// Whether a REST subscription wants `topic`: by pubsub topic, or by a content topic that
+/// autoshards there (what nwaku's relay subscription would be).
+fn rest_wants(state: &State, topic: &str) -> bool {
+    state.cache.is_subscribed_pubsub(topic)
+        || state
+            .cache
+            .content_topics()
+            .iter()
+            .any(|ct| autoshard(state, ct).is_ok_and(|t| t == topic))
+}
+
+/// Makes the relay join each topic it does not relay yet.
+async fn join(state: &State, topics: &[String]) -> Result<(), RestError> {
+    for topic in topics {
+        if !state.topics.contains(topic) {
+            state
+                .node
+                .relay_topic(topic.clone(), true)
+                .await
+                .map_err(|e| RestError::BadRequest(format!("Failed to subscribe: {e}")))?;
+        }
     }
-    Ok(topic.to_string())
+    Ok(())
+}
+
+/// Makes the relay leave each joined topic no REST subscription wants any more
+/// (`relay.shards` stay).
+async fn leave_unwanted(state: &State, topics: &[String]) {
+    for topic in topics {
+        if state.topics.is_configured(topic) || rest_wants(state, topic) {
+            continue;
+        }
+        if let Err(e) = state.node.relay_topic(topic.clone(), false).await {
+            tracing::warn!(topic, error = %e, "cannot leave a shard joined through REST");
+        }
+    }
 }
 
 async fn subscribe_pubsub(
@@ -288,6 +320,11 @@ async fn subscribe_pubsub(
     let topics = topic_list(&body)?;
     check_pubsub_topics(&state, &topics)?;
     state.cache.subscribe(Kind::Pubsub, &topics)?;
+    if let Err(e) = join(&state, &topics).await {
+        state.cache.unsubscribe(Kind::Pubsub, &topics);
+        leave_unwanted(&state, &topics).await;
+        return Err(e);
+    }
     Ok(ok())
 }
 
@@ -298,6 +335,7 @@ async fn unsubscribe_pubsub(
     let topics = topic_list(&body)?;
     check_pubsub_topics(&state, &topics)?;
     state.cache.unsubscribe(Kind::Pubsub, &topics);
+    leave_unwanted(&state, &topics).await;
     Ok(ok())
 }
 
@@ -306,12 +344,21 @@ async fn subscribe_content(
     body: Bytes,
 ) -> Result<Response, RestError> {
     let topics = topic_list(&body)?;
+    let mut shards = Vec::new();
     for topic in &topics {
         ContentTopic::parse(topic)
             .map_err(|e| RestError::BadRequest(format!("invalid content topic {topic}: {e}")))?;
-        autoshard(&state, topic)?;
+        let shard = autoshard(&state, topic)?;
+        if !shards.contains(&shard) {
+            shards.push(shard);
+        }
     }
     state.cache.subscribe(Kind::Content, &topics)?;
+    if let Err(e) = join(&state, &shards).await {
+        state.cache.unsubscribe(Kind::Content, &topics);
+        leave_unwanted(&state, &shards).await;
+        return Err(e);
+    }
     Ok(ok())
 }
 
@@ -321,6 +368,11 @@ async fn unsubscribe_content(
 ) -> Result<Response, RestError> {
     let topics = topic_list(&body)?;
     state.cache.unsubscribe(Kind::Content, &topics);
+    let shards: Vec<String> = topics
+        .iter()
+        .filter_map(|t| autoshard(&state, t).ok())
+        .collect();
+    leave_unwanted(&state, &shards).await;
     Ok(ok())
 }
 
@@ -366,9 +418,10 @@ async fn publish(
         .map_err(|_| RestError::TooManyRequests("Request rate limit reached".into()))?;
     let message: RestMessage = json_body(body)?;
     let message = message.into_message()?;
-    // nwaku publishes only on topics its relay is subscribed to; here, the REST subscriptions
-    // (the node's shards from its start, as nwaku's, less what REST unsubscribed).
-    if !state.cache.is_subscribed_pubsub(&topic) {
+    // nwaku publishes only on topics its relay is subscribed to; here, what REST subscriptions
+    // want (the node's shards from its start, as nwaku's, less what REST unsubscribed, plus
+    // what they joined).
+    if !state.topics.contains(&topic) || !rest_wants(state, &topic) {
         return Err(RestError::BadRequest(format!(
             "Failed to publish: Node not subscribed to topic: {topic}"
         )));
@@ -391,7 +444,7 @@ async fn publish_pubsub(
     body: Bytes,
 ) -> Result<Response, RestError> {
     // nwaku refuses topics its relay is not subscribed to: they may have no peers at all.
-    if ShardTopic::parse(&topic).is_none_or(|s| !state.relay.pubsub_topics().contains(&s)) {
+    if !state.topics.contains(&topic) {
         return Err(RestError::BadRequest(format!(
             "Failed to publish: Node not subscribed to topic: {topic}"
         )));

@@ -29,7 +29,6 @@ mod metrics;
 pub mod rpc;
 
 use std::{
-    collections::BTreeSet,
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, Ordering},
@@ -58,6 +57,7 @@ use crate::{
     message::{now_nanos, WakuMessage},
     relay::MessageSink,
     relay::RelayedMessage,
+    relay::RelayedTopics,
     reqres::Protocol as ReqResProtocol,
     swarm::command::Command,
     units::ByteSize,
@@ -151,7 +151,8 @@ pub enum StoreError {
 #[derive(Debug)]
 struct IngestRules {
     window_nanos: i64,
-    served: BTreeSet<String>,
+    /// The node's relayed topics (shared with the relay, so shards joined at run time count).
+    served: RelayedTopics,
     metrics: Metrics,
 }
 
@@ -335,9 +336,9 @@ impl ArchiveHandle {
         self.archive.clone()
     }
 
-    /// The pubsub topics the store keeps.
-    pub fn served_topics(&self) -> impl Iterator<Item = &str> {
-        self.rules.served.iter().map(String::as_str)
+    /// The pubsub topics the store keeps now.
+    pub fn served_topics(&self) -> Vec<String> {
+        self.rules.served.list()
     }
 
     /// Counts, bytes and oldest/newest per pubsub topic.
@@ -408,7 +409,7 @@ impl Store {
     pub fn open(
         config: &Config,
         data_dir: &Path,
-        served: BTreeSet<String>,
+        served: RelayedTopics,
         registry: &mut Registry,
         health: Health,
     ) -> Result<Store, StoreError> {
@@ -984,7 +985,7 @@ impl WriterThread {
 
 struct QueryContext {
     archive: Arc<Archive>,
-    served: BTreeSet<String>,
+    served: RelayedTopics,
     metrics: Metrics,
     commands: mpsc::Sender<Command>,
     stop: Arc<AtomicBool>,
@@ -1027,7 +1028,7 @@ fn run_queries(ctx: &QueryContext, jobs: &Mutex<std_mpsc::Receiver<QueryJob>>) {
 /// Decodes, checks and runs one request; always produces a response.
 fn answer(ctx: &QueryContext, request: &[u8], peer: Option<PeerId>) -> StoreQueryResponse {
     let started = Instant::now();
-    let query = match rpc::parse_request(request, &ctx.served) {
+    let query = match rpc::parse_request(request, &ctx.served.snapshot()) {
         Ok(q) => q,
         Err(bad) => {
             tracing::debug!(?peer, error = %bad.desc, "bad store request");

@@ -46,6 +46,13 @@ pub enum Command {
     /// Keep every connection to `peer` open although it carries no stream (a filter
     /// subscriber), or stop doing so.
     KeepAlive { peer: PeerId, keep_alive: bool },
+    /// Relay a shard of this node's cluster besides `relay.shards` (`join: true`), or stop
+    /// relaying one joined that way (`join: false`); answers whether anything changed.
+    RelayTopic {
+        pubsub_topic: String,
+        join: bool,
+        reply: oneshot::Sender<Result<bool, String>>,
+    },
 }
 
 /// The network state as `/health` and `/debug/v1/info` show it.

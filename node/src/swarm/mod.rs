@@ -55,8 +55,8 @@ pub struct SwarmTask {
     libp2p_metrics: libp2p::metrics::Metrics,
     health: Health,
     pub(crate) throttle: Throttle,
-    cluster_id: u16,
-    shards: Vec<u16>,
+    /// The relayed topics: `relay.shards` and what REST joined.
+    topics: relay::RelayedTopics,
     relay_enabled: bool,
     static_peers: StaticPeers,
     /// What metadata said each connected peer is (Waku, generic libp2p, not known yet).
@@ -79,6 +79,8 @@ pub struct SwarmTaskParts {
     pub libp2p_metrics: libp2p::metrics::Metrics,
     pub health: Health,
     pub throttle: Throttle,
+    /// The node's relayed topics, shared with what takes messages by topic.
+    pub topics: relay::RelayedTopics,
 }
 
 impl SwarmTask {
@@ -92,13 +94,17 @@ impl SwarmTask {
             swarm,
             commands: parts.commands,
             shutdown: parts.shutdown,
-            relay: relay::Router::new(&config.relay, parts.sinks, parts.relay_metrics),
+            relay: relay::Router::new(
+                &config.relay,
+                parts.topics.clone(),
+                parts.sinks,
+                parts.relay_metrics,
+            ),
+            topics: parts.topics,
             net_metrics: parts.net_metrics,
             libp2p_metrics: parts.libp2p_metrics,
             health: parts.health,
             throttle: parts.throttle,
-            cluster_id: config.relay.cluster_id,
-            shards: config.relay.shards.clone(),
             relay_enabled: config.relay.enabled,
             static_peers,
             peer_kinds: PeerKinds::default(),
@@ -117,6 +123,44 @@ impl SwarmTask {
                     tracing::error!(topic = %shard, error = ?e, "cannot subscribe to shard");
                 }
             }
+        }
+    }
+
+    /// Joins or leaves a shard at run time: gossipsub (un)subscribes, the topic gets Waku's
+    /// score parameters, and the shared topic set follows, so validation, store and filter
+    /// take its messages.
+    fn relay_topic(&mut self, pubsub_topic: &str, join: bool) -> Result<bool, String> {
+        if !self.topics.could_join(pubsub_topic) {
+            return Err(format!(
+                "{pubsub_topic} is not a shard of this node's cluster"
+            ));
+        }
+        let Some(gs) = self.swarm.behaviour_mut().relay.as_mut() else {
+            return Err("relay is disabled on this node".into());
+        };
+        let topic = gossipsub::IdentTopic::new(pubsub_topic);
+        if join {
+            if self.topics.contains(pubsub_topic) {
+                return Ok(false);
+            }
+            // Scoring may be off (no throttle); then there are no parameters to set.
+            let _ = gs.set_topic_params(topic.clone(), crate::throttle::scoring::topic_params());
+            gs.subscribe(&topic)
+                .map_err(|e| format!("cannot subscribe to {pubsub_topic}: {e:?}"))?;
+            self.topics.insert(pubsub_topic);
+            tracing::info!(topic = pubsub_topic, "relaying a shard joined at run time");
+            Ok(true)
+        } else {
+            if self.topics.is_configured(pubsub_topic) || !self.topics.contains(pubsub_topic) {
+                return Ok(false);
+            }
+            self.topics.remove(pubsub_topic);
+            gs.unsubscribe(&topic);
+            tracing::info!(
+                topic = pubsub_topic,
+                "no longer relaying a shard joined at run time"
+            );
+            Ok(true)
         }
     }
 
@@ -199,6 +243,13 @@ impl SwarmTask {
             } => {
                 let result = self.publish(pubsub_topic, message);
                 let _ = reply.send(result);
+            }
+            Command::RelayTopic {
+                pubsub_topic,
+                join,
+                reply,
+            } => {
+                let _ = reply.send(self.relay_topic(&pubsub_topic, join));
             }
             Command::Dial { address, reply } => {
                 let result = self.swarm.dial(address).map_err(|e| e.to_string());

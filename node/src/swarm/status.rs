@@ -85,13 +85,7 @@ impl SwarmTask {
     }
 
     fn validator_topics(&self) -> Vec<String> {
-        let mut shards = self.shards.clone();
-        shards.sort_unstable();
-        shards.dedup();
-        shards
-            .into_iter()
-            .map(|s| crate::message::ShardTopic::new(self.cluster_id, s).to_string())
-            .collect()
+        self.topics.list()
     }
 
     pub(super) fn refresh_gauges(&mut self) {

@@ -367,7 +367,7 @@ impl SyncTask {
 
 impl Core {
     fn new(parts: Parts) -> Core {
-        let pubsub_topics = parts.archive.served_topics().map(str::to_owned).collect();
+        let pubsub_topics = parts.archive.served_topics().into_iter().collect();
         Core {
             config: parts.config,
             control: parts.control,

@@ -497,6 +497,118 @@ async fn relay_subscribe_publish_and_read_across_two_nodes() {
     assert_eq!(rest_b.get(&messages).await.0, 404);
 }
 
+/// A REST subscription to a shard outside `relay.shards` makes the relay join it, as nwaku's
+/// does: messages on it are relayed, cached, archived; unsubscribing leaves it again, while
+/// the configured shards stay relayed whatever REST does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_subscriptions_join_and_leave_shards_outside_the_configured_ones() {
+    init_tracing();
+    const JOINED: &str = "/waku/2/rs/1/5";
+    let only_shard_0 = |c: &mut roost_node::Config| c.relay.shards = vec![0];
+    let a = start_admin(only_shard_0).await;
+    let b = start_admin(only_shard_0).await;
+    let (rest_a, rest_b) = (Rest::of(&a), Rest::of(&b));
+    let messages = format!("/relay/v1/messages/{}", enc(JOINED));
+    connect(&rest_a, &b).await;
+
+    // Not relayed yet: not readable, not publishable.
+    assert_eq!(rest_b.get(&messages).await.0, 404);
+    let (status, body) = rest_a
+        .post(&messages, &message(b"early", now_nanos()))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("Node not subscribed to topic"), "{body}");
+    // Another cluster's shard or a free-form topic cannot be joined.
+    for bad in ["/waku/2/rs/9/0", "/waku/2/default-waku/proto"] {
+        let (status, body) = rest_a.post("/relay/v1/subscriptions", &json!([bad])).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+    }
+
+    for rest in [&rest_a, &rest_b] {
+        assert_eq!(
+            rest.post("/relay/v1/subscriptions", &json!([JOINED])).await,
+            (200, "OK".to_owned())
+        );
+    }
+    // Both relay it now: the shard shows up in the admin shard lists with the other node.
+    let id_b = b.handle.peer_id().to_string();
+    wait_until(WAIT, || async {
+        let shards = rest_a.get_json("/admin/v1/peers/relay").await;
+        shards.as_array().is_some_and(|list| {
+            list.iter().any(|s| {
+                s["shard"] == json!(5)
+                    && s["peers"].as_array().is_some_and(|peers| {
+                        peers
+                            .iter()
+                            .any(|p| p["multiaddr"].as_str().is_some_and(|m| m.ends_with(&id_b)))
+                    })
+            })
+        })
+    })
+    .await
+    .expect("a lists b as a relay peer on the joined shard");
+    // Gossipsub needs a heartbeat to graft the new topic's mesh; publish until b has it.
+    let mut got = Vec::new();
+    for n in 0..20 {
+        let (status, body) = rest_a
+            .post(
+                &messages,
+                &message(format!("joined {n}").as_bytes(), now_nanos()),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        got = drain_until(&rest_b, &messages, 1).await;
+        if !got.is_empty() {
+            break;
+        }
+    }
+    assert!(!got.is_empty(), "b never got a message on the joined shard");
+    // b's store archived it: the store takes messages of joined shards too.
+    let stored = rest_b
+        .get_json(&format!(
+            "/store/v3/messages?includeData=true&pubsubTopic={}",
+            enc(JOINED)
+        ))
+        .await;
+    assert!(
+        stored["messages"].as_array().is_some_and(|m| !m.is_empty()),
+        "{stored}"
+    );
+
+    // Unsubscribed: b leaves the shard (a's publish is still accepted, a still relays it).
+    assert_eq!(
+        rest_b
+            .delete("/relay/v1/subscriptions", &json!([JOINED]))
+            .await,
+        (200, "OK".to_owned())
+    );
+    assert_eq!(rest_b.get(&messages).await.0, 404);
+    let (status, body) = rest_b.post(&messages, &message(b"left", now_nanos())).await;
+    assert_eq!(status, 400, "{body}");
+    wait_until(WAIT, || async {
+        let shards = rest_b.get_json("/admin/v1/peers/relay").await;
+        shards
+            .as_array()
+            .is_some_and(|list| !list.iter().any(|s| s["shard"] == json!(5)))
+    })
+    .await
+    .expect("b no longer lists the shard it left");
+    // The configured shard stays relayed after a REST unsubscribe.
+    assert_eq!(
+        rest_b
+            .delete("/relay/v1/subscriptions", &json!([TOPIC]))
+            .await,
+        (200, "OK".to_owned())
+    );
+    let shards = rest_b.get_json("/admin/v1/peers/relay").await;
+    assert!(
+        shards
+            .as_array()
+            .is_some_and(|l| l.iter().any(|s| s["shard"] == json!(0))),
+        "{shards}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_cache_keeps_the_newest_messages_up_to_its_capacity() {
     init_tracing();
