@@ -178,12 +178,7 @@ async fn messages(
             }
         },
         Some(address) => {
-            let address: Multiaddr = address
-                .parse()
-                .map_err(|e| RestError::BadRequest(format!("Invalid peer address: {e}")))?;
-            let peer = crate::addr::peer_id_of(&address).ok_or_else(|| {
-                RestError::BadRequest("Invalid peer address: it has no /p2p/<peer id>".into())
-            })?;
+            let (peer, address) = parse_peer_addr(address).map_err(RestError::BadRequest)?;
             remote(&state, peer, vec![address], &request).await?
         }
     };
@@ -201,6 +196,26 @@ async fn messages(
             response.desc()
         ))),
     }
+}
+
+/// `peerAddr` as nwaku's `parseUrlPeerAddr` reads it, refused with its words (tools match
+/// `Failed parsing remote peer info`, `Invalid MultiAddress`, `Unsupported protocol`).
+fn parse_peer_addr(address: &str) -> Result<(libp2p::PeerId, Multiaddr), String> {
+    let failed = |why: String| format!("Failed parsing remote peer info: {why}");
+    let address: Multiaddr = address.parse().map_err(|e| {
+        failed(match e {
+            libp2p::multiaddr::Error::UnknownProtocolString(protocol) => {
+                format!("MultiAddress.init [Unsupported protocol '{protocol}']")
+            }
+            other => format!("MultiAddress.init [Invalid MultiAddress: {other}]"),
+        })
+    })?;
+    let peer = crate::addr::peer_id_of(&address).ok_or_else(|| {
+        failed(format!(
+            "Invalid MultiAddress, no /p2p/<peer id> in {address}"
+        ))
+    })?;
+    Ok((peer, address))
 }
 
 async fn remote(
@@ -231,6 +246,24 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn peer_addresses_are_refused_in_nwakus_words() {
+        let good =
+            "/ip4/127.0.0.1/tcp/60000/p2p/16Uiu2HAmPLe7Mzm8TsYUubgCAW1aJoeFScxrLj8ppHFivPo97bUZ";
+        assert!(parse_peer_addr(good).is_ok());
+        let no_slash = parse_peer_addr(&good[1..]).unwrap_err();
+        assert!(no_slash.contains("Invalid MultiAddress"), "{no_slash}");
+        let short_id = parse_peer_addr(&good[..good.len() - 1]).unwrap_err();
+        assert!(
+            short_id.starts_with("Failed parsing remote peer info"),
+            "{short_id}"
+        );
+        let no_tcp = parse_peer_addr(&good.replace("/tcp", "")).unwrap_err();
+        assert!(no_tcp.contains("Unsupported protocol"), "{no_tcp}");
+        let no_peer = parse_peer_addr("/ip4/127.0.0.1/tcp/60000").unwrap_err();
+        assert!(no_peer.contains("Invalid MultiAddress"), "{no_peer}");
     }
 
     #[test]
