@@ -160,7 +160,8 @@ pub fn refusal_for(e: PublishError, relay: &relay::Config) -> Refused {
     match e {
         PublishError::Invalid(Invalid::Oversize { size, max }) => Refused::new(
             Status::PAYLOAD_TOO_LARGE,
-            format!("message of {size} bytes exceeds this node's limit of {max} bytes"),
+            // nwaku's words, which tools match, then the size.
+            format!("Message size exceeded maximum of {max} bytes (this one: {size} bytes)"),
         ),
         PublishError::Invalid(Invalid::UnknownPubsubTopic(topic)) => Refused::new(
             Status::UNSUPPORTED_PUBSUB_TOPIC,

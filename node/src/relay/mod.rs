@@ -158,7 +158,7 @@ pub struct RelayedMessage {
 pub enum Invalid {
     #[error("not a valid WakuMessage protobuf: {0}")]
     Decode(String),
-    #[error("message of {size} bytes exceeds relay.max_message_size of {max} bytes")]
+    #[error("Message size exceeded maximum of {max} bytes (relay.max_message_size; this one: {size} bytes)")]
     Oversize { size: usize, max: usize },
     #[error("meta of {0} bytes exceeds the {MAX_META_LEN}-byte limit")]
     MetaTooLong(usize),

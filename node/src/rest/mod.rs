@@ -417,8 +417,48 @@ fn body_limit(relay: &crate::relay::Config) -> usize {
     relay.max_message_size.as_usize() / 3 * 4 + 64 * 1024
 }
 
+/// The largest relay message, for the oversize answers.
+#[derive(Clone, Copy)]
+struct MessageLimit(usize);
+
+fn state_limit(relay: &crate::relay::Config) -> MessageLimit {
+    MessageLimit(relay.max_message_size.as_usize())
+}
+
+/// A body over the limit is never read (memory stays bounded), but it is answered as nwaku
+/// answers the oversize message inside it, since nwaku reads bodies up to 16 MiB and tools
+/// match its words: light push with 413 and `{"statusDesc": "Message size exceeded maximum of
+/// … bytes"}`, the relay publish routes with 400 and the same text. Other routes keep 413.
+async fn oversize_in_nwakus_words(
+    AxumState(MessageLimit(max)): AxumState<MessageLimit>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    if response.status() != StatusCode::PAYLOAD_TOO_LARGE {
+        return response;
+    }
+    let text = format!("Message size exceeded maximum of {max} bytes (the request body is larger)");
+    if path.starts_with("/lightpush/v3/") {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            axum::Json(serde_json::json!({ "statusDesc": text })),
+        )
+            .into_response()
+    } else if path.starts_with("/lightpush/") {
+        RestError::BadRequest(text).into_response()
+    } else if path.starts_with("/relay/v1/messages/") || path.starts_with("/relay/v1/auto/messages")
+    {
+        RestError::BadRequest(format!("Failed to publish: {text}")).into_response()
+    } else {
+        response
+    }
+}
+
 pub fn router(state: State, config: &Config, metrics: Metrics) -> Router {
     let limit = body_limit(&state.relay);
+    let limit_state = state.relay.clone();
     let mut router = Router::new()
         .merge(debug::routes())
         .merge(relay::routes())
@@ -433,6 +473,10 @@ pub fn router(state: State, config: &Config, metrics: Metrics) -> Router {
     router
         .with_state(state)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(
+            state_limit(&limit_state),
+            oversize_in_nwakus_words,
+        ))
         .layer(middleware::from_fn_with_state(throttle, refuse_banned))
         .layer(middleware::from_fn_with_state(origins, cors))
         .layer(middleware::from_fn_with_state(metrics, count))

@@ -1059,6 +1059,32 @@ async fn cors_and_body_limits() {
     let big = format!("[\"{}\"]", "a".repeat(512 * 1024));
     let (status, _) = rest.post_raw("/relay/v1/subscriptions", big).await;
     assert_eq!(status, 413);
+    // A message body too large is answered as nwaku answers the oversize message in it
+    // (nwaku reads bodies up to 16 MiB; Roost does not read them).
+    let huge = json!({
+        "message": {"payload": b64(&vec![b'a'; 1024 * 1024]), "contentTopic": CONTENT_TOPIC},
+        "pubsubTopic": TOPIC,
+    });
+    let (status, body) = rest.post("/lightpush/v3/message", &huge).await;
+    assert_eq!(status, 413, "{body}");
+    let desc: Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        desc["statusDesc"]
+            .as_str()
+            .is_some_and(|d| d.contains("Message size exceeded maximum of 1024 bytes")),
+        "{body}"
+    );
+    let (status, body) = rest
+        .post(
+            &format!("/relay/v1/messages/{}", enc(TOPIC)),
+            &huge["message"],
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("Message size exceeded maximum of 1024 bytes"),
+        "{body}"
+    );
 }
 
 /// The REST door spends the libp2p door's quotas, keyed by the HTTP client's IP: a client
