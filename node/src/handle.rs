@@ -160,6 +160,12 @@ impl NodeHandle {
         rx.await.map_err(|_| "node is shutting down".to_owned())?
     }
 
+    /// Keeps redialling `address` (with `/p2p/<peer id>`) whenever the peer is down, as the
+    /// static peers are (nwaku's peer manager reconnects the peers an operator added).
+    pub async fn keep_peer(&self, address: Multiaddr) {
+        let _ = self.commands.send(Command::KeepPeer { address }).await;
+    }
+
     pub async fn network_status(&self) -> Option<NetworkStatus> {
         let (reply, rx) = oneshot::channel();
         self.commands.send(Command::Status { reply }).await.ok()?;

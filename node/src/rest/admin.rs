@@ -389,7 +389,10 @@ async fn connect(AxumState(state): AxumState<State>, body: Bytes) -> Result<Resp
         };
         let failed =
             || RestError::BadRequest(format!("Failed to connect to peer at index: {i} - {peer}"));
+        // Once connected, redialled whenever it goes down, as nwaku's peer manager does.
+        let keep = address.clone();
         if is_connected(&state, peer_id).await {
+            state.node.keep_peer(keep).await;
             continue;
         }
         if let Err(e) = state.node.dial(address).await {
@@ -399,6 +402,7 @@ async fn connect(AxumState(state): AxumState<State>, body: Bytes) -> Result<Resp
         let started = Instant::now();
         loop {
             if is_connected(&state, peer_id).await {
+                state.node.keep_peer(keep).await;
                 break;
             }
             if started.elapsed() > CONNECT_TIMEOUT {

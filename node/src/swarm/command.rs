@@ -25,6 +25,8 @@ pub enum Command {
         address: Multiaddr,
         reply: oneshot::Sender<Result<(), String>>,
     },
+    /// Keep redialling a peer added at run time (`/…/p2p/<peer id>`) whenever it is down.
+    KeepPeer { address: Multiaddr },
     /// A snapshot of the node's network state.
     Status {
         reply: oneshot::Sender<NetworkStatus>,

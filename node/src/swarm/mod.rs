@@ -251,6 +251,9 @@ impl SwarmTask {
             } => {
                 let _ = reply.send(self.relay_topic(&pubsub_topic, join));
             }
+            Command::KeepPeer { address } => {
+                self.static_peers.add(address);
+            }
             Command::Dial { address, reply } => {
                 let result = self.swarm.dial(address).map_err(|e| e.to_string());
                 let _ = reply.send(result);

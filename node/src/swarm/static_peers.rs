@@ -1,5 +1,7 @@
 //! Static peers (`network.peers`): dialled at start, redialled with exponential backoff while
-//! down, counted in `roost_static_peer_dials_total` and the `network` health component.
+//! down, counted in `roost_static_peer_dials_total` and the `network` health component. Peers
+//! an operator added at run time (`POST /admin/v1/peers`) are redialled the same way, as
+//! nwaku's peer manager reconnects the peers in its store, but are not counted in health.
 
 use std::{
     collections::HashSet,
@@ -19,6 +21,8 @@ use crate::metrics::ReasonLabels;
 
 /// First redial delay of a static peer; doubles up to `network.redial_max_backoff`.
 const INITIAL_REDIAL_BACKOFF: Duration = Duration::from_secs(1);
+/// Most peers added at run time that are kept and redialled; more are dialled once only.
+pub const MAX_ADDED_PEERS: usize = 256;
 
 /// A configured static peer and its redial state.
 #[derive(Debug)]
@@ -29,6 +33,8 @@ struct StaticPeer {
     connected: bool,
     next_dial: Instant,
     backoff: Duration,
+    /// From `network.peers` (else added at run time).
+    configured: bool,
 }
 
 /// The configured static peers and their redial state.
@@ -57,6 +63,7 @@ impl StaticPeers {
                 connected: false,
                 next_dial: now,
                 backoff: INITIAL_REDIAL_BACKOFF,
+                configured: true,
             })
             .collect();
         StaticPeers {
@@ -66,15 +73,50 @@ impl StaticPeers {
         }
     }
 
-    /// (configured, down).
+    /// (configured, down), of `network.peers` only.
     pub fn counts(&self) -> (usize, usize) {
-        let down = self.peers.iter().filter(|p| !p.connected).count();
-        (self.peers.len(), down)
+        let configured = self.peers.iter().filter(|p| p.configured);
+        let (total, down) = configured.fold((0, 0), |(total, down), p| {
+            (total + 1, down + usize::from(!p.connected))
+        });
+        (total, down)
     }
 
     /// Whether `peer` is one of the configured static peers.
     pub fn contains(&self, peer: &PeerId) -> bool {
-        self.peers.iter().any(|p| p.peer_id == Some(*peer))
+        self.peers
+            .iter()
+            .any(|p| p.configured && p.peer_id == Some(*peer))
+    }
+
+    /// Keeps a peer added at run time (its address ends in `/p2p/<peer id>`), to redial it
+    /// whenever it is down. `false` when it was known already or the list is full.
+    pub fn add(&mut self, address: Multiaddr) -> bool {
+        let peer_id = address.iter().find_map(|p| match p {
+            Protocol::P2p(id) => Some(id),
+            _ => None,
+        });
+        let Some(peer_id) = peer_id else {
+            return false;
+        };
+        if self.peers.iter().any(|p| p.peer_id == Some(peer_id)) {
+            return false;
+        }
+        if self.peers.iter().filter(|p| !p.configured).count() >= MAX_ADDED_PEERS {
+            tracing::warn!(%address, "not keeping a peer added at run time: {MAX_ADDED_PEERS} are kept already");
+            return false;
+        }
+        self.peers.push(StaticPeer {
+            peer_id: Some(peer_id),
+            address,
+            dialing: None,
+            connected: false,
+            // Dialled by whoever added it; redialled once it is down.
+            next_dial: Instant::now() + INITIAL_REDIAL_BACKOFF,
+            backoff: INITIAL_REDIAL_BACKOFF,
+            configured: false,
+        });
+        true
     }
 
     pub fn redial(&mut self, swarm: &mut Swarm<Behaviour>) {

@@ -340,6 +340,40 @@ async fn admin_peers_dials_and_lists_connected_peers() {
 }
 
 /// Without relay the per-shard lists are nwaku's 503.
+/// A peer added with `POST /admin/v1/peers` is redialled after it went away and came back,
+/// as nwaku's peer manager reconnects the peers it was given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_added_peers_are_redialled_when_they_come_back() {
+    init_tracing();
+    let a = start_admin(|_| {}).await;
+    let b = start_admin(|_| {}).await;
+    let rest_a = Rest::of(&a);
+    connect(&rest_a, &b).await;
+    let b_id = b.handle.peer_id();
+    let port = b
+        .tcp_addr()
+        .iter()
+        .find_map(|p| match p {
+            libp2p::multiaddr::Protocol::Tcp(port) => Some(port),
+            _ => None,
+        })
+        .expect("b listens on TCP");
+    let dir = b.stop().await;
+    wait_until(WAIT, || async { !a.connected_to(b_id).await })
+        .await
+        .expect("a sees b gone");
+    let b = TestNode::start_in(dir, |c| {
+        c.rest.admin = true;
+        c.network.tcp_port = port;
+    })
+    .await;
+    assert_eq!(b.handle.peer_id(), b_id, "b keeps its identity");
+    // Only a can restore the connection: b never knew a's address.
+    wait_until(WAIT, || async { a.connected_to(b_id).await })
+        .await
+        .expect("a redials the peer it was given");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_shard_lists_need_relay() {
     init_tracing();
