@@ -2,7 +2,8 @@
 //! metrics under `libp2p_*`, the process's CPU, memory, file descriptors and threads under the
 //! standard `process_*` names (read from `/proc` at each scrape), all served by `/metrics`.
 //! Capabilities register their metrics in sub-registries (`roost_relay_*`, `roost_store_*`,
-//! ...) when the node is built.
+//! ...) when the node is built. A few series also go out under nwaku's names ([`NwakuNames`]),
+//! so dashboards, alerts and test suites written against nwaku read a Roost node too.
 
 use prometheus_client::{
     collector::Collector,
@@ -221,6 +222,135 @@ pub fn render(registry: &Registry) -> String {
         tracing::error!(error = %e, "cannot encode metrics");
     }
     out
+}
+
+// === nwaku's names ===
+
+/// `type="relay"`: nwaku's label on `waku_node_messages_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub r#type: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TopicLabels {
+    pub topic: &'static str,
+}
+
+/// nwaku's message-size buckets, in KiB (`waku_histogram_message_size`).
+const NWAKU_SIZE_BUCKETS_KIB: [f64; 13] = [
+    0.0, 1.0, 3.0, 5.0, 15.0, 50.0, 75.0, 100.0, 125.0, 150.0, 500.0, 700.0, 1000.0,
+];
+
+/// The series nwaku (and nim-libp2p under it) exports that operators' dashboards and the Waku
+/// interop suite read, kept by the swarm task and the relay beside Roost's own (`roost_*`
+/// stays the reference; these repeat a few of its figures under nwaku's names and meanings).
+#[derive(Clone, Debug)]
+pub struct NwakuNames {
+    /// `libp2p_peers`: connected peers.
+    pub peers: prometheus_client::metrics::gauge::Gauge,
+    /// `libp2p_total_dial_attempts_total`: outgoing dials, counted when they connect or fail.
+    pub dial_attempts: prometheus_client::metrics::counter::Counter,
+    /// `waku_peer_store_size`: peers this node knows an address of (connected, or kept for
+    /// redialling).
+    pub peer_store_size: prometheus_client::metrics::gauge::Gauge,
+    /// `libp2p_pubsub_peers`: connected peers subscribed to at least one pubsub topic.
+    pub pubsub_peers: prometheus_client::metrics::gauge::Gauge,
+    /// `libp2p_pubsub_topics`: pubsub topics this node is subscribed to.
+    pub pubsub_topics: prometheus_client::metrics::gauge::Gauge,
+    /// `libp2p_pubsub_subscriptions_total`: topic subscriptions made.
+    pub pubsub_subscriptions: prometheus_client::metrics::counter::Counter,
+    /// `libp2p_gossipsub_peers_per_topic_mesh{topic="other"}`: mesh peers over all topics
+    /// (nim-libp2p labels every topic it was not told to name `other`).
+    pub mesh_peers: prometheus_client::metrics::family::Family<
+        TopicLabels,
+        prometheus_client::metrics::gauge::Gauge,
+    >,
+    /// `waku_node_messages_total{type="relay"}`: relay messages accepted.
+    pub messages: prometheus_client::metrics::family::Family<
+        KindLabel,
+        prometheus_client::metrics::counter::Counter,
+    >,
+    /// `waku_histogram_message_size`: sizes of accepted relay messages, in KiB.
+    pub message_size: prometheus_client::metrics::histogram::Histogram,
+}
+
+impl NwakuNames {
+    /// Registers at the registry's root (no `roost_` prefix), every series present from the
+    /// start.
+    pub fn register(registry: &mut Registry) -> Self {
+        let names = NwakuNames {
+            peers: Default::default(),
+            dial_attempts: Default::default(),
+            peer_store_size: Default::default(),
+            pubsub_peers: Default::default(),
+            pubsub_topics: Default::default(),
+            pubsub_subscriptions: Default::default(),
+            mesh_peers: Default::default(),
+            messages: Default::default(),
+            message_size: prometheus_client::metrics::histogram::Histogram::new(
+                NWAKU_SIZE_BUCKETS_KIB,
+            ),
+        };
+        let _ = names
+            .mesh_peers
+            .get_or_create(&TopicLabels { topic: "other" });
+        let _ = names.messages.get_or_create(&KindLabel { r#type: "relay" });
+        registry.register(
+            "libp2p_peers",
+            "Connected peers (nwaku's name)",
+            names.peers.clone(),
+        );
+        registry.register(
+            "libp2p_total_dial_attempts",
+            "Outgoing dials (nwaku's name)",
+            names.dial_attempts.clone(),
+        );
+        registry.register(
+            "waku_peer_store_size",
+            "Peers with a known address: connected or kept for redialling (nwaku's name)",
+            names.peer_store_size.clone(),
+        );
+        registry.register(
+            "libp2p_pubsub_peers",
+            "Connected peers subscribed to a pubsub topic (nwaku's name)",
+            names.pubsub_peers.clone(),
+        );
+        registry.register(
+            "libp2p_pubsub_topics",
+            "Pubsub topics this node is subscribed to (nwaku's name)",
+            names.pubsub_topics.clone(),
+        );
+        registry.register(
+            "libp2p_pubsub_subscriptions",
+            "Pubsub topic subscriptions made (nwaku's name)",
+            names.pubsub_subscriptions.clone(),
+        );
+        registry.register(
+            "libp2p_gossipsub_peers_per_topic_mesh",
+            "Gossipsub mesh peers, all topics as topic=other (nwaku's name)",
+            names.mesh_peers.clone(),
+        );
+        registry.register(
+            "waku_node_messages",
+            "Relay messages accepted, type=relay (nwaku's name)",
+            names.messages.clone(),
+        );
+        registry.register(
+            "waku_histogram_message_size",
+            "Size of accepted relay messages in KiB (nwaku's name and buckets)",
+            names.message_size.clone(),
+        );
+        names
+    }
+
+    /// One accepted relay message of `bytes`.
+    pub fn relayed(&self, bytes: usize) {
+        self.messages
+            .get_or_create(&KindLabel { r#type: "relay" })
+            .inc();
+        self.message_size.observe(bytes as f64 / 1024.0);
+    }
 }
 
 #[cfg(test)]

@@ -143,6 +143,7 @@ impl Node {
         let relay_metrics =
             relay::Metrics::register(registry.sub_registry_with_prefix("roost_relay"));
         let net_metrics = NetworkMetrics::register(registry.sub_registry_with_prefix("roost"));
+        let nwaku_names = crate::metrics::NwakuNames::register(&mut registry);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (throttle, ban_writer) = Throttle::open(
             &config.throttle,
@@ -483,6 +484,7 @@ impl Node {
                 health: health.clone(),
                 throttle: throttle.clone(),
                 topics: relayed_topics.clone(),
+                nwaku: nwaku_names,
             },
         );
         tasks.spawn(async move {

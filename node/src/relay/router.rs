@@ -43,6 +43,8 @@ pub struct Router {
     validator: Validator,
     sinks: Vec<Box<dyn MessageSink>>,
     metrics: Metrics,
+    /// A few figures again under nwaku's names.
+    nwaku: crate::metrics::NwakuNames,
 }
 
 impl Router {
@@ -51,11 +53,13 @@ impl Router {
         topics: super::RelayedTopics,
         sinks: Vec<Box<dyn MessageSink>>,
         metrics: Metrics,
+        nwaku: crate::metrics::NwakuNames,
     ) -> Self {
         Router {
             validator: Validator::with_topics(config, topics),
             sinks,
             metrics,
+            nwaku,
         }
     }
 
@@ -196,6 +200,7 @@ impl Router {
 
     fn deliver(&mut self, message: RelayedMessage) {
         self.metrics.message_bytes.observe(message.size as f64);
+        self.nwaku.relayed(message.size);
         let message = Arc::new(message);
         for sink in &mut self.sinks {
             sink.deliver(&message);

@@ -57,6 +57,7 @@ pub struct SwarmTask {
     pub(crate) throttle: Throttle,
     /// The relayed topics: `relay.shards` and what REST joined.
     topics: relay::RelayedTopics,
+    nwaku: crate::metrics::NwakuNames,
     relay_enabled: bool,
     static_peers: StaticPeers,
     /// What metadata said each connected peer is (Waku, generic libp2p, not known yet).
@@ -81,6 +82,8 @@ pub struct SwarmTaskParts {
     pub throttle: Throttle,
     /// The node's relayed topics, shared with what takes messages by topic.
     pub topics: relay::RelayedTopics,
+    /// A few figures under nwaku's names.
+    pub nwaku: crate::metrics::NwakuNames,
 }
 
 impl SwarmTask {
@@ -99,8 +102,10 @@ impl SwarmTask {
                 parts.topics.clone(),
                 parts.sinks,
                 parts.relay_metrics,
+                parts.nwaku.clone(),
             ),
             topics: parts.topics,
+            nwaku: parts.nwaku,
             net_metrics: parts.net_metrics,
             libp2p_metrics: parts.libp2p_metrics,
             health: parts.health,
@@ -119,9 +124,14 @@ impl SwarmTask {
     fn subscribe_shards(&mut self, config: &Config) {
         if let Some(gs) = self.swarm.behaviour_mut().relay.as_mut() {
             for shard in config.relay.pubsub_topics() {
-                if let Err(e) = gs.subscribe(&relay::topic(shard)) {
-                    tracing::error!(topic = %shard, error = ?e, "cannot subscribe to shard");
-                }
+                match gs.subscribe(&relay::topic(shard)) {
+                    Ok(_) => {
+                        self.nwaku.pubsub_subscriptions.inc();
+                    }
+                    Err(e) => {
+                        tracing::error!(topic = %shard, error = ?e, "cannot subscribe to shard")
+                    }
+                };
             }
         }
     }
@@ -147,6 +157,7 @@ impl SwarmTask {
             let _ = gs.set_topic_params(topic.clone(), crate::throttle::scoring::topic_params());
             gs.subscribe(&topic)
                 .map_err(|e| format!("cannot subscribe to {pubsub_topic}: {e:?}"))?;
+            self.nwaku.pubsub_subscriptions.inc();
             self.topics.insert(pubsub_topic);
             tracing::info!(topic = pubsub_topic, "relaying a shard joined at run time");
             Ok(true)
@@ -366,6 +377,8 @@ impl SwarmTask {
                 ..
             } => {
                 let direction = if endpoint.is_dialer() {
+                    // A dial that came through (failed ones count below).
+                    self.nwaku.dial_attempts.inc();
                     "outbound"
                 } else {
                     "inbound"
@@ -414,6 +427,7 @@ impl SwarmTask {
                 error,
             } => {
                 tracing::debug!(peer = ?peer_id, %error, "outgoing connection failed");
+                self.nwaku.dial_attempts.inc();
                 self.static_peers
                     .dial_failed(connection_id, &error.to_string());
             }

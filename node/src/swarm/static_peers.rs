@@ -82,6 +82,12 @@ impl StaticPeers {
         (total, down)
     }
 
+    /// (kept, down) of every peer redialled: `network.peers` and those added at run time.
+    pub fn known(&self) -> (usize, usize) {
+        let down = self.peers.iter().filter(|p| !p.connected).count();
+        (self.peers.len(), down)
+    }
+
     /// Whether `peer` is one of the configured static peers.
     pub fn contains(&self, peer: &PeerId) -> bool {
         self.peers

@@ -104,6 +104,19 @@ impl SwarmTask {
             self.relay
                 .set_shard_peers(&shard.pubsub_topic, shard.mesh_peers, shard.topic_peers);
         }
+        self.nwaku.peers.set(status.connected_peers.len() as i64);
+        let (_, static_down) = self.static_peers.known();
+        self.nwaku
+            .peer_store_size
+            .set((status.connected_peers.len() + static_down) as i64);
+        self.nwaku
+            .pubsub_peers
+            .set(status.peers.iter().filter(|p| !p.topics.is_empty()).count() as i64);
+        self.nwaku.pubsub_topics.set(status.shards.len() as i64);
+        self.nwaku
+            .mesh_peers
+            .get_or_create(&crate::metrics::TopicLabels { topic: "other" })
+            .set(status.shards.iter().map(|s| s.mesh_peers).sum::<usize>() as i64);
         let queued = self
             .command_capacity
             .saturating_sub(self.commands.capacity());

@@ -57,6 +57,55 @@ async fn message_crosses_a_three_node_chain_exactly_once() {
     );
 }
 
+/// The series nwaku exports under its own names (dashboards and the Waku interop suite read
+/// them) follow the node: peers, pubsub peers and topics, mesh, dials, relayed messages and
+/// their sizes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nwaku_metric_names_follow_the_node() {
+    init_tracing();
+    let a = TestNode::start_with(|c| c.relay.shards = vec![0, 1]).await;
+    let b = TestNode::start_with(|c| c.relay.shards = vec![0, 1]).await;
+    assert_eq!(
+        b.metric("waku_node_messages_total{type=\"relay\"}").await,
+        Some(0.0)
+    );
+    assert_eq!(b.metric("libp2p_pubsub_topics").await, Some(2.0));
+    assert_eq!(
+        b.metric("libp2p_pubsub_subscriptions_total").await,
+        Some(2.0)
+    );
+    a.connect(&b).await;
+    b.wait_for_mesh(TOPIC, 1).await;
+    let message = WakuMessage::new("/roost/1/names/proto", vec![7u8; 2048]);
+    a.handle
+        .publish(TOPIC, message)
+        .await
+        .expect("publish at A");
+    wait_until(WAIT, || async {
+        b.metric("waku_node_messages_total{type=\"relay\"}").await == Some(1.0)
+            && b.metric("libp2p_peers").await == Some(1.0)
+            && b.metric("libp2p_pubsub_peers").await == Some(1.0)
+            && b.metric("libp2p_gossipsub_peers_per_topic_mesh{topic=\"other\"}")
+                .await
+                >= Some(1.0)
+            && b.metric("waku_peer_store_size").await >= Some(1.0)
+    })
+    .await
+    .expect("b's nwaku-named series show the peer and the message");
+    // 2 KiB and a little framing: in nwaku's (KiB) bucket up to 3.
+    assert_eq!(
+        b.metric("waku_histogram_message_size_bucket{le=\"1.0\"}")
+            .await,
+        Some(0.0)
+    );
+    assert_eq!(
+        b.metric("waku_histogram_message_size_bucket{le=\"3.0\"}")
+            .await,
+        Some(1.0)
+    );
+    assert!(a.metric("libp2p_total_dial_attempts_total").await >= Some(1.0));
+}
+
 /// A raw gossipsub peer sends B what a Roost node never would; B rejects each message with its
 /// reason on /metrics and C never sees them, while a valid message still goes through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
