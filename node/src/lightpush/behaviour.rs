@@ -178,9 +178,11 @@ pub fn refusal_for(e: PublishError, relay: &relay::Config) -> Refused {
         PublishError::Invalid(invalid) => {
             Refused::new(Status::INVALID_MESSAGE, invalid.to_string())
         }
-        PublishError::Duplicate => {
-            Refused::new(Status::INVALID_MESSAGE, "message was already relayed")
-        }
+        // nwaku's relay publishes a message it has seen to no one, and says so.
+        PublishError::Duplicate => Refused::new(
+            Status::NO_PEERS_TO_RELAY,
+            "not_published_to_any_peer: the message was relayed already",
+        ),
         PublishError::RelayDisabled | PublishError::ShuttingDown => {
             Refused::new(Status::SERVICE_NOT_AVAILABLE, e.to_string())
         }
@@ -288,7 +290,7 @@ pub fn published(
     if receipt.relay_peers == 0 {
         let refused = Refused::new(
             Status::NO_PEERS_TO_RELAY,
-            format!("no relay peers on {pubsub_topic}"),
+            format!("not_published_to_any_peer: no relay peers on {pubsub_topic}"),
         );
         if let Handled::Reply(channel, response) =
             service.refused(peer, &request_id, refused, channel, received)

@@ -160,7 +160,7 @@ pub enum Invalid {
     Decode(String),
     #[error("Message size exceeded maximum of {max} bytes (relay.max_message_size; this one: {size} bytes)")]
     Oversize { size: usize, max: usize },
-    #[error("meta of {0} bytes exceeds the {MAX_META_LEN}-byte limit")]
+    #[error("invalid length for Meta field: {0} bytes, at most {MAX_META_LEN}")]
     MetaTooLong(usize),
     #[error("{0}")]
     ContentTopic(#[from] crate::message::ContentTopicError),

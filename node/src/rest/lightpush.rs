@@ -101,7 +101,7 @@ async fn publish(state: &State, client: Client, body: &[u8]) -> Result<u32, Refu
     if receipt.relay_peers == 0 {
         return Err(Refused::new(
             Status::NO_PEERS_TO_RELAY,
-            format!("no relay peers on {topic}"),
+            format!("not_published_to_any_peer: no relay peers on {topic}"),
         ));
     }
     let relay_peers = u32::try_from(receipt.relay_peers).unwrap_or(u32::MAX);
@@ -152,11 +152,18 @@ async fn forward(
     )
     .await
     .map_err(|_| Refused::new(Status::SERVICE_NOT_AVAILABLE, "Push request timed out"))?
-    .map_err(|e| {
-        Refused::new(
+    .map_err(|e| match e {
+        // nwaku's client words for a service node it cannot reach.
+        crate::reqres::RequestError::Dial(_) | crate::reqres::RequestError::ConnectionClosed => {
+            Refused::new(
+                Status::NO_PEERS_TO_RELAY,
+                format!("dial_failure: the light push service node {peer}: {e}"),
+            )
+        }
+        e => Refused::new(
             Status::INTERNAL_SERVER_ERROR,
-            format!("Failed to reach the light push service node {peer}: {e}"),
-        )
+            format!("lightpush error: the light push service node {peer}: {e}"),
+        ),
     })?;
     let reply = decode_response(Version::V3, &answer).map_err(|e| {
         Refused::new(

@@ -216,18 +216,26 @@ async fn v3_refusals_have_the_documented_status_codes() {
         push(Some(topic.clone()), meta).await.status,
         Status::INVALID_MESSAGE
     );
-    // 420: the same message twice.
+    // 505: the same message twice reaches no one, in nwaku's words.
     let once = WakuMessage::new(content_topic, b"once".to_vec());
     assert_eq!(push(None, once.clone()).await.status, Status::SUCCESS);
     let twice = push(None, once).await;
-    assert_eq!(twice.status, Status::INVALID_MESSAGE, "{twice:?}");
+    assert_eq!(twice.status, Status::NO_PEERS_TO_RELAY, "{twice:?}");
+    assert!(
+        twice
+            .description
+            .as_deref()
+            .is_some_and(|d| d.starts_with("not_published_to_any_peer")),
+        "{twice:?}"
+    );
 
     let m = a.metrics().await;
     for (outcome, n) in [
         ("bad_request", 3.0),
         ("unsupported_topic", 2.0),
         ("too_large", 1.0),
-        ("invalid", 4.0),
+        ("invalid", 3.0),
+        ("no_peers", 1.0),
         ("ok", 1.0),
     ] {
         assert_eq!(
