@@ -260,11 +260,13 @@ impl FilterTask {
                 pubsub_topic,
                 content_topics,
             } => {
-                if !self.served_topics.contains(&pubsub_topic) {
+                // As nwaku, a subscription may come before the relay joins its shard (a REST
+                // relay subscription can add it); free-form topics are never relayed here.
+                if !self.served_topics.could_join(&pubsub_topic) {
                     return Err(Refused::new(
                         Status::BAD_REQUEST,
                         format!(
-                            "this node does not relay pubsub topic {pubsub_topic}; it relays {}",
+                            "this node cannot relay pubsub topic {pubsub_topic}; it relays {}",
                             self.served_topics.list().join(", ")
                         ),
                     ));

@@ -181,14 +181,13 @@ impl Invalid {
     }
 }
 
-/// The pubsub topics this node relays: `relay.shards` from the start, and the shards of its
-/// cluster a REST client joined at run time (nwaku's `POST /relay/v1/subscriptions` subscribes
+/// The pubsub topics this node relays: `relay.shards` from the start, and the shards a REST
+/// client joined at run time (nwaku's `POST /relay/v1/subscriptions` subscribes
 /// the relay). One set, shared by everything that takes messages by topic (the relay's
 /// validator, the store, filter, store sync, REST); only the swarm task changes it, as it
 /// subscribes gossipsub.
 #[derive(Debug, Clone)]
 pub struct RelayedTopics {
-    cluster_id: u16,
     configured: Arc<BTreeSet<String>>,
     current: Arc<RwLock<BTreeSet<String>>>,
 }
@@ -201,7 +200,6 @@ impl RelayedTopics {
             .map(ToString::to_string)
             .collect();
         RelayedTopics {
-            cluster_id: config.cluster_id,
             current: Arc::new(RwLock::new(configured.clone())),
             configured: Arc::new(configured),
         }
@@ -231,9 +229,12 @@ impl RelayedTopics {
         self.configured.contains(pubsub_topic)
     }
 
-    /// Whether `pubsub_topic` is a shard of this node's cluster, which it could join.
+    /// Whether `pubsub_topic` is a static-sharding topic (`/waku/2/rs/<cluster>/<shard>`), which
+    /// the node could join. Like nwaku, any cluster's: peers of another cluster are still
+    /// refused by metadata, so such a shard only carries what this node and its peers of the
+    /// same cluster publish on it.
     pub fn could_join(&self, pubsub_topic: &str) -> bool {
-        ShardTopic::parse(pubsub_topic).is_some_and(|s| s.cluster == self.cluster_id)
+        ShardTopic::parse(pubsub_topic).is_some()
     }
 
     /// Adds a joined topic; `false` when it was relayed already.

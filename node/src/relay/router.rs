@@ -4,7 +4,11 @@
 //! gossipsub and lends it to these calls; the router owns the validator, the sinks and the
 //! relay metrics.
 
-use std::sync::Arc;
+use std::{
+    collections::{HashSet, VecDeque},
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use libp2p::{
     gossipsub::{self, MessageAcceptance, MessageId},
@@ -45,6 +49,41 @@ pub struct Router {
     metrics: Metrics,
     /// A few figures again under nwaku's names.
     nwaku: crate::metrics::NwakuNames,
+    /// Messages published while no peer was on their topic: gossipsub keeps no record of
+    /// those, so a second publish of the same message would be delivered again locally.
+    published_alone: PublishedAlone,
+}
+
+/// Hashes of messages published to no peer, for as long as gossipsub remembers the others
+/// (its duplicate cache), at most [`PUBLISHED_ALONE_CAP`].
+#[derive(Default)]
+struct PublishedAlone {
+    order: VecDeque<(Instant, MessageHash)>,
+    seen: HashSet<MessageHash>,
+}
+
+/// gossipsub's `duplicate_cache_time` (see [`super::gossipsub_behaviour`]).
+const PUBLISHED_ALONE_TTL: Duration = Duration::from_secs(120);
+const PUBLISHED_ALONE_CAP: usize = 4096;
+
+impl PublishedAlone {
+    /// Records `hash`; `false` when it was recorded already (a duplicate).
+    fn insert(&mut self, hash: MessageHash, now: Instant) -> bool {
+        while let Some((at, old)) = self.order.front().copied() {
+            if now.duration_since(at) < PUBLISHED_ALONE_TTL
+                && self.order.len() < PUBLISHED_ALONE_CAP
+            {
+                break;
+            }
+            self.order.pop_front();
+            self.seen.remove(&old);
+        }
+        if !self.seen.insert(hash) {
+            return false;
+        }
+        self.order.push_back((now, hash));
+        true
+    }
 }
 
 impl Router {
@@ -60,6 +99,7 @@ impl Router {
             sinks,
             metrics,
             nwaku,
+            published_alone: PublishedAlone::default(),
         }
     }
 
@@ -102,6 +142,11 @@ impl Router {
                     .count()
             }
             Err(gossipsub::PublishError::NoPeersSubscribedToTopic) => {
+                let hash = message.hash(&pubsub_topic);
+                if !self.published_alone.insert(hash, Instant::now()) {
+                    self.published("duplicate");
+                    return Err(PublishError::Duplicate);
+                }
                 self.published("no_peers");
                 0
             }
@@ -205,5 +250,36 @@ impl Router {
         for sink in &mut self.sinks {
             sink.deliver(&message);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_published_alone_twice_is_a_duplicate_until_gossipsub_would_forget_it() {
+        let mut alone = PublishedAlone::default();
+        let (a, b) = (MessageHash([1; 32]), MessageHash([2; 32]));
+        let t0 = Instant::now();
+        assert!(alone.insert(a, t0));
+        assert!(!alone.insert(a, t0 + Duration::from_secs(1)));
+        assert!(alone.insert(b, t0 + Duration::from_secs(2)));
+        // After the window, a is new again (as for gossipsub's duplicate cache).
+        assert!(alone.insert(a, t0 + PUBLISHED_ALONE_TTL + Duration::from_secs(1)));
+        assert!(alone.order.len() <= PUBLISHED_ALONE_CAP);
+    }
+
+    #[test]
+    fn the_record_stays_bounded() {
+        let mut alone = PublishedAlone::default();
+        let now = Instant::now();
+        for i in 0..(PUBLISHED_ALONE_CAP as u32 + 100) {
+            let mut h = [0u8; 32];
+            h[..4].copy_from_slice(&i.to_be_bytes());
+            assert!(alone.insert(MessageHash(h), now));
+        }
+        assert_eq!(alone.order.len(), PUBLISHED_ALONE_CAP);
+        assert_eq!(alone.seen.len(), PUBLISHED_ALONE_CAP);
     }
 }

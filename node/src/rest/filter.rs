@@ -165,6 +165,8 @@ pub fn routes() -> Router<State> {
         )
         .route("/filter/v2/subscriptions/all", delete(unsubscribe_all))
         .route("/filter/v2/subscriptions/{request_id}", get(ping))
+        // An empty request id: nwaku's router takes it as one, and pings.
+        .route("/filter/v2/subscriptions/", get(ping_without_id))
         .route("/filter/v2/messages/{content_topic}", get(messages))
         // go-waku's form, which waku-interop-tests calls when it names the pubsub topic.
         .route(
@@ -414,6 +416,10 @@ async fn ping(
         Ok(()) => answer(StatusCode::OK, &request_id, "OK"),
         Err(refusal) => refusal.into_response(),
     }
+}
+
+async fn ping_without_id(AxumState(state): AxumState<State>, client: Client) -> Response {
+    ping(AxumState(state), client, Path(String::new())).await
 }
 
 /// `GET /filter/v2/messages/{contentTopic}`: what was pushed since the last call, as nwaku's

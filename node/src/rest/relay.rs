@@ -6,8 +6,8 @@
 //! The node relays every configured shard (`relay.shards`) whatever REST readers do: for those a
 //! REST subscription only decides what is cached. A subscription to another shard of the
 //! node's cluster makes the relay join it, as nwaku's does, until no REST subscription (by
-//! pubsub topic or by a content topic that autoshards there) wants it any more. Topics of
-//! another cluster or not in the static-sharding form are refused with 400.
+//! pubsub topic or by a content topic that autoshards there) wants it any more. Topics not in
+//! the static-sharding form are refused with 400.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -248,8 +248,7 @@ fn topic_list(body: &[u8]) -> Result<Vec<String>, RestError> {
     Ok(topics)
 }
 
-/// Only shards of this node's cluster, in the static-sharding form: others could never be
-/// relayed here.
+/// Only topics in the static-sharding form: others could never be relayed here.
 fn check_pubsub_topics(state: &State, topics: &[String]) -> Result<(), RestError> {
     let bad: Vec<&String> = topics
         .iter()
@@ -259,9 +258,7 @@ fn check_pubsub_topics(state: &State, topics: &[String]) -> Result<(), RestError
         Ok(())
     } else {
         Err(RestError::BadRequest(format!(
-            "Invalid pubsub topic(s): {bad:?}; this node relays shards of cluster {} \
-             (/waku/2/rs/{}/<shard>)",
-            state.relay.cluster_id, state.relay.cluster_id
+            "Invalid pubsub topic(s): {bad:?}; pubsub topics are /waku/2/rs/<cluster>/<shard>"
         )))
     }
 }

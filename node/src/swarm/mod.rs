@@ -142,7 +142,7 @@ impl SwarmTask {
     fn relay_topic(&mut self, pubsub_topic: &str, join: bool) -> Result<bool, String> {
         if !self.topics.could_join(pubsub_topic) {
             return Err(format!(
-                "{pubsub_topic} is not a shard of this node's cluster"
+                "{pubsub_topic} is not a pubsub topic of the form /waku/2/rs/<cluster>/<shard>"
             ));
         }
         let Some(gs) = self.swarm.behaviour_mut().relay.as_mut() else {
