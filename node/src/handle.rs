@@ -94,11 +94,32 @@ impl NodeHandle {
         pubsub_topic: impl Into<String>,
         message: WakuMessage,
     ) -> Result<PublishReceipt, PublishError> {
+        self.send_publish(pubsub_topic.into(), message, false).await
+    }
+
+    /// [`Self::publish`], and on a static-sharding topic this node does not relay, through
+    /// gossipsub's fanout to the peers that do (not delivered locally), as nwaku's
+    /// autosharded REST publish does.
+    pub async fn publish_anywhere(
+        &self,
+        pubsub_topic: impl Into<String>,
+        message: WakuMessage,
+    ) -> Result<PublishReceipt, PublishError> {
+        self.send_publish(pubsub_topic.into(), message, true).await
+    }
+
+    async fn send_publish(
+        &self,
+        pubsub_topic: String,
+        message: WakuMessage,
+        fanout: bool,
+    ) -> Result<PublishReceipt, PublishError> {
         let (reply, rx) = oneshot::channel();
         self.commands
             .send(Command::Publish {
-                pubsub_topic: pubsub_topic.into(),
+                pubsub_topic,
                 message,
+                fanout,
                 reply,
             })
             .await

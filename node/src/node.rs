@@ -107,10 +107,12 @@ impl Node {
     /// Starts a node with the given identity instead of the one in its data dir (light
     /// clients acting as a given peer), or the data dir's when `keypair` is `None`.
     pub async fn start_with_keypair(
-        config: Config,
+        mut config: Config,
         keypair: Option<libp2p::identity::Keypair>,
         extra_sinks: Vec<Box<dyn MessageSink>>,
     ) -> Result<Node, StartError> {
+        // nwaku's `--content-topic`: their shards are relayed like `relay.shards`.
+        config.relay.resolve_content_topics();
         let http_config = Arc::new(config.clone());
         let data_dir = config.node.data_dir.clone();
         std::fs::create_dir_all(&data_dir).map_err(|source| StartError::DataDir {
@@ -597,6 +599,9 @@ impl Node {
                     .collect();
                 if let Err(e) = cache.subscribe_pubsub_topics(&topics) {
                     tracing::warn!(error = %e, "the REST relay cache does not follow the node's shards");
+                }
+                if let Err(e) = cache.subscribe_content_topics(&config.relay.content_topics) {
+                    tracing::warn!(error = %e, "the REST relay cache does not follow relay.content_topics");
                 }
             }
             let state = crate::rest::State {

@@ -28,6 +28,8 @@ const FLAG_ALIASES: &[(&str, &str)] = &[
     ("network.peers", "peer"),
     ("relay.cluster_id", "cluster-id"),
     ("relay.shards", "shards"),
+    // nwaku's `--content-topic`, repeatable.
+    ("relay.content_topics", "content-topic"),
     ("log.format", "log-format"),
     // nwaku's flag: `--rate-limit=store:100/1m`, repeatable.
     ("throttle.rate_limit", "rate-limit"),

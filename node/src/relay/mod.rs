@@ -47,6 +47,10 @@ pub struct Config {
     pub max_message_size: ByteSize,
     /// Number of shards in the network, for autosharding content topics. Default `8`.
     pub num_shards_in_network: u16,
+    /// Content topics this node relays from its start (nwaku's `--content-topic`): the shards
+    /// they autoshard to are relayed besides `shards`, and REST readers get them cached from
+    /// the start, as nwaku's. Default: none.
+    pub content_topics: Vec<String>,
 }
 
 impl Default for Config {
@@ -57,6 +61,7 @@ impl Default for Config {
             shards: (0..8).collect(),
             max_message_size: ByteSize::kib(150),
             num_shards_in_network: 8,
+            content_topics: Vec::new(),
         }
     }
 }
@@ -78,7 +83,22 @@ impl Config {
         if self.num_shards_in_network == 0 {
             return Err("relay.num_shards_in_network must be at least 1".into());
         }
+        for topic in &self.content_topics {
+            ContentTopic::parse(topic)
+                .map_err(|e| format!("relay.content_topics: {topic} cannot be autosharded: {e}"))?;
+        }
         Ok(())
+    }
+
+    /// Adds the shards `content_topics` autoshard to `shards` (once, when the node starts).
+    pub(crate) fn resolve_content_topics(&mut self) {
+        for topic in &self.content_topics {
+            if let Ok(shard) = self.autoshard(topic) {
+                if !self.shards.contains(&shard.shard) {
+                    self.shards.push(shard.shard);
+                }
+            }
+        }
     }
 
     /// The pubsub topics this node relays.

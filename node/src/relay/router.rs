@@ -104,17 +104,22 @@ impl Router {
     }
 
     /// Validates `message`, publishes it on `pubsub_topic` and hands it to the local sinks.
-    /// `relay` is `None` on a node with relay disabled.
+    /// `relay` is `None` on a node with relay disabled. With `fanout`, a static-sharding topic
+    /// this node does not relay is published through gossipsub's fanout to the peers that
+    /// relay it, and not delivered locally (nothing here takes that topic).
     pub fn publish(
         &mut self,
         relay: Option<&mut gossipsub::Behaviour>,
         pubsub_topic: String,
         message: WakuMessage,
+        fanout: bool,
     ) -> Result<PublishReceipt, PublishError> {
         let Some(gs) = relay else {
             return Err(PublishError::RelayDisabled);
         };
-        if !self.validator.serves(&pubsub_topic) {
+        let local = self.validator.serves(&pubsub_topic);
+        let fanout = fanout && crate::message::ShardTopic::parse(&pubsub_topic).is_some();
+        if !(local || fanout) {
             self.published("invalid");
             return Err(Invalid::UnknownPubsubTopic(pubsub_topic).into());
         }
@@ -160,13 +165,15 @@ impl Router {
             }
         };
         let hash = message.hash(&pubsub_topic);
-        self.deliver(RelayedMessage {
-            pubsub_topic: pubsub_topic.into(),
-            message,
-            hash,
-            source: None,
-            size,
-        });
+        if local {
+            self.deliver(RelayedMessage {
+                pubsub_topic: pubsub_topic.into(),
+                message,
+                hash,
+                source: None,
+                size,
+            });
+        }
         Ok(PublishReceipt { hash, relay_peers })
     }
 

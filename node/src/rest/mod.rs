@@ -417,12 +417,44 @@ fn body_limit(relay: &crate::relay::Config) -> usize {
     relay.max_message_size.as_usize() / 3 * 4 + 64 * 1024
 }
 
-/// The largest relay message, for the oversize answers.
+/// The largest relay message and the REST body limit, for the oversize answers.
 #[derive(Clone, Copy)]
-struct MessageLimit(usize);
+struct MessageLimit {
+    message: usize,
+    body: usize,
+}
 
 fn state_limit(relay: &crate::relay::Config) -> MessageLimit {
-    MessageLimit(relay.max_message_size.as_usize())
+    MessageLimit {
+        message: relay.max_message_size.as_usize(),
+        body: body_limit(relay),
+    }
+}
+
+/// Most of an oversize body read (and dropped) before the answer, so a client still writing it
+/// reads the answer instead of a broken pipe; nwaku reads bodies up to this size too.
+const OVERSIZE_DRAIN_LIMIT: u64 = 16 * 1024 * 1024;
+
+/// The answer to a message too large to publish, in nwaku's words; `None` for routes that
+/// keep HTTP's 413.
+fn oversize_answer(path: &str, max: usize) -> Option<Response> {
+    let text = format!("Message size exceeded maximum of {max} bytes (the request body is larger)");
+    if path.starts_with("/lightpush/v3/") {
+        Some(
+            (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                axum::Json(serde_json::json!({ "statusDesc": text })),
+            )
+                .into_response(),
+        )
+    } else if path.starts_with("/lightpush/") {
+        Some(RestError::BadRequest(text).into_response())
+    } else if path.starts_with("/relay/v1/messages/") || path.starts_with("/relay/v1/auto/messages")
+    {
+        Some(RestError::BadRequest(format!("Failed to publish: {text}")).into_response())
+    } else {
+        None
+    }
 }
 
 /// A body over the limit is never read (memory stays bounded), but it is answered as nwaku
@@ -430,30 +462,32 @@ fn state_limit(relay: &crate::relay::Config) -> MessageLimit {
 /// match its words: light push with 413 and `{"statusDesc": "Message size exceeded maximum of
 /// … bytes"}`, the relay publish routes with 400 and the same text. Other routes keep 413.
 async fn oversize_in_nwakus_words(
-    AxumState(MessageLimit(max)): AxumState<MessageLimit>,
+    AxumState(limit): AxumState<MessageLimit>,
     request: Request,
     next: Next,
 ) -> Response {
     let path = request.uri().path().to_owned();
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(length) = declared.filter(|l| *l > limit.body as u64) {
+        if let Some(answer) = oversize_answer(&path, limit.message) {
+            if length <= OVERSIZE_DRAIN_LIMIT {
+                // Read and drop, a chunk at a time: memory stays at one chunk.
+                use futures::StreamExt;
+                let mut stream = request.into_body().into_data_stream();
+                while let Some(Ok(_)) = stream.next().await {}
+            }
+            return answer;
+        }
+    }
     let response = next.run(request).await;
     if response.status() != StatusCode::PAYLOAD_TOO_LARGE {
         return response;
     }
-    let text = format!("Message size exceeded maximum of {max} bytes (the request body is larger)");
-    if path.starts_with("/lightpush/v3/") {
-        (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            axum::Json(serde_json::json!({ "statusDesc": text })),
-        )
-            .into_response()
-    } else if path.starts_with("/lightpush/") {
-        RestError::BadRequest(text).into_response()
-    } else if path.starts_with("/relay/v1/messages/") || path.starts_with("/relay/v1/auto/messages")
-    {
-        RestError::BadRequest(format!("Failed to publish: {text}")).into_response()
-    } else {
-        response
-    }
+    oversize_answer(&path, limit.message).unwrap_or(response)
 }
 
 pub fn router(state: State, config: &Config, metrics: Metrics) -> Router {

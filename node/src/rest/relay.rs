@@ -113,6 +113,12 @@ impl Cache {
         self.subscribe(Kind::Pubsub, topics)
     }
 
+    /// Subscribes REST readers to `topics` (content topics) from the start, as nwaku caches the
+    /// content topics it was started with (`--content-topic`).
+    pub fn subscribe_content_topics(&self, topics: &[String]) -> Result<(), RestError> {
+        self.subscribe(Kind::Content, topics)
+    }
+
     /// Whether REST readers are subscribed to the pubsub topic `topic`.
     pub fn is_subscribed_pubsub(&self, topic: &str) -> bool {
         self.lock().pubsub.contains_key(topic)
@@ -403,11 +409,22 @@ async fn messages_content(
     Ok(messages_json(messages))
 }
 
+/// How a REST publish picks its topic.
+#[derive(Clone, Copy, PartialEq)]
+enum Route {
+    /// `/relay/v1/messages/{topic}`: only on a topic a REST subscription wants, as nwaku.
+    Pubsub,
+    /// `/relay/v1/auto/messages`: any shard, as nwaku's (gossipsub's fanout when this node
+    /// does not relay it).
+    Auto,
+}
+
 async fn publish(
     state: &State,
     client: &Client,
     topic: String,
     body: &[u8],
+    route: Route,
 ) -> Result<Response, RestError> {
     // A publish from a client spends the light push quota, the one a light client's publish
     // through this node spends on the libp2p door.
@@ -418,12 +435,16 @@ async fn publish(
     // nwaku publishes only on topics its relay is subscribed to; here, what REST subscriptions
     // want (the node's shards from its start, as nwaku's, less what REST unsubscribed, plus
     // what they joined).
-    if !state.topics.contains(&topic) || !rest_wants(state, &topic) {
+    if route == Route::Pubsub && (!state.topics.contains(&topic) || !rest_wants(state, &topic)) {
         return Err(RestError::BadRequest(format!(
             "Failed to publish: Node not subscribed to topic: {topic}"
         )));
     }
-    match state.node.publish(topic, message).await {
+    let published = match route {
+        Route::Pubsub => state.node.publish(topic, message).await,
+        Route::Auto => state.node.publish_anywhere(topic, message).await,
+    };
+    match published {
         Ok(_) => Ok(ok()),
         // nwaku answers 200 to a message gossipsub already has (nothing new is delivered).
         Err(PublishError::Duplicate) => Ok(ok()),
@@ -446,7 +467,7 @@ async fn publish_pubsub(
             "Failed to publish: Node not subscribed to topic: {topic}"
         )));
     }
-    publish(&state, &client, topic, &body).await
+    publish(&state, &client, topic, &body, Route::Pubsub).await
 }
 
 async fn publish_auto(
@@ -462,7 +483,7 @@ async fn publish_auto(
     };
     let topic = autoshard(&state, content_topic)
         .map_err(|e| RestError::BadRequest(format!("Failed to publish. {e}")))?;
-    publish(&state, &client, topic, &body).await
+    publish(&state, &client, topic, &body, Route::Auto).await
 }
 
 #[cfg(test)]

@@ -18,6 +18,9 @@ pub enum Command {
     Publish {
         pubsub_topic: String,
         message: WakuMessage,
+        /// Also on a static-sharding topic this node does not relay, through gossipsub's
+        /// fanout and without local delivery (nwaku's autosharded REST publish).
+        fanout: bool,
         reply: oneshot::Sender<Result<PublishReceipt, PublishError>>,
     },
     /// Dial an address.

@@ -250,9 +250,10 @@ impl SwarmTask {
             Command::Publish {
                 pubsub_topic,
                 message,
+                fanout,
                 reply,
             } => {
-                let result = self.publish(pubsub_topic, message);
+                let result = self.publish(pubsub_topic, message, fanout);
                 let _ = reply.send(result);
             }
             Command::RelayTopic {
@@ -302,15 +303,16 @@ impl SwarmTask {
         &mut self,
         pubsub_topic: String,
         message: crate::message::WakuMessage,
+        fanout: bool,
     ) -> Result<PublishReceipt, PublishError> {
         let relay = self.swarm.behaviour_mut().relay.as_mut();
-        self.relay.publish(relay, pubsub_topic, message)
+        self.relay.publish(relay, pubsub_topic, message, fanout)
     }
 
     /// A light push to publish as if it were local; the behaviour answers with the result.
     fn on_lightpush(&mut self, event: lightpush::Event) {
         let lightpush::Event::Publish(push) = event;
-        let result = self.publish(push.pubsub_topic, push.message);
+        let result = self.publish(push.pubsub_topic, push.message, false);
         let behaviour = self.swarm.behaviour_mut();
         let lightpush = match push.pending.version() {
             lightpush::Version::V3 => &mut behaviour.lightpush,

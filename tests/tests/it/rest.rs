@@ -627,6 +627,39 @@ async fn relay_subscriptions_join_and_leave_shards_outside_the_configured_ones()
     })
     .await
     .expect("b no longer lists the shard it left");
+    // An autosharded publish goes out on any shard, as nwaku's: one on shard 3, which a does
+    // not relay, goes through gossipsub's fanout to b, which does.
+    const ON_SHARD_3: &str = "/toychat/2/huilong/proto";
+    let three = "/waku/2/rs/1/3";
+    assert_eq!(
+        rest_b
+            .post("/relay/v1/subscriptions", &json!([three]))
+            .await,
+        (200, "OK".to_owned())
+    );
+    let at_b = format!("/relay/v1/messages/{}", enc(three));
+    let mut got = Vec::new();
+    for n in 0..20 {
+        let mut m = message(format!("fanout {n}").as_bytes(), now_nanos());
+        m["contentTopic"] = json!(ON_SHARD_3);
+        let (status, body) = rest_a.post("/relay/v1/auto/messages", &m).await;
+        assert_eq!(status, 200, "{body}");
+        got = drain_until(&rest_b, &at_b, 1).await;
+        if !got.is_empty() {
+            break;
+        }
+    }
+    assert!(!got.is_empty(), "b never got the fanout publish");
+    assert_eq!(got[0]["contentTopic"], ON_SHARD_3);
+    // a did not join shard 3 by publishing on it.
+    let shards = rest_a.get_json("/admin/v1/peers/relay").await;
+    assert!(
+        shards
+            .as_array()
+            .is_some_and(|l| !l.iter().any(|s| s["shard"] == json!(3))),
+        "{shards}"
+    );
+
     // The configured shard stays relayed after a REST unsubscribe.
     assert_eq!(
         rest_b
@@ -639,6 +672,47 @@ async fn relay_subscriptions_join_and_leave_shards_outside_the_configured_ones()
         shards
             .as_array()
             .is_some_and(|l| l.iter().any(|s| s["shard"] == json!(0))),
+        "{shards}"
+    );
+}
+
+/// `relay.content_topics` (nwaku's `--content-topic`): their shards are relayed and REST readers
+/// have them cached from the start, without subscribing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_topics_given_at_start_are_relayed_and_cached() {
+    init_tracing();
+    const CHAT: &str = "/toychat/2/huilong/proto";
+    let start = |c: &mut roost_node::Config| {
+        c.relay.shards = vec![0];
+        c.relay.content_topics = vec![CHAT.to_owned()];
+    };
+    let a = start_admin(start).await;
+    let b = start_admin(start).await;
+    let (rest_a, rest_b) = (Rest::of(&a), Rest::of(&b));
+    let auto = format!("/relay/v1/auto/messages/{}", enc(CHAT));
+    assert_eq!(rest_b.get_json(&auto).await, json!([]));
+    connect(&rest_a, &b).await;
+    let mut got = Vec::new();
+    for n in 0..20 {
+        let mut m = message(format!("chat {n}").as_bytes(), now_nanos());
+        m["contentTopic"] = json!(CHAT);
+        let (status, body) = rest_a.post("/relay/v1/auto/messages", &m).await;
+        assert_eq!(status, 200, "{body}");
+        got = drain_until(&rest_b, &auto, 1).await;
+        if !got.is_empty() {
+            break;
+        }
+    }
+    assert!(
+        !got.is_empty(),
+        "b never got the message on its start-up content topic"
+    );
+    // Its shard (3 of 8) is relayed besides shard 0.
+    let shards = rest_b.get_json("/admin/v1/peers/relay").await;
+    assert!(
+        shards
+            .as_array()
+            .is_some_and(|l| l.iter().any(|s| s["shard"] == json!(3))),
         "{shards}"
     );
 }
