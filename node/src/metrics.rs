@@ -254,7 +254,8 @@ pub struct NwakuNames {
     /// `waku_peer_store_size`: peers this node knows an address of (connected, or kept for
     /// redialling).
     pub peer_store_size: prometheus_client::metrics::gauge::Gauge,
-    /// `libp2p_pubsub_peers`: connected peers subscribed to at least one pubsub topic.
+    /// `libp2p_pubsub_peers`: connected peers that speak relay (listed it in identify, or are
+    /// subscribed to a topic).
     pub pubsub_peers: prometheus_client::metrics::gauge::Gauge,
     /// `libp2p_pubsub_topics`: pubsub topics this node is subscribed to.
     pub pubsub_topics: prometheus_client::metrics::gauge::Gauge,
@@ -313,7 +314,7 @@ impl NwakuNames {
         );
         registry.register(
             "libp2p_pubsub_peers",
-            "Connected peers subscribed to a pubsub topic (nwaku's name)",
+            "Connected peers that speak relay (nwaku's name)",
             names.pubsub_peers.clone(),
         );
         registry.register(

@@ -109,9 +109,17 @@ impl SwarmTask {
         self.nwaku
             .peer_store_size
             .set((status.connected_peers.len() + static_down) as i64);
-        self.nwaku
-            .pubsub_peers
-            .set(status.peers.iter().filter(|p| !p.topics.is_empty()).count() as i64);
+        // nim-libp2p counts the peers it speaks pubsub with, subscribed to a topic or not.
+        self.nwaku.pubsub_peers.set(
+            status
+                .peers
+                .iter()
+                .filter(|p| {
+                    !p.topics.is_empty()
+                        || p.protocols.iter().any(|x| x == crate::relay::PROTOCOL_ID)
+                })
+                .count() as i64,
+        );
         self.nwaku.pubsub_topics.set(status.shards.len() as i64);
         self.nwaku
             .mesh_peers
