@@ -144,6 +144,20 @@ impl NodeHandle {
         rx.await.map_err(|_| "node is shutting down".to_owned())?
     }
 
+    /// Dials `peer` at every address in `addresses` (one connection is kept).
+    pub async fn dial_peer(&self, peer: PeerId, addresses: Vec<Multiaddr>) -> Result<(), String> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::DialPeer {
+                peer,
+                addresses,
+                reply,
+            })
+            .await
+            .map_err(|_| "node is shutting down".to_owned())?;
+        rx.await.map_err(|_| "node is shutting down".to_owned())?
+    }
+
     pub async fn network_status(&self) -> Option<NetworkStatus> {
         let (reply, rx) = oneshot::channel();
         self.commands.send(Command::Status { reply }).await.ok()?;

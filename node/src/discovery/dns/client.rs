@@ -296,12 +296,14 @@ impl DnsDiscovery {
                 _ => continue,
             }
             in_cluster += 1;
+            // Every address the record carries (ip/tcp, ip6/tcp6, `multiaddrs`): the first may
+            // be unreachable from here while another is not.
             let Ok(addresses) = waku_enr::addresses(enr) else {
                 continue;
             };
-            let Some(address) = addresses.into_iter().next() else {
+            if addresses.is_empty() {
                 continue;
-            };
+            }
             let Ok(peer) = waku_enr::peer_id(enr) else {
                 continue;
             };
@@ -311,10 +313,10 @@ impl DnsDiscovery {
             if connected.contains(&peer) {
                 continue;
             }
-            let outcome = match self.handle.dial(address.clone()).await {
+            let outcome = match self.handle.dial_peer(peer, addresses.clone()).await {
                 Ok(()) => "ok",
                 Err(e) => {
-                    tracing::debug!(%address, error = %e, "DNS discovery dial failed");
+                    tracing::debug!(%peer, ?addresses, error = %e, "DNS discovery dial failed");
                     "failed"
                 }
             };
