@@ -211,6 +211,84 @@ async fn nodes_that_know_only_an_enrtree_url_find_each_other_and_relay() {
     );
 }
 
+/// The highest seq a node has read survives its restart: after reading seq 2, a restarted node
+/// refuses the older seq-1 tree as a rollback and dials nothing it lists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tree_older_than_one_read_before_a_restart_is_refused() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let (profile, url) = file_profile(dir.path(), DOMAIN);
+    let peer_a = TestNode::start().await;
+    let peer_b = TestNode::start().await;
+    let enrs = roost_fleet::dns::fetch_enrs(&[target("a", &peer_a), target("b", &peer_b)])
+        .await
+        .unwrap();
+    let out = dir.path().join("dns");
+    let old = tokio::task::block_in_place(|| {
+        roost_fleet::dns::publish(DOMAIN, &enrs[..1], &[], &profile, &out)
+    })
+    .unwrap();
+    let old_zone = dir.path().join("old").join("zone.txt");
+    std::fs::create_dir_all(old_zone.parent().unwrap()).unwrap();
+    std::fs::copy(&old.zone_file, &old_zone).unwrap();
+    let new = tokio::task::block_in_place(|| {
+        roost_fleet::dns::publish(DOMAIN, &enrs, &[], &profile, &out)
+    })
+    .unwrap();
+    assert_eq!((old.seq, new.seq), (1, 2));
+
+    let reserved = Reserved::bind().await;
+    let name_server = reserved.name_server();
+    let mut server = reserved.serve(&[(DOMAIN, &new.zone_file)]);
+    let adjust = |name_server: NameServer, url: TreeUrl| {
+        move |c: &mut roost_node::Config| {
+            c.discovery.dns_urls = vec![url];
+            c.discovery.dns_name_servers = vec![name_server];
+        }
+    };
+    let node = TestNode::start_with(adjust(name_server, url.clone())).await;
+    wait_until(WAIT, || async {
+        node.metric("roost_discovery_dns_tree_seq{domain=\"nodes.roost.test\"}")
+            .await
+            == Some(2.0)
+    })
+    .await
+    .expect("the node reads seq 2");
+    let node_dir = node.stop().await;
+    server.shutdown_gracefully().await.unwrap();
+    let kept =
+        std::fs::read_to_string(node_dir.path().join(roost_node::discovery::dns::seen::FILE))
+            .unwrap();
+    println!("kept across the restart: {kept}");
+    assert!(
+        kept.contains(&url.to_string()) && kept.contains(": 2"),
+        "{kept}"
+    );
+
+    // Restarted on the same data dir, asking a server that has only the older tree.
+    let reserved = Reserved::bind().await;
+    let older_server = reserved.name_server();
+    let _server = reserved.serve(&[(DOMAIN, &old_zone)]);
+    let node = TestNode::start_in(node_dir, adjust(older_server, url.clone())).await;
+    wait_until(WAIT, || async {
+        node.metric("roost_discovery_dns_syncs_total{outcome=\"rollback\"}")
+            .await
+            .is_some_and(|v| v >= 1.0)
+    })
+    .await
+    .expect("the older tree is refused as a rollback");
+    let health = node.health().await;
+    let tree = &health["components"]["dns_discovery"]["detail"][url.to_string()];
+    println!("after the restart: {tree}");
+    assert!(
+        tree["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("seq 1 is lower than seq 2")),
+        "{tree}"
+    );
+    assert!(!node.connected_to(peer_a.handle.peer_id()).await);
+}
+
 /// A tree whose root is signed by another key than the URL's is refused with the reason in
 /// `/health` and the metric, and nothing is dialled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
