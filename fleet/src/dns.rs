@@ -6,10 +6,24 @@
 //!
 //! `tree.json` beside them remembers the last tree: the same content is not signed again, new
 //! content gets the next `seq`, so clients never see a tree go backwards.
+//!
+//! [`LocalServer`] serves a written zone from a real authoritative DNS server (hickory-server) on
+//! loopback, for `roost-fleet up --local --dns`.
 
-use std::path::{Path, PathBuf};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use anyhow::{bail, Context};
+use hickory_server::{
+    proto::rr::{LowerName, Name},
+    store::file::{FileConfig, FileZoneHandler},
+    zone_handler::{AxfrPolicy, Catalog, ZoneType},
+    Server,
+};
 use roost_node::{
     discovery::dns::{tree::TxtRecord, TreeUrl, UnsignedTree},
     operator::{
@@ -159,6 +173,78 @@ pub fn publish(
         zone_file,
         records_file,
     })
+}
+
+/// UDP and TCP sockets on one loopback port, bound before anything is served there: the nodes
+/// are told the address before the zone holding their own ENRs exists. Queries that arrive
+/// before [`LocalServer::serve`] wait in the socket (or time out and are retried by the node).
+pub struct LocalServer {
+    udp: tokio::net::UdpSocket,
+    tcp: tokio::net::TcpListener,
+}
+
+/// How long a TCP client may stay silent before the server drops it.
+const TCP_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl LocalServer {
+    /// Binds 127.0.0.1:`port` (UDP and TCP), or a port free for both when `port` is `None`.
+    pub async fn bind(port: Option<u16>) -> anyhow::Result<LocalServer> {
+        if let Some(port) = port {
+            let udp = tokio::net::UdpSocket::bind(("127.0.0.1", port))
+                .await
+                .with_context(|| format!("cannot bind UDP 127.0.0.1:{port}"))?;
+            let tcp = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .with_context(|| format!("cannot bind TCP 127.0.0.1:{port}"))?;
+            return Ok(LocalServer { udp, tcp });
+        }
+        // A free UDP port is not always free for TCP: try a few.
+        for _ in 0..50 {
+            let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+            let port = udp.local_addr()?.port();
+            if let Ok(tcp) = tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+                return Ok(LocalServer { udp, tcp });
+            }
+        }
+        bail!("no loopback port is free for both UDP and TCP")
+    }
+
+    /// Where it listens (UDP and TCP).
+    pub fn address(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.udp.local_addr()?)
+    }
+
+    /// Serves `zone_file` (what [`publish`] wrote) as the zone of `domain`, with the SOA and NS
+    /// records a zone of its own needs (written beside it as `served.zone`). The server runs
+    /// until it is shut down or dropped.
+    pub fn serve(self, domain: &str, zone_file: &Path) -> anyhow::Result<Server<Catalog>> {
+        let domain = domain.trim_end_matches('.');
+        let mut text = std::fs::read_to_string(zone_file)
+            .with_context(|| format!("cannot read {}", zone_file.display()))?;
+        text.push_str(&format!(
+            "@ 3600 IN SOA ns.{domain}. hostmaster.{domain}. 1 3600 600 86400 60\n@ 3600 IN NS ns.{domain}.\n"
+        ));
+        let served = zone_file.with_file_name("served.zone");
+        write(&served, text.as_bytes())?;
+        let origin = Name::from_ascii(format!("{domain}."))
+            .map_err(|e| anyhow::anyhow!("`{domain}` is not a domain name: {e}"))?;
+        let handler = FileZoneHandler::try_from_config(
+            origin.clone(),
+            ZoneType::Primary,
+            AxfrPolicy::Deny,
+            None,
+            &FileConfig {
+                zone_path: served.clone(),
+            },
+        )
+        .map_err(|e| anyhow::anyhow!("the DNS server cannot load {}: {e}", served.display()))?;
+        let mut catalog = Catalog::new();
+        catalog.upsert(LowerName::from(origin), vec![Arc::new(handler)]);
+        let mut server = Server::new(catalog);
+        server.register_socket(self.udp);
+        server.register_listener(self.tcp, TCP_TIMEOUT, 64);
+        Ok(server)
+    }
 }
 
 fn count_records(path: &Path) -> anyhow::Result<usize> {

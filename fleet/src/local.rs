@@ -3,6 +3,12 @@
 //! dependency order (rendezvous points, then boot nodes, then the rest), and `DIR/fleet.json`
 //! lists what runs where. `down` stops it; `stop-node`/`start-node` stop and restart one node
 //! on the same identity and ports.
+//!
+//! With `--dns` the nodes get no static peers: `up` serves the fleet's EIP-1459 tree (signed with
+//! the operator key) from a DNS server on 127.0.0.1 and every node bootstraps from its
+//! `enrtree://` URL alone. The tree needs the nodes' ENRs, which need their ports: the server's
+//! sockets are bound first (so every node is told where to ask), the nodes started, their ENRs
+//! read from `/debug/v1/info`, then the tree signed and served; the nodes retry until it answers.
 
 use std::{
     collections::BTreeMap,
@@ -59,6 +65,43 @@ pub struct FleetState {
     pub shards: Vec<u16>,
     pub node_version: String,
     pub nodes: Vec<NodeState>,
+    /// The DNS tree the nodes bootstrap from (`up --local --dns`); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsState>,
+}
+
+/// A local fleet's DNS tree, as `fleet.json` lists it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DnsState {
+    /// `enrtree://<operator key>@<domain>`.
+    pub url: String,
+    /// Where the tree is served (UDP and TCP).
+    pub name_server: std::net::SocketAddr,
+    pub seq: u64,
+    pub zone_file: PathBuf,
+    pub records_file: PathBuf,
+    /// The `roost-fleet up` process serving it (`down` stops it too).
+    pub server_pid: u32,
+}
+
+/// `up --local --dns`: serve the fleet's tree on loopback instead of giving nodes static peers.
+#[derive(Debug, Clone)]
+pub struct DnsOptions {
+    /// The tree's domain.
+    pub domain: String,
+    /// The server's port on 127.0.0.1 (UDP and TCP); a free one when `None`.
+    pub port: Option<u16>,
+}
+
+/// How the nodes find each other.
+enum Bootstrap {
+    /// Every boot node and rendezvous point already running, as static peers.
+    Static,
+    /// Only this tree, through this name server.
+    Dns {
+        url: String,
+        name_server: std::net::SocketAddr,
+    },
 }
 
 impl FleetState {
@@ -246,6 +289,7 @@ fn local_table(
     node_dir: &Path,
     started: &[NodeState],
     attestation: Option<(&Path, &str)>,
+    bootstrap: &Bootstrap,
 ) -> anyhow::Result<Table> {
     let mut table = render::node_table(fleet, host)?;
     if let Some((file, key)) = attestation {
@@ -304,21 +348,41 @@ fn local_table(
         "address",
         Value::String("127.0.0.1:0".into()),
     );
-    // Static peers: every boot node and rendezvous point already running, so the fleet is
-    // connected even before rendezvous discovery has run.
-    let boots: Vec<Value> = started
-        .iter()
-        .filter(|n| {
-            n.roles.contains(&Role::Boot) || fleet.fleet.rendezvous_points.contains(&n.name)
-        })
-        .map(|n| Value::String(n.tcp.clone()))
-        .collect();
+    let (boots, points): (Vec<Value>, Vec<Value>) = match bootstrap {
+        // Static peers: every boot node and rendezvous point already running, so the fleet is
+        // connected even before rendezvous discovery has run.
+        Bootstrap::Static => (
+            started
+                .iter()
+                .filter(|n| {
+                    n.roles.contains(&Role::Boot) || fleet.fleet.rendezvous_points.contains(&n.name)
+                })
+                .map(|n| Value::String(n.tcp.clone()))
+                .collect(),
+            started
+                .iter()
+                .filter(|n| fleet.fleet.rendezvous_points.contains(&n.name))
+                .map(|n| Value::String(n.tcp.clone()))
+                .collect(),
+        ),
+        // No address at all but the tree's: the nodes find each other through DNS or not at all.
+        Bootstrap::Dns { url, name_server } => {
+            set(
+                &mut table,
+                "discovery",
+                "dns_urls",
+                Value::Array(vec![Value::String(url.clone())]),
+            );
+            set(
+                &mut table,
+                "discovery",
+                "dns_name_servers",
+                Value::Array(vec![Value::String(name_server.to_string())]),
+            );
+            (Vec::new(), Vec::new())
+        }
+    };
     set(&mut table, "network", "peers", Value::Array(boots));
-    let points: Vec<Value> = started
-        .iter()
-        .filter(|n| fleet.fleet.rendezvous_points.contains(&n.name))
-        .map(|n| Value::String(n.tcp.clone()))
-        .collect();
     if roost_node::config::Schema::get()
         .keys
         .contains_key("rendezvous.points")
@@ -336,7 +400,25 @@ pub async fn up(
     operator: &Operator,
     progress: &dyn Progress,
 ) -> anyhow::Result<FleetState> {
-    let result = start_all(fleet, dir, roost_bin, operator, progress).await;
+    up_with(fleet, dir, roost_bin, operator, None, progress)
+        .await
+        .map(|(state, _)| state)
+}
+
+/// The DNS server of `up --local --dns`: it serves the tree until shut down or dropped.
+pub type DnsServer = hickory_server::Server<hickory_server::zone_handler::Catalog>;
+
+/// [`up`], optionally bootstrapping the nodes from a DNS tree served on loopback; the server
+/// is returned to the caller, who keeps it running as long as the fleet should find it.
+pub async fn up_with(
+    fleet: &Fleet,
+    dir: &Path,
+    roost_bin: &Path,
+    operator: &Operator,
+    dns: Option<&DnsOptions>,
+    progress: &dyn Progress,
+) -> anyhow::Result<(FleetState, Option<DnsServer>)> {
+    let result = start_all(fleet, dir, roost_bin, operator, dns, progress).await;
     if result.is_err() && dir.join(STATE_FILE).exists() {
         // Do not leave half a fleet running; the logs stay for the post-mortem.
         let _ = down(dir).await;
@@ -349,8 +431,9 @@ async fn start_all(
     dir: &Path,
     roost_bin: &Path,
     operator: &Operator,
+    dns: Option<&DnsOptions>,
     progress: &dyn Progress,
-) -> anyhow::Result<FleetState> {
+) -> anyhow::Result<(FleetState, Option<DnsServer>)> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     if let Ok(existing) = FleetState::load(dir) {
         if existing.nodes.iter().any(|n| is_running(n.pid)) {
@@ -368,8 +451,35 @@ async fn start_all(
         shards: fleet.fleet.shards.clone(),
         node_version: fleet.fleet.node_version.clone(),
         nodes: Vec::new(),
+        dns: None,
     };
     let profile = operator_profile(operator, dir, roost_bin)?;
+    // The tree's URL (the operator key and the domain) and the server's sockets come first:
+    // every node is told both before it starts.
+    let mut listener = None;
+    let bootstrap = match dns {
+        None => Bootstrap::Static,
+        Some(options) => {
+            let Some((profile_path, _)) = &profile else {
+                bail!("--dns signs the tree with the operator key: drop --no-attestations");
+            };
+            let key = roost_node::operator::profile::Profile::load(profile_path)?
+                .public_key
+                .secp256k1()
+                .context(
+                    "DNS trees are signed with secp256k1; the operator profile's key is Ed25519",
+                )?;
+            let url = roost_node::discovery::dns::TreeUrl::new(key, &options.domain)
+                .map_err(|e| anyhow::anyhow!("--dns-domain: {e}"))?;
+            let server = crate::dns::LocalServer::bind(options.port).await?;
+            let name_server = server.address()?;
+            listener = Some(server);
+            Bootstrap::Dns {
+                url: url.to_string(),
+                name_server,
+            }
+        }
+    };
     for host in start_order(fleet) {
         progress.step(format!("starting {}", host.name));
         let node_dir = dir.join(&host.name);
@@ -387,6 +497,7 @@ async fn start_all(
             &node_dir,
             &state.nodes,
             attestation.as_ref().map(|(f, k)| (f.as_path(), k.as_str())),
+            &bootstrap,
         )?;
         let config_path = node_dir.join("roost.toml");
         std::fs::write(&config_path, toml::to_string(&table)?)?;
@@ -394,6 +505,26 @@ async fn start_all(
         // Pin the ports the node got, so a restart keeps its addresses.
         pin_ports(&config_path, &node)?;
         state.nodes.push(node);
+        state.save(dir)?;
+    }
+    let mut server = None;
+    if let (Some(options), Some(listener), Some((profile_path, _))) = (dns, listener, &profile) {
+        progress.step(format!("publishing the DNS tree at {}", options.domain));
+        let enrs = crate::dns::fetch_enrs(&crate::check::targets_from_state(&state)).await?;
+        let out = dir.join("dns");
+        let published = tokio::task::block_in_place(|| {
+            crate::dns::publish(&options.domain, &enrs, &[], profile_path, &out)
+        })?;
+        let name_server = listener.address()?;
+        server = Some(listener.serve(&options.domain, &published.zone_file)?);
+        state.dns = Some(DnsState {
+            url: published.url,
+            name_server,
+            seq: published.seq,
+            zone_file: published.zone_file,
+            records_file: published.records_file,
+            server_pid: std::process::id(),
+        });
         state.save(dir)?;
     }
     progress.step("waiting until every node is healthy and meshed".into());
@@ -405,7 +536,7 @@ async fn start_all(
         state.fleet,
         state.nodes.len()
     ));
-    Ok(state)
+    Ok((state, server))
 }
 
 /// Name of the Prometheus `file_sd` targets file a local fleet writes beside `fleet.json`.
@@ -701,9 +832,31 @@ pub async fn stop_pid(pid: u32, kill_now: bool) -> bool {
     true
 }
 
-/// Stops every node of the fleet in `dir`; removes `fleet.json` (data and logs stay).
+/// `true` if `pid` is a live `roost-fleet` process other than this one.
+fn is_fleet_tool(pid: u32) -> bool {
+    pid != std::process::id()
+        && std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|cmd| {
+                let first = cmd.split(|b| *b == 0).next().unwrap_or(&[]);
+                String::from_utf8_lossy(first).ends_with("roost-fleet")
+            })
+            .unwrap_or(false)
+        && !is_zombie(pid)
+}
+
+/// Stops every node of the fleet in `dir`, and the `up` serving its DNS tree; removes
+/// `fleet.json` (data and logs stay).
 pub async fn down(dir: &Path) -> anyhow::Result<usize> {
     let state = FleetState::load(dir)?;
+    if let Some(dns) = &state.dns {
+        if is_fleet_tool(dns.server_pid) {
+            signal(dns.server_pid, "TERM");
+            let deadline = Instant::now() + STOP_TIMEOUT;
+            while is_fleet_tool(dns.server_pid) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
     let stops = state.nodes.iter().map(|n| stop_pid(n.pid, false));
     let stopped = futures::future::join_all(stops)
         .await

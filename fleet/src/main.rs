@@ -51,6 +51,17 @@ enum Cmd {
         /// Start the nodes without attestations.
         #[arg(long)]
         no_attestations: bool,
+        /// Give the nodes no static peers: serve the fleet's EIP-1459 tree (signed with the
+        /// operator key) from a DNS server on 127.0.0.1 and bootstrap every node from it. `up`
+        /// then keeps serving until Ctrl-C or `roost-fleet down`.
+        #[arg(long, conflicts_with = "no_attestations")]
+        dns: bool,
+        /// The tree's domain (default `nodes.<fleet>.roost.test`).
+        #[arg(long, requires = "dns", value_name = "DOMAIN")]
+        dns_domain: Option<String>,
+        /// The DNS server's port on 127.0.0.1, UDP and TCP (default: a free one).
+        #[arg(long, requires = "dns", value_name = "PORT")]
+        dns_port: Option<u16>,
     },
     /// Connect to every node and report health, versions, attestations, the relay
     /// connectivity matrix, store answers, a canary message and rendezvous. Non-zero on failure.
@@ -241,8 +252,15 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             roost_bin,
             operator_profile,
             no_attestations,
+            dns,
+            dns_domain,
+            dns_port,
         } => {
             let (fleet, _) = load(&fleet)?;
+            let dns = dns.then(|| local::DnsOptions {
+                domain: dns_domain.unwrap_or_else(|| format!("nodes.{}.roost.test", fleet.name())),
+                port: dns_port,
+            });
             let bin = local::find_roost_bin(roost_bin);
             let operator = match (operator_profile, no_attestations) {
                 (Some(p), _) => local::Operator::Profile(p),
@@ -251,7 +269,8 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             };
             let bar = indicatif::ProgressBar::new_spinner();
             bar.enable_steady_tick(std::time::Duration::from_millis(120));
-            let state = local::up(&fleet, &dir, &bin, &operator, &Bar(bar)).await?;
+            let (state, server) =
+                local::up_with(&fleet, &dir, &bin, &operator, dns.as_ref(), &Bar(bar)).await?;
             for n in &state.nodes {
                 println!(
                     "{:<32} {:<22} {}",
@@ -264,7 +283,28 @@ async fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                     n.tcp
                 );
             }
-            println!("state: {}", dir.join(local::STATE_FILE).display());
+            if let (Some(tree), Some(mut server)) = (&state.dns, server) {
+                println!(
+                    "dns: {} seq {} served at {} (UDP and TCP)",
+                    tree.url, tree.seq, tree.name_server
+                );
+                println!("state: {}", dir.join(local::STATE_FILE).display());
+                println!("serving the tree until Ctrl-C or `roost-fleet down`");
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                    result = server.block_until_done() => {
+                        result.map_err(|e| anyhow::anyhow!("the DNS server stopped: {e}"))?;
+                    }
+                }
+                // The nodes run on (`down` stops them); only the tree is gone.
+                let _ = server.shutdown_gracefully().await;
+                eprintln!("stopped serving {}", tree.url);
+            } else {
+                println!("state: {}", dir.join(local::STATE_FILE).display());
+            }
         }
         Cmd::Check {
             fleet,

@@ -181,6 +181,20 @@ impl NodeHandle {
         rx.await.map_err(|_| "node is shutting down".to_owned())?
     }
 
+    /// Dials `peer` at every address in `addresses` (one connection is kept).
+    pub async fn dial_peer(&self, peer: PeerId, addresses: Vec<Multiaddr>) -> Result<(), String> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::DialPeer {
+                peer,
+                addresses,
+                reply,
+            })
+            .await
+            .map_err(|_| "node is shutting down".to_owned())?;
+        rx.await.map_err(|_| "node is shutting down".to_owned())?
+    }
+
     /// Keeps redialling `address` (with `/p2p/<peer id>`) whenever the peer is down, as the
     /// static peers are (nwaku's peer manager reconnects the peers an operator added).
     pub async fn keep_peer(&self, address: Multiaddr) {

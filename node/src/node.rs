@@ -563,6 +563,7 @@ impl Node {
             let discovery = crate::discovery::dns::DnsDiscovery {
                 config: config.discovery.clone(),
                 cluster_id: config.relay.cluster_id,
+                data_dir: data_dir.clone(),
                 handle: handle.clone(),
                 metrics: dns_metrics,
                 health: health.clone(),

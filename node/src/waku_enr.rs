@@ -269,10 +269,10 @@ pub fn shards(enr: &Enr) -> Option<(u16, Vec<u16>)> {
 }
 
 /// Every address to dial the node at, each ending in `/p2p/<peer id>`: `ip`+`tcp` first, then
-/// the `multiaddrs` entries.
+/// `ip6`+`tcp6`, then the `multiaddrs` entries; no address twice.
 pub fn addresses(enr: &Enr) -> Result<Vec<Multiaddr>, Error> {
     let peer = peer_id(enr)?;
-    let mut out = Vec::new();
+    let mut out: Vec<Multiaddr> = Vec::new();
     if let (Some(ip), Some(port)) = (enr.ip4(), enr.tcp4()) {
         out.push(
             Multiaddr::empty()
@@ -280,8 +280,19 @@ pub fn addresses(enr: &Enr) -> Result<Vec<Multiaddr>, Error> {
                 .with(Protocol::Tcp(port)),
         );
     }
+    if let (Some(ip), Some(port)) = (enr.ip6(), enr.tcp6()) {
+        out.push(
+            Multiaddr::empty()
+                .with(Protocol::Ip6(ip))
+                .with(Protocol::Tcp(port)),
+        );
+    }
     if let Some(Ok(value)) = enr.get_decodable::<Bytes>(MULTIADDRS_KEY) {
-        out.extend(decode_multiaddrs(&value));
+        for address in decode_multiaddrs(&value) {
+            if !out.contains(&address) {
+                out.push(address);
+            }
+        }
     }
     Ok(out
         .into_iter()
@@ -413,6 +424,44 @@ mod tests {
                     .unwrap(),
             ]
         );
+    }
+
+    #[test]
+    fn every_address_a_record_carries_is_listed_once() {
+        let key = SigningKey::from_slice(&[7u8; 32]).unwrap();
+        let multiaddrs: Vec<Multiaddr> = vec![
+            "/ip4/10.0.0.1/tcp/60000".parse().unwrap(),
+            "/ip4/10.0.0.1/tcp/8000/ws".parse().unwrap(),
+        ];
+        let enr = enr::Enr::builder()
+            .ip4(Ipv4Addr::new(10, 0, 0, 1))
+            .tcp4(60000)
+            .ip6("2001:db8::1".parse().unwrap())
+            .tcp6(60001)
+            .add_value(MULTIADDRS_KEY, &Bytes::from(encode_multiaddrs(&multiaddrs)))
+            .build(&key)
+            .unwrap();
+        let peer = peer_id(&enr).unwrap();
+        let listed: Vec<String> = addresses(&enr)
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                format!("/ip4/10.0.0.1/tcp/60000/p2p/{peer}"),
+                format!("/ip6/2001:db8::1/tcp/60001/p2p/{peer}"),
+                format!("/ip4/10.0.0.1/tcp/8000/ws/p2p/{peer}"),
+            ]
+        );
+        // js-waku's test record: ip/tcp and a `multiaddrs` entry.
+        let js = parse("enr:-KO4QANhx2beNpDw8LfX8hdyoNocMD5WCBY28EjKA50DyJv9QDxE5IWafE_O_nhbA31gmasx3WjpH517do3GqmzQvmaAgmlkgnY0gmlwhMCosvuKbXVsdGlhZGRyc4wACgTAqLL7Bh9C3QOJc2VjcDI1NmsxoQOmp7OJvC-UX4KeIJDW1CQQvhSA33OWgRrKccOcTG7dYYN0Y3CCH0KFd2FrdTIB").unwrap();
+        let listed = addresses(&js).unwrap();
+        assert!(listed.len() >= 2, "{listed:?}");
+        assert!(listed[0]
+            .to_string()
+            .starts_with("/ip4/192.168.178.251/tcp/8002/p2p/"));
     }
 
     #[test]

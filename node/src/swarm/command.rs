@@ -30,6 +30,13 @@ pub enum Command {
     },
     /// Keep redialling a peer added at run time (`/…/p2p/<peer id>`) whenever it is down.
     KeepPeer { address: Multiaddr },
+    /// Dial a peer at any of `addresses` (libp2p tries them all, keeps one connection);
+    /// nothing is done if it is connected or being dialled already.
+    DialPeer {
+        peer: PeerId,
+        addresses: Vec<Multiaddr>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
     /// A snapshot of the node's network state.
     Status {
         reply: oneshot::Sender<NetworkStatus>,

@@ -270,6 +270,21 @@ impl SwarmTask {
                 let result = self.swarm.dial(address).map_err(|e| e.to_string());
                 let _ = reply.send(result);
             }
+            Command::DialPeer {
+                peer,
+                addresses,
+                reply,
+            } => {
+                let opts = libp2p::swarm::dial_opts::DialOpts::peer_id(peer)
+                    .addresses(addresses)
+                    .condition(libp2p::swarm::dial_opts::PeerCondition::DisconnectedAndNotDialing)
+                    .build();
+                let result = match self.swarm.dial(opts) {
+                    Ok(()) | Err(libp2p::swarm::DialError::DialPeerConditionFalse(_)) => Ok(()),
+                    Err(e) => Err(e.to_string()),
+                };
+                let _ = reply.send(result);
+            }
             Command::Status { reply } => {
                 let _ = reply.send(self.status());
             }

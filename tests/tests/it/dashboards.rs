@@ -251,6 +251,86 @@ impl Drop for Running {
 /// The light push quota is the old low one (30 a minute), so the flood below gets each flooder
 /// banned within its 400 requests; the shipped quota admits a 300-push burst. Bans and
 /// everything else stay as shipped.
+/// Gives the DNS discovery panels a source: the fleet's tree as `roost-fleet dns` publishes it,
+/// served on loopback, and boot-01 restarted with it in `discovery.dns_urls` (its static peers
+/// stay). Returns the new state and the server, which serves while it lives.
+async fn boot_node_reads_the_tree(
+    staging: &Path,
+    fleet_dir: &Path,
+    state: FleetState,
+) -> (FleetState, local::DnsServer) {
+    const DOMAIN: &str = "nodes.staging.roost.test";
+    let out = fleet_dir.join("dns");
+    let published = Command::new(fleet_bin())
+        .arg("dns")
+        .arg(staging)
+        .arg("--dir")
+        .arg(fleet_dir)
+        .args(["--domain", DOMAIN, "--json", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        published.status.success(),
+        "roost-fleet dns: {}",
+        String::from_utf8_lossy(&published.stderr)
+    );
+    let published: serde_json::Value = serde_json::from_slice(&published.stdout).unwrap();
+    let url = published["url"].as_str().unwrap().to_owned();
+    let server = roost_fleet::dns::LocalServer::bind(None).await.unwrap();
+    let name_server = server.address().unwrap();
+    let server = server.serve(DOMAIN, &out.join("zone.txt")).unwrap();
+    let boot = node(&state, "boot-01");
+    let run = |args: &[&str]| {
+        let out = Command::new(fleet_bin())
+            .args(args)
+            .arg("--dir")
+            .arg(fleet_dir)
+            .arg(&boot.name)
+            .args(if args[0] == "start-node" {
+                vec!["--roost-bin".to_owned(), roost_bin().display().to_string()]
+            } else {
+                vec![]
+            })
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "roost-fleet {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&["stop-node"]);
+    let text = std::fs::read_to_string(&boot.config).unwrap();
+    let mut config: toml::Table = toml::from_str(&text).unwrap();
+    let discovery = config
+        .entry("discovery")
+        .or_insert_with(|| toml::Value::Table(Default::default()))
+        .as_table_mut()
+        .unwrap();
+    discovery.insert("dns_urls".into(), vec![toml::Value::String(url)].into());
+    discovery.insert(
+        "dns_name_servers".into(),
+        vec![toml::Value::String(name_server.to_string())].into(),
+    );
+    std::fs::write(&boot.config, toml::to_string(&config).unwrap()).unwrap();
+    run(&["start-node"]);
+    let state = FleetState::load(fleet_dir).unwrap();
+    let boot = node(&state, "boot-01");
+    wait_until(PATIENCE, || async {
+        let text = reqwest::get(&boot.metrics_url)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        dashboards::exposed_names(&text).contains("roost_discovery_dns_dials_total")
+    })
+    .await
+    .expect("boot-01 reads the tree and dials its nodes");
+    (state, server)
+}
+
 fn local_staging(dir: &Path) -> PathBuf {
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fleet/staging.toml");
     let text = std::fs::read_to_string(&shipped).unwrap();
@@ -774,6 +854,11 @@ async fn dashboards_and_alerts_work_on_a_live_fleet() {
     );
     let state = FleetState::load(&fleet_dir).expect("roost-fleet up wrote fleet.json");
     eprintln!("[{:>6.1?}] fleet up", began.elapsed());
+    let (state, _dns_server) = boot_node_reads_the_tree(&staging, &fleet_dir, state).await;
+    eprintln!(
+        "[{:>6.1?}] boot-01 restarted on the fleet's DNS tree",
+        began.elapsed()
+    );
     let rules_path = work.path().join("alerts-live.yml");
     let rules = std::fs::read_to_string(dir().join("prometheus/alerts.yml")).unwrap();
     std::fs::write(&rules_path, live_rules(&rules)).unwrap();

@@ -211,6 +211,84 @@ async fn nodes_that_know_only_an_enrtree_url_find_each_other_and_relay() {
     );
 }
 
+/// The highest seq a node has read survives its restart: after reading seq 2, a restarted node
+/// refuses the older seq-1 tree as a rollback and dials nothing it lists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tree_older_than_one_read_before_a_restart_is_refused() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let (profile, url) = file_profile(dir.path(), DOMAIN);
+    let peer_a = TestNode::start().await;
+    let peer_b = TestNode::start().await;
+    let enrs = roost_fleet::dns::fetch_enrs(&[target("a", &peer_a), target("b", &peer_b)])
+        .await
+        .unwrap();
+    let out = dir.path().join("dns");
+    let old = tokio::task::block_in_place(|| {
+        roost_fleet::dns::publish(DOMAIN, &enrs[..1], &[], &profile, &out)
+    })
+    .unwrap();
+    let old_zone = dir.path().join("old").join("zone.txt");
+    std::fs::create_dir_all(old_zone.parent().unwrap()).unwrap();
+    std::fs::copy(&old.zone_file, &old_zone).unwrap();
+    let new = tokio::task::block_in_place(|| {
+        roost_fleet::dns::publish(DOMAIN, &enrs, &[], &profile, &out)
+    })
+    .unwrap();
+    assert_eq!((old.seq, new.seq), (1, 2));
+
+    let reserved = Reserved::bind().await;
+    let name_server = reserved.name_server();
+    let mut server = reserved.serve(&[(DOMAIN, &new.zone_file)]);
+    let adjust = |name_server: NameServer, url: TreeUrl| {
+        move |c: &mut roost_node::Config| {
+            c.discovery.dns_urls = vec![url];
+            c.discovery.dns_name_servers = vec![name_server];
+        }
+    };
+    let node = TestNode::start_with(adjust(name_server, url.clone())).await;
+    wait_until(WAIT, || async {
+        node.metric("roost_discovery_dns_tree_seq{domain=\"nodes.roost.test\"}")
+            .await
+            == Some(2.0)
+    })
+    .await
+    .expect("the node reads seq 2");
+    let node_dir = node.stop().await;
+    server.shutdown_gracefully().await.unwrap();
+    let kept =
+        std::fs::read_to_string(node_dir.path().join(roost_node::discovery::dns::seen::FILE))
+            .unwrap();
+    println!("kept across the restart: {kept}");
+    assert!(
+        kept.contains(&url.to_string()) && kept.contains(": 2"),
+        "{kept}"
+    );
+
+    // Restarted on the same data dir, asking a server that has only the older tree.
+    let reserved = Reserved::bind().await;
+    let older_server = reserved.name_server();
+    let _server = reserved.serve(&[(DOMAIN, &old_zone)]);
+    let node = TestNode::start_in(node_dir, adjust(older_server, url.clone())).await;
+    wait_until(WAIT, || async {
+        node.metric("roost_discovery_dns_syncs_total{outcome=\"rollback\"}")
+            .await
+            .is_some_and(|v| v >= 1.0)
+    })
+    .await
+    .expect("the older tree is refused as a rollback");
+    let health = node.health().await;
+    let tree = &health["components"]["dns_discovery"]["detail"][url.to_string()];
+    println!("after the restart: {tree}");
+    assert!(
+        tree["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("seq 1 is lower than seq 2")),
+        "{tree}"
+    );
+    assert!(!node.connected_to(peer_a.handle.peer_id()).await);
+}
+
 /// A tree whose root is signed by another key than the URL's is refused with the reason in
 /// `/health` and the metric, and nothing is dialled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -316,6 +394,7 @@ fn fleet_dir(node: &TestNode) -> tempfile::TempDir {
         cluster_id: 1,
         shards: vec![0],
         node_version: "test".into(),
+        dns: None,
         nodes: vec![NodeState {
             name: "boot-01.test.staging".into(),
             dc: "test".into(),
@@ -454,4 +533,211 @@ async fn a_tree_signed_on_the_emulated_keycard_verifies() {
     let synced = verify_served(&out, &stdout).await;
     assert_eq!(synced.root.seq, 1);
     assert_eq!(synced.enrs.len(), 1);
+}
+
+/// Stops `roost-fleet up --dns` and its fleet even when the test fails half-way.
+struct Up {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(fleet_bin())
+            .args(["down", "--dir"])
+            .arg(&self.dir)
+            .output();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `roost-fleet up --local --dns`: the staging fleet's nodes get no static peer and no
+/// rendezvous point, only the `enrtree://` URL and the loopback name server `up` serves the tree
+/// from; they mesh and relay a message pushed at one node to the store nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_up_with_dns_bootstraps_every_node_from_the_tree_alone() {
+    use std::io::BufRead as _;
+    init_tracing();
+    let staging = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("fleet")
+        .join("staging.toml");
+    let fleet = roost_fleet::Fleet::load(&staging).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("staging");
+    let started = std::time::Instant::now();
+    let mut child = std::process::Command::new(fleet_bin())
+        .args(["up", staging.to_str().unwrap(), "--local", "--dns", "--dir"])
+        .arg(&dir)
+        .arg("--roost-bin")
+        .arg(roost_tests::roost_bin())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut up = Up {
+        child,
+        dir: dir.clone(),
+    };
+    // `up` prints the fleet, the tree, then keeps serving: read until it says so.
+    let lines = tokio::task::spawn_blocking(move || {
+        let mut lines = Vec::new();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let serving = line.starts_with("serving the tree");
+            lines.push(line);
+            if serving {
+                break;
+            }
+        }
+        lines
+    })
+    .await
+    .unwrap();
+    println!("{}", lines.join("\n"));
+    assert!(
+        lines.last().is_some_and(|l| l.starts_with("serving")),
+        "`up --dns` exited: {:?}",
+        up.child.try_wait()
+    );
+    println!(
+        "fleet up and meshed through DNS in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let state = FleetState::load(&dir).unwrap();
+    let tree = state.dns.clone().expect("fleet.json names the tree");
+    assert_eq!(state.nodes.len(), fleet.hosts.len());
+    assert_eq!(tree.server_pid, up.child.id());
+    assert!(tree.name_server.ip().is_loopback() && tree.name_server.port() != 0);
+    let url: TreeUrl = tree.url.parse().unwrap();
+    assert_eq!(url.domain(), "nodes.staging.roost.test");
+    assert!(lines.iter().any(|l| l.contains(&tree.url)));
+
+    // What the tree says, read through the node's own resolver from the server `up` runs.
+    let resolver = Resolver::new(&[NameServer(tree.name_server)]).unwrap();
+    let synced = tree::sync(&resolver, &url, Limits::default())
+        .await
+        .unwrap();
+    assert_eq!(synced.root.seq, tree.seq);
+    let mut in_tree: Vec<String> = synced
+        .enrs
+        .iter()
+        .map(|e| roost_node::waku_enr::peer_id(e).unwrap().to_string())
+        .collect();
+    in_tree.sort();
+    let mut running: Vec<String> = state.nodes.iter().map(|n| n.peer_id.clone()).collect();
+    running.sort();
+    assert_eq!(in_tree, running, "the tree lists every node");
+
+    for node in &state.nodes {
+        // Nothing but the tree: no static peer, no rendezvous point.
+        let config: toml::Table =
+            toml::from_str(&std::fs::read_to_string(&node.config).unwrap()).unwrap();
+        assert_eq!(
+            config["network"]["peers"].as_array().map(Vec::len),
+            Some(0),
+            "{}: {config}",
+            node.name
+        );
+        if let Some(points) = config.get("rendezvous").and_then(|r| r.get("points")) {
+            assert_eq!(points.as_array().map(Vec::len), Some(0), "{}", node.name);
+        }
+        assert_eq!(
+            config["discovery"]["dns_urls"][0].as_str(),
+            Some(tree.url.as_str())
+        );
+        assert_eq!(
+            config["discovery"]["dns_name_servers"][0].as_str(),
+            Some(tree.name_server.to_string().as_str())
+        );
+        let health: serde_json::Value = reqwest::get(format!("{}/health", node.http_url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let component = &health["components"]["dns_discovery"];
+        assert_eq!(component["status"], "ok", "{}: {health}", node.name);
+        assert_eq!(
+            component["detail"][&tree.url]["in_cluster"],
+            fleet.hosts.len(),
+            "{}: {component}",
+            node.name
+        );
+        let metrics = reqwest::get(&node.metrics_url)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let dials = roost_tests::metric_sum(&metrics, "roost_discovery_dns_dials_total", &[]);
+        println!(
+            "{}: {} peers, {dials} DNS dials",
+            node.name, health["peers"]
+        );
+    }
+
+    // Relay: pushed at the boot node, stored by both store nodes.
+    let boot = state
+        .nodes
+        .iter()
+        .find(|n| n.name.starts_with("boot-"))
+        .unwrap();
+    let topic = roost_node::message::ShardTopic::new(state.cluster_id, state.shards[0]).to_string();
+    let client = roost_node::client::Client::start(state.cluster_id)
+        .await
+        .unwrap();
+    let message = WakuMessage::new(
+        "/roost/1/fleet-dns/proto",
+        b"bootstrapped from DNS".to_vec(),
+    );
+    let reply = client
+        .light_push(
+            &boot.tcp.parse().unwrap(),
+            roost_node::lightpush::Version::V3,
+            Some(&topic),
+            &message,
+        )
+        .await
+        .unwrap();
+    assert!(reply.is_success(), "{reply:?}");
+    let wanted: std::collections::HashSet<_> = [message.hash(&topic)].into();
+    for store in state.nodes.iter().filter(|n| n.name.starts_with("store-")) {
+        let addr: libp2p::Multiaddr = store.tcp.parse().unwrap();
+        wait_until(WAIT, || async {
+            roost_tests::missing_from_store(&client, &addr, &wanted)
+                .await
+                .is_empty()
+        })
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "{} stores the message relayed from the boot node",
+                store.name
+            )
+        });
+    }
+
+    // `down` stops the nodes and the `up` serving the tree.
+    let out = std::process::Command::new(fleet_bin())
+        .args(["down", "--dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while !matches!(up.child.try_wait(), Ok(Some(_))) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "`down` stops `up --dns`"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -23,6 +23,7 @@ use tokio::sync::watch;
 
 use super::{
     metrics::Metrics,
+    seen::SeenSeqs,
     tree::{self, Limits, TreeUrl, TxtAnswer, TxtSource},
 };
 use crate::{
@@ -179,6 +180,8 @@ struct TreeState {
 pub struct DnsDiscovery {
     pub config: Config,
     pub cluster_id: u16,
+    /// Where the highest `seq` seen per tree is kept ([`super::seen`]).
+    pub data_dir: std::path::PathBuf,
     pub handle: NodeHandle,
     pub metrics: Metrics,
     pub health: Health,
@@ -196,6 +199,14 @@ impl DnsDiscovery {
                     serde_json::json!({ "error": e.to_string() }),
                 );
                 return;
+            }
+        };
+        let mut seen = match SeenSeqs::load(&self.data_dir) {
+            Ok(seen) => seen,
+            Err(e) => {
+                // Rewritten at the next good reading; until then only this run's seqs count.
+                tracing::error!(error = %e, "the DNS trees' last seqs are lost; starting afresh");
+                SeenSeqs::empty(&self.data_dir)
             }
         };
         let mut states: HashMap<String, TreeState> = HashMap::new();
@@ -218,7 +229,7 @@ impl DnsDiscovery {
                     continue;
                 }
                 let state = states.entry(key.clone()).or_default();
-                let wait = match self.read(&resolver, &url, state).await {
+                let wait = match self.read(&resolver, &url, state, &mut seen).await {
                     Ok((ttl, links)) => {
                         failures.remove(&key);
                         for link in links {
@@ -258,6 +269,7 @@ impl DnsDiscovery {
         resolver: &Resolver,
         url: &TreeUrl,
         state: &mut TreeState,
+        persisted: &mut SeenSeqs,
     ) -> Result<(Option<Duration>, Vec<TreeUrl>), ()> {
         let domain = url.domain().to_owned();
         let synced = match tree::sync(resolver, url, Limits::default()).await {
@@ -269,7 +281,8 @@ impl DnsDiscovery {
                 return Err(());
             }
         };
-        if let Some(seen) = state.seq {
+        // The highest seq of this run or of any earlier one (the data dir's file).
+        if let Some(seen) = state.seq.max(persisted.get(url)) {
             if synced.root.seq < seen {
                 let e = tree::TreeError::Rollback {
                     domain,
@@ -296,12 +309,14 @@ impl DnsDiscovery {
                 _ => continue,
             }
             in_cluster += 1;
+            // Every address the record carries (ip/tcp, ip6/tcp6, `multiaddrs`): the first may
+            // be unreachable from here while another is not.
             let Ok(addresses) = waku_enr::addresses(enr) else {
                 continue;
             };
-            let Some(address) = addresses.into_iter().next() else {
+            if addresses.is_empty() {
                 continue;
-            };
+            }
             let Ok(peer) = waku_enr::peer_id(enr) else {
                 continue;
             };
@@ -311,10 +326,10 @@ impl DnsDiscovery {
             if connected.contains(&peer) {
                 continue;
             }
-            let outcome = match self.handle.dial(address.clone()).await {
+            let outcome = match self.handle.dial_peer(peer, addresses.clone()).await {
                 Ok(()) => "ok",
                 Err(e) => {
-                    tracing::debug!(%address, error = %e, "DNS discovery dial failed");
+                    tracing::debug!(%peer, ?addresses, error = %e, "DNS discovery dial failed");
                     "failed"
                 }
             };
@@ -340,6 +355,9 @@ impl DnsDiscovery {
             .tree_seq
             .get_or_create(&super::metrics::TreeLabels { domain })
             .set(synced.root.seq as i64);
+        if let Err(e) = persisted.record(url, synced.root.seq) {
+            tracing::warn!(tree = %url, error = %e, "cannot keep the DNS tree's seq across restarts");
+        }
         state.seq = Some(synced.root.seq);
         state.nodes = synced.enrs.len();
         state.in_cluster = in_cluster;

@@ -358,3 +358,69 @@ fn tree_urls_round_trip_and_bad_ones_say_why() {
         assert!(err.contains(why), "{bad}: {err}");
     }
 }
+
+/// go-ethereum's `dnsdisc` client test: a tree its `MakeTree`/`Sign` produced (seq 3, the same
+/// test key as [`EXAMPLE_URL`]) whose enr root is a broken ENR. Refused, naming the record.
+const GETH_BAD_NODE: [(&str, &str); 3] = [
+    ("n", "enrtree-root:v1 e=INDMVBZEEQ4ESVYAKGIYU74EAA l=C7HRFPF3BLGF3YR4DY5KX3SMBE seq=3 sig=Vl3AmunLur0JZ3sIyJPSH6A3Vvdp4F40jWQeCmkIhmcgwE4VC5U9wpK8C_uL_CMY29fd6FAhspRvq2z_VysTLAA"),
+    ("C7HRFPF3BLGF3YR4DY5KX3SMBE.n", "enrtree://AM5FCQLWIZX2QFPNJAP7VUERCCRNGRHWZG3YYHIUV7BVDQ5FDPRT2@morenodes.example.org"),
+    ("INDMVBZEEQ4ESVYAKGIYU74EAA.n", "enr:-----"),
+];
+
+/// js-waku's `@waku/discovery` test data: a root signed by a production Waku tree's key (seq
+/// 1839), the same root with the signature's first byte changed, one without its link root,
+/// and Waku ENRs carrying the `multiaddrs` field.
+const JS_WAKU_URL: &str =
+    "enrtree://AKA3AM6LPBYEUDMVNU3BSVQJ5AD45Y7YPOHJLEF6W26QOE4VTUDPE@nodes.example.org";
+const JS_WAKU_ROOT: &str = "enrtree-root:v1 e=JORXBYVVM7AEKETX5DGXW44EAY l=FDXN3SN67NA5DKA4J2GOK7BVQI seq=1839 sig=Ma7yIqW2gj59dY8F6plfL7dfotaBPz285mu_XZK1e5VRzNrnf0pCAfacu4fBLuE7jMX-nDbqCM1sFiWWLq8WogE";
+const JS_WAKU_ROOT_BAD_SIG: &str = "enrtree-root:v1 e=JORXBYVVM7AEKETX5DGXW44EAY l=FDXN3SN67NA5DKA4J2GOK7BVQI seq=1839 sig=Aa7yIqW2gj59dY8F6plfL7dfotaBPz285mu_XZK1e5VRzNrnf0pCAfacu4fBLuE7jMX-nDbqCM1sFiWWLq8WogE";
+const JS_WAKU_ROOT_MALFORMED: &str = "enrtree-root:v1 e=FDXN3SN67NA5DKA4J2GOK7BVQI seq=1839 sig=Ma7yIqW2gj59dY8F6plfL7dfotaBPz285mu_XZK1e5VRzNrnf0pCAfacu4fBLuE7jMX-nDbqCM1sFiWWLq8WogE";
+const JS_WAKU_ENR_RELAY: &str = "enr:-KO4QANhx2beNpDw8LfX8hdyoNocMD5WCBY28EjKA50DyJv9QDxE5IWafE_O_nhbA31gmasx3WjpH517do3GqmzQvmaAgmlkgnY0gmlwhMCosvuKbXVsdGlhZGRyc4wACgTAqLL7Bh9C3QOJc2VjcDI1NmsxoQOmp7OJvC-UX4KeIJDW1CQQvhSA33OWgRrKccOcTG7dYYN0Y3CCH0KFd2FrdTIB";
+
+#[tokio::test]
+async fn records_made_by_go_ethereum_and_js_waku_verify_or_are_refused_with_the_reason() {
+    let bad_node: BTreeMap<String, String> = GETH_BAD_NODE
+        .iter()
+        .map(|(n, t)| (n.to_string(), t.to_string()))
+        .collect();
+    // Every record sits at the hash of its text, as go-ethereum computed it.
+    for (name, text) in GETH_BAD_NODE.iter().skip(1) {
+        assert_eq!(format!("{}.n", subdomain(text)), *name);
+    }
+    let geth_url = url(&EXAMPLE_URL.replace("nodes.example.org", "n"));
+    let err = sync(&bad_node, &geth_url, Limits::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, TreeError::BadRecord { name, .. } if name == "INDMVBZEEQ4ESVYAKGIYU74EAA.n"),
+        "{err}"
+    );
+    assert_eq!(err.reason(), "bad_record");
+    // Its root alone verifies: the refusal is the leaf's, not the signature's.
+    let root = Root::parse(GETH_BAD_NODE[0].1).unwrap();
+    assert_eq!(root.seq, 3);
+    assert!(root.verify(geth_url.key()));
+
+    let js = url(JS_WAKU_URL);
+    let root = Root::parse(JS_WAKU_ROOT).unwrap();
+    assert_eq!(root.seq, 1839);
+    assert_eq!(root.text(), JS_WAKU_ROOT);
+    assert!(root.verify(js.key()), "js-waku's root verifies");
+    assert!(
+        !root.verify(url(EXAMPLE_URL).key()),
+        "not against another key"
+    );
+    let tampered = Root::parse(JS_WAKU_ROOT_BAD_SIG)
+        .map(|r| r.verify(js.key()))
+        .unwrap_or(false);
+    assert!(!tampered, "a changed signature does not verify");
+    let err = Root::parse(JS_WAKU_ROOT_MALFORMED).unwrap_err();
+    assert!(err.to_string().contains("enrtree-root:v1"), "{err}");
+
+    // Its Waku ENR (ip 192.168.178.251, tcp 8002, plus `multiaddrs`) parses as a tree leaf.
+    let Entry::Enr(enr) = Entry::parse(JS_WAKU_ENR_RELAY).unwrap() else {
+        panic!("an enr: leaf");
+    };
+    assert_eq!(enr.ip4(), Some(std::net::Ipv4Addr::new(192, 168, 178, 251)));
+    assert_eq!(enr.tcp4(), Some(8002));
+}
