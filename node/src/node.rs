@@ -111,6 +111,14 @@ impl Node {
         keypair: Option<libp2p::identity::Keypair>,
         extra_sinks: Vec<Box<dyn MessageSink>>,
     ) -> Result<Node, StartError> {
+        // REST readers get `relay.shards` cached from the start, and the content topics (not
+        // their shards' pubsub topics), as nwaku's REST builder does.
+        let rest_pubsub_topics: Vec<String> = config
+            .relay
+            .pubsub_topics()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         // nwaku's `--content-topic`: their shards are relayed like `relay.shards`.
         config.relay.resolve_content_topics();
         let http_config = Arc::new(config.clone());
@@ -592,13 +600,7 @@ impl Node {
             let cache = crate::rest::relay::Cache::new(config.rest.relay_cache_capacity as usize);
             if config.relay.enabled {
                 // As nwaku: the shards a node relays from its start are REST-subscribed.
-                let topics: Vec<String> = config
-                    .relay
-                    .pubsub_topics()
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect();
-                if let Err(e) = cache.subscribe_pubsub_topics(&topics) {
+                if let Err(e) = cache.subscribe_pubsub_topics(&rest_pubsub_topics) {
                     tracing::warn!(error = %e, "the REST relay cache does not follow the node's shards");
                 }
                 if let Err(e) = cache.subscribe_content_topics(&config.relay.content_topics) {
