@@ -1,6 +1,7 @@
 //! The one metrics registry: everything the node exports lives under `roost_*`, libp2p's own
 //! metrics under `libp2p_*`, the process's CPU, memory, file descriptors and threads under the
-//! standard `process_*` names (read from `/proc` at each scrape), all served by `/metrics`.
+//! standard `process_*` names (read from `/proc` at each scrape), the allocator's under
+//! `roost_allocator_*` ([`crate::alloc`], read at each scrape), all served by `/metrics`.
 //! Capabilities register their metrics in sub-registries (`roost_relay_*`, `roost_store_*`,
 //! ...) when the node is built.
 
@@ -37,6 +38,7 @@ pub fn new_registry() -> Registry {
         .sub_registry_with_prefix("roost")
         .register("build", "Roost build information", info);
     registry.register_collector(Box::new(ProcessCollector));
+    registry.register_collector(Box::new(crate::alloc::AllocatorCollector));
     registry
 }
 
