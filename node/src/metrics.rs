@@ -295,11 +295,31 @@ mod tests {
             "process_max_fds ",
             "process_threads ",
             "roost_build_info{version=",
+            "roost_allocator_allocated_bytes ",
+            "roost_allocator_active_bytes ",
+            "roost_allocator_resident_bytes ",
+            "roost_allocator_mapped_bytes ",
+            "roost_allocator_retained_bytes ",
+            "roost_allocator_metadata_bytes ",
         ] {
             assert!(
                 text.lines().any(|l| l.starts_with(name)),
                 "{name} missing from:\n{text}"
             );
         }
+    }
+
+    #[test]
+    fn allocator_statistics_follow_allocations() {
+        let before = crate::alloc::AllocatorStats::read().unwrap();
+        let held: Vec<Vec<u8>> = (0..64).map(|_| vec![1u8; 1 << 20]).collect();
+        let during = crate::alloc::AllocatorStats::read().unwrap();
+        // Other tests allocate in parallel: half of the 64 MiB is a safe margin.
+        assert!(
+            during.allocated >= before.allocated + (32 << 20),
+            "{before:?} -> {during:?}"
+        );
+        assert!(during.resident >= during.allocated / 2 && during.mapped >= during.active);
+        drop(held);
     }
 }
