@@ -93,20 +93,34 @@ fn shared() -> Shared {
     Arc::new(Mutex::new(Series::default()))
 }
 
-/// Runs `tick` every `1/rate` seconds until `until`.
+/// Most requests of one kind in flight at once.
+const MAX_IN_FLIGHT: usize = 64;
+
+/// Starts `tick` every `1/rate` seconds until `until`, without waiting for the earlier ones to
+/// finish (a rate above 1/latency needs several in flight), at most [`MAX_IN_FLIGHT`] at once:
+/// beyond that ticks are skipped, which shows as a lower rate in the table.
 async fn paced<F, Fut>(rate: u64, until: Instant, mut tick: F)
 where
     F: FnMut(u64) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
+    use futures::stream::{FuturesUnordered, StreamExt};
     let mut interval = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut in_flight = FuturesUnordered::new();
     let mut n = 0;
     while Instant::now() < until {
-        interval.tick().await;
-        tick(n).await;
-        n += 1;
+        tokio::select! {
+            _ = interval.tick() => {
+                if in_flight.len() < MAX_IN_FLIGHT {
+                    in_flight.push(tick(n));
+                    n += 1;
+                }
+            }
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+        }
     }
+    while in_flight.next().await.is_some() {}
 }
 
 fn rss_mib(node: &NodeProcess) -> f64 {
