@@ -120,7 +120,7 @@ const CF_PROPERTIES: [(&str, &str, &str); 8] = [
     (
         "rocksdb.block-cache-usage",
         "block_cache_bytes",
-        "Memory held by the block cache, by column family",
+        "Memory held by the block cache a column family uses (the archive's families share one cache: each reports all of it)",
     ),
     (
         "rocksdb.estimate-table-readers-mem",

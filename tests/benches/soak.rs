@@ -129,7 +129,8 @@ fn rss_mib(node: &NodeProcess) -> f64 {
 
 const MIB: f64 = 1024.0 * 1024.0;
 
-/// The gauges the memory table shows, summed over their label sets: (column, metric name).
+/// The gauges the memory table shows, summed over their label sets (the shared block cache:
+/// the largest): (column, metric name).
 const GAUGES: [(&str, &str); 8] = [
     ("alloc", "roost_allocator_allocated_bytes"),
     ("resident", "roost_allocator_resident_bytes"),
@@ -159,7 +160,12 @@ async fn scrape(http: &str) -> [f64; GAUGES.len()] {
             continue;
         };
         if let Ok(v) = value.trim().parse::<f64>() {
-            out[i] = if out[i].is_nan() { v } else { out[i] + v };
+            // One block cache serves every column family: each reports all of it.
+            out[i] = match (out[i].is_nan(), name.contains("block_cache")) {
+                (true, _) => v,
+                (false, true) => out[i].max(v),
+                (false, false) => out[i] + v,
+            };
         }
     }
     out
