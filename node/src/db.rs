@@ -28,14 +28,29 @@ pub fn free_bytes(path: &Path) -> Option<u64> {
         .map(|s| s.f_bavail.saturating_mul(s.f_frsize))
 }
 
-/// Opens (creating if needed) the database at `path` with the given column families.
-/// `tune` adjusts the options of every column family (e.g. a compaction filter).
+/// Memtables of a small database opened with [`open`] (the rendezvous table), all column
+/// families together. RocksDB's default is 64 MiB per column family, twice over: a table of a
+/// few thousand rows rewritten by every REGISTER would grow its memtables by megabytes an
+/// hour, for hours, before the first flush.
+pub const SMALL_DB_MEMTABLE_BYTES: usize = 2 << 20;
+
+/// Opens (creating if needed) a small database at `path` with the given column families, its
+/// memtables within [`SMALL_DB_MEMTABLE_BYTES`]. `tune` adjusts the options of every column
+/// family (e.g. a compaction filter).
 pub fn open(
     path: &Path,
     column_families: &[&str],
     tune: impl Fn(&str, &mut Options),
 ) -> Result<DB, OpenError> {
-    open_with(path, column_families, |_| {}, tune)
+    open_with(
+        path,
+        column_families,
+        |db| db.set_db_write_buffer_size(SMALL_DB_MEMTABLE_BYTES),
+        |name, opts| {
+            opts.set_write_buffer_size(SMALL_DB_MEMTABLE_BYTES / 2);
+            tune(name, opts);
+        },
+    )
 }
 
 /// [`open`] with database-wide options too (WAL size, background jobs, info log).
@@ -71,7 +86,7 @@ pub fn open_read_only(path: &Path, column_families: &[&str]) -> Result<DB, OpenE
 }
 
 /// RocksDB properties exported per column family: (property, metric name, help).
-const CF_PROPERTIES: [(&str, &str, &str); 7] = [
+const CF_PROPERTIES: [(&str, &str, &str); 8] = [
     (
         "rocksdb.total-sst-files-size",
         "sst_bytes",
@@ -105,7 +120,12 @@ const CF_PROPERTIES: [(&str, &str, &str); 7] = [
     (
         "rocksdb.block-cache-usage",
         "block_cache_bytes",
-        "Memory held by the block cache, by column family",
+        "Memory held by the block cache a column family uses (the archive's families share one cache: each reports all of it)",
+    ),
+    (
+        "rocksdb.estimate-table-readers-mem",
+        "table_readers_bytes",
+        "Memory of open SST files' readers outside the block cache, by column family",
     ),
 ];
 
@@ -204,6 +224,41 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn small_databases_keep_their_memtables_small() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(&dir.path().join("db"), &["a", "b"], |_, _| {}).unwrap();
+        let cf = db.cf_handle("a").unwrap();
+        // 16 MiB of rows: with RocksDB's defaults all of it would still be in memtables.
+        for i in 0u32..16 * 1024 {
+            db.put_cf(cf, i.to_be_bytes(), [7u8; 1024]).unwrap();
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let pending = || {
+            db.property_int_value_cf(cf, "rocksdb.mem-table-flush-pending")
+                .unwrap()
+                .unwrap_or(0)
+                + db.property_int_value("rocksdb.num-running-flushes")
+                    .unwrap()
+                    .unwrap_or(0)
+        };
+        while pending() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "flushes did not finish"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let memtables = db
+            .property_int_value_cf(cf, "rocksdb.cur-size-all-mem-tables")
+            .unwrap()
+            .unwrap();
+        assert!(
+            memtables <= SMALL_DB_MEMTABLE_BYTES as u64,
+            "{memtables} bytes of memtables"
+        );
+    }
 
     #[test]
     fn exports_rocksdb_properties_per_column_family_and_database() {

@@ -1,12 +1,13 @@
 //! The operator HTTP endpoint (axum): `/metrics` (Prometheus text), `/health` (JSON, 503 when
 //! unhealthy), `/debug/v1/info` (identity, addresses, cluster, protocols, attestation),
-//! `/debug/v1/peers` (connected peers, mesh per shard) and the admin routes capabilities
+//! `/debug/v1/peers` (connected peers, mesh per shard), `/debug/pprof/heap` (a heap profile
+//! when `http.heap_profile` is on, [`crate::alloc`]) and the admin routes capabilities
 //! contribute (bans: [`crate::throttle::admin`], loopback clients only).
 
 use std::{sync::Arc, time::Duration};
 
 use axum::{
-    extract::State as AxumState,
+    extract::{Query, State as AxumState},
     http::{header, StatusCode},
     response::{IntoResponse, Response},
     routing::get,
@@ -37,6 +38,7 @@ pub fn router(state: State) -> Router {
         .route("/debug/v1/info", get(info))
         .route("/debug/v1/peers", get(peers))
         .route("/debug/v1/config", get(config))
+        .route("/debug/pprof/heap", get(heap_profile))
         .with_state(state)
         .merge(admin)
 }
@@ -69,6 +71,37 @@ async fn metrics(AxumState(state): AxumState<State>) -> Response {
         body,
     )
         .into_response()
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct HeapQuery {
+    /// `pprof` (default: gzipped protobuf) or `jeprof` (jemalloc's text dump).
+    format: Option<String>,
+}
+
+async fn heap_profile(Query(query): Query<HeapQuery>) -> Response {
+    use crate::alloc::{AllocError, ProfileFormat};
+    let format = match query.format.as_deref() {
+        None | Some("pprof") => ProfileFormat::Pprof,
+        Some("jeprof") => ProfileFormat::Jeprof,
+        Some(other) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("unknown format `{other}`; use pprof or jeprof\n"),
+            )
+                .into_response()
+        }
+    };
+    match crate::alloc::heap_profile(format).await {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/octet-stream")], body).into_response(),
+        Err(e @ (AllocError::ProfilingOff | AllocError::ProfilingUnavailable)) => {
+            (StatusCode::CONFLICT, format!("{e}\n")).into_response()
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "heap profile failed");
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response()
+        }
+    }
 }
 
 async fn health(AxumState(state): AxumState<State>) -> Response {

@@ -5,6 +5,7 @@
 //! Each capability is one module that owns its wire format, state and metrics.
 
 pub mod addr;
+pub mod alloc;
 pub mod args;
 pub mod cli;
 pub mod client;

@@ -1,6 +1,7 @@
 //! The one metrics registry: everything the node exports lives under `roost_*`, libp2p's own
 //! metrics under `libp2p_*`, the process's CPU, memory, file descriptors and threads under the
-//! standard `process_*` names (read from `/proc` at each scrape), all served by `/metrics`.
+//! standard `process_*` names (read from `/proc` at each scrape), the allocator's under
+//! `roost_allocator_*` ([`crate::alloc`], read at each scrape), all served by `/metrics`.
 //! Capabilities register their metrics in sub-registries (`roost_relay_*`, `roost_store_*`,
 //! ...) when the node is built. A few series also go out under nwaku's names ([`NwakuNames`]),
 //! so dashboards, alerts and test suites written against nwaku read a Roost node too.
@@ -38,6 +39,7 @@ pub fn new_registry() -> Registry {
         .sub_registry_with_prefix("roost")
         .register("build", "Roost build information", info);
     registry.register_collector(Box::new(ProcessCollector));
+    registry.register_collector(Box::new(crate::alloc::AllocatorCollector));
     registry
 }
 
@@ -424,11 +426,31 @@ mod tests {
             "process_max_fds ",
             "process_threads ",
             "roost_build_info{version=",
+            "roost_allocator_allocated_bytes ",
+            "roost_allocator_active_bytes ",
+            "roost_allocator_resident_bytes ",
+            "roost_allocator_mapped_bytes ",
+            "roost_allocator_retained_bytes ",
+            "roost_allocator_metadata_bytes ",
         ] {
             assert!(
                 text.lines().any(|l| l.starts_with(name)),
                 "{name} missing from:\n{text}"
             );
         }
+    }
+
+    #[test]
+    fn allocator_statistics_follow_allocations() {
+        let before = crate::alloc::AllocatorStats::read().unwrap();
+        let held: Vec<Vec<u8>> = (0..64).map(|_| vec![1u8; 1 << 20]).collect();
+        let during = crate::alloc::AllocatorStats::read().unwrap();
+        // Other tests allocate in parallel: half of the 64 MiB is a safe margin.
+        assert!(
+            during.allocated >= before.allocated + (32 << 20),
+            "{before:?} -> {during:?}"
+        );
+        assert!(during.resident >= during.allocated / 2 && during.mapped >= during.active);
+        drop(held);
     }
 }

@@ -424,6 +424,12 @@ impl Node {
 
         let mut tasks = JoinSet::new();
         // Bind HTTP before announcing the node, so a port clash fails start-up.
+        if config.http.heap_profile {
+            match crate::alloc::start_profiling().await {
+                Ok(()) => tracing::info!("heap profiling on: /debug/pprof/heap"),
+                Err(e) => tracing::warn!(error = %e, "heap profiling not started"),
+            }
+        }
         let http_listener = if config.http.enabled {
             let listener = tokio::net::TcpListener::bind(config.http.address)
                 .await

@@ -1,17 +1,25 @@
 //! Soak: a local fleet of three `roost` processes (release build) under mixed load for a while,
-//! printing throughput and p99 per kind of traffic, RSS of every node over time, and every
+//! printing throughput and p99 per kind of traffic, RSS and allocator figures of every node over
+//! time with a verdict on whether RSS has levelled, the largest structures' sizes, and every
 //! message lost. Not a test: it prints figures.
 //!
 //! Fleet: `hub` (relay, store, light push, filter, rendezvous point), `store` (relay, store) and
 //! `edge` (relay), all connected to each other. Load, all at once:
 //! - relay: a bare gossipsub peer publishes into `edge` at `ROOST_SOAK_RELAY_RATE` msgs/s;
 //! - light push into `hub` (answered once stored) at `ROOST_SOAK_PUSH_RATE` /s;
-//! - store queries (first page of a content query) to `store` at 20/s;
+//! - store queries (first page of a content query) to `store` at `ROOST_SOAK_QUERY_RATE` /s (20);
 //! - a filter subscriber on `hub` for the light-pushed content topic;
 //! - rendezvous REGISTER + DISCOVER at `hub` by 50 peers, 20 requests/s in all.
 //!
 //! Lost: every message published (relay) or acknowledged (light push 200) that `store` does not
 //! have at the end, and every light-pushed message the filter subscriber did not get.
+//!
+//! Memory: every node's RSS and `/metrics` (allocator, RocksDB, throttle, rendezvous, filter) are
+//! sampled every `ROOST_SOAK_SAMPLE_SECONDS` (default: a 30th of the run, at least 5 s). The
+//! verdict is the least-squares slope of RSS over the last third of the run, in MiB per 10
+//! minutes: "levelled" under 1 MiB/10 min. With `ROOST_SOAK_HEAP_DIR=<dir>` the nodes sample
+//! their heap (`--http-heap-profile true`) and the hub's jemalloc heap dump is saved there at a
+//! third of the run and at the end (`jeprof --base=<first> roost <last>` names what grew).
 //!
 //! `ROOST_SOAK_SECONDS=600 cargo bench -p roost-tests --bench soak` (default 60 s).
 
@@ -85,24 +93,124 @@ fn shared() -> Shared {
     Arc::new(Mutex::new(Series::default()))
 }
 
-/// Runs `tick` every `1/rate` seconds until `until`.
+/// Most requests of one kind in flight at once.
+const MAX_IN_FLIGHT: usize = 64;
+
+/// Starts `tick` every `1/rate` seconds until `until`, without waiting for the earlier ones to
+/// finish (a rate above 1/latency needs several in flight), at most [`MAX_IN_FLIGHT`] at once:
+/// beyond that ticks are skipped, which shows as a lower rate in the table.
 async fn paced<F, Fut>(rate: u64, until: Instant, mut tick: F)
 where
     F: FnMut(u64) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
+    use futures::stream::{FuturesUnordered, StreamExt};
     let mut interval = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut in_flight = FuturesUnordered::new();
     let mut n = 0;
     while Instant::now() < until {
-        interval.tick().await;
-        tick(n).await;
-        n += 1;
+        tokio::select! {
+            _ = interval.tick() => {
+                if in_flight.len() < MAX_IN_FLIGHT {
+                    in_flight.push(tick(n));
+                    n += 1;
+                }
+            }
+            Some(()) = in_flight.next(), if !in_flight.is_empty() => {}
+        }
     }
+    while in_flight.next().await.is_some() {}
 }
 
 fn rss_mib(node: &NodeProcess) -> f64 {
     node.rss_bytes().unwrap_or(0) as f64 / f64::from(1 << 20)
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// The gauges the memory table shows, summed over their label sets (the shared block cache:
+/// the largest): (column, metric name).
+const GAUGES: [(&str, &str); 8] = [
+    ("alloc", "roost_allocator_allocated_bytes"),
+    ("resident", "roost_allocator_resident_bytes"),
+    ("retained", "roost_allocator_retained_bytes"),
+    ("memtables", "roost_store_rocksdb_memtable_bytes"),
+    ("blk cache", "roost_store_rocksdb_block_cache_bytes"),
+    ("tbl readers", "roost_store_rocksdb_table_readers_bytes"),
+    ("lim keys", "roost_throttle_limiter_keys"),
+    ("rdv regs", "roost_rendezvous_table_size"),
+];
+
+/// The [`GAUGES`] of a node, read from its `/metrics` (NaN where missing).
+async fn scrape(http: &str) -> [f64; GAUGES.len()] {
+    let mut out = [f64::NAN; GAUGES.len()];
+    let Ok(response) = reqwest::get(format!("{http}/metrics")).await else {
+        return out;
+    };
+    let Ok(text) = response.text().await else {
+        return out;
+    };
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let (name, value) = match line.split_once(' ') {
+            Some((series, value)) => (series.split('{').next().unwrap_or(series), value),
+            None => continue,
+        };
+        let Some(i) = GAUGES.iter().position(|(_, n)| *n == name) else {
+            continue;
+        };
+        if let Ok(v) = value.trim().parse::<f64>() {
+            // One block cache serves every column family: each reports all of it.
+            out[i] = match (out[i].is_nan(), name.contains("block_cache")) {
+                (true, _) => v,
+                (false, true) => out[i].max(v),
+                (false, false) => out[i] + v,
+            };
+        }
+    }
+    out
+}
+
+/// Least-squares slope of `(seconds, MiB)` points, in MiB per 10 minutes.
+fn slope_per_10min(points: &[(f64, f64)]) -> f64 {
+    let n = points.len() as f64;
+    if n < 2.0 {
+        return f64::NAN;
+    }
+    let mean_t = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let mean_v = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let cov: f64 = points.iter().map(|p| (p.0 - mean_t) * (p.1 - mean_v)).sum();
+    let var: f64 = points.iter().map(|p| (p.0 - mean_t).powi(2)).sum();
+    if var == 0.0 {
+        return f64::NAN;
+    }
+    cov / var * 600.0
+}
+
+/// One memory sample of the fleet: RSS (MiB) and [`GAUGES`] per node.
+struct Sample {
+    at: Duration,
+    rss: [f64; 3],
+    gauges: [[f64; GAUGES.len()]; 3],
+}
+
+/// Saves the hub's jemalloc heap dump (for `jeprof`) as `<dir>/hub-<label>.heap`.
+async fn save_heap(http: &str, dir: &std::path::Path, label: &str) {
+    let url = format!("{http}/debug/pprof/heap?format=jeprof");
+    match reqwest::get(&url).await {
+        Ok(r) if r.status().is_success() => match r.bytes().await {
+            Ok(body) => {
+                let path = dir.join(format!("hub-{label}.heap"));
+                match std::fs::write(&path, &body) {
+                    Ok(()) => println!("heap profile: {}", path.display()),
+                    Err(e) => println!("heap profile: cannot write {}: {e}", path.display()),
+                }
+            }
+            Err(e) => println!("heap profile: {url}: {e}"),
+        },
+        Ok(r) => println!("heap profile: {url}: {}", r.status()),
+        Err(e) => println!("heap profile: {url}: {e}"),
+    }
 }
 
 async fn missing_from(reader: &Client, addr: &Multiaddr, wanted: &[MessageHash]) -> usize {
@@ -135,12 +243,91 @@ async fn missing_list(
     missing
 }
 
+/// RSS per node over time (about 12 rows of the samples), the allocator and structure gauges
+/// per node at a third of the run and at the end, and the slope verdicts.
+fn print_memory(rows: &[Sample], seconds: u64) {
+    let names = ["hub", "store", "edge"];
+    println!(
+        "{:>8} {:>10} {:>10} {:>10}",
+        "t (s)", "hub MiB", "store MiB", "edge MiB"
+    );
+    let every = rows.len().div_ceil(12).max(1);
+    for (i, row) in rows.iter().enumerate() {
+        if i % every == 0 || i + 1 == rows.len() {
+            println!(
+                "{:>8.0} {:>10.1} {:>10.1} {:>10.1}",
+                row.at.as_secs_f64(),
+                row.rss[0],
+                row.rss[1],
+                row.rss[2]
+            );
+        }
+    }
+    let third = rows
+        .iter()
+        .position(|r| r.at.as_secs() >= seconds / 3)
+        .unwrap_or(0);
+    println!();
+    print!("{:<14}", "node @ t (s)");
+    for (column, _) in GAUGES {
+        print!(" {column:>11}");
+    }
+    println!();
+    for (node, name) in names.iter().enumerate() {
+        for row in [&rows[third], &rows[rows.len() - 1]] {
+            print!("{:<14}", format!("{name} @ {:.0}", row.at.as_secs_f64()));
+            for (i, (_, metric)) in GAUGES.iter().enumerate() {
+                let v = row.gauges[node][i];
+                if v.is_nan() {
+                    print!(" {:>11}", "-");
+                } else if metric.ends_with("_bytes") {
+                    print!(" {:>11}", format!("{:.1} MiB", v / MIB));
+                } else {
+                    print!(" {v:>11.0}");
+                }
+            }
+            println!();
+        }
+    }
+    println!();
+    let start = seconds as f64 * 2.0 / 3.0;
+    for (node, name) in names.iter().enumerate() {
+        let tail = |f: &dyn Fn(&Sample) -> f64| -> Vec<(f64, f64)> {
+            rows.iter()
+                .filter(|r| r.at.as_secs_f64() >= start)
+                .map(|r| (r.at.as_secs_f64(), f(r)))
+                .filter(|p| !p.1.is_nan())
+                .collect()
+        };
+        let rss = slope_per_10min(&tail(&|r| r.rss[node]));
+        let alloc = slope_per_10min(&tail(&|r| r.gauges[node][0] / MIB));
+        let verdict = if rss.is_nan() {
+            "too few samples"
+        } else if rss < 1.0 {
+            "levelled"
+        } else {
+            "STILL GROWING"
+        };
+        println!(
+            "{name:<6} RSS slope over the last third: {rss:+.2} MiB/10 min (allocated {alloc:+.2}): {verdict}"
+        );
+    }
+    println!();
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
     let seconds = env_u64("ROOST_SOAK_SECONDS", 60);
     let relay_rate = env_u64("ROOST_SOAK_RELAY_RATE", 200);
     let push_rate = env_u64("ROOST_SOAK_PUSH_RATE", 50);
-    let unthrottled = [
+    let query_rate = env_u64("ROOST_SOAK_QUERY_RATE", 20);
+    let sample_every =
+        Duration::from_secs(env_u64("ROOST_SOAK_SAMPLE_SECONDS", (seconds / 30).max(5)));
+    let heap_dir = std::env::var_os("ROOST_SOAK_HEAP_DIR").map(std::path::PathBuf::from);
+    if let Some(dir) = &heap_dir {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut unthrottled = vec![
         "--throttle-relay",
         "unlimited",
         "--throttle-relay-bytes",
@@ -160,6 +347,9 @@ async fn main() -> anyhow::Result<()> {
         "--store-sync",
         "true",
     ];
+    if heap_dir.is_some() {
+        unthrottled.extend(["--http-heap-profile", "true"]);
+    }
     let dirs: Vec<tempfile::TempDir> = (0..3)
         .map(|_| tempfile::tempdir())
         .collect::<Result<_, _>>()?;
@@ -235,7 +425,7 @@ async fn main() -> anyhow::Result<()> {
 
     println!(
         "soak: {seconds} s; relay {relay_rate}/s into edge, light push {push_rate}/s into hub, \
-         store queries 20/s, rendezvous 20/s, filter on hub"
+         store queries {query_rate}/s, rendezvous 20/s, filter on hub"
     );
     let started = Instant::now();
     let until = started + Duration::from_secs(seconds);
@@ -295,7 +485,7 @@ async fn main() -> anyhow::Result<()> {
     let query_load = {
         let (query_s, addr, reader) = (query_s.clone(), store_node.tcp_addr(), &reader);
         async move {
-            paced(20, until, |_| {
+            paced(query_rate, until, |_| {
                 let (query_s, addr) = (query_s.clone(), addr.clone());
                 async move {
                     let t = Instant::now();
@@ -351,16 +541,33 @@ async fn main() -> anyhow::Result<()> {
             }
         }
     };
+    let sample = || async {
+        let (h, s, e) = tokio::join!(
+            scrape(&hub.http),
+            scrape(&store_node.http),
+            scrape(&edge.http)
+        );
+        Sample {
+            at: started.elapsed(),
+            rss: nodes.map(|(_, n)| rss_mib(n)),
+            gauges: [h, s, e],
+        }
+    };
     let rss_load = async {
         let mut rows = Vec::new();
-        let step = Duration::from_secs((seconds / 6).max(5));
+        let mut saved_first = false;
         loop {
-            let at = started.elapsed();
-            rows.push((at, nodes.map(|(_, n)| rss_mib(n))));
-            if Instant::now() + step > until {
+            rows.push(sample().await);
+            if let Some(dir) = &heap_dir {
+                if !saved_first && started.elapsed().as_secs() >= seconds / 3 {
+                    save_heap(&hub.http, dir, "third").await;
+                    saved_first = true;
+                }
+            }
+            if Instant::now() + sample_every > until {
                 break;
             }
-            tokio::time::sleep(step).await;
+            tokio::time::sleep(sample_every).await;
         }
         rows
     };
@@ -383,7 +590,10 @@ async fn main() -> anyhow::Result<()> {
         rss_load
     );
     let elapsed = started.elapsed().as_secs_f64();
-    rss_rows.push((started.elapsed(), nodes.map(|(_, n)| rss_mib(n))));
+    rss_rows.push(sample().await);
+    if let Some(dir) = &heap_dir {
+        save_heap(&hub.http, dir, "end").await;
+    }
 
     // Let the last messages settle, then count what is missing.
     let relayed = relayed.lock().unwrap().clone();
@@ -434,19 +644,7 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("{}", rdv_s.lock().unwrap().row("rendezvous (hub)", elapsed));
     println!();
-    println!(
-        "{:>8} {:>10} {:>10} {:>10}",
-        "t (s)", "hub MiB", "store MiB", "edge MiB"
-    );
-    for (at, rss) in &rss_rows {
-        println!(
-            "{:>8.0} {:>10.1} {:>10.1} {:>10.1}",
-            at.as_secs_f64(),
-            rss[0],
-            rss[1],
-            rss[2]
-        );
-    }
+    print_memory(&rss_rows, seconds);
     println!();
     println!(
         "lost: {lost_relay} of {} relayed messages not in the store node, {lost_push} of {} \

@@ -116,7 +116,7 @@ impl Default for NetworkConfig {
     }
 }
 
-/// The operator HTTP endpoint: `/metrics`, `/health`, `/debug/v1/info`.
+/// The operator HTTP endpoint: `/metrics`, `/health`, `/debug/v1/info`, `/debug/pprof/heap`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
@@ -124,6 +124,9 @@ pub struct HttpConfig {
     pub enabled: bool,
     /// Bind address; keep it on loopback or a monitoring network. Default `127.0.0.1:8008`.
     pub address: SocketAddr,
+    /// Sample heap allocations from start for `/debug/pprof/heap` (jemalloc profiling: one
+    /// sample per 512 KiB allocated on average, a few percent of CPU). Default `false`.
+    pub heap_profile: bool,
 }
 
 impl Default for HttpConfig {
@@ -131,6 +134,7 @@ impl Default for HttpConfig {
         HttpConfig {
             enabled: true,
             address: SocketAddr::from(([127, 0, 0, 1], 8008)),
+            heap_profile: false,
         }
     }
 }

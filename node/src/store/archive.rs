@@ -30,14 +30,39 @@ use crate::{message::MessageHash, units::ByteSize};
 /// Most `messages` entries one page of a pubsub-topic-only query looks at.
 const SCAN_BUDGET: usize = 50_000;
 
-/// Block cache shared by the archive's column families.
-const BLOCK_CACHE_BYTES: usize = 64 * 1024 * 1024;
+/// Default of [`Tuning::memory_budget`] (and `store.memory_budget`).
+pub const DEFAULT_MEMORY_BUDGET: ByteSize = ByteSize::mib(128);
 
-/// How the database is tuned; the size limit scales write buffers so a small `size:` policy
-/// is not dwarfed by memtables and write-ahead logs.
-#[derive(Debug, Clone, Default)]
+/// Smallest memory budget: below it memtables flush too often to keep up with ingest.
+pub const MIN_MEMORY_BUDGET: ByteSize = ByteSize::mib(16);
+
+/// How the database is tuned. RocksDB's memory stays within `memory_budget`: a quarter for
+/// memtables (all column families together), the rest for one LRU block cache that also holds
+/// the index and filter blocks of the SST files (which RocksDB otherwise keeps outside any
+/// limit, growing with the archive). The size limit further scales write buffers so a small
+/// `size:` policy is not dwarfed by memtables and write-ahead logs.
+#[derive(Debug, Clone)]
 pub struct Tuning {
     pub size_limit: Option<ByteSize>,
+    pub memory_budget: ByteSize,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            size_limit: None,
+            memory_budget: DEFAULT_MEMORY_BUDGET,
+        }
+    }
+}
+
+impl Tuning {
+    /// (block cache bytes, memtable bytes of all column families together).
+    pub fn split(&self) -> (usize, usize) {
+        let budget = self.memory_budget.0.max(MIN_MEMORY_BUDGET.0);
+        let memtables = budget / 4;
+        ((budget - memtables) as usize, memtables as usize)
+    }
 }
 
 /// The read side of the archive, shared by every store thread.
@@ -149,13 +174,18 @@ impl Archive {
     /// Opens (creating if needed) the archive at `path`.
     pub fn open(path: &Path, tuning: &Tuning) -> Result<Archive, StoreError> {
         let cutoff = Arc::new(RwLock::new(Position::MIN));
-        let cache = Cache::new_lru_cache(BLOCK_CACHE_BYTES)
+        let (cache_bytes, memtable_bytes) = tuning.split();
+        let cache = Cache::new_lru_cache(cache_bytes)
             .map_err(|e| StoreError::Open(format!("cannot create block cache: {e}")))?;
         let limit = tuning.size_limit.map(|s| s.0);
-        // Memtables and logs scale with a small size limit; 32 MiB / 64 MiB otherwise.
+        // One memtable of `messages` may take half the memtable budget (two of them fill it
+        // while one flushes); the index families a quarter of that. Smaller with a small
+        // size limit.
         let write_buffer = limit
             .map(|l| (l / 16).clamp(1 << 20, 32 << 20))
-            .unwrap_or(32 << 20) as usize;
+            .unwrap_or(32 << 20)
+            .min((memtable_bytes / 2) as u64)
+            .max(1 << 20) as usize;
         let max_wal = limit
             .map(|l| (l / 8).clamp(2 << 20, 64 << 20))
             .unwrap_or(64 << 20);
@@ -171,10 +201,16 @@ impl Archive {
                 db.set_max_log_file_size(1 << 20);
                 db.set_log_level(rocksdb::LogLevel::Warn);
                 db.set_max_manifest_file_size(4 << 20);
+                // All memtables together: past this RocksDB flushes the largest one.
+                db.set_db_write_buffer_size(memtable_bytes);
             },
             |name, opts| {
                 let mut table = BlockBasedOptions::default();
                 table.set_block_cache(&cache);
+                // Index and filter blocks count against the cache instead of living outside
+                // it for as long as their file; level 0's stay pinned (read on every lookup).
+                table.set_cache_index_and_filter_blocks(true);
+                table.set_pin_l0_filter_and_index_blocks_in_cache(true);
                 match name {
                     keys::CF_MESSAGES => {
                         opts.set_write_buffer_size(write_buffer);
@@ -199,8 +235,11 @@ impl Archive {
                     }
                     keys::CF_FINGERPRINTS => {
                         opts.set_merge_operator_associative("roost-xor", xor_merge);
+                        opts.set_write_buffer_size(write_buffer / 8);
                     }
-                    _ => {}
+                    // Small bookkeeping families: RocksDB's 64 MiB default would be most of
+                    // the budget.
+                    _ => opts.set_write_buffer_size(write_buffer / 8),
                 }
                 opts.set_block_based_table_factory(&table);
             },

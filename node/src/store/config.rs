@@ -34,6 +34,9 @@ pub struct Config {
     /// counted, health degraded) until space returns, so RocksDB never runs out mid-write and
     /// compactions and retention still have room. `0` turns the check off. Default `256MiB`.
     pub min_free_space: ByteSize,
+    /// RocksDB's memory: a quarter for memtables (all column families), the rest for the block
+    /// cache, which also holds the index and filter blocks. At least `16MiB`. Default `128MiB`.
+    pub memory_budget: ByteSize,
 }
 
 impl Default for Config {
@@ -46,6 +49,7 @@ impl Default for Config {
             timestamp_window: Duration::from_secs(20),
             query_threads: 2,
             min_free_space: ByteSize::mib(256),
+            memory_budget: super::archive::DEFAULT_MEMORY_BUDGET,
         }
     }
 }
@@ -56,6 +60,13 @@ impl Config {
             return Err(format!(
                 "store.query_threads is {}; use 1 to 64 (2 suits most nodes)",
                 self.query_threads
+            ));
+        }
+        if self.memory_budget < super::archive::MIN_MEMORY_BUDGET {
+            return Err(format!(
+                "store.memory_budget is {}; use at least {} (128MiB suits most nodes)",
+                self.memory_budget,
+                super::archive::MIN_MEMORY_BUDGET
             ));
         }
         if self.retention_interval < Duration::from_millis(10) {
@@ -284,5 +295,16 @@ mod tests {
             let e = text.parse::<RetentionPolicy>().unwrap_err().to_string();
             assert!(e.contains(needle), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn a_memory_budget_below_the_minimum_is_refused() {
+        let config = Config {
+            memory_budget: ByteSize::mib(8),
+            ..Config::default()
+        };
+        let e = config.validate().unwrap_err();
+        assert!(e.contains("store.memory_budget is 8MiB"), "{e}");
+        assert!(Config::default().validate().is_ok());
     }
 }

@@ -419,6 +419,7 @@ impl Store {
             &path,
             &Tuning {
                 size_limit: config.retention.size(),
+                memory_budget: config.memory_budget,
             },
         )?);
         let mut writer = Writer::new(archive.clone(), config.sync)?;

@@ -12,6 +12,7 @@ mod interop;
 mod js;
 mod light_cli;
 mod lightpush;
+mod memory;
 mod operator;
 mod peer_exchange;
 mod relay;

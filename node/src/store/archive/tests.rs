@@ -1010,3 +1010,78 @@ fn a_pubsub_topic_alone_pages_through_that_topic_only() {
     expected_sorted.sort();
     assert_eq!(got_sorted, expected_sorted);
 }
+
+/// Sum of a per-column-family integer property.
+fn cf_property_sum(archive: &Archive, property: &str) -> u64 {
+    keys::COLUMN_FAMILIES
+        .iter()
+        .map(|name| {
+            let cf = archive.db().cf_handle(name).unwrap();
+            archive
+                .db()
+                .property_int_value_cf(&cf, property)
+                .unwrap()
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+#[test]
+fn memory_budget_splits_into_block_cache_and_memtables() {
+    let tuning = Tuning {
+        size_limit: None,
+        memory_budget: ByteSize::mib(32),
+    };
+    assert_eq!(tuning.split(), (24 << 20, 8 << 20));
+    // Below the minimum the minimum applies.
+    let tiny = Tuning {
+        size_limit: None,
+        memory_budget: ByteSize::mib(1),
+    };
+    assert_eq!(tiny.split(), (12 << 20, 4 << 20));
+
+    let dir = tempfile::tempdir().unwrap();
+    let archive = Arc::new(Archive::open(&dir.path().join("store"), &tuning).unwrap());
+    let cf = archive.db().cf_handle(keys::CF_MESSAGES).unwrap();
+    assert_eq!(
+        archive
+            .db()
+            .property_int_value_cf(&cf, "rocksdb.block-cache-capacity")
+            .unwrap(),
+        Some(24 << 20),
+        "one block cache of three quarters of the budget"
+    );
+    // 24 MiB of messages: three times the memtable share. Without the budget the `messages`
+    // memtable alone would hold them all (32 MiB write buffer).
+    let mut writer = Writer::new(archive.clone(), false).unwrap();
+    let payload = vec![7u8; 1024];
+    for batch in 0..24 {
+        let items: Vec<Incoming> = (0..1024)
+            .map(|i| {
+                let n = batch * 1024 + i;
+                let mut p = payload.clone();
+                p[..8].copy_from_slice(&(n as u64).to_be_bytes());
+                incoming(PUBSUB, "/app/1/mem/proto", T0 + n * MS, &p)
+            })
+            .collect();
+        writer.write(&items).unwrap();
+    }
+    // Flushes run in the background: wait for them, then the memtables are within budget.
+    let deadline = Instant::now() + std::time::Duration::from_secs(20);
+    while cf_property_sum(&archive, "rocksdb.mem-table-flush-pending") > 0
+        || archive
+            .db()
+            .property_int_value("rocksdb.num-running-flushes")
+            .unwrap()
+            .unwrap_or(0)
+            > 0
+    {
+        assert!(Instant::now() < deadline, "flushes did not finish");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let memtables = cf_property_sum(&archive, "rocksdb.cur-size-all-mem-tables");
+    assert!(
+        memtables <= 8 << 20,
+        "memtables hold {memtables} bytes, over the 8 MiB share of the budget"
+    );
+}
