@@ -18,5 +18,6 @@ mod relay;
 mod rendezvous;
 mod rest;
 mod store;
+mod store_postgres;
 mod sync;
 mod throttle;
