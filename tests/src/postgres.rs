@@ -243,6 +243,17 @@ impl PgCluster {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
 
+    /// The server's (postmaster's) process id, while it runs.
+    pub fn server_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.data_dir().join("postmaster.pid"))
+            .ok()?
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
     /// The temp dir the cluster lives in (removed on drop).
     pub fn dir(&self) -> &Path {
         self.dir.path()
@@ -251,6 +262,7 @@ impl PgCluster {
 
 impl Drop for PgCluster {
     fn drop(&mut self) {
+        let pid = self.server_pid();
         // Immediate: nothing to keep, and the temp dir goes next.
         let _ = self
             .command("pg_ctl")
@@ -260,6 +272,25 @@ impl Drop for PgCluster {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+        // pg_ctl returns once the pid file is gone, a moment before the server has exited.
+        if let Some(pid) = pid {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while process_alive(pid) && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+/// Whether `pid` is a live process (a zombie waiting to be reaped counts as gone).
+pub fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name in parentheses, which may itself hold spaces.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
     }
 }
 
