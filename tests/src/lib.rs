@@ -2,8 +2,9 @@
 //! ([`TestNode`]) or as `roost` processes ([`RoostProcess`]), plus a bare rust-libp2p gossipsub
 //! peer ([`bare::BarePeer`]) and a bare rendezvous client ([`rdv::RdvPeer`]) that can send what
 //! a Roost node never would, a real Prometheus ([`prometheus::Prometheus`]) with the
-//! dashboards' reader ([`dashboards`]) and PNG charts ([`charts`]), and real clients of other
-//! ecosystems run as child processes ([`client_process::ClientProcess`]).
+//! dashboards' reader ([`dashboards`]) and PNG charts ([`charts`]), a private PostgreSQL cluster
+//! ([`postgres::PgCluster`]), and real clients of other ecosystems run as child processes
+//! ([`client_process::ClientProcess`]).
 //!
 //! Everything cleans up after itself: temp dirs are removed on drop, processes are killed.
 
@@ -13,6 +14,7 @@ pub mod bench;
 pub mod charts;
 pub mod client_process;
 pub mod dashboards;
+pub mod postgres;
 pub mod process;
 pub mod profiles;
 pub mod prometheus;

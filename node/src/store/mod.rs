@@ -26,6 +26,7 @@ pub mod cli;
 mod config;
 pub mod keys;
 mod metrics;
+pub mod postgres;
 pub mod rpc;
 
 use std::{

@@ -19,5 +19,6 @@ mod relay;
 mod rendezvous;
 mod rest;
 mod store;
+mod store_postgres;
 mod sync;
 mod throttle;

@@ -1,0 +1,173 @@
+//! The PostgreSQL archive's schema: versioned migrations (SQL files next to this module,
+//! compiled in) applied at start, and the time partitions of `messages` created ahead.
+//!
+//! Several store nodes may share one database and start at the same moment: migrations and
+//! partition creation each run in one transaction holding a transaction-scoped advisory lock,
+//! so exactly one node applies a step and the others see it done.
+
+use tokio_postgres::{Client, Config, NoTls};
+
+/// The schema's migrations, in order; a version is applied once and never edited afterwards.
+pub const MIGRATIONS: &[(i32, &str, &str)] =
+    &[(1, "messages", include_str!("migrations/0001_messages.sql"))];
+
+/// Advisory lock key for schema changes ("roost" in ASCII, an arbitrary constant shared by
+/// every Roost node on the database).
+const SCHEMA_LOCK: i64 = 0x0072_6f6f_7374;
+
+/// Width of one `messages` partition: one UTC day, in nanoseconds. Retention by partition drops
+/// whole days, so a time policy cuts at day granularity.
+pub const PARTITION_NANOS: i64 = 86_400 * 1_000_000_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    #[error("bad PostgreSQL URL: {0}")]
+    Url(#[source] tokio_postgres::Error),
+    #[error("connect to PostgreSQL: {0}")]
+    Connect(#[source] tokio_postgres::Error),
+    #[error("apply schema migration {version} ({name}): {source}")]
+    Migration {
+        version: i32,
+        name: &'static str,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error(
+        "the database has schema version {found}, newer than this node's {known}: upgrade the node"
+    )]
+    NewerSchema { found: i32, known: i32 },
+    #[error("PostgreSQL: {0}")]
+    Db(#[from] tokio_postgres::Error),
+}
+
+/// Connects to `url` (a libpq URL) with `password` given apart from it (read from a file or an
+/// environment variable, never part of the URL in the config). The connection runs on its own
+/// task and ends when the client is dropped or the server goes.
+pub async fn connect(url: &str, password: Option<&str>) -> Result<Client, PgError> {
+    let mut config: Config = url.parse().map_err(PgError::Url)?;
+    if let Some(password) = password {
+        config.password(password);
+    }
+    let (client, connection) = config.connect(NoTls).await.map_err(PgError::Connect)?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %e, "PostgreSQL connection ended");
+        }
+    });
+    Ok(client)
+}
+
+/// Applies the migrations the database does not have yet, in one transaction under the schema
+/// lock; returns the schema version now in place. Refuses a database whose schema is newer
+/// than this node knows.
+pub async fn migrate(client: &mut Client) -> Result<i32, PgError> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
+        .await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS roost_schema_migrations (
+             version    INTEGER PRIMARY KEY,
+             name       TEXT NOT NULL,
+             applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+         )",
+    )
+    .await?;
+    let current: i32 = tx
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0) FROM roost_schema_migrations",
+            &[],
+        )
+        .await?
+        .get(0);
+    let known = MIGRATIONS.last().map_or(0, |m| m.0);
+    if current > known {
+        return Err(PgError::NewerSchema {
+            found: current,
+            known,
+        });
+    }
+    for &(version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+        let step = |source| PgError::Migration {
+            version,
+            name,
+            source,
+        };
+        tx.batch_execute(sql).await.map_err(step)?;
+        tx.execute(
+            "INSERT INTO roost_schema_migrations (version, name) VALUES ($1, $2)",
+            &[&version, &name],
+        )
+        .await
+        .map_err(step)?;
+        tracing::info!(version, name, "applied PostgreSQL schema migration");
+    }
+    tx.commit().await?;
+    Ok(known)
+}
+
+/// Name of the partition holding `timestamp` (nanoseconds): `messages_<first day's nanos>`.
+pub fn partition_of(timestamp: i64) -> (String, i64, i64) {
+    let start = timestamp.div_euclid(PARTITION_NANOS) * PARTITION_NANOS;
+    let name = if start < 0 {
+        format!("messages_m{}", start.unsigned_abs())
+    } else {
+        format!("messages_{start}")
+    };
+    (name, start, start.saturating_add(PARTITION_NANOS))
+}
+
+/// Creates the partitions covering `[from, until]` (nanoseconds) that do not exist yet, under
+/// the schema lock; returns how many it created.
+pub async fn ensure_partitions(client: &mut Client, from: i64, until: i64) -> Result<u32, PgError> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
+        .await?;
+    let mut created = 0;
+    let mut at = from;
+    while at <= until {
+        let (name, start, end) = partition_of(at);
+        let exists: bool = tx
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&name])
+            .await?
+            .get(0);
+        if !exists {
+            // Names and bounds are numbers this function made, not input: safe to format in.
+            tx.batch_execute(&format!(
+                "CREATE TABLE {name} PARTITION OF messages FOR VALUES FROM ({start}) TO ({end})"
+            ))
+            .await?;
+            created += 1;
+        }
+        if end <= at {
+            break;
+        }
+        at = end;
+    }
+    tx.commit().await?;
+    Ok(created)
+}
+
+/// The partitions of `messages` as (name, start, end) in time order, read from the catalog.
+pub async fn partitions(client: &Client) -> Result<Vec<(String, i64, i64)>, PgError> {
+    let rows = client
+        .query(
+            "SELECT c.relname::text FROM pg_inherits i
+             JOIN pg_class c ON c.oid = i.inhrelid
+             WHERE i.inhparent = 'messages'::regclass",
+            &[],
+        )
+        .await?;
+    let mut out: Vec<(String, i64, i64)> = rows
+        .iter()
+        .filter_map(|row| {
+            let name: String = row.get(0);
+            let start = match name.strip_prefix("messages_m") {
+                Some(n) => n.parse::<i64>().ok().map(|n| -n)?,
+                None => name.strip_prefix("messages_")?.parse::<i64>().ok()?,
+            };
+            Some((name, start, start.saturating_add(PARTITION_NANOS)))
+        })
+        .collect();
+    out.sort_by_key(|p| p.1);
+    Ok(out)
+}
