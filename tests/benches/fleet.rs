@@ -37,9 +37,12 @@ use roost_node::{
     filter::RequestType,
     lightpush::{Status, Version},
     message::{now_nanos, MessageHash, WakuMessage},
-    store::rpc::StoreQueryRequest,
 };
-use roost_tests::{bench::flag, process::NodeProcess, wait_until};
+use roost_tests::{
+    bench::{flag, missing_hashes},
+    process::NodeProcess,
+    wait_until,
+};
 use tokio::sync::mpsc;
 
 const TOPIC: &str = "/waku/2/rs/1/0";
@@ -669,7 +672,10 @@ async fn run(s: &Settings) -> anyhow::Result<Row> {
     let catch_up = Instant::now();
     let _ = wait_until(Duration::from_secs(90), || async {
         for &i in &store_nodes {
-            if !missing(&reader, &fleet[i].addr(), &hashes).await.is_empty() {
+            if !missing_hashes(&reader, &fleet[i].addr(), &hashes)
+                .await
+                .is_empty()
+            {
                 return false;
             }
         }
@@ -678,7 +684,9 @@ async fn run(s: &Settings) -> anyhow::Result<Row> {
     .await;
     let mut store_rows = Vec::new();
     for &i in &store_nodes {
-        let lost = missing(&reader, &fleet[i].addr(), &hashes).await.len();
+        let lost = missing_hashes(&reader, &fleet[i].addr(), &hashes)
+            .await
+            .len();
         store_rows.push((i, killed.contains(&i), lost));
     }
     let catch_up = catch_up.elapsed();
@@ -809,26 +817,4 @@ async fn run(s: &Settings) -> anyhow::Result<Row> {
         mesh_median: quantile(&mesh, 0.5),
         per_client_kib: quantile(&per_client_node_kib, 0.5),
     })
-}
-
-/// The hashes among `wanted` a hash lookup at `addr` does not find.
-async fn missing(reader: &Client, addr: &Multiaddr, wanted: &[MessageHash]) -> Vec<MessageHash> {
-    let mut missing = Vec::new();
-    for chunk in wanted.chunks(100) {
-        let request = StoreQueryRequest::new("fleet-check")
-            .hashes(chunk.iter().copied())
-            .include_data(false)
-            .limit(100);
-        match reader.store_query(addr, &request).await {
-            Ok(r) if r.code() == 200 => {
-                let found: HashSet<MessageHash> = r
-                    .entries()
-                    .map(|e| e.into_iter().map(|e| e.hash).collect())
-                    .unwrap_or_default();
-                missing.extend(chunk.iter().filter(|h| !found.contains(h)));
-            }
-            _ => missing.extend(chunk),
-        }
-    }
-    missing
 }

@@ -40,6 +40,7 @@ use roost_node::{
 };
 use roost_tests::{
     bare::{BareOptions, BarePeer},
+    bench::missing_hashes,
     process::NodeProcess,
     rdv::{Flavour, RdvPeer},
     wait_until,
@@ -214,33 +215,7 @@ async fn save_heap(http: &str, dir: &std::path::Path, label: &str) {
 }
 
 async fn missing_from(reader: &Client, addr: &Multiaddr, wanted: &[MessageHash]) -> usize {
-    missing_list(reader, addr, wanted).await.len()
-}
-
-/// The hashes among `wanted` that a hash lookup at `addr` does not find.
-async fn missing_list(
-    reader: &Client,
-    addr: &Multiaddr,
-    wanted: &[MessageHash],
-) -> Vec<MessageHash> {
-    let mut missing = Vec::new();
-    for chunk in wanted.chunks(100) {
-        let request = StoreQueryRequest::new("soak-check")
-            .hashes(chunk.iter().copied())
-            .include_data(false)
-            .limit(100);
-        match reader.store_query(addr, &request).await {
-            Ok(r) if r.code() == 200 => {
-                let found: HashSet<MessageHash> = r
-                    .entries()
-                    .map(|e| e.into_iter().map(|e| e.hash).collect())
-                    .unwrap_or_default();
-                missing.extend(chunk.iter().filter(|h| !found.contains(h)));
-            }
-            _ => missing.extend(chunk),
-        }
-    }
-    missing
+    missing_hashes(reader, addr, wanted).await.len()
 }
 
 /// RSS per node over time (about 12 rows of the samples), the allocator and structure gauges
@@ -606,7 +581,7 @@ async fn main() -> anyhow::Result<()> {
         missing_from(&reader, &store_addr, &all).await == 0
     })
     .await;
-    let lost_relayed = missing_list(&reader, &store_addr, &relayed).await;
+    let lost_relayed = missing_hashes(&reader, &store_addr, &relayed).await;
     let lost_relay = lost_relayed.len();
     // Where a lost relayed message went missing: the hub stores too.
     let lost_at_hub = missing_from(&reader, &hub.tcp_addr(), &lost_relayed).await;

@@ -1,6 +1,38 @@
-//! What the benchmarks share: their command-line flags (`cargo bench --bench B -- --flag N`).
+//! What the benchmarks share: their command-line flags (`cargo bench --bench B -- --flag N`),
+//! and how they count what a store node lacks.
 
-use std::str::FromStr;
+use std::{collections::HashSet, str::FromStr};
+
+use libp2p::Multiaddr;
+use roost_node::{client::Client, message::MessageHash, store::rpc::StoreQueryRequest};
+
+/// The hashes among `wanted` that hash lookups (presence only, 100 per query) at the store
+/// node `addr` do not find; a query that gets no 200 counts its hashes as missing (a store
+/// still catching up or down is what a benchmark reports, not a reason to stop).
+pub async fn missing_hashes(
+    reader: &Client,
+    addr: &Multiaddr,
+    wanted: &[MessageHash],
+) -> Vec<MessageHash> {
+    let mut missing = Vec::new();
+    for chunk in wanted.chunks(100) {
+        let request = StoreQueryRequest::new("bench-check")
+            .hashes(chunk.iter().copied())
+            .include_data(false)
+            .limit(100);
+        match reader.store_query(addr, &request).await {
+            Ok(r) if r.code() == 200 => {
+                let found: HashSet<MessageHash> = r
+                    .entries()
+                    .map(|e| e.into_iter().map(|e| e.hash).collect())
+                    .unwrap_or_default();
+                missing.extend(chunk.iter().filter(|h| !found.contains(h)));
+            }
+            _ => missing.extend(chunk),
+        }
+    }
+    missing
+}
 
 /// The value after `flag` on the command line (`--messages 5000`), or `default` when the flag
 /// is absent. A value that does not parse is an error naming the flag, not a silent default.

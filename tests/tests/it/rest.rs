@@ -531,6 +531,31 @@ async fn relay_subscribe_publish_and_read_across_two_nodes() {
     assert_eq!(rest_b.get(&messages).await.0, 404);
 }
 
+/// Publishes through `from` at `publish_path` (a fresh message each time, `content_topic` when
+/// given) until `to` reads one at `read_path`: a shard just joined has no mesh until gossipsub's
+/// next heartbeat. Returns what `to` read; panics after 20 tries.
+async fn publish_until_read(
+    from: &Rest,
+    publish_path: &str,
+    content_topic: Option<&str>,
+    to: &Rest,
+    read_path: &str,
+) -> Vec<Value> {
+    for n in 0..20 {
+        let mut m = message(format!("try {n}").as_bytes(), now_nanos());
+        if let Some(topic) = content_topic {
+            m["contentTopic"] = json!(topic);
+        }
+        let (status, body) = from.post(publish_path, &m).await;
+        assert_eq!(status, 200, "{publish_path}: {body}");
+        let got = drain_until(to, read_path, 1).await;
+        if !got.is_empty() {
+            return got;
+        }
+    }
+    panic!("nothing published at {publish_path} was read at {read_path}");
+}
+
 /// A REST subscription to a shard outside `relay.shards` makes the relay join it, as nwaku's
 /// does: messages on it are relayed, cached, archived; unsubscribing leaves it again, while
 /// the configured shards stay relayed whatever REST does.
@@ -581,22 +606,7 @@ async fn relay_subscriptions_join_and_leave_shards_outside_the_configured_ones()
     })
     .await
     .expect("a lists b as a relay peer on the joined shard");
-    // Gossipsub needs a heartbeat to graft the new topic's mesh; publish until b has it.
-    let mut got = Vec::new();
-    for n in 0..20 {
-        let (status, body) = rest_a
-            .post(
-                &messages,
-                &message(format!("joined {n}").as_bytes(), now_nanos()),
-            )
-            .await;
-        assert_eq!(status, 200, "{body}");
-        got = drain_until(&rest_b, &messages, 1).await;
-        if !got.is_empty() {
-            break;
-        }
-    }
-    assert!(!got.is_empty(), "b never got a message on the joined shard");
+    publish_until_read(&rest_a, &messages, None, &rest_b, &messages).await;
     // b's store archived it: the store takes messages of joined shards too.
     let stored = rest_b
         .get_json(&format!(
@@ -638,18 +648,14 @@ async fn relay_subscriptions_join_and_leave_shards_outside_the_configured_ones()
         (200, "OK".to_owned())
     );
     let at_b = format!("/relay/v1/messages/{}", enc(three));
-    let mut got = Vec::new();
-    for n in 0..20 {
-        let mut m = message(format!("fanout {n}").as_bytes(), now_nanos());
-        m["contentTopic"] = json!(ON_SHARD_3);
-        let (status, body) = rest_a.post("/relay/v1/auto/messages", &m).await;
-        assert_eq!(status, 200, "{body}");
-        got = drain_until(&rest_b, &at_b, 1).await;
-        if !got.is_empty() {
-            break;
-        }
-    }
-    assert!(!got.is_empty(), "b never got the fanout publish");
+    let got = publish_until_read(
+        &rest_a,
+        "/relay/v1/auto/messages",
+        Some(ON_SHARD_3),
+        &rest_b,
+        &at_b,
+    )
+    .await;
     assert_eq!(got[0]["contentTopic"], ON_SHARD_3);
     // a did not join shard 3 by publishing on it.
     let shards = rest_a.get_json("/admin/v1/peers/relay").await;
@@ -692,21 +698,14 @@ async fn content_topics_given_at_start_are_relayed_and_cached() {
     let auto = format!("/relay/v1/auto/messages/{}", enc(CHAT));
     assert_eq!(rest_b.get_json(&auto).await, json!([]));
     connect(&rest_a, &b).await;
-    let mut got = Vec::new();
-    for n in 0..20 {
-        let mut m = message(format!("chat {n}").as_bytes(), now_nanos());
-        m["contentTopic"] = json!(CHAT);
-        let (status, body) = rest_a.post("/relay/v1/auto/messages", &m).await;
-        assert_eq!(status, 200, "{body}");
-        got = drain_until(&rest_b, &auto, 1).await;
-        if !got.is_empty() {
-            break;
-        }
-    }
-    assert!(
-        !got.is_empty(),
-        "b never got the message on its start-up content topic"
-    );
+    publish_until_read(
+        &rest_a,
+        "/relay/v1/auto/messages",
+        Some(CHAT),
+        &rest_b,
+        &auto,
+    )
+    .await;
     // Its shard (3 of 8) is relayed besides shard 0.
     let shards = rest_b.get_json("/admin/v1/peers/relay").await;
     assert!(
