@@ -531,6 +531,14 @@ async fn relay_subscribe_publish_and_read_across_two_nodes() {
     assert_eq!(rest_b.get(&messages).await.0, 404);
 }
 
+/// The shards `rest`'s node relays now, from `/admin/v1/peers/relay`.
+async fn relayed_shards(rest: &Rest) -> Vec<u64> {
+    let list = rest.get_json("/admin/v1/peers/relay").await;
+    list.as_array()
+        .map(|l| l.iter().filter_map(|s| s["shard"].as_u64()).collect())
+        .unwrap_or_default()
+}
+
 /// Publishes through `from` at `publish_path` (a fresh message each time, `content_topic` when
 /// given) until `to` reads one at `read_path`: a shard just joined has no mesh until gossipsub's
 /// next heartbeat. Returns what `to` read; panics after 20 tries.
@@ -630,10 +638,7 @@ async fn relay_subscriptions_join_and_leave_shards_outside_the_configured_ones()
     let (status, body) = rest_b.post(&messages, &message(b"left", now_nanos())).await;
     assert_eq!(status, 400, "{body}");
     wait_until(WAIT, || async {
-        let shards = rest_b.get_json("/admin/v1/peers/relay").await;
-        shards
-            .as_array()
-            .is_some_and(|list| !list.iter().any(|s| s["shard"] == json!(5)))
+        !relayed_shards(&rest_b).await.contains(&5)
     })
     .await
     .expect("b no longer lists the shard it left");
@@ -658,13 +663,7 @@ async fn relay_subscriptions_join_and_leave_shards_outside_the_configured_ones()
     .await;
     assert_eq!(got[0]["contentTopic"], ON_SHARD_3);
     // a did not join shard 3 by publishing on it.
-    let shards = rest_a.get_json("/admin/v1/peers/relay").await;
-    assert!(
-        shards
-            .as_array()
-            .is_some_and(|l| !l.iter().any(|s| s["shard"] == json!(3))),
-        "{shards}"
-    );
+    assert!(!relayed_shards(&rest_a).await.contains(&3));
 
     // The configured shard stays relayed after a REST unsubscribe.
     assert_eq!(
@@ -673,13 +672,7 @@ async fn relay_subscriptions_join_and_leave_shards_outside_the_configured_ones()
             .await,
         (200, "OK".to_owned())
     );
-    let shards = rest_b.get_json("/admin/v1/peers/relay").await;
-    assert!(
-        shards
-            .as_array()
-            .is_some_and(|l| l.iter().any(|s| s["shard"] == json!(0))),
-        "{shards}"
-    );
+    assert!(relayed_shards(&rest_b).await.contains(&0));
 }
 
 /// `relay.content_topics` (nwaku's `--content-topic`): their shards are relayed and REST readers
@@ -707,13 +700,7 @@ async fn content_topics_given_at_start_are_relayed_and_cached() {
     )
     .await;
     // Its shard (3 of 8) is relayed besides shard 0.
-    let shards = rest_b.get_json("/admin/v1/peers/relay").await;
-    assert!(
-        shards
-            .as_array()
-            .is_some_and(|l| l.iter().any(|s| s["shard"] == json!(3))),
-        "{shards}"
-    );
+    assert!(relayed_shards(&rest_b).await.contains(&3));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
