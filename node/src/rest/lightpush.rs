@@ -3,8 +3,9 @@
 //! `NodeHandle::publish`, then the store's acknowledgement on a store node), answered
 //! `200 {"relayPeerCount": n}` or with the light push status code as the HTTP status and
 //! `{"statusDesc": …}`; and the legacy `POST /lightpush/v1/message` (`endpoint/legacy_lightpush`)
-//! with the same body, answered in text. A node that serves no light push sends the push to
-//! `rest.lightpush_node` or a connected light push peer, as nwaku's REST does.
+//! with the same body, answered in text. A node with `rest.lightpush_node` set sends the push
+//! there, and one that serves no light push to a connected light push peer, as nwaku's REST
+//! does.
 
 use axum::{
     body::Bytes,
@@ -68,9 +69,10 @@ async fn publish(state: &State, client: Client, body: &[u8]) -> Result<u32, Refu
         .message
         .into_message()
         .map_err(|e| Refused::new(Status::BAD_REQUEST, format!("Invalid message! {e}")))?;
-    if !state.lightpush_enabled {
-        // As nwaku without a light push service of its own: a light push client of the
-        // service node configured, or of a connected one.
+    if !state.lightpush_enabled || state.lightpush_node.is_some() {
+        // As nwaku: with `--lightpushnode` (a light push client) or without a light push
+        // service of its own, a light push client of the service node configured, or of a
+        // connected one.
         return forward(state, request.pubsub_topic, &message).await;
     }
     let topic = match request.pubsub_topic {

@@ -70,9 +70,10 @@ pub struct Config {
     /// this node keeps no archive (nwaku's `--storenode`). Default: none; then a connected
     /// peer that lists the store protocol in identify is asked, as nwaku's peer manager picks.
     pub store_node: Option<libp2p::Multiaddr>,
-    /// The light push service node `POST /lightpush/...` sends to when this node does not
-    /// serve light push itself (nwaku's `--lightpushnode`). Default: none; then a connected
-    /// peer that lists light push v3 in identify, as for `store_node`.
+    /// The light push service node `POST /lightpush/...` sends to, even when this node serves
+    /// light push itself, as nwaku's `--lightpushnode` mounts a client its REST uses. Default:
+    /// none; then a node without a light push service sends to a connected peer that lists
+    /// light push v3 in identify.
     pub lightpush_node: Option<libp2p::Multiaddr>,
 }
 

@@ -1084,6 +1084,21 @@ async fn client_nodes_ask_service_nodes_for_store_and_light_push() {
         .await;
     assert_eq!(status, 421, "{body}");
 
+    // A node that serves light push itself but has a light push node set sends there, as
+    // nwaku with --lightpushnode: alone, it would answer 505 (no relay peers).
+    let serving = {
+        let address = service.tcp_addr();
+        start_admin(move |c| {
+            c.store.enabled = false;
+            c.rest.lightpush_node = Some(address);
+        })
+        .await
+    };
+    let (status, body) = Rest::of(&serving)
+        .post("/lightpush/v3/message", &push(b"forwarded"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+
     // Not configured but connected to a service node: picked from what identify listed.
     connect(&rest_unconfigured, &service).await;
     let (status, body) = rest_unconfigured
@@ -1093,7 +1108,11 @@ async fn client_nodes_ask_service_nodes_for_store_and_light_push() {
     let page = rest_unconfigured.get_json(&query).await;
     assert_eq!(
         payloads(&page),
-        vec![b64(b"through the service"), b64(b"picked")],
+        vec![
+            b64(b"through the service"),
+            b64(b"forwarded"),
+            b64(b"picked")
+        ],
         "{page}"
     );
 }
