@@ -93,10 +93,12 @@ pub fn parse_query(params: &HashMap<String, String>) -> Result<StoreQueryRequest
         .map(|v| parse_hash("cursor", v))
         .transpose()?;
     let forward = param(params, "ascending").is_none_or(|v| v == "true");
+    // nwaku reads it as `uint64(parseInt(v))`: a negative size wraps to a huge one, capped.
     let page_size = match param(params, "pageSize") {
         None => rpc::DEFAULT_PAGE_SIZE as u64,
         Some(v) => v
-            .parse::<u64>()
+            .parse::<i64>()
+            .map(|n| u64::try_from(n).unwrap_or(u64::MAX))
             .map_err(|e| format!("page size parsing error: {e}"))?,
     }
     .min(rpc::MAX_PAGE_SIZE as u64);
@@ -232,7 +234,16 @@ async fn remote(
     )
     .await
     .map_err(|_| RestError::Internal("No history response received (timeout)".into()))?
-    .map_err(|e| RestError::Internal(format!("Error occurred in queryFut.read() [{e}]")))?;
+    .map_err(|e| {
+        // nwaku's words (nim-libp2p's) for a peer without the store protocol.
+        let e = match e {
+            crate::reqres::RequestError::Unsupported => {
+                "failed to negotiate protocol: protocols not supported".to_owned()
+            }
+            e => e.to_string(),
+        };
+        RestError::Internal(format!("Error occurred in queryFut.read() [{e}]"))
+    })?;
     StoreQueryResponse::decode_bytes(&answer)
         .map_err(|e| RestError::Internal(format!("the store's answer is unreadable: {e}")))
 }
@@ -282,6 +293,12 @@ mod tests {
         assert!(parse_query(&params(&[("cursor", "0x12")])).is_err());
         assert!(parse_query(&params(&[("startTime", "yesterday")])).is_err());
         assert!(parse_query(&params(&[("includeData", "maybe")])).is_err());
-        assert!(parse_query(&params(&[("pageSize", "-1")])).is_err());
+        assert!(parse_query(&params(&[("pageSize", "$2")])).is_err());
+    }
+
+    #[test]
+    fn a_negative_page_size_is_the_largest_as_nwaku_reads_it() {
+        let q = parse_query(&params(&[("pageSize", "-1")])).unwrap();
+        assert_eq!(q.pagination_limit, Some(rpc::MAX_PAGE_SIZE as u64));
     }
 }
