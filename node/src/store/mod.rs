@@ -471,15 +471,13 @@ impl Store {
         {
             let archive = self.archive.clone();
             let mailbox = control.mailbox.clone();
-            let notice = ExitNotice(exited_tx.clone());
             threads.push(
-                std::thread::Builder::new()
-                    .name("store-maintenance".into())
-                    .spawn(move || {
-                        let _notice = notice;
-                        run_maintenance(&archive, &mailbox);
-                    })
-                    .map_err(spawn_error)?,
+                spawn_store_thread(
+                    "store-maintenance".into(),
+                    ExitNotice(exited_tx.clone()),
+                    move || run_maintenance(&archive, &mailbox),
+                )
+                .map_err(spawn_error)?,
             );
             control.threads += 1;
         }
@@ -492,15 +490,13 @@ impl Store {
                 stop: control.stop.clone(),
             };
             let rx = queries_rx.clone();
-            let notice = ExitNotice(exited_tx.clone());
             threads.push(
-                std::thread::Builder::new()
-                    .name(format!("store-query-{i}"))
-                    .spawn(move || {
-                        let _notice = notice;
-                        run_queries(&ctx, &rx);
-                    })
-                    .map_err(spawn_error)?,
+                spawn_store_thread(
+                    format!("store-query-{i}"),
+                    ExitNotice(exited_tx.clone()),
+                    move || run_queries(&ctx, &rx),
+                )
+                .map_err(spawn_error)?,
             );
             control.threads += 1;
         }
@@ -523,16 +519,12 @@ impl Store {
                 written_since_measure: 0,
                 dead_bytes: 0,
             };
-            let notice = ExitNotice(exited_tx);
             threads.push(
-                std::thread::Builder::new()
-                    .name("store-writer".into())
-                    .spawn(move || {
-                        let _notice = notice;
-                        state.run(writes_rx);
-                        let _ = done_tx.send(());
-                    })
-                    .map_err(spawn_error)?,
+                spawn_store_thread("store-writer".into(), ExitNotice(exited_tx), move || {
+                    state.run(writes_rx);
+                    let _ = done_tx.send(());
+                })
+                .map_err(spawn_error)?,
             );
             control.threads += 1;
         }
@@ -699,6 +691,22 @@ impl Drop for Guard {
             }
         }
     }
+}
+
+/// Starts one store thread running `work`. `work` and everything it captured (an
+/// `Arc<Archive>` among it) are dropped when the call returns or unwinds, and only then does
+/// `notice` tell the [`Guard`] the thread has ended: so when a dropped guard stops waiting, the
+/// thread no longer holds the database. Sending the notice first let a test process exit while
+/// a store thread was still closing RocksDB, which aborted it in RocksDB's C++ teardown.
+fn spawn_store_thread(
+    name: String,
+    notice: ExitNotice,
+    work: impl FnOnce() + Send + 'static,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new().name(name).spawn(move || {
+        let _notice = notice;
+        work();
+    })
 }
 
 /// Tells [`Guard`] a thread ended, however it ended (a panic unwinds through this).
