@@ -165,6 +165,17 @@ impl NodeHandle {
         rx.await.map_err(|_| "node is shutting down".to_owned())?
     }
 
+    /// Dials `address` and waits until that connection is established (`Ok`) or the dial
+    /// fails; a connection the remote closes right after still counts, as in nwaku.
+    pub async fn connect(&self, address: Multiaddr) -> Result<(), String> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Connect { address, reply })
+            .await
+            .map_err(|_| "node is shutting down".to_owned())?;
+        rx.await.map_err(|_| "node is shutting down".to_owned())?
+    }
+
     /// Joins (or leaves) the relay of a shard of this node's cluster at run time, as nwaku's
     /// REST relay subscriptions do; `relay.shards` are never left. `Ok(true)` when something
     /// changed.

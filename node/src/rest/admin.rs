@@ -5,7 +5,7 @@
 //! `/admin/v1/peers/mesh[/on/{shardId}]`, from gossipsub's view in `NodeHandle::network_status`)
 //! and dialling a list of multiaddrs.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::{
     body::Bytes,
@@ -395,20 +395,18 @@ async fn connect(AxumState(state): AxumState<State>, body: Bytes) -> Result<Resp
             state.node.keep_peer(keep).await;
             continue;
         }
-        if let Err(e) = state.node.dial(address).await {
-            tracing::debug!(%peer, error = %e, "REST admin dial failed");
-            return Err(failed());
-        }
-        let started = Instant::now();
-        loop {
-            if is_connected(&state, peer_id).await {
-                state.node.keep_peer(keep).await;
-                break;
-            }
-            if started.elapsed() > CONNECT_TIMEOUT {
+        // Connected means the connection came up, as nwaku's `connectPeer`: a peer of another
+        // cluster that is dropped right after the metadata exchange was still connected.
+        match tokio::time::timeout(CONNECT_TIMEOUT, state.node.connect(address)).await {
+            Ok(Ok(())) => state.node.keep_peer(keep).await,
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "REST admin dial failed");
                 return Err(failed());
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            Err(_) => {
+                tracing::debug!(%peer, "REST admin dial timed out");
+                return Err(failed());
+            }
         }
     }
     Ok(ok())

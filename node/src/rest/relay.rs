@@ -195,13 +195,27 @@ impl Cache {
     }
 
     /// The cached messages of `topic`, emptying its queue; `None` when not subscribed.
+    ///
+    /// A message read once is gone for both kinds of reader, as from nwaku's cache (one list
+    /// of messages indexed by pubsub and by content topic, a read removes the message): read
+    /// through its content topic, it is no longer waiting under its pubsub topic.
     fn drain(&self, kind: Kind, topic: &str) -> Option<Vec<Arc<RelayedMessage>>> {
         let mut inner = self.lock();
         self.catch_up(&mut inner);
-        inner
+        let drained: Vec<Arc<RelayedMessage>> = inner
             .topics(kind)
             .get_mut(topic)
-            .map(|queue| queue.drain(..).collect())
+            .map(|queue| queue.drain(..).collect())?;
+        for message in &drained {
+            let (other, key) = match kind {
+                Kind::Pubsub => (&mut inner.content, message.message.content_topic.as_str()),
+                Kind::Content => (&mut inner.pubsub, &*message.pubsub_topic),
+            };
+            if let Some(queue) = other.get_mut(key) {
+                queue.retain(|kept| !Arc::ptr_eq(kept, message));
+            }
+        }
+        Some(drained)
     }
 
     /// Keeps `message` for the readers of its pubsub topic and of its content topic.
@@ -500,6 +514,30 @@ mod tests {
             message,
             source: None,
         })
+    }
+
+    #[test]
+    fn a_message_read_through_one_topic_is_gone_from_the_other() {
+        let cache = Cache::new(8);
+        cache
+            .subscribe(Kind::Pubsub, &["/waku/2/rs/1/0".into()])
+            .unwrap();
+        cache
+            .subscribe(
+                Kind::Content,
+                &["/a/1/b/proto".into(), "/a/1/c/proto".into()],
+            )
+            .unwrap();
+        cache.deliver(&relayed("/waku/2/rs/1/0", "/a/1/b/proto", 1));
+        cache.deliver(&relayed("/waku/2/rs/1/0", "/a/1/c/proto", 2));
+        assert_eq!(cache.drain(Kind::Content, "/a/1/b/proto").unwrap().len(), 1);
+        let left = cache.drain(Kind::Pubsub, "/waku/2/rs/1/0").unwrap();
+        assert_eq!(left.len(), 1, "only the message not read yet");
+        assert_eq!(left[0].message.content_topic, "/a/1/c/proto");
+        assert!(cache
+            .drain(Kind::Content, "/a/1/c/proto")
+            .unwrap()
+            .is_empty());
     }
 
     #[test]

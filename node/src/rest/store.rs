@@ -102,9 +102,10 @@ pub fn parse_query(params: &HashMap<String, String>) -> Result<StoreQueryRequest
             .map_err(|e| format!("page size parsing error: {e}"))?,
     }
     .min(rpc::MAX_PAGE_SIZE as u64);
+    let (start, end) = rest_time_range(time("startTime")?, time("endTime")?);
     let mut request = StoreQueryRequest::new(hex::encode(rand::random::<[u8; 16]>()))
         .include_data(include_data)
-        .time_range(time("startTime")?, time("endTime")?)
+        .time_range(start, end)
         .hashes(hashes)
         .cursor(cursor)
         .forward(forward)
@@ -112,6 +113,19 @@ pub fn parse_query(params: &HashMap<String, String>) -> Result<StoreQueryRequest
     request.pubsub_topic = param(params, "pubsubTopic").map(str::to_owned);
     request.content_topics = content_topics;
     Ok(request)
+}
+
+/// REST's `startTime..=endTime` as the protocol's `time_start..time_end`. nwaku's REST reads
+/// `endTime` as inclusive (its archives select `timestamp <= endTime`, and the Waku interop
+/// suite asks for `startTime == endTime` to get that one message), while store v3's `time_end`
+/// is exclusive: one past it. A range that ends before it starts matches nothing, as in nwaku
+/// (200, no messages): it is sent as an empty range, not refused.
+fn rest_time_range(start: Option<i64>, end_inclusive: Option<i64>) -> (Option<i64>, Option<i64>) {
+    let end = end_inclusive.map(|end| end.saturating_add(1));
+    match (start, end) {
+        (Some(start), Some(end)) if start > end => (Some(start), Some(start)),
+        _ => (start, end),
+    }
 }
 
 /// nwaku's `StoreQueryResponseHex` as JSON.
@@ -286,6 +300,22 @@ mod tests {
         let q = parse_query(&params(&[("pageSize", "1000"), ("ascending", "false")])).unwrap();
         assert_eq!(q.pagination_limit, Some(100));
         assert!(!q.pagination_forward);
+    }
+
+    #[test]
+    fn end_time_is_inclusive_and_a_reversed_range_is_empty() {
+        let q = parse_query(&params(&[("startTime", "10"), ("endTime", "10")])).unwrap();
+        assert_eq!((q.time_start, q.time_end), (Some(10), Some(11)));
+        let q = parse_query(&params(&[("startTime", "30"), ("endTime", "10")])).unwrap();
+        assert_eq!((q.time_start, q.time_end), (Some(30), Some(30)));
+        let q = parse_query(&params(&[("endTime", &i64::MAX.to_string())])).unwrap();
+        assert_eq!((q.time_start, q.time_end), (None, Some(i64::MAX)));
+        let q = parse_query(&params(&[("startTime", "0"), ("endTime", "-5")])).unwrap();
+        assert_eq!(
+            (q.time_start, q.time_end),
+            (None, None),
+            "0 or less is none"
+        );
     }
 
     #[test]

@@ -28,6 +28,13 @@ pub enum Command {
         address: Multiaddr,
         reply: oneshot::Sender<Result<(), String>>,
     },
+    /// Dial an address and answer once that connection is established (`Ok`) or the dial
+    /// failed, as nwaku's `connectPeer`: a connection the remote closes right after (another
+    /// cluster, say) still counts as connected.
+    Connect {
+        address: Multiaddr,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
     /// Keep redialling a peer added at run time (`/…/p2p/<peer id>`) whenever it is down.
     KeepPeer { address: Multiaddr },
     /// Dial a peer at any of `addresses` (libp2p tries them all, keeps one connection);

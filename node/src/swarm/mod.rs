@@ -25,7 +25,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use libp2p::metrics::Recorder;
 use libp2p::{gossipsub, identify, multiaddr::Protocol, ping, swarm::SwarmEvent, PeerId, Swarm};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 pub use crate::relay::MessageSink;
 pub use crate::reqres::{Protocol as ReqResProtocol, RequestError};
@@ -68,6 +68,10 @@ pub struct SwarmTask {
     /// peers by them; the REST admin API lists them); bounded by the connection limits.
     peer_protocols: std::collections::HashMap<libp2p::PeerId, (String, Vec<String>)>,
     command_capacity: usize,
+    /// `Command::Connect`s waiting for their dial's outcome; every dial ends in exactly one
+    /// established or failed event, which removes its entry.
+    pending_connects:
+        std::collections::HashMap<libp2p::swarm::ConnectionId, oneshot::Sender<Result<(), String>>>,
 }
 
 /// Everything the swarm task needs besides the swarm itself.
@@ -116,6 +120,7 @@ impl SwarmTask {
             peer_addresses: std::collections::HashMap::new(),
             peer_protocols: std::collections::HashMap::new(),
             command_capacity: COMMAND_CAPACITY,
+            pending_connects: std::collections::HashMap::new(),
         };
         task.subscribe_shards(config);
         task
@@ -270,6 +275,18 @@ impl SwarmTask {
                 let result = self.swarm.dial(address).map_err(|e| e.to_string());
                 let _ = reply.send(result);
             }
+            Command::Connect { address, reply } => {
+                let opts = libp2p::swarm::dial_opts::DialOpts::from(address);
+                let connection = opts.connection_id();
+                match self.swarm.dial(opts) {
+                    Ok(()) => {
+                        self.pending_connects.insert(connection, reply);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e.to_string()));
+                    }
+                }
+            }
             Command::DialPeer {
                 peer,
                 addresses,
@@ -405,6 +422,9 @@ impl SwarmTask {
                     .get_or_create(&DirectionLabels { direction })
                     .inc();
                 tracing::debug!(peer = %peer_id, %direction, address = %static_peers::endpoint_address(&endpoint), "connection established");
+                if let Some(reply) = self.pending_connects.remove(&connection_id) {
+                    let _ = reply.send(Ok(()));
+                }
                 self.static_peers
                     .connected(peer_id, connection_id, &endpoint);
                 if num_established.get() == 1 {
@@ -444,6 +464,9 @@ impl SwarmTask {
                 error,
             } => {
                 tracing::debug!(peer = ?peer_id, %error, "outgoing connection failed");
+                if let Some(reply) = self.pending_connects.remove(&connection_id) {
+                    let _ = reply.send(Err(error.to_string()));
+                }
                 self.nwaku.dial_attempts.inc();
                 self.static_peers
                     .dial_failed(connection_id, &error.to_string());

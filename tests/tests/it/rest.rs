@@ -337,6 +337,29 @@ async fn admin_peers_dials_and_lists_connected_peers() {
         body.contains("Failed to connect to peer at index: 0"),
         "{body}"
     );
+
+    // A peer of another cluster: the connection came up, so 200 as nwaku's `connectPeer`,
+    // although the metadata exchange ends it right after.
+    let other = start_admin(|c| {
+        c.relay.cluster_id = 4;
+        c.relay.shards = vec![0];
+    })
+    .await;
+    let (status, body) = rest_a
+        .post("/admin/v1/peers", &json!([other.tcp_addr().to_string()]))
+        .await;
+    assert_eq!((status, body.as_str()), (200, "OK"));
+    wait_until(WAIT, || async {
+        !a.connected_to(other.handle.peer_id()).await
+    })
+    .await
+    .expect("the peer of another cluster is disconnected");
+    let listed = rest_a.get_json("/admin/v1/peers/relay/on/0").await;
+    assert_eq!(
+        listed["peers"].as_array().map(Vec::len),
+        Some(1),
+        "{listed}"
+    );
 }
 
 /// Without relay the per-shard lists are nwaku's 503.
@@ -852,6 +875,23 @@ async fn store_queries_with_nwaku_parameters_and_cursors_both_ways() {
         ))
         .await;
     assert_eq!(timestamps_of(&[window]), sent[1..=3].to_vec());
+    // nwaku's REST endTime is inclusive: startTime == endTime finds the message stamped then.
+    let exact = rest_store
+        .get_json(&format!(
+            "/store/v3/messages?{base}&startTime={}&endTime={}",
+            sent[2], sent[2]
+        ))
+        .await;
+    assert_eq!(timestamps_of(&[exact]), vec![sent[2]]);
+    // A range that ends before it starts matches nothing: 200 and no messages, as nwaku.
+    let reversed = rest_store
+        .get_json(&format!(
+            "/store/v3/messages?{base}&startTime={}&endTime={}",
+            sent[3], sent[1]
+        ))
+        .await;
+    assert_eq!(reversed["statusCode"], 200, "{reversed}");
+    assert_eq!(reversed["messages"], serde_json::json!([]), "{reversed}");
 
     // Lookup by hashes, comma-separated.
     let other = forward[2]["messages"][0]["messageHash"].as_str().unwrap();
