@@ -239,6 +239,38 @@ pub struct TopicLabels {
     pub topic: &'static str,
 }
 
+/// `waku_service_peers{protocol, peerId}` = 1 for each service peer this node was given, as
+/// nwaku sets it for `--storenode`, `--lightpushnode` and `--filternode`: `peerId` is the
+/// peer's address without `/p2p` (nwaku's `addrs[0]`), one series per protocol used with it.
+pub fn register_service_peers(
+    registry: &mut Registry,
+    peers: &[(libp2p::StreamProtocol, &libp2p::Multiaddr)],
+) {
+    // nwaku names the label `peerId` although it holds an address: a label set of pairs, as
+    // `peerId` is not a Rust field name the derive would produce.
+    let family = prometheus_client::metrics::family::Family::<
+        Vec<(String, String)>,
+        prometheus_client::metrics::gauge::Gauge,
+    >::default();
+    for (protocol, address) in peers {
+        let transport: libp2p::Multiaddr = address
+            .iter()
+            .filter(|p| !matches!(p, libp2p::multiaddr::Protocol::P2p(_)))
+            .collect();
+        family
+            .get_or_create(&vec![
+                ("protocol".to_owned(), protocol.to_string()),
+                ("peerId".to_owned(), transport.to_string()),
+            ])
+            .set(1);
+    }
+    registry.register(
+        "waku_service_peers",
+        "Service peer protocol and address, 1 per configured service peer (nwaku's name)",
+        family,
+    );
+}
+
 /// nwaku's message-size buckets, in KiB (`waku_histogram_message_size`).
 const NWAKU_SIZE_BUCKETS_KIB: [f64; 13] = [
     0.0, 1.0, 3.0, 5.0, 15.0, 50.0, 75.0, 100.0, 125.0, 150.0, 500.0, 700.0, 1000.0,
@@ -256,8 +288,8 @@ pub struct NwakuNames {
     /// `waku_peer_store_size`: peers this node knows an address of (connected, or kept for
     /// redialling).
     pub peer_store_size: prometheus_client::metrics::gauge::Gauge,
-    /// `libp2p_pubsub_peers`: connected peers that speak relay (listed it in identify, or are
-    /// subscribed to a topic).
+    /// `libp2p_pubsub_peers`: connected peers while relay runs, as nim-libp2p's pubsub counts
+    /// every peer that joined the switch; 0 without relay.
     pub pubsub_peers: prometheus_client::metrics::gauge::Gauge,
     /// `libp2p_pubsub_topics`: pubsub topics this node is subscribed to.
     pub pubsub_topics: prometheus_client::metrics::gauge::Gauge,
@@ -316,7 +348,7 @@ impl NwakuNames {
         );
         registry.register(
             "libp2p_pubsub_peers",
-            "Connected peers that speak relay (nwaku's name)",
+            "Connected peers while relay runs (nwaku's name)",
             names.pubsub_peers.clone(),
         );
         registry.register(

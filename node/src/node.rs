@@ -154,6 +154,20 @@ impl Node {
             relay::Metrics::register(registry.sub_registry_with_prefix("roost_relay"));
         let net_metrics = NetworkMetrics::register(registry.sub_registry_with_prefix("roost"));
         let nwaku_names = crate::metrics::NwakuNames::register(&mut registry);
+        if config.rest.enabled {
+            let mut service_peers = Vec::new();
+            if let Some(node) = &config.rest.store_node {
+                service_peers.push((crate::store::rpc::PROTOCOL_ID, node));
+            }
+            if let Some(node) = &config.rest.lightpush_node {
+                service_peers.push((crate::lightpush::PROTOCOL_V3, node));
+                service_peers.push((crate::lightpush::PROTOCOL_LEGACY, node));
+            }
+            if let Some(node) = &config.rest.filter_node {
+                service_peers.push((crate::filter::SUBSCRIBE_PROTOCOL, node));
+            }
+            crate::metrics::register_service_peers(&mut registry, &service_peers);
+        }
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (throttle, ban_writer) = Throttle::open(
             &config.throttle,

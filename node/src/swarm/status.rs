@@ -109,17 +109,14 @@ impl SwarmTask {
         self.nwaku
             .peer_store_size
             .set((status.connected_peers.len() + static_down) as i64);
-        // nim-libp2p counts the peers it speaks pubsub with, subscribed to a topic or not.
-        self.nwaku.pubsub_peers.set(
-            status
-                .peers
-                .iter()
-                .filter(|p| {
-                    !p.topics.is_empty()
-                        || p.protocols.iter().any(|x| x == crate::relay::PROTOCOL_ID)
-                })
-                .count() as i64,
-        );
+        // nim-libp2p's pubsub makes a pubsub peer of every peer that joins the switch (it
+        // then tries to open its stream), relay-capable or not, and drops it when it leaves;
+        // without relay nwaku has no pubsub at all.
+        self.nwaku.pubsub_peers.set(if self.relay_enabled {
+            status.connected_peers.len() as i64
+        } else {
+            0
+        });
         self.nwaku.pubsub_topics.set(status.shards.len() as i64);
         self.nwaku
             .mesh_peers

@@ -1073,6 +1073,30 @@ async fn client_nodes_ask_service_nodes_for_store_and_light_push() {
     };
     let unconfigured = start_admin(client_only).await;
     let (rest_configured, rest_unconfigured) = (Rest::of(&configured), Rest::of(&unconfigured));
+    // nwaku's `waku_service_peers`: the service node's address (no /p2p) per protocol.
+    let service_address = service
+        .tcp_addr()
+        .to_string()
+        .split("/p2p/")
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    for protocol in [
+        "/vac/waku/store-query/3.0.0",
+        "/vac/waku/lightpush/3.0.0",
+        "/vac/waku/lightpush/2.0.0-beta1",
+    ] {
+        assert_eq!(
+            configured
+                .metric(&format!(
+                    "waku_service_peers{{protocol=\"{protocol}\",peerId=\"{service_address}\"}}"
+                ))
+                .await,
+            Some(1.0),
+            "{protocol}"
+        );
+    }
+    assert!(!unconfigured.metrics().await.contains("waku_service_peers{"));
     let push =
         |payload: &[u8]| json!({ "pubsubTopic": TOPIC, "message": message(payload, now_nanos()) });
     let query = format!(
