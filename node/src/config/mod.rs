@@ -200,11 +200,12 @@ impl Config {
         }
     }
 
-    /// Whether this node runs the store: `[store] enabled` and a relay to archive from (a
-    /// store without relay would have nothing to store, nwaku#2586; `validate` refuses that
-    /// combination, so this is a guard for configs built in code).
+    /// Whether this node runs the store: `[store] enabled` and something to fill it, the relay
+    /// or store sync (a replica that only syncs, as nwaku runs with `--relay=false
+    /// --store-sync=true`). A store with neither would have nothing to store (nwaku#2586);
+    /// `validate` refuses that combination, so this is a guard for configs built in code.
     pub fn serves_store(&self) -> bool {
-        self.store.enabled && self.relay.enabled
+        self.store.enabled && (self.relay.enabled || self.store_sync.enabled)
     }
 
     /// Whether this node reconciles its archive with other store nodes.
@@ -243,10 +244,14 @@ impl Config {
         self.peer_exchange
             .validate(self.relay.cluster_id)
             .map_err(ConfigError::Invalid)?;
+        if self.store.enabled && !self.relay.enabled && !self.store_sync.enabled {
+            return Err(ConfigError::Invalid(
+                "store.enabled needs something to fill the archive, but relay.enabled and store_sync.enabled are both false; turn the relay or store sync on, or set store.enabled = false".into(),
+            ));
+        }
         for (enabled, key) in [
             (self.lightpush.enabled, "lightpush.enabled"),
             (self.filter.enabled, "filter.enabled"),
-            (self.store.enabled, "store.enabled"),
         ] {
             if enabled && !self.relay.enabled {
                 return Err(ConfigError::Invalid(format!(

@@ -272,3 +272,27 @@ fn rest_filter_node_needs_a_peer_id() {
         assert!(err.contains(key), "{err}");
     }
 }
+
+#[test]
+fn a_store_without_relay_needs_store_sync_to_fill_it() {
+    let mut c = Config::default();
+    c.relay.enabled = false;
+    c.lightpush.enabled = false;
+    c.filter.enabled = false;
+    c.store_sync.enabled = false;
+    let refused = c.validate().unwrap_err().to_string();
+    assert!(
+        refused.contains("store.enabled needs something to fill"),
+        "{refused}"
+    );
+    assert!(!c.serves_store());
+    c.store_sync.enabled = true;
+    c.validate().expect("a replica filled by store sync alone");
+    assert!(c.serves_store() && c.runs_store_sync());
+    c.lightpush.enabled = true;
+    let refused = c.validate().unwrap_err().to_string();
+    assert!(
+        refused.contains("lightpush.enabled needs the relay"),
+        "{refused}"
+    );
+}

@@ -284,3 +284,50 @@ async fn two_nodes_that_differ_both_ways_converge_both_ways() {
     }
     client.stop().await;
 }
+
+/// A store node without relay is a replica filled by store sync alone (nwaku's
+/// `--relay=false --store-sync=true`): it gets what a relaying store node archived, and answers
+/// store queries with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_node_without_relay_is_filled_by_sync_alone() {
+    init_tracing();
+    let configure = |c: &mut roost_node::config::Config| {
+        c.store_sync.interval = Duration::from_secs(3600);
+        c.store_sync.relay_jitter = Duration::from_secs(1);
+        c.throttle.store = "unlimited".parse().expect("a quota");
+    };
+    let archive = TestNode::start_with(configure).await;
+    let relay = TestNode::start_with(|c| c.store.enabled = false).await;
+    relay.connect(&archive).await;
+    relay.wait_for_mesh(TOPIC, 1).await;
+    let client = Client::start(1).await.unwrap();
+    let mut hashes = HashSet::new();
+    for i in 0..50 {
+        let m = WakuMessage::new(CONTENT, format!("replica {i}").into_bytes());
+        let reply = light_push(client.handle(), &archive.tcp_addr(), &m)
+            .await
+            .expect("an answer");
+        assert_eq!(reply.status, Status::SUCCESS);
+        hashes.insert(m.hash(TOPIC));
+    }
+    let replica = TestNode::start_with(|c| {
+        configure(c);
+        c.relay.enabled = false;
+        c.lightpush.enabled = false;
+        c.filter.enabled = false;
+    })
+    .await;
+    assert_eq!(
+        replica.health().await["components"]["store"]["status"],
+        "ok"
+    );
+    replica.connect(&archive).await;
+    wait_until(Duration::from_secs(30), || async {
+        missing_from_store(&client, &replica.tcp_addr(), &hashes)
+            .await
+            .is_empty()
+    })
+    .await
+    .expect("the replica gets every archived message by sync");
+    client.stop().await;
+}
