@@ -23,7 +23,10 @@
 //! `cargo bench -p roost-tests --bench fleet -- --nodes 50 --clients 1000` (the defaults);
 //! `--sizes 10,50,100` runs several fleet sizes one after the other; `--seconds` (60), `--rate`
 //! (messages per second in all, 10), `--group` (10), `--payload` (bytes, 1024), `--kill`
-//! (percent, 10).
+//! (percent, 10). `--heap-dir <dir>` starts the nodes with their heap profiler on, saves the
+//! jemalloc heap dumps of node 0 (a store node) and node 1 (a relay node) idle and again with
+//! the light clients connected and subscribed, and prints `jeprof`'s top sites of each: what
+//! an idle node's heap holds, and what the light clients added.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -39,7 +42,7 @@ use roost_node::{
     message::{now_nanos, MessageHash, WakuMessage},
 };
 use roost_tests::{
-    bench::{flag, missing_hashes},
+    bench::{flag, jeprof_top, missing_hashes, save_heap_dump},
     process::NodeProcess,
     wait_until,
 };
@@ -60,6 +63,8 @@ struct Settings {
     group: usize,
     payload: usize,
     kill_percent: usize,
+    /// Where heap dumps go (`--heap-dir`); none: the profiler stays off.
+    heap_dir: Option<std::path::PathBuf>,
 }
 
 /// One `roost` process of the fleet, with what it needs to come back after a kill.
@@ -72,7 +77,7 @@ struct FleetNode {
 }
 
 impl FleetNode {
-    async fn start(store: bool, peers: &[Multiaddr]) -> anyhow::Result<FleetNode> {
+    async fn start(store: bool, peers: &[Multiaddr], heap: bool) -> anyhow::Result<FleetNode> {
         let dir = tempfile::tempdir()?;
         let mut args: Vec<String> = [
             "--throttle-exempt-ips",
@@ -89,6 +94,9 @@ impl FleetNode {
         .iter()
         .map(|s| s.to_string())
         .collect();
+        if heap {
+            args.extend(["--http-heap-profile".into(), "true".into()]);
+        }
         if !peers.is_empty() {
             args.push("--network-peers".into());
             args.push(
@@ -272,7 +280,13 @@ async fn main() -> anyhow::Result<()> {
         group: flag("--group", 10)?,
         payload: flag("--payload", 1024)?,
         kill_percent: flag("--kill", 10)?,
+        heap_dir: Some(flag("--heap-dir", String::new())?)
+            .filter(|d| !d.is_empty())
+            .map(std::path::PathBuf::from),
     };
+    if let Some(dir) = &base.heap_dir {
+        std::fs::create_dir_all(dir)?;
+    }
     anyhow::ensure!(
         base.group >= 1 && base.clients >= base.group,
         "--group must be 1..=clients"
@@ -344,6 +358,63 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// With `--heap-dir`: node 0's and node 1's heap dumps as `<dir>/<nodes>-node<i>-<label>.heap`,
+/// with their allocator figures from `/metrics`.
+async fn save_heaps(
+    s: &Settings,
+    fleet: &[FleetNode],
+    label: &str,
+) -> Vec<(String, std::path::PathBuf)> {
+    let Some(dir) = &s.heap_dir else {
+        return Vec::new();
+    };
+    let mut saved = Vec::new();
+    for (i, node) in fleet.iter().enumerate().take(2) {
+        let path = dir.join(format!("{}-node{i}-{label}.heap", s.nodes));
+        if save_heap_dump(&node.process.http, &path).await {
+            let metrics = node.process.metrics().await;
+            let mib = |name: &str| metric_sum(&metrics, name, None) / f64::from(1 << 20);
+            // One shared cache, repeated under every column family: its largest reading.
+            let block_cache = metrics
+                .lines()
+                .filter(|l| l.starts_with("roost_store_rocksdb_block_cache_bytes"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .fold(0.0, f64::max)
+                / f64::from(1 << 20);
+            let what = if node.store { "store" } else { "relay" };
+            println!(
+                "node {i} ({what}) {label}: RSS {:.1} MiB; allocator allocated {:.1}, resident {:.1}, \
+                 metadata {:.1} MiB; RocksDB block cache {:.1}, memtables {:.1} MiB",
+                node.rss_mib(),
+                mib("roost_allocator_allocated_bytes"),
+                mib("roost_allocator_resident_bytes"),
+                mib("roost_allocator_metadata_bytes"),
+                block_cache,
+                mib("roost_store_rocksdb_memtable_bytes"),
+            );
+            saved.push((format!("node {i} ({what})"), path));
+        }
+    }
+    saved
+}
+
+/// jeprof's top sites: of each idle heap, and of what the clients added to it.
+fn print_heaps(idle: &[(String, std::path::PathBuf)], clients: &[(String, std::path::PathBuf)]) {
+    let binary = roost_tests::process::roost_bin();
+    for (name, path) in idle {
+        println!("-- {name}, idle: top heap sites (jeprof --text)");
+        for line in jeprof_top(&binary, None, path, 16) {
+            println!("   {line}");
+        }
+    }
+    for ((name, base), (_, path)) in idle.iter().zip(clients) {
+        println!("-- {name}: what the light clients added (jeprof --text --base=idle)");
+        for line in jeprof_top(&binary, Some(base), path, 16) {
+            println!("   {line}");
+        }
+    }
+}
+
 async fn run(s: &Settings) -> anyhow::Result<Row> {
     println!();
     println!(
@@ -365,7 +436,7 @@ async fn run(s: &Settings) -> anyhow::Result<Row> {
             }
         }
         let addrs: Vec<Multiaddr> = peers.iter().map(|&p| fleet[p].addr()).collect();
-        fleet.push(FleetNode::start(store, &addrs).await?);
+        fleet.push(FleetNode::start(store, &addrs, s.heap_dir.is_some()).await?);
     }
     let stores = fleet.iter().filter(|n| n.store).count();
     println!(
@@ -388,6 +459,7 @@ async fn run(s: &Settings) -> anyhow::Result<Row> {
     // Gossipsub's heartbeat grows meshes towards D; give it a few heartbeats.
     tokio::time::sleep(Duration::from_secs(5)).await;
     let idle_rss: Vec<f64> = fleet.iter().map(FleetNode::rss_mib).collect();
+    let idle_heaps = save_heaps(s, &fleet, "idle").await;
 
     // --- the light clients
     let t = Instant::now();
@@ -468,6 +540,8 @@ async fn run(s: &Settings) -> anyhow::Result<Row> {
     // Connection and subscription state settles.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let loaded_idle_rss: Vec<f64> = fleet.iter().map(FleetNode::rss_mib).collect();
+    let client_heaps = save_heaps(s, &fleet, "clients").await;
+    print_heaps(&idle_heaps, &client_heaps);
     let clients_per_node = s.clients as f64 / s.nodes as f64;
     let per_client_node_kib: Vec<f64> = idle_rss
         .iter()

@@ -40,7 +40,7 @@ use roost_node::{
 };
 use roost_tests::{
     bare::{BareOptions, BarePeer},
-    bench::missing_hashes,
+    bench::{self, missing_hashes},
     process::NodeProcess,
     rdv::{Flavour, RdvPeer},
     wait_until,
@@ -197,21 +197,7 @@ struct Sample {
 
 /// Saves the hub's jemalloc heap dump (for `jeprof`) as `<dir>/hub-<label>.heap`.
 async fn save_heap(http: &str, dir: &std::path::Path, label: &str) {
-    let url = format!("{http}/debug/pprof/heap?format=jeprof");
-    match reqwest::get(&url).await {
-        Ok(r) if r.status().is_success() => match r.bytes().await {
-            Ok(body) => {
-                let path = dir.join(format!("hub-{label}.heap"));
-                match std::fs::write(&path, &body) {
-                    Ok(()) => println!("heap profile: {}", path.display()),
-                    Err(e) => println!("heap profile: cannot write {}: {e}", path.display()),
-                }
-            }
-            Err(e) => println!("heap profile: {url}: {e}"),
-        },
-        Ok(r) => println!("heap profile: {url}: {}", r.status()),
-        Err(e) => println!("heap profile: {url}: {e}"),
-    }
+    bench::save_heap_dump(http, &dir.join(format!("hub-{label}.heap"))).await;
 }
 
 async fn missing_from(reader: &Client, addr: &Multiaddr, wanted: &[MessageHash]) -> usize {

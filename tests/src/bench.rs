@@ -1,5 +1,5 @@
 //! What the benchmarks share: their command-line flags (`cargo bench --bench B -- --flag N`),
-//! and how they count what a store node lacks.
+//! how they count what a store node lacks, and how they save and read a node's heap profile.
 
 use std::{collections::HashSet, str::FromStr};
 
@@ -57,6 +57,55 @@ fn flag_in<T: FromStr>(
         }
     }
     Ok(default)
+}
+
+/// Saves the jemalloc heap dump of the node serving `http` (`http://127.0.0.1:<port>`, started
+/// with `--http-heap-profile true`) at `path`, for `jeprof`; says on stdout what it did.
+pub async fn save_heap_dump(http: &str, path: &std::path::Path) -> bool {
+    let url = format!("{http}/debug/pprof/heap?format=jeprof");
+    match reqwest::get(&url).await {
+        Ok(r) if r.status().is_success() => match r.bytes().await {
+            Ok(body) => match std::fs::write(path, &body) {
+                Ok(()) => {
+                    println!("heap profile: {}", path.display());
+                    return true;
+                }
+                Err(e) => println!("heap profile: cannot write {}: {e}", path.display()),
+            },
+            Err(e) => println!("heap profile: {url}: {e}"),
+        },
+        Ok(r) => println!("heap profile: {url}: {}", r.status()),
+        Err(e) => println!("heap profile: {url}: {e}"),
+    }
+    false
+}
+
+/// The first `lines` lines of `jeprof --text` for `profile` of `binary` (against `base` when
+/// given: what grew since), or why there are none.
+pub fn jeprof_top(
+    binary: &std::path::Path,
+    base: Option<&std::path::Path>,
+    profile: &std::path::Path,
+    lines: usize,
+) -> Vec<String> {
+    let mut cmd = std::process::Command::new("jeprof");
+    cmd.arg("--text");
+    if let Some(base) = base {
+        cmd.arg(format!("--base={}", base.display()));
+    }
+    cmd.arg(binary).arg(profile);
+    match cmd.output() {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .take(lines)
+            .map(str::to_owned)
+            .collect(),
+        Ok(out) => vec![format!(
+            "jeprof failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )],
+        Err(e) => vec![format!("jeprof cannot run: {e}")],
+    }
 }
 
 #[cfg(test)]
