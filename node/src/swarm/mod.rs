@@ -72,6 +72,10 @@ pub struct SwarmTask {
     /// established or failed event, which removes its entry.
     pending_connects:
         std::collections::HashMap<libp2p::swarm::ConnectionId, oneshot::Sender<Result<(), String>>>,
+    /// `Command::Connect`s whose connection is up, answered once the peer's metadata exchange
+    /// has settled what it is (or it went away): then relay has taken it in or left it out, as
+    /// nim-libp2p's connect returns after identify. Emptied by metadata and disconnects.
+    awaiting_metadata: std::collections::HashMap<PeerId, Vec<oneshot::Sender<Result<(), String>>>>,
 }
 
 /// Everything the swarm task needs besides the swarm itself.
@@ -121,6 +125,7 @@ impl SwarmTask {
             peer_protocols: std::collections::HashMap::new(),
             command_capacity: COMMAND_CAPACITY,
             pending_connects: std::collections::HashMap::new(),
+            awaiting_metadata: std::collections::HashMap::new(),
         };
         task.subscribe_shards(config);
         task
@@ -422,9 +427,6 @@ impl SwarmTask {
                     .get_or_create(&DirectionLabels { direction })
                     .inc();
                 tracing::debug!(peer = %peer_id, %direction, address = %static_peers::endpoint_address(&endpoint), "connection established");
-                if let Some(reply) = self.pending_connects.remove(&connection_id) {
-                    let _ = reply.send(Ok(()));
-                }
                 self.static_peers
                     .connected(peer_id, connection_id, &endpoint);
                 if num_established.get() == 1 {
@@ -432,6 +434,16 @@ impl SwarmTask {
                     self.peer_addresses
                         .insert(peer_id, static_peers::endpoint_address(&endpoint).clone());
                     metadata::ask(&mut self.swarm.behaviour_mut().metadata, peer_id);
+                }
+                if let Some(reply) = self.pending_connects.remove(&connection_id) {
+                    if self.peer_kinds.get(&peer_id) == Some(PeerKind::Pending) {
+                        self.awaiting_metadata
+                            .entry(peer_id)
+                            .or_default()
+                            .push(reply);
+                    } else {
+                        let _ = reply.send(Ok(()));
+                    }
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -442,6 +454,7 @@ impl SwarmTask {
             } => {
                 tracing::debug!(peer = %peer_id, cause = ?cause, remaining = num_established, "connection closed");
                 if num_established == 0 {
+                    self.settle_connects(peer_id);
                     self.peer_addresses.remove(&peer_id);
                     self.peer_protocols.remove(&peer_id);
                     metadata::forget(&mut self.swarm.behaviour_mut().metadata, &peer_id);
@@ -544,6 +557,20 @@ impl SwarmTask {
             metadata::Event::WrongCluster(peer) => self.disconnect(peer, "wrong_cluster"),
             metadata::Event::Malformed(peer) => self.disconnect(peer, "metadata_malformed"),
             metadata::Event::Generic(peer) => self.mark_generic(peer),
+        }
+        let peer = match event {
+            metadata::Event::Waku(peer)
+            | metadata::Event::WrongCluster(peer)
+            | metadata::Event::Malformed(peer)
+            | metadata::Event::Generic(peer) => peer,
+        };
+        self.settle_connects(peer);
+    }
+
+    /// Answers the `Command::Connect`s waiting for `peer`: its connection came up.
+    fn settle_connects(&mut self, peer: PeerId) {
+        for reply in self.awaiting_metadata.remove(&peer).unwrap_or_default() {
+            let _ = reply.send(Ok(()));
         }
     }
 
