@@ -21,7 +21,8 @@
 //! their heap (`--http-heap-profile true`) and the hub's jemalloc heap dump is saved there at a
 //! third of the run and at the end (`jeprof --base=<first> roost <last>` names what grew).
 //!
-//! `ROOST_SOAK_SECONDS=600 cargo bench -p roost-tests --bench soak` (default 60 s).
+//! `ROOST_SOAK_SECONDS=600 cargo bench -p roost-tests --bench soak` (default 60 s);
+//! `ROOST_SOAK_NODE_ARGS="--store-memory-budget 32MiB"` adds flags to every node.
 
 use std::{
     collections::HashSet,
@@ -262,15 +263,31 @@ fn print_memory(rows: &[Sample], seconds: u64) {
         };
         let rss = slope_per_10min(&tail(&|r| r.rss[node]));
         let alloc = slope_per_10min(&tail(&|r| r.gauges[node][0] / MIB));
+        // The heap outside RocksDB's memtables and block cache, which fill up to
+        // `store.memory_budget` as the archive grows (a node without a store has neither).
+        let outside = slope_per_10min(&tail(&|r| {
+            let cache = |i: usize| {
+                let v = r.gauges[node][i];
+                if v.is_nan() {
+                    0.0
+                } else {
+                    v
+                }
+            };
+            (r.gauges[node][0] - cache(3) - cache(4)) / MIB
+        }));
         let verdict = if rss.is_nan() {
             "too few samples"
         } else if rss < 1.0 {
             "levelled"
+        } else if outside < 1.0 {
+            "growing only in RocksDB's caches, bounded by store.memory_budget"
         } else {
             "STILL GROWING"
         };
         println!(
-            "{name:<6} RSS slope over the last third: {rss:+.2} MiB/10 min (allocated {alloc:+.2}): {verdict}"
+            "{name:<6} RSS slope over the last third: {rss:+.2} MiB/10 min (allocated {alloc:+.2}, \
+             outside RocksDB's caches {outside:+.2}): {verdict}"
         );
     }
     println!();
@@ -311,6 +328,9 @@ async fn main() -> anyhow::Result<()> {
     if heap_dir.is_some() {
         unthrottled.extend(["--http-heap-profile", "true"]);
     }
+    // Extra flags for every node, e.g. `--store-memory-budget 32MiB`.
+    let extra = std::env::var("ROOST_SOAK_NODE_ARGS").unwrap_or_default();
+    unthrottled.extend(extra.split_whitespace());
     let dirs: Vec<tempfile::TempDir> = (0..3)
         .map(|_| tempfile::tempdir())
         .collect::<Result<_, _>>()?;
