@@ -45,8 +45,8 @@ use prost::Message as _;
 use tokio::sync::{mpsc, oneshot, watch};
 
 pub use archive::{
-    dir_size, Archive, Page, PageEntry, QueryError, RangeScope, RangeSummary, Stats, Summary,
-    SyncView, TopicSummary, Tuning,
+    dir_size, Archive, Incoming, Page, PageEntry, QueryError, RangeScope, RangeSummary, Stats,
+    Summary, SyncView, TopicSummary, Tuning,
 };
 pub use behaviour::{behaviour, Behaviour, Inbound};
 pub use config::{Config, Retention, RetentionError, RetentionPolicy};
@@ -64,7 +64,7 @@ use crate::{
     units::ByteSize,
 };
 use archive::Written;
-pub(crate) use archive::{Incoming, Writer};
+pub(crate) use archive::Writer;
 
 /// Messages waiting for the writer thread. Full means the disk cannot keep up: relayed
 /// messages are then dropped and counted, and [`ArchiveHandle::insert`] waits for room.

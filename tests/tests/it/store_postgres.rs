@@ -201,3 +201,113 @@ async fn store_postgres_partitions_created_ahead_once_and_contiguous() {
         ("messages_m86400000000000".to_owned(), -day, 0)
     );
 }
+
+fn incoming(n: u8, timestamp: i64) -> roost_node::store::Incoming {
+    roost_node::store::Incoming {
+        pubsub_topic: "/waku/2/rs/1/0".into(),
+        hash: roost_node::message::MessageHash([n; 32]),
+        timestamp,
+        content_topic: format!("/app/1/t{}/proto", n % 3),
+        bytes: vec![n; 10 + n as usize],
+    }
+}
+
+/// Several nodes inserting overlapping batches (in different orders, with repeats inside a
+/// batch) into one database at once: every message is stored once, exactly one insert reports
+/// it new, and what is stored is what was sent. A batch with a message no partition covers
+/// stores nothing at all (one transaction).
+#[tokio::test]
+async fn store_postgres_batches_from_several_nodes_store_each_message_once() {
+    let cluster = PgCluster::start().unwrap_or_else(|e| panic!("{e:#}"));
+    let url = cluster.create_database("archive").unwrap();
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(
+            postgres::connect(&url, Some(cluster.password()))
+                .await
+                .unwrap(),
+        );
+    }
+    postgres::migrate(&mut clients[0]).await.unwrap();
+    let now = now_nanos();
+    let day = postgres::PARTITION_NANOS;
+    postgres::ensure_partitions(&mut clients[0], now - day, now)
+        .await
+        .unwrap();
+
+    // Messages 1..=60 over yesterday and today; node k sends them rotated by k, twice over
+    // (rounds), and message 1 twice within each batch.
+    let all: Vec<_> = (1..=60u8)
+        .map(|n| incoming(n, now - i64::from(n) * (day / 50)))
+        .collect();
+    let fresh_counts =
+        futures::future::join_all(clients.iter_mut().enumerate().map(|(k, client)| {
+            let mut mine = all.clone();
+            mine.rotate_left(k * 15);
+            mine.push(all[0].clone());
+            async move {
+                let inserter = postgres::Inserter::prepare(client).await.unwrap();
+                let mut fresh = 0;
+                for _round in 0..2 {
+                    for chunk in mine.chunks(16) {
+                        let result = inserter.insert(client, chunk).await.unwrap();
+                        assert_eq!(result.len(), chunk.len());
+                        fresh += result.iter().filter(|f| **f).count();
+                    }
+                }
+                fresh
+            }
+        }))
+        .await;
+    assert_eq!(
+        fresh_counts.iter().sum::<usize>(),
+        60,
+        "each message new exactly once across nodes: {fresh_counts:?}"
+    );
+    let count = |sql: &str| cluster.psql("archive", sql).unwrap();
+    assert_eq!(count("SELECT count(*) FROM messages"), "60");
+    assert_eq!(count("SELECT count(*) FROM messages_lookup"), "60");
+    // Both tables agree, and rows hold what was sent.
+    assert_eq!(
+        count(
+            "SELECT count(*) FROM messages m JOIN messages_lookup l \
+             ON l.hash = m.hash AND l.timestamp = m.timestamp"
+        ),
+        "60"
+    );
+    let m = &all[41];
+    let row = count(&format!(
+        "SELECT timestamp || ' ' || pubsub_topic || ' ' || content_topic || ' ' || \
+         encode(message, 'hex') FROM messages WHERE hash = decode('{}', 'hex')",
+        hex::encode(m.hash.0)
+    ));
+    assert_eq!(
+        row,
+        format!(
+            "{} {} {} {}",
+            m.timestamp,
+            m.pubsub_topic,
+            m.content_topic,
+            hex::encode(&m.bytes)
+        )
+    );
+    // Messages of both days, each in its own partition.
+    assert_eq!(count("SELECT count(DISTINCT tableoid) FROM messages"), "2");
+
+    let inserter = postgres::Inserter::prepare(&clients[0]).await.unwrap();
+    // One message outside every partition: the whole batch fails and none of it is stored.
+    let batch = vec![incoming(100, now), incoming(101, now + 30 * day)];
+    assert!(inserter.insert(&mut clients[0], &batch).await.is_err());
+    assert_eq!(count("SELECT count(*) FROM messages_lookup"), "60");
+    // The connection is still usable, and the good message alone goes in.
+    assert_eq!(
+        inserter.insert(&mut clients[0], &batch[..1]).await.unwrap(),
+        vec![true]
+    );
+    assert_eq!(count("SELECT count(*) FROM messages"), "61");
+    assert!(inserter
+        .insert(&mut clients[0], &[])
+        .await
+        .unwrap()
+        .is_empty());
+}

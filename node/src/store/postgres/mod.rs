@@ -4,8 +4,13 @@
 //! Several store nodes may share one database and start at the same moment: migrations and
 //! partition creation each run in one transaction holding a transaction-scoped advisory lock,
 //! so exactly one node applies a step and the others see it done.
+//!
+//! It also owns the batched insert ([`Inserter`]): the engine's write path once the store
+//! selects it (issue #21); nothing in the node calls it yet.
 
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::{Client, Config, NoTls, Statement};
+
+use super::archive::Incoming;
 
 /// The schema's migrations, in order; a version is applied once and never edited afterwards.
 pub const MIGRATIONS: &[(i32, &str, &str)] =
@@ -170,4 +175,82 @@ pub async fn partitions(client: &Client) -> Result<Vec<(String, i64, i64)>, PgEr
         .collect();
     out.sort_by_key(|p| p.1);
     Ok(out)
+}
+
+/// Hash → timestamp first: the row that decides "new or duplicate" across every node on the
+/// database (unique on the hash alone, which `messages`, keyed by time, cannot be). Arrays
+/// through `unnest` keep one statement shape for any batch size, so it is prepared once.
+const INSERT_LOOKUP: &str = "INSERT INTO messages_lookup (hash, timestamp)
+     SELECT * FROM unnest($1::bytea[], $2::bigint[])
+     ON CONFLICT DO NOTHING RETURNING hash";
+
+/// The messages the lookup insert reported new.
+const INSERT_MESSAGES: &str =
+    "INSERT INTO messages (timestamp, hash, pubsub_topic, content_topic, message)
+     SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::text[], $4::text[], $5::bytea[])
+     ON CONFLICT DO NOTHING";
+
+/// The insert statements, prepared once on a connection (a new connection needs its own).
+pub struct Inserter {
+    lookup: Statement,
+    messages: Statement,
+}
+
+impl Inserter {
+    pub async fn prepare(client: &Client) -> Result<Inserter, PgError> {
+        Ok(Inserter {
+            lookup: client.prepare(INSERT_LOOKUP).await?,
+            messages: client.prepare(INSERT_MESSAGES).await?,
+        })
+    }
+
+    /// Stores `batch` in one transaction (`messages_lookup` and `messages` together) and returns,
+    /// in batch order, whether each message is new here (`false`: already in the database, from
+    /// this node, another node sharing it, or earlier in the batch). When this returns `Ok` the
+    /// transaction is committed, durably so under the server's `synchronous_commit` (on by
+    /// default); on `Err` nothing of the batch counts as stored. The partitions of the batch's
+    /// timestamps must exist ([`ensure_partitions`]).
+    pub async fn insert(
+        &self,
+        client: &mut Client,
+        batch: &[Incoming],
+    ) -> Result<Vec<bool>, PgError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Lock rows in one global order (by hash), so two nodes inserting overlapping batches
+        // wait for each other instead of deadlocking.
+        let mut order: Vec<usize> = (0..batch.len()).collect();
+        order.sort_by(|&a, &b| batch[a].hash.0.cmp(&batch[b].hash.0));
+        let hashes: Vec<&[u8]> = order.iter().map(|&i| &batch[i].hash.0[..]).collect();
+        let timestamps: Vec<i64> = order.iter().map(|&i| batch[i].timestamp).collect();
+
+        let tx = client.transaction().await?;
+        let inserted = tx.query(&self.lookup, &[&hashes, &timestamps]).await?;
+        let mut new_hashes = inserted
+            .iter()
+            .map(|row| row.try_get::<_, Vec<u8>>(0))
+            .collect::<Result<std::collections::HashSet<_>, _>>()?;
+
+        let mut fresh = vec![false; batch.len()];
+        let (mut ts, mut hs, mut pubsub, mut content, mut bytes) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (i, m) in batch.iter().enumerate() {
+            // The first copy in the batch is the new one; later copies are duplicates.
+            if new_hashes.remove(&m.hash.0[..]) {
+                fresh[i] = true;
+                ts.push(m.timestamp);
+                hs.push(&m.hash.0[..]);
+                pubsub.push(&*m.pubsub_topic);
+                content.push(m.content_topic.as_str());
+                bytes.push(m.bytes.as_slice());
+            }
+        }
+        if !ts.is_empty() {
+            tx.execute(&self.messages, &[&ts, &hs, &pubsub, &content, &bytes])
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(fresh)
+    }
 }
