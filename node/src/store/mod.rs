@@ -63,8 +63,8 @@ use crate::{
     swarm::command::Command,
     units::ByteSize,
 };
-use archive::Written;
 pub(crate) use archive::Writer;
+use archive::Written;
 
 /// Messages waiting for the writer thread. Full means the disk cannot keep up: relayed
 /// messages are then dropped and counted, and [`ArchiveHandle::insert`] waits for room.

@@ -311,3 +311,71 @@ async fn store_postgres_batches_from_several_nodes_store_each_message_once() {
         .unwrap()
         .is_empty());
 }
+
+/// Time retention drops whole partitions (days) that end before the cutoff, with their
+/// hash-lookup rows; the day holding the cutoff stays whole; a message of a dropped day can be
+/// stored again (its lookup row went too); running it again drops nothing.
+#[tokio::test]
+async fn store_postgres_time_retention_drops_whole_partitions_only() {
+    let cluster = PgCluster::start().unwrap_or_else(|e| panic!("{e:#}"));
+    let url = cluster.create_database("archive").unwrap();
+    let mut client = postgres::connect(&url, Some(cluster.password()))
+        .await
+        .unwrap();
+    postgres::migrate(&mut client).await.unwrap();
+    let day = postgres::PARTITION_NANOS;
+    let now = now_nanos();
+    let today = now.div_euclid(day) * day;
+    postgres::ensure_partitions(&mut client, today - 4 * day, today)
+        .await
+        .unwrap();
+    // Two messages in each of the five days: at the start and in the middle of the day.
+    let batch: Vec<_> = (0..5i64)
+        .flat_map(|d| {
+            let start = today - d * day;
+            [
+                incoming(1 + 2 * d as u8, start),
+                incoming(2 + 2 * d as u8, start + day / 2),
+            ]
+        })
+        .collect();
+    let inserter = postgres::Inserter::prepare(&client).await.unwrap();
+    inserter.insert(&mut client, &batch).await.unwrap();
+    let count = |sql: &str| cluster.psql("archive", sql).unwrap();
+    assert_eq!(count("SELECT count(*) FROM messages"), "10");
+
+    // Cut in the middle of the day three days back: the two days before it go, that day stays.
+    let cutoff = today - 3 * day + day / 4;
+    let dropped = postgres::drop_partitions_before(&mut client, cutoff)
+        .await
+        .unwrap();
+    assert_eq!(dropped, vec![postgres::partition_of(today - 4 * day).0]);
+    assert_eq!(count("SELECT count(*) FROM messages"), "8");
+    assert_eq!(count("SELECT count(*) FROM messages_lookup"), "8");
+    assert_eq!(
+        count("SELECT min(timestamp) FROM messages"),
+        (today - 3 * day).to_string(),
+        "the day holding the cutoff is kept whole"
+    );
+    let parts = postgres::partitions(&client).await.unwrap();
+    assert_eq!(parts.len(), 4);
+    assert_eq!(parts[0].1, today - 3 * day);
+    // Again: nothing to drop.
+    assert!(postgres::drop_partitions_before(&mut client, cutoff)
+        .await
+        .unwrap()
+        .is_empty());
+    // A message of a kept day is still a duplicate; one of the dropped day is new again once
+    // its partition is back (its lookup row went with the partition).
+    assert_eq!(
+        inserter.insert(&mut client, &batch[2..3]).await.unwrap(),
+        vec![false]
+    );
+    postgres::ensure_partitions(&mut client, today - 4 * day, today - 4 * day)
+        .await
+        .unwrap();
+    assert_eq!(
+        inserter.insert(&mut client, &batch[8..9]).await.unwrap(),
+        vec![true]
+    );
+}

@@ -5,8 +5,9 @@
 //! partition creation each run in one transaction holding a transaction-scoped advisory lock,
 //! so exactly one node applies a step and the others see it done.
 //!
-//! It also owns the batched insert ([`Inserter`]): the engine's write path once the store
-//! selects it (issue #21); nothing in the node calls it yet.
+//! It also owns the batched insert ([`Inserter`]) and time retention by dropping whole
+//! partitions ([`drop_partitions_before`]): the engine's write and retention paths once the
+//! store selects it (issue #21); nothing in the node calls them yet.
 
 use tokio_postgres::{Client, Config, NoTls, Statement};
 
@@ -253,4 +254,47 @@ impl Inserter {
         tx.commit().await?;
         Ok(fresh)
     }
+}
+
+/// Time retention: drops every partition of `messages` that ends at or before `cutoff`
+/// (nanoseconds), whole, never row by row, and the `messages_lookup` rows of those days (a
+/// ranged delete on its timestamp index: that table is not partitioned, see the schema). A
+/// partition holding `cutoff` stays, so messages live up to one partition (a UTC day) longer
+/// than the policy says. One transaction under the schema lock, so nodes sharing the database
+/// can run it at once. Returns the names of the partitions dropped, oldest first.
+pub async fn drop_partitions_before(
+    client: &mut Client,
+    cutoff: i64,
+) -> Result<Vec<String>, PgError> {
+    let expired: Vec<(String, i64, i64)> = partitions(client)
+        .await?
+        .into_iter()
+        .filter(|p| p.2 <= cutoff)
+        .collect();
+    let Some(until) = expired.last().map(|p| p.2) else {
+        return Ok(Vec::new());
+    };
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
+        .await?;
+    let mut dropped = Vec::new();
+    for (name, _, _) in expired {
+        // Another node may have dropped it while this one waited for the lock.
+        let exists: bool = tx
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&name])
+            .await?
+            .try_get(0)?;
+        if exists {
+            // The name came from the catalog and matched `messages_<number>`: safe to format.
+            tx.batch_execute(&format!("DROP TABLE {name}")).await?;
+            dropped.push(name);
+        }
+    }
+    tx.execute(
+        "DELETE FROM messages_lookup WHERE timestamp < $1",
+        &[&until],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(dropped)
 }
