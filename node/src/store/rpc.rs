@@ -159,6 +159,24 @@ impl Filter {
     }
 }
 
+/// A query on a pubsub topic this node does not archive matches nothing: an empty page and
+/// 200, as the store spec's matching rules give and nwaku answers (the Waku interop suite
+/// asks `pubsubTopic=test` and expects that). Logged, so an operator can see clients asking
+/// the wrong node.
+fn nothing_archived(pubsub_topic: &str, served: &BTreeSet<String>) -> Filter {
+    tracing::debug!(
+        pubsub_topic,
+        archived = ?served,
+        "store query on a pubsub topic this node does not archive: no messages"
+    );
+    Filter::Content {
+        pubsub_topics: Vec::new(),
+        content_topics: Vec::new(),
+        time_start: None,
+        time_end: None,
+    }
+}
+
 /// What a hash lookup is narrowed to. Every criterion that is set must match, as nwaku's
 /// archive ANDs every clause of a query; a hash outside the scope is simply not returned.
 ///
@@ -336,13 +354,11 @@ pub fn validate(
             },
             // A pubsub topic alone: everything on it. The store v3 spec pairs the two, but
             // nwaku answers this and the Waku interop suite and operators' tools ask it.
+            (Some(pubsub_topic), _) if !served.contains(pubsub_topic) => {
+                content_topic_set(&request.content_topics).map_err(bad)?;
+                nothing_archived(pubsub_topic, served)
+            }
             (Some(pubsub_topic), true) => {
-                if !served.contains(pubsub_topic) {
-                    return Err(bad(format!(
-                        "pubsub topic `{pubsub_topic}` is not archived by this node (it archives {})",
-                        served.iter().cloned().collect::<Vec<_>>().join(", ")
-                    )));
-                }
                 Filter::All {
                     // With one archived topic there is nothing to narrow.
                     pubsub_topic: (served.len() > 1).then(|| pubsub_topic.clone()),
@@ -358,20 +374,12 @@ pub fn validate(
                 time_start: request.time_start,
                 time_end: request.time_end,
             },
-            (Some(pubsub_topic), false) => {
-                if !served.contains(pubsub_topic) {
-                    return Err(bad(format!(
-                        "pubsub topic `{pubsub_topic}` is not archived by this node (it archives {})",
-                        served.iter().cloned().collect::<Vec<_>>().join(", ")
-                    )));
-                }
-                Filter::Content {
-                    pubsub_topics: vec![pubsub_topic.clone()],
-                    content_topics: content_topic_set(&request.content_topics).map_err(bad)?,
-                    time_start: request.time_start,
-                    time_end: request.time_end,
-                }
-            }
+            (Some(pubsub_topic), false) => Filter::Content {
+                pubsub_topics: vec![pubsub_topic.clone()],
+                content_topics: content_topic_set(&request.content_topics).map_err(bad)?,
+                time_start: request.time_start,
+                time_end: request.time_end,
+            },
         }
     };
     Ok(Query {
@@ -602,21 +610,29 @@ mod tests {
     }
 
     #[test]
+    fn a_pubsub_topic_not_archived_here_matches_nothing() {
+        let served: BTreeSet<String> = ["/waku/2/rs/1/0".to_owned()].into();
+        for request in [
+            StoreQueryRequest::new("a").content("/waku/2/rs/9/9", ["/a/1/b/proto"]),
+            {
+                let mut r = StoreQueryRequest::new("a");
+                r.pubsub_topic = Some("test".into());
+                r
+            },
+        ] {
+            let query = parse_request(&request.encode_to_vec(), &served).unwrap();
+            assert!(
+                matches!(&query.filter, Filter::Content { pubsub_topics, .. } if pubsub_topics.is_empty()),
+                "{:?}",
+                query.filter
+            );
+        }
+    }
+
+    #[test]
     fn each_bad_request_gets_a_description() {
         let hash = MessageHash([1; 32]);
         let cases: Vec<(StoreQueryRequest, &str)> = vec![
-            (
-                StoreQueryRequest::new("a").content("/waku/2/rs/9/9", ["/a/1/b/proto"]),
-                "not archived",
-            ),
-            (
-                {
-                    let mut r = StoreQueryRequest::new("a");
-                    r.pubsub_topic = Some("/waku/2/rs/9/9".into());
-                    r
-                },
-                "not archived",
-            ),
             (
                 StoreQueryRequest::new("a").hashes([hash]).content(
                     "/waku/2/rs/1/0",
