@@ -146,14 +146,13 @@ async fn store_postgres_migrations_apply_once_under_concurrent_starts() {
     assert!(matches!(err, postgres::PgError::Connect(_)), "{err}");
 }
 
-/// Partitions are created ahead by several nodes at once without clashing, one per UTC day,
-/// contiguous, and a message lands in the partition of its timestamp.
-#[tokio::test]
-async fn store_postgres_partitions_created_ahead_once_and_contiguous() {
+/// A private cluster with one migrated database and `n` connections to it, as `n` nodes
+/// sharing it would have (the cluster stops when the first value is dropped).
+async fn migrated_database_with_clients(n: usize) -> (PgCluster, Vec<postgres::Client>) {
     let cluster = PgCluster::start().unwrap_or_else(|e| panic!("{e:#}"));
     let url = cluster.create_database("archive").unwrap();
     let mut clients = Vec::new();
-    for _ in 0..4 {
+    for _ in 0..n {
         clients.push(
             postgres::connect(&url, Some(cluster.password()))
                 .await
@@ -161,6 +160,14 @@ async fn store_postgres_partitions_created_ahead_once_and_contiguous() {
         );
     }
     postgres::migrate(&mut clients[0]).await.unwrap();
+    (cluster, clients)
+}
+
+/// Partitions are created ahead by several nodes at once without clashing, one per UTC day,
+/// contiguous, and a message lands in the partition of its timestamp.
+#[tokio::test]
+async fn store_postgres_partitions_created_ahead_once_and_contiguous() {
+    let (cluster, mut clients) = migrated_database_with_clients(4).await;
     let now = now_nanos();
     let day = postgres::PARTITION_NANOS;
     let created = futures::future::join_all(
@@ -218,17 +225,7 @@ fn incoming(n: u8, timestamp: i64) -> roost_node::store::Incoming {
 /// stores nothing at all (one transaction).
 #[tokio::test]
 async fn store_postgres_batches_from_several_nodes_store_each_message_once() {
-    let cluster = PgCluster::start().unwrap_or_else(|e| panic!("{e:#}"));
-    let url = cluster.create_database("archive").unwrap();
-    let mut clients = Vec::new();
-    for _ in 0..4 {
-        clients.push(
-            postgres::connect(&url, Some(cluster.password()))
-                .await
-                .unwrap(),
-        );
-    }
-    postgres::migrate(&mut clients[0]).await.unwrap();
+    let (cluster, mut clients) = migrated_database_with_clients(4).await;
     let now = now_nanos();
     let day = postgres::PARTITION_NANOS;
     postgres::ensure_partitions(&mut clients[0], now - day, now)

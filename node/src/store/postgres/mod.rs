@@ -9,7 +9,9 @@
 //! partitions ([`drop_partitions_before`]): the engine's write and retention paths once the
 //! store selects it (issue #21); nothing in the node calls them yet.
 
-use tokio_postgres::{Client, Config, NoTls, Statement};
+/// A connection to the archive's database (what `connect` returns).
+pub use tokio_postgres::Client;
+use tokio_postgres::{Config, NoTls, Statement};
 
 use super::archive::Incoming;
 
