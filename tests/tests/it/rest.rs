@@ -362,7 +362,6 @@ async fn admin_peers_dials_and_lists_connected_peers() {
     );
 }
 
-/// Without relay the per-shard lists are nwaku's 503.
 /// A peer added with `POST /admin/v1/peers` is redialled after it went away and came back,
 /// as nwaku's peer manager reconnects the peers it was given.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -397,6 +396,7 @@ async fn admin_added_peers_are_redialled_when_they_come_back() {
         .expect("a redials the peer it was given");
 }
 
+/// Without relay the per-shard lists are nwaku's 503.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_shard_lists_need_relay() {
     init_tracing();
