@@ -69,8 +69,12 @@ pub struct Announcement<'a> {
     /// `network.external_addresses`.
     pub external_addresses: &'a [Multiaddr],
     pub relay: bool,
+    /// The node answers store queries ([`crate::Config::serves_store`]).
+    pub store: bool,
     pub filter: bool,
     pub lightpush: bool,
+    /// The node reconciles its archive with other store nodes (store sync).
+    pub sync: bool,
     pub cluster_id: u16,
     /// The relay shards (announced only with relay on).
     pub shards: &'a [u16],
@@ -162,11 +166,17 @@ pub fn local_record(
     if config.relay {
         caps |= capabilities::RELAY;
     }
+    if config.store {
+        caps |= capabilities::STORE;
+    }
     if config.filter {
         caps |= capabilities::FILTER;
     }
     if config.lightpush {
         caps |= capabilities::LIGHTPUSH;
+    }
+    if config.sync {
+        caps |= capabilities::SYNC;
     }
     LocalRecord {
         seq,
@@ -479,7 +489,6 @@ mod tests {
         assert_eq!(r.ip, Some(Ipv4Addr::new(192, 168, 1, 5)));
         assert_eq!(r.tcp_port, Some(60000));
         assert_eq!(r.multiaddrs, vec![ws[1].clone()]);
-        assert_eq!(r.capabilities, 0b1101);
         assert_eq!((r.cluster_id, r.shards.len()), (1, 8));
 
         config.network.external_addresses = vec!["/ip4/203.0.113.7/tcp/30303".parse().unwrap()];
@@ -513,6 +522,29 @@ mod tests {
         );
         assert_eq!(only_loopback.ip, Some(Ipv4Addr::LOCALHOST));
         assert_eq!(only_loopback.multiaddrs, vec![ws[0].clone()]);
+    }
+
+    /// The `waku2` flags say what the node serves, as nwaku sets them: clients pick store nodes
+    /// (and store sync peers) by these bits.
+    #[test]
+    fn the_capability_flags_follow_the_config() {
+        use capabilities::*;
+        let tcp: Vec<Multiaddr> = vec!["/ip4/192.168.1.5/tcp/60000".parse().unwrap()];
+        let flags = |config: &crate::Config| {
+            local_record(&config.enr_announcement(), &tcp, &[], 1).capabilities
+        };
+        let mut config = crate::Config::default();
+        assert_eq!(flags(&config), RELAY | STORE | FILTER | LIGHTPUSH | SYNC);
+        config.store_sync.enabled = false;
+        assert_eq!(flags(&config), RELAY | STORE | FILTER | LIGHTPUSH);
+        config.store.enabled = false;
+        assert_eq!(flags(&config), RELAY | FILTER | LIGHTPUSH);
+        // A replica filled by sync alone is a store node that does not relay.
+        let mut replica = crate::Config::default();
+        replica.relay.enabled = false;
+        replica.filter.enabled = false;
+        replica.lightpush.enabled = false;
+        assert_eq!(flags(&replica), STORE | SYNC);
     }
 
     #[test]

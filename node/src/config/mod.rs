@@ -193,8 +193,10 @@ impl Config {
         crate::waku_enr::Announcement {
             external_addresses: &self.network.external_addresses,
             relay: self.relay.enabled,
+            store: self.serves_store(),
             filter: self.filter.enabled,
             lightpush: self.lightpush.enabled,
+            sync: self.runs_store_sync(),
             cluster_id: self.relay.cluster_id,
             shards: &self.relay.shards,
         }
