@@ -2,12 +2,16 @@
 //
 //   node interop.mjs <scenario> '<json arguments>'
 //
-// Every scenario connects with nothing but the Roost node's multiaddr (no default bootstrap, no
-// DNS discovery), does its part as a Waku light client would, and prints JSON lines on stdout:
+// Every scenario but dns-discovery connects with nothing but the Roost node's multiaddr (no
+// default bootstrap, no DNS discovery); dns-discovery is given nothing but an enrtree:// URL and
+// the name server serving it. Each does its part as a Waku light client would, and prints JSON
+// lines on stdout:
 // {"event":"ready"} when it is waiting for the Rust side, then {"event":"result", ...} once.
 // Diagnostics go to stderr. Hashes are computed with @waku/message-hash.
 
+import { Resolver } from "node:dns/promises";
 import { createLightNode, Protocols, utf8ToBytes, bytesToUtf8 } from "@waku/sdk";
+import { DnsNodeDiscovery } from "@waku/discovery";
 import { messageHash, messageHashStr } from "@waku/message-hash";
 import { hashOf, storePagesBothWays } from "./common.mjs";
 
@@ -197,6 +201,53 @@ async function pushBurst(node) {
   emit("result", { pushed, failures, elapsedMs: Date.now() - started });
 }
 
+/// The nodes of an EIP-1459 tree, found the way `wakuDnsDiscovery` finds them: js-waku's
+/// DnsNodeDiscovery walks the tree from its root, verifies the root's signature against the
+/// URL's key and each record against its hash, and yields the ENRs of Waku nodes. Its default
+/// DNS client asks public DoH servers, which cannot see a zone on loopback, so it is handed a
+/// client backed by Node's own resolver pointed at the test's name server, through the
+/// `dnsOverHttp(dnsClient)` parameter js-waku offers for that.
+async function nodesOfTree() {
+  const resolver = new Resolver({ timeout: 2_000, tries: 3 });
+  resolver.setServers([args.nameServer]);
+  // DnsOverHttps.resolveTXT's shape: every character-string of every answer, in order.
+  const dnsClient = { resolveTXT: async (fqdn) => (await resolver.resolveTxt(fqdn)).flat() };
+  const discovery = await DnsNodeDiscovery.dnsOverHttp(dnsClient);
+  const found = [];
+  for await (const enr of discovery.getNextPeer([args.enrTree])) {
+    const info = enr.peerInfo;
+    if (!info) continue;
+    found.push({
+      peerId: info.id.toString(),
+      multiaddrs: info.multiaddrs.map((m) => m.toString()),
+      clusterId: enr.shardInfo?.clusterId ?? null,
+      shards: enr.shardInfo?.shards ?? [],
+      waku2: enr.waku2,
+    });
+  }
+  return found;
+}
+
+let discovered = [];
+
+/// Light push one message through the nodes found in the tree (they are the only peers given).
+async function dnsDiscovery(node) {
+  await withDeadline(node.waitForPeers([Protocols.LightPush]), "peers");
+  const encoder = node.createEncoder({ contentTopic: args.contentTopic });
+  // A timestamp of its own, so that the hash computed here is the one js-waku sends.
+  const message = { payload: utf8ToBytes("found through the DNS tree"), timestamp: new Date() };
+  const hash = messageHashStr(encoder.pubsubTopic, await encoder.toProtoObj(message));
+  const result = await node.lightPush.send(encoder, message);
+  const connected = [...new Set(node.libp2p.getConnections().map((c) => c.remotePeer.toString()))];
+  emit("result", {
+    discovered,
+    connected,
+    hash,
+    successes: result.successes.map(String),
+    failures: result.failures.map((f) => String(f.error)),
+  });
+}
+
 const scenarios = {
   "push-and-store": pushAndStore,
   "hash-lookup": hashLookup,
@@ -204,6 +255,7 @@ const scenarios = {
   "store-pages": storePages,
   "peer-exchange": peerExchange,
   "push-burst": pushBurst,
+  "dns-discovery": dnsDiscovery,
 };
 
 const run = scenarios[scenario];
@@ -213,9 +265,19 @@ if (!run) {
 }
 let node;
 try {
-  node = await start(
-    scenario === "peer-exchange" ? { discovery: { peerExchange: true } } : {},
-  );
+  let extra = {};
+  if (scenario === "peer-exchange") {
+    extra = { discovery: { peerExchange: true } };
+  } else if (scenario === "dns-discovery") {
+    discovered = await withDeadline(nodesOfTree(), "reading the DNS tree");
+    log("found in the tree:", JSON.stringify(discovered));
+    // The found addresses are the light node's only peers, as bootstrap peers are.
+    const bootstrapPeers = discovered.flatMap(({ peerId, multiaddrs }) =>
+      multiaddrs.map((m) => (m.includes("/p2p/") ? m : `${m}/p2p/${peerId}`)),
+    );
+    extra = { node: { bootstrapPeers } };
+  }
+  node = await start(extra);
   await run(node);
   await node.stop();
   process.exit(0);

@@ -741,3 +741,142 @@ async fn fleet_up_with_dns_bootstraps_every_node_from_the_tree_alone() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Two Roost nodes published as a tree by the fleet tool's library, served by hickory-server on
+/// loopback.
+async fn two_nodes_in_a_served_tree(
+    dir: &Path,
+) -> (TestNode, TestNode, TreeUrl, NameServer, Server<Catalog>) {
+    let (profile, url) = file_profile(dir, DOMAIN);
+    let a = TestNode::start().await;
+    let b = TestNode::start().await;
+    a.connect(&b).await;
+    let enrs = roost_fleet::dns::fetch_enrs(&[target("a", &a), target("b", &b)])
+        .await
+        .unwrap();
+    let out = dir.join("dns");
+    let published = tokio::task::block_in_place(|| {
+        roost_fleet::dns::publish(DOMAIN, &enrs, &[], &profile, &out)
+    })
+    .unwrap();
+    let reserved = Reserved::bind().await;
+    let name_server = reserved.name_server();
+    let server = reserved.serve(&[(DOMAIN, &published.zone_file)]);
+    (a, b, url, name_server, server)
+}
+
+/// Waits until the store of every node in `nodes` holds `hash` (hex, as js-waku prints it).
+async fn stored_everywhere(nodes: &[&TestNode], topic: &str, content_topic: &str, hash: &str) {
+    async fn stored(n: &TestNode, topic: &str, content_topic: &str) -> Vec<String> {
+        let request = roost_node::store::StoreQueryRequest::new("dns")
+            .content(topic.to_owned(), [content_topic])
+            .limit(10);
+        let page = n.handle.store().expect("store node").query(&request).await;
+        page.entries()
+            .map(|entries| entries.iter().map(|e| crate::js::hex(&e.hash)).collect())
+            .unwrap_or_else(|e| vec![format!("error: {e:?}")])
+    }
+    let everywhere = wait_until(WAIT, || async {
+        for n in nodes {
+            if !stored(n, topic, content_topic)
+                .await
+                .iter()
+                .any(|h| h == hash)
+            {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    if everywhere.is_err() {
+        let mut held = Vec::new();
+        for n in nodes {
+            held.push(stored(n, topic, content_topic).await);
+        }
+        panic!("both nodes store {hash}; they hold {held:?}");
+    }
+}
+
+/// What js-waku found in the tree: only fleet nodes, each with its cluster and an address js-waku
+/// can dial (ws); returns their peer ids.
+fn check_discovered(result: &serde_json::Value, a: &TestNode, b: &TestNode) -> Vec<String> {
+    let ours = [
+        a.handle.peer_id().to_string(),
+        b.handle.peer_id().to_string(),
+    ];
+    let discovered = result["discovered"].as_array().expect("discovered nodes");
+    assert!(!discovered.is_empty(), "js-waku found nothing: {result}");
+    let mut ids = Vec::new();
+    for node in discovered {
+        let id = node["peerId"].as_str().unwrap().to_owned();
+        assert!(ours.contains(&id), "a node not in the tree: {node}");
+        assert_eq!(node["clusterId"], 1, "{node}");
+        // What the ENR's waku2 flags tell js-waku these nodes serve.
+        assert_eq!(
+            node["waku2"],
+            serde_json::json!({"relay": true, "store": true, "filter": true, "lightPush": true}),
+            "{node}"
+        );
+        assert!(
+            node["multiaddrs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m.as_str().is_some_and(|m| m.contains("/ws/"))),
+            "a WebSocket address in the ENR: {node}"
+        );
+        ids.push(id);
+    }
+    ids
+}
+
+/// js-waku's own DNS discovery reads a tree `roost-fleet dns` signed: `DnsNodeDiscovery` of
+/// `@waku/discovery` (the walker and verifier behind `wakuDnsDiscovery`) verifies the root
+/// against the URL's key and every record against its hash, and yields the Roost nodes' ENRs;
+/// js-waku dials the addresses they carry (nothing else is given) and light pushes a message
+/// both nodes then store. Its default DNS client asks public DoH servers, which cannot see a
+/// zone on loopback: the script hands it one backed by Node's resolver pointed at the loopback
+/// server, through the parameter js-waku has for that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn js_waku_in_node_bootstraps_from_the_tree() {
+    init_tracing();
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, url, name_server, _server) = two_nodes_in_a_served_tree(dir.path()).await;
+    let content_topic = "/roost-dns/1/js/proto";
+    let topic = crate::lightpush::autoshard(content_topic);
+    a.wait_for_mesh(&topic, 1).await;
+    b.wait_for_mesh(&topic, 1).await;
+
+    let js = crate::js::Js::start(
+        "dns-discovery",
+        serde_json::json!({
+            "enrTree": url.to_string(),
+            "nameServer": name_server.0.to_string(),
+            "contentTopic": content_topic,
+        }),
+        &[],
+    );
+    let (_js, result) = js.event("result").await;
+    println!("js-waku: {result}");
+    let found = check_discovered(&result, &a, &b);
+    let connected = result["connected"].as_array().unwrap();
+    assert!(
+        connected
+            .iter()
+            .any(|c| found.iter().any(|f| c.as_str() == Some(f.as_str()))),
+        "js-waku connected to a node it found: {result}"
+    );
+    assert_eq!(result["failures"], serde_json::json!([]), "{result}");
+    assert!(
+        !result["successes"].as_array().unwrap().is_empty(),
+        "{result}"
+    );
+    stored_everywhere(
+        &[&a, &b],
+        &topic,
+        content_topic,
+        result["hash"].as_str().unwrap(),
+    )
+    .await;
+}
