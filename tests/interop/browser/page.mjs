@@ -2,6 +2,10 @@
 // Bundled by run.mjs with esbuild and loaded in headless Chromium; tests/tests/it/browser.rs
 // drives it.
 //
+// With `enrTree` in its arguments the page instead bootstraps from that EIP-1459 tree through
+// js-waku's DNS discovery, reading it over the JSON DoH API from `dohServer`, and light pushes
+// one message ({"event":"result"} with what it found).
+//
 // Arguments come in the page's URL fragment (JSON). Events go back through `window.roostEmit`
 // (exposed by run.mjs): {"event":"connected"}, {"event":"ready"} once the filter subscription is
 // up (the Rust side then publishes at another node), then {"event":"result", ...} once, or
@@ -9,6 +13,8 @@
 
 import { createLightNode, Protocols, utf8ToBytes, bytesToUtf8 } from "@waku/sdk";
 import { messageHashStr } from "@waku/message-hash";
+import { DnsNodeDiscovery } from "@waku/discovery";
+import DnsOverHttpResolver from "dns-over-http-resolver";
 import { hashOf, storePagesBothWays } from "../common.mjs";
 
 const args = JSON.parse(decodeURIComponent(location.hash.slice(1)));
@@ -106,7 +112,65 @@ async function main() {
   await emit("result", { pubsubTopic: encoder.pubsubTopic, pushed, failures, received, pages });
 }
 
-main().catch((error) => {
+// The nodes of the tree, found by js-waku's DnsNodeDiscovery (the walker and verifier behind
+// `wakuDnsDiscovery`) with the DoH client it uses by default, dns-over-http-resolver, pointed at
+// the test's DoH server instead of the public ones (which cannot see a zone on loopback).
+async function nodesOfTree() {
+  const resolver = new DnsOverHttpResolver();
+  resolver.setServers([args.dohServer]);
+  // DnsOverHttps.resolveTXT's shape: every character-string of every answer, in order.
+  const dnsClient = { resolveTXT: async (fqdn) => (await resolver.resolveTxt(fqdn)).flat() };
+  const discovery = await DnsNodeDiscovery.dnsOverHttp(dnsClient);
+  const found = [];
+  for await (const enr of discovery.getNextPeer([args.enrTree])) {
+    const info = enr.peerInfo;
+    if (!info) continue;
+    found.push({
+      peerId: info.id.toString(),
+      multiaddrs: info.multiaddrs.map((m) => m.toString()),
+      clusterId: enr.shardInfo?.clusterId ?? null,
+      shards: enr.shardInfo?.shards ?? [],
+      waku2: enr.waku2,
+    });
+  }
+  return found;
+}
+
+async function bootstrapFromTree() {
+  const discovered = await withDeadline(nodesOfTree(), "reading the DNS tree");
+  // The addresses found are the node's only peers; a browser dials their WebSocket ones.
+  const bootstrapPeers = discovered.flatMap(({ peerId, multiaddrs }) =>
+    multiaddrs.map((m) => (m.includes("/p2p/") ? m : `${m}/p2p/${peerId}`)),
+  );
+  const node = await createLightNode({
+    defaultBootstrap: false,
+    bootstrapPeers,
+    libp2p: { filterMultiaddrs: false },
+  });
+  await node.start();
+  try {
+    await withDeadline(node.waitForPeers([Protocols.LightPush]), "waiting for a light push peer");
+  } catch (error) {
+    throw new Error(`${error.message}; found: ${JSON.stringify(discovered)}`);
+  }
+  const encoder = node.createEncoder({ contentTopic: args.contentTopic });
+  // A timestamp of its own, so that the hash computed here is the one js-waku sends.
+  const message = { payload: utf8ToBytes("found through the DNS tree"), timestamp: new Date() };
+  const hash = messageHashStr(encoder.pubsubTopic, await encoder.toProtoObj(message));
+  const result = await node.lightPush.send(encoder, message);
+  const connected = [...new Set(node.libp2p.getConnections().map((c) => c.remotePeer.toString()))];
+  await node.stop();
+  await emit("result", {
+    userAgent: navigator.userAgent,
+    discovered,
+    connected,
+    hash,
+    successes: result.successes.map(String),
+    failures: result.failures.map((f) => String(f.error)),
+  });
+}
+
+(args.enrTree ? bootstrapFromTree() : main()).catch((error) => {
   console.error("failed:", error?.stack ?? String(error));
   emit("error", { message: String(error?.message ?? error) });
 });
