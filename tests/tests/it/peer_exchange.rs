@@ -36,8 +36,14 @@ async fn debug_info_shows_an_enr_with_the_nodes_identity_addresses_and_shards() 
     assert_eq!(waku_enr::peer_id(&enr).unwrap(), node.handle.peer_id());
     assert_eq!(
         waku_enr::capabilities(&enr),
-        Some(0b1101),
-        "relay, filter, light push"
+        Some(
+            waku_enr::capabilities::RELAY
+                | waku_enr::capabilities::STORE
+                | waku_enr::capabilities::FILTER
+                | waku_enr::capabilities::LIGHTPUSH
+                | waku_enr::capabilities::SYNC
+        ),
+        "relay, store, filter, light push, store sync"
     );
     assert_eq!(waku_enr::shards(&enr), Some((1, (0..8).collect())));
     let addresses = waku_enr::addresses(&enr).unwrap();
