@@ -306,6 +306,8 @@ pub struct NwakuNames {
         KindLabel,
         prometheus_client::metrics::counter::Counter,
     >,
+    /// `messages{type="relay"}`, held so each accepted message skips the label lookup.
+    relay_messages: prometheus_client::metrics::counter::Counter,
     /// `waku_histogram_message_size`: sizes of accepted relay messages, in KiB.
     pub message_size: prometheus_client::metrics::histogram::Histogram,
 }
@@ -314,7 +316,7 @@ impl NwakuNames {
     /// Registers at the registry's root (no `roost_` prefix), every series present from the
     /// start.
     pub fn register(registry: &mut Registry) -> Self {
-        let names = NwakuNames {
+        let mut names = NwakuNames {
             peers: Default::default(),
             dial_attempts: Default::default(),
             peer_store_size: Default::default(),
@@ -323,6 +325,7 @@ impl NwakuNames {
             pubsub_subscriptions: Default::default(),
             mesh_peers: Default::default(),
             messages: Default::default(),
+            relay_messages: Default::default(),
             message_size: prometheus_client::metrics::histogram::Histogram::new(
                 NWAKU_SIZE_BUCKETS_KIB,
             ),
@@ -330,7 +333,11 @@ impl NwakuNames {
         let _ = names
             .mesh_peers
             .get_or_create(&TopicLabels { topic: "other" });
-        let _ = names.messages.get_or_create(&KindLabel { r#type: "relay" });
+        let relay_messages = names
+            .messages
+            .get_or_create(&KindLabel { r#type: "relay" })
+            .clone();
+        names.relay_messages = relay_messages;
         registry.register(
             "libp2p_peers",
             "Connected peers (nwaku's name)",
@@ -381,9 +388,7 @@ impl NwakuNames {
 
     /// One accepted relay message of `bytes`.
     pub fn relayed(&self, bytes: usize) {
-        self.messages
-            .get_or_create(&KindLabel { r#type: "relay" })
-            .inc();
+        self.relay_messages.inc();
         self.message_size.observe(bytes as f64 / 1024.0);
     }
 }

@@ -45,12 +45,14 @@ pub struct Metrics {
     pub message_bytes: Histogram,
     pub mesh_peers: Family<ShardLabels, Gauge>,
     pub topic_peers: Family<ShardLabels, Gauge>,
+    /// `validated{result="accept",reason="valid"}`, held so the hot path skips the label lookup.
+    accepted: Counter,
 }
 
 impl Metrics {
     /// Registers under the given (already `roost_relay`-prefixed) registry.
     pub fn register(registry: &mut Registry) -> Self {
-        let m = Metrics {
+        let mut m = Metrics {
             validated: Family::default(),
             published: Family::default(),
             message_bytes: Histogram::new([
@@ -58,7 +60,16 @@ impl Metrics {
             ]),
             mesh_peers: Family::default(),
             topic_peers: Family::default(),
+            accepted: Counter::default(),
         };
+        let accepted = m
+            .validated
+            .get_or_create(&VerdictLabels {
+                result: "accept",
+                reason: "valid",
+            })
+            .clone();
+        m.accepted = accepted;
         for reason in REJECT_REASONS {
             let _ = m.validated.get_or_create(&VerdictLabels {
                 result: "reject",
@@ -97,6 +108,11 @@ impl Metrics {
         m
     }
 
+    /// One more valid message accepted.
+    pub fn accept(&self) {
+        self.accepted.inc();
+    }
+
     pub fn verdict(&self, result: &'static str, reason: &'static str) {
         self.validated
             .get_or_create(&VerdictLabels { result, reason })
@@ -107,6 +123,17 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn accepted_messages_count_in_the_family() {
+        let mut registry = Registry::default();
+        let m = Metrics::register(registry.sub_registry_with_prefix("roost_relay"));
+        m.accept();
+        m.accept();
+        let text = crate::metrics::render(&registry);
+        let sample = "roost_relay_messages_validated_total{result=\"accept\",reason=\"valid\"} 2\n";
+        assert!(text.contains(sample), "{sample} missing from:\n{text}");
+    }
 
     #[test]
     fn every_reject_reason_exists_from_the_start() {

@@ -191,7 +191,7 @@ impl Router {
         let verdict = self.validator.validate(topic, &message.data);
         let acceptance = match &verdict {
             Ok(_) => {
-                self.metrics.verdict("accept", "valid");
+                self.metrics.accept();
                 MessageAcceptance::Accept
             }
             Err(invalid) => {
