@@ -9,7 +9,8 @@
 //! - every other service is a behaviour of its own ([`Behaviour`]); the task routes the few
 //!   events they emit (a light push to publish, what metadata learnt) and the commands;
 //! - other tasks talk to it only through the bounded [`Command`] channel;
-//! - the loop is `biased`: shutdown first, then local commands, then network events, then timers.
+//! - the loop is `biased`: shutdown first, then local commands, then network events (up to
+//!   `EVENTS_PER_ROUND` already ready ones per turn), then timers.
 
 mod behaviour;
 pub mod command;
@@ -22,7 +23,7 @@ mod transport;
 
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use libp2p::metrics::Recorder;
 use libp2p::{gossipsub, identify, multiaddr::Protocol, ping, swarm::SwarmEvent, PeerId, Swarm};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -46,6 +47,10 @@ use crate::{
 
 /// How often gauges (mesh sizes, queue depths, health) are refreshed.
 const GAUGE_INTERVAL: Duration = Duration::from_secs(1);
+/// Most swarm events handled per wake-up of the swarm task before shutdown, commands and
+/// timers are looked at again.
+const EVENTS_PER_ROUND: usize = 32;
+
 pub struct SwarmTask {
     pub(crate) swarm: Swarm<Behaviour>,
     commands: mpsc::Receiver<Command>,
@@ -206,7 +211,18 @@ impl SwarmTask {
                     Some(command) => self.on_command(command),
                     None => break,
                 },
-                event = self.swarm.select_next_some() => self.on_swarm_event(event),
+                event = self.swarm.select_next_some() => {
+                    self.on_swarm_event(event);
+                    // Under load events come in runs (a relayed message, its forwards, the
+                    // next one): take those already ready before going round the select
+                    // again, which re-arms the shutdown and command futures each time.
+                    for _ in 1..EVENTS_PER_ROUND {
+                        match self.swarm.next().now_or_never() {
+                            Some(Some(event)) => self.on_swarm_event(event),
+                            _ => break,
+                        }
+                    }
+                }
                 _ = gauges.tick() => {
                     self.static_peers.redial(&mut self.swarm);
                     self.attestation_tick();
