@@ -73,6 +73,11 @@ const INGEST_QUEUE: usize = 8192;
 const MAX_BATCH: usize = 1024;
 /// Most bytes in one write batch.
 const MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
+/// How long a batch of only relayed (unacknowledged) messages waits for more before it is
+/// committed. Bounds what a crash can lose of those, never anything acknowledged.
+const RELAYED_LINGER: Duration = Duration::from_millis(5);
+/// How often a waiting batch looks for a light push that ends the wait.
+const LINGER_STEP: Duration = Duration::from_millis(1);
 /// Store requests waiting for a query thread. Full means the store is overloaded: new
 /// requests are answered 503 at once rather than queued.
 const QUERY_QUEUE: usize = 64;
@@ -720,6 +725,25 @@ impl Drop for ExitNotice {
 
 // === writer thread ===
 
+/// What one round of the writer has taken so far.
+#[derive(Default)]
+struct Round {
+    bytes: usize,
+    /// A message in the batch waits for its acknowledgement (light push).
+    acknowledged: bool,
+    stop: bool,
+}
+
+impl Round {
+    fn full(&self, batch: &[(Arc<RelayedMessage>, Option<Ack>)]) -> bool {
+        batch.len() >= MAX_BATCH || self.bytes >= MAX_BATCH_BYTES
+    }
+
+    fn lingers(&self, batch: &[(Arc<RelayedMessage>, Option<Ack>)]) -> bool {
+        !batch.is_empty() && !self.acknowledged && !self.stop && !self.full(batch)
+    }
+}
+
 struct WriterThread {
     writer: Writer,
     config: Config,
@@ -750,31 +774,22 @@ impl WriterThread {
             let Some(first) = rx.blocking_recv() else {
                 break;
             };
-            let mut stop = false;
-            let mut batch_bytes = 0usize;
-            let mut command = Some(first);
+            let mut round = Round::default();
             // Group commit: take whatever queued up while the last batch was committing.
-            while let Some(c) = command.take() {
-                match c {
-                    WriterCommand::Insert { message, ack } => {
-                        batch_bytes += message.size;
-                        batch.push((message, ack));
-                    }
-                    WriterCommand::Summary { reply } => {
-                        let archive = self.writer.archive().clone();
-                        let _ = reply.send(archive.summary(self.writer.stats()));
-                    }
-                    WriterCommand::Tick => {}
-                    WriterCommand::Shutdown => {
-                        stop = true;
-                        break;
-                    }
-                }
-                if batch.len() >= MAX_BATCH || batch_bytes >= MAX_BATCH_BYTES {
-                    break;
-                }
-                command = rx.try_recv().ok();
+            self.drain(Some(first), &mut rx, &mut batch, &mut round);
+            // Relayed messages are acknowledged to nobody: a batch of only those waits a
+            // moment for more, so a steady relay stream costs one commit (and one wake-up of
+            // this thread) per `RELAYED_LINGER`, not one per message. A batch holding a light
+            // push acknowledgement is committed at once (one arriving while the batch waits
+            // ends the wait at the next step).
+            let mut waited = Duration::ZERO;
+            while round.lingers(&batch) && waited < RELAYED_LINGER {
+                std::thread::sleep(LINGER_STEP);
+                waited += LINGER_STEP;
+                let next = rx.try_recv().ok();
+                self.drain(next, &mut rx, &mut batch, &mut round);
             }
+            let stop = round.stop;
             if !batch.is_empty() {
                 self.commit(std::mem::take(&mut batch));
             }
@@ -792,6 +807,39 @@ impl WriterThread {
         // The maintenance thread has nothing left to do once nothing writes.
         self.mailbox.stop();
         tracing::debug!("store writer stopped");
+    }
+
+    /// Moves `first` and whatever else is queued into `batch`, up to the batch limits.
+    fn drain(
+        &mut self,
+        first: Option<WriterCommand>,
+        rx: &mut mpsc::Receiver<WriterCommand>,
+        batch: &mut Vec<(Arc<RelayedMessage>, Option<Ack>)>,
+        round: &mut Round,
+    ) {
+        let mut command = first;
+        while let Some(c) = command.take() {
+            match c {
+                WriterCommand::Insert { message, ack } => {
+                    round.bytes += message.size;
+                    round.acknowledged |= ack.is_some();
+                    batch.push((message, ack));
+                }
+                WriterCommand::Summary { reply } => {
+                    let archive = self.writer.archive().clone();
+                    let _ = reply.send(archive.summary(self.writer.stats()));
+                }
+                WriterCommand::Tick => {}
+                WriterCommand::Shutdown => {
+                    round.stop = true;
+                    return;
+                }
+            }
+            if round.full(batch) {
+                return;
+            }
+            command = rx.try_recv().ok();
+        }
     }
 
     fn commit(&mut self, batch: Vec<(Arc<RelayedMessage>, Option<Ack>)>) {
@@ -1168,5 +1216,42 @@ fn run_maintenance(archive: &Archive, mailbox: &Mailbox) {
         if let Err(error) = Writer::reclaim(archive, cutoff, compact) {
             tracing::warn!(%error, "store could not give back disk space after retention");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn relayed() -> Arc<RelayedMessage> {
+        let message = WakuMessage::new("/app/1/chat/proto", vec![0; 100]);
+        Arc::new(RelayedMessage {
+            pubsub_topic: Arc::from("/waku/2/rs/1/0"),
+            hash: message.hash("/waku/2/rs/1/0"),
+            size: message.encoded_len(),
+            message,
+            source: None,
+        })
+    }
+
+    #[test]
+    fn only_a_batch_of_unacknowledged_messages_waits_for_more() {
+        let mut round = Round::default();
+        let mut batch: Vec<(Arc<RelayedMessage>, Option<Ack>)> = Vec::new();
+        assert!(!round.lingers(&batch), "nothing to commit");
+        batch.push((relayed(), None));
+        assert!(round.lingers(&batch));
+        let (ack, _rx) = oneshot::channel();
+        batch.push((relayed(), Some(ack)));
+        round.acknowledged = true;
+        assert!(!round.lingers(&batch), "a light push waits for this commit");
+        let mut stopping = Round {
+            stop: true,
+            ..Round::default()
+        };
+        assert!(!stopping.lingers(&batch[..1]));
+        stopping.stop = false;
+        stopping.bytes = MAX_BATCH_BYTES;
+        assert!(!stopping.lingers(&batch[..1]), "a full batch goes at once");
     }
 }
