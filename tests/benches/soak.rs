@@ -18,8 +18,15 @@
 //! sampled every `ROOST_SOAK_SAMPLE_SECONDS` (default: a 30th of the run, at least 5 s). The
 //! verdict is the least-squares slope of RSS over the last third of the run, in MiB per 10
 //! minutes: "levelled" under 1 MiB/10 min. With `ROOST_SOAK_HEAP_DIR=<dir>` the nodes sample
-//! their heap (`--http-heap-profile true`) and the hub's jemalloc heap dump is saved there at a
-//! third of the run and at the end (`jeprof --base=<first> roost <last>` names what grew).
+//! their heap (`--http-heap-profile true`) and the hub's and the store node's jemalloc heap
+//! dumps are saved there at a third of the run and at the end (`jeprof --base=<first> roost
+//! <last>` names what grew).
+//!
+//! Warm-up: a node that has run for days has a full archive and warm RocksDB caches, which the
+//! shipped rates take hours to reach. `ROOST_SOAK_WARMUP_SECONDS` (default 0) runs light push
+//! and store queries at `ROOST_SOAK_WARMUP_FACTOR` (10) times their rates first; the run proper
+//! (`ROOST_SOAK_SECONDS`) follows, and the RSS table's "third" row, the heap dump at a third and
+//! the slope verdict are taken over the run proper only. The throughput table covers both.
 //!
 //! `ROOST_SOAK_SECONDS=600 cargo bench -p roost-tests --bench soak` (default 60 s);
 //! `ROOST_SOAK_NODE_ARGS="--store-memory-budget 32MiB"` adds flags to every node.
@@ -98,20 +105,45 @@ fn shared() -> Shared {
 /// Most requests of one kind in flight at once.
 const MAX_IN_FLIGHT: usize = 64;
 
-/// Starts `tick` every `1/rate` seconds until `until`, without waiting for the earlier ones to
-/// finish (a rate above 1/latency needs several in flight), at most [`MAX_IN_FLIGHT`] at once:
-/// beyond that ticks are skipped, which shows as a lower rate in the table.
-async fn paced<F, Fut>(rate: u64, until: Instant, mut tick: F)
+/// The offered rate over time: `factor` times the rate until `warm_until`, then the rate.
+#[derive(Clone, Copy)]
+struct Schedule {
+    warm_until: Instant,
+    factor: u64,
+}
+
+fn interval_for(rate: u64) -> tokio::time::Interval {
+    let mut interval = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    interval
+}
+
+/// Starts `tick` every `1/rate` seconds until `until` (`schedule.factor` times as often during
+/// the warm-up), without waiting for the earlier ones to finish (a rate above 1/latency needs
+/// several in flight), at most [`MAX_IN_FLIGHT`] at once: beyond that ticks are skipped, which
+/// shows as a lower rate in the table.
+async fn paced<F, Fut>(rate: u64, schedule: Option<Schedule>, until: Instant, mut tick: F)
 where
     F: FnMut(u64) -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
     use futures::stream::{FuturesUnordered, StreamExt};
-    let mut interval = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut warm_until = schedule
+        .filter(|s| s.factor > 1 && Instant::now() < s.warm_until)
+        .map(|s| s.warm_until);
+    let factor = schedule.map_or(1, |s| s.factor);
+    let mut interval = interval_for(if warm_until.is_some() {
+        rate * factor
+    } else {
+        rate
+    });
     let mut in_flight = FuturesUnordered::new();
     let mut n = 0;
     while Instant::now() < until {
+        if warm_until.is_some_and(|w| Instant::now() >= w) {
+            warm_until = None;
+            interval = interval_for(rate);
+        }
         tokio::select! {
             _ = interval.tick() => {
                 if in_flight.len() < MAX_IN_FLIGHT {
@@ -196,9 +228,9 @@ struct Sample {
     gauges: [[f64; GAUGES.len()]; 3],
 }
 
-/// Saves the hub's jemalloc heap dump (for `jeprof`) as `<dir>/hub-<label>.heap`.
-async fn save_heap(http: &str, dir: &std::path::Path, label: &str) {
-    bench::save_heap_dump(http, &dir.join(format!("hub-{label}.heap"))).await;
+/// Saves a node's jemalloc heap dump (for `jeprof`) as `<dir>/<node>-<label>.heap`.
+async fn save_heap(http: &str, dir: &std::path::Path, node: &str, label: &str) {
+    bench::save_heap_dump(http, &dir.join(format!("{node}-{label}.heap"))).await;
 }
 
 async fn missing_from(reader: &Client, addr: &Multiaddr, wanted: &[MessageHash]) -> usize {
@@ -206,8 +238,9 @@ async fn missing_from(reader: &Client, addr: &Multiaddr, wanted: &[MessageHash])
 }
 
 /// RSS per node over time (about 12 rows of the samples), the allocator and structure gauges
-/// per node at a third of the run and at the end, and the slope verdicts.
-fn print_memory(rows: &[Sample], seconds: u64) {
+/// per node at a third of the run proper and at the end, and the slope verdicts over the last
+/// third of the run proper (which starts after `warmup` seconds).
+fn print_memory(rows: &[Sample], warmup: u64, seconds: u64) {
     let names = ["hub", "store", "edge"];
     println!(
         "{:>8} {:>10} {:>10} {:>10}",
@@ -227,7 +260,7 @@ fn print_memory(rows: &[Sample], seconds: u64) {
     }
     let third = rows
         .iter()
-        .position(|r| r.at.as_secs() >= seconds / 3)
+        .position(|r| r.at.as_secs() >= warmup + seconds / 3)
         .unwrap_or(0);
     println!();
     print!("{:<14}", "node @ t (s)");
@@ -252,7 +285,7 @@ fn print_memory(rows: &[Sample], seconds: u64) {
         }
     }
     println!();
-    let start = seconds as f64 * 2.0 / 3.0;
+    let start = warmup as f64 + seconds as f64 * 2.0 / 3.0;
     for (node, name) in names.iter().enumerate() {
         let tail = |f: &dyn Fn(&Sample) -> f64| -> Vec<(f64, f64)> {
             rows.iter()
@@ -299,6 +332,8 @@ async fn main() -> anyhow::Result<()> {
     let relay_rate = env_u64("ROOST_SOAK_RELAY_RATE", 200);
     let push_rate = env_u64("ROOST_SOAK_PUSH_RATE", 50);
     let query_rate = env_u64("ROOST_SOAK_QUERY_RATE", 20);
+    let warmup = env_u64("ROOST_SOAK_WARMUP_SECONDS", 0);
+    let warmup_factor = env_u64("ROOST_SOAK_WARMUP_FACTOR", 10).max(1);
     let sample_every =
         Duration::from_secs(env_u64("ROOST_SOAK_SAMPLE_SECONDS", (seconds / 30).max(5)));
     let heap_dir = std::env::var_os("ROOST_SOAK_HEAP_DIR").map(std::path::PathBuf::from);
@@ -404,12 +439,23 @@ async fn main() -> anyhow::Result<()> {
         })
     };
 
+    if warmup > 0 {
+        println!(
+            "warm-up: {warmup} s with light push {} /s and store queries {} /s ({warmup_factor}x)",
+            push_rate * warmup_factor,
+            query_rate * warmup_factor
+        );
+    }
     println!(
         "soak: {seconds} s; relay {relay_rate}/s into edge, light push {push_rate}/s into hub, \
          store queries {query_rate}/s, rendezvous 20/s, filter on hub"
     );
     let started = Instant::now();
-    let until = started + Duration::from_secs(seconds);
+    let until = started + Duration::from_secs(warmup + seconds);
+    let schedule = Some(Schedule {
+        warm_until: started + Duration::from_secs(warmup),
+        factor: warmup_factor,
+    });
     let (relay_s, push_s, query_s, rdv_s) = (shared(), shared(), shared(), shared());
     let relayed = Arc::new(Mutex::new(Vec::<MessageHash>::new()));
     let acked = Arc::new(Mutex::new(Vec::<MessageHash>::new()));
@@ -417,7 +463,7 @@ async fn main() -> anyhow::Result<()> {
     let relay_load = {
         let (relay_s, relayed) = (relay_s.clone(), relayed.clone());
         async move {
-            paced(relay_rate, until, |n| {
+            paced(relay_rate, None, until, |n| {
                 let m = WakuMessage {
                     timestamp: Some(now_nanos()),
                     ..WakuMessage::new(RELAYED, format!("relay {n}").into_bytes())
@@ -442,7 +488,7 @@ async fn main() -> anyhow::Result<()> {
         let (push_s, acked, addr, pusher) =
             (push_s.clone(), acked.clone(), hub.tcp_addr(), &pusher);
         async move {
-            paced(push_rate, until, |n| {
+            paced(push_rate, schedule, until, |n| {
                 let m = WakuMessage {
                     timestamp: Some(now_nanos()),
                     ..WakuMessage::new(PUSHED, format!("push {n}").into_bytes())
@@ -466,7 +512,7 @@ async fn main() -> anyhow::Result<()> {
     let query_load = {
         let (query_s, addr, reader) = (query_s.clone(), store_node.tcp_addr(), &reader);
         async move {
-            paced(query_rate, until, |_| {
+            paced(query_rate, schedule, until, |_| {
                 let (query_s, addr) = (query_s.clone(), addr.clone());
                 async move {
                     let t = Instant::now();
@@ -540,8 +586,9 @@ async fn main() -> anyhow::Result<()> {
         loop {
             rows.push(sample().await);
             if let Some(dir) = &heap_dir {
-                if !saved_first && started.elapsed().as_secs() >= seconds / 3 {
-                    save_heap(&hub.http, dir, "third").await;
+                if !saved_first && started.elapsed().as_secs() >= warmup + seconds / 3 {
+                    save_heap(&hub.http, dir, "hub", "third").await;
+                    save_heap(&store_node.http, dir, "store", "third").await;
                     saved_first = true;
                 }
             }
@@ -573,7 +620,8 @@ async fn main() -> anyhow::Result<()> {
     let elapsed = started.elapsed().as_secs_f64();
     rss_rows.push(sample().await);
     if let Some(dir) = &heap_dir {
-        save_heap(&hub.http, dir, "end").await;
+        save_heap(&hub.http, dir, "hub", "end").await;
+        save_heap(&store_node.http, dir, "store", "end").await;
     }
 
     // Let the last messages settle, then count what is missing.
@@ -624,8 +672,11 @@ async fn main() -> anyhow::Result<()> {
         query_s.lock().unwrap().row("store query (store)", elapsed)
     );
     println!("{}", rdv_s.lock().unwrap().row("rendezvous (hub)", elapsed));
+    if warmup > 0 {
+        println!("(per s: over the whole run, the {warmup} s warm-up included)");
+    }
     println!();
-    print_memory(&rss_rows, seconds);
+    print_memory(&rss_rows, warmup, seconds);
     println!();
     println!(
         "lost: {lost_relay} of {} relayed messages not in the store node, {lost_push} of {} \
