@@ -11,9 +11,8 @@
 
 import { Resolver } from "node:dns/promises";
 import { createLightNode, Protocols, utf8ToBytes, bytesToUtf8 } from "@waku/sdk";
-import { DnsNodeDiscovery } from "@waku/discovery";
 import { messageHash, messageHashStr } from "@waku/message-hash";
-import { hashOf, storePagesBothWays } from "./common.mjs";
+import { hashOf, nodesOfTree, storePagesBothWays } from "./common.mjs";
 
 const [scenario, rawArgs] = process.argv.slice(2);
 const args = JSON.parse(rawArgs ?? "{}");
@@ -201,31 +200,12 @@ async function pushBurst(node) {
   emit("result", { pushed, failures, elapsedMs: Date.now() - started });
 }
 
-/// The nodes of an EIP-1459 tree, found the way `wakuDnsDiscovery` finds them: js-waku's
-/// DnsNodeDiscovery walks the tree from its root, verifies the root's signature against the
-/// URL's key and each record against its hash, and yields the ENRs of Waku nodes. Its default
-/// DNS client asks public DoH servers, which cannot see a zone on loopback, so it is handed a
-/// client backed by Node's own resolver pointed at the test's name server, through the
-/// `dnsOverHttp(dnsClient)` parameter js-waku offers for that.
-async function nodesOfTree() {
+/// The nodes of the tree, through Node's resolver pointed at the test's name server: js-waku's
+/// default DNS client asks public DoH servers, which cannot see a zone on loopback.
+async function nodesOfTreeAtNameServer() {
   const resolver = new Resolver({ timeout: 2_000, tries: 3 });
   resolver.setServers([args.nameServer]);
-  // DnsOverHttps.resolveTXT's shape: every character-string of every answer, in order.
-  const dnsClient = { resolveTXT: async (fqdn) => (await resolver.resolveTxt(fqdn)).flat() };
-  const discovery = await DnsNodeDiscovery.dnsOverHttp(dnsClient);
-  const found = [];
-  for await (const enr of discovery.getNextPeer([args.enrTree])) {
-    const info = enr.peerInfo;
-    if (!info) continue;
-    found.push({
-      peerId: info.id.toString(),
-      multiaddrs: info.multiaddrs.map((m) => m.toString()),
-      clusterId: enr.shardInfo?.clusterId ?? null,
-      shards: enr.shardInfo?.shards ?? [],
-      waku2: enr.waku2,
-    });
-  }
-  return found;
+  return nodesOfTree(args.enrTree, (fqdn) => resolver.resolveTxt(fqdn));
 }
 
 let discovered = [];
@@ -269,13 +249,10 @@ try {
   if (scenario === "peer-exchange") {
     extra = { discovery: { peerExchange: true } };
   } else if (scenario === "dns-discovery") {
-    discovered = await withDeadline(nodesOfTree(), "reading the DNS tree");
+    discovered = await withDeadline(nodesOfTreeAtNameServer(), "reading the DNS tree");
     log("found in the tree:", JSON.stringify(discovered));
     // The found addresses are the light node's only peers, as bootstrap peers are.
-    const bootstrapPeers = discovered.flatMap(({ peerId, multiaddrs }) =>
-      multiaddrs.map((m) => (m.includes("/p2p/") ? m : `${m}/p2p/${peerId}`)),
-    );
-    extra = { node: { bootstrapPeers } };
+    extra = { node: { bootstrapPeers: discovered.flatMap((n) => n.multiaddrs) } };
   }
   node = await start(extra);
   await run(node);

@@ -13,9 +13,8 @@
 
 import { createLightNode, Protocols, utf8ToBytes, bytesToUtf8 } from "@waku/sdk";
 import { messageHashStr } from "@waku/message-hash";
-import { DnsNodeDiscovery } from "@waku/discovery";
 import DnsOverHttpResolver from "dns-over-http-resolver";
-import { hashOf, storePagesBothWays } from "../common.mjs";
+import { hashOf, nodesOfTree, storePagesBothWays } from "../common.mjs";
 
 const args = JSON.parse(decodeURIComponent(location.hash.slice(1)));
 // Each step's deadline (run.mjs has one for the whole run).
@@ -112,36 +111,19 @@ async function main() {
   await emit("result", { pubsubTopic: encoder.pubsubTopic, pushed, failures, received, pages });
 }
 
-// The nodes of the tree, found by js-waku's DnsNodeDiscovery (the walker and verifier behind
-// `wakuDnsDiscovery`) with the DoH client it uses by default, dns-over-http-resolver, pointed at
-// the test's DoH server instead of the public ones (which cannot see a zone on loopback).
-async function nodesOfTree() {
+// The nodes of the tree, read with the DoH client js-waku uses by default
+// (dns-over-http-resolver), pointed at the test's DoH server instead of the public ones (which
+// cannot see a zone on loopback).
+function nodesOfTreeOverDoh() {
   const resolver = new DnsOverHttpResolver();
   resolver.setServers([args.dohServer]);
-  // DnsOverHttps.resolveTXT's shape: every character-string of every answer, in order.
-  const dnsClient = { resolveTXT: async (fqdn) => (await resolver.resolveTxt(fqdn)).flat() };
-  const discovery = await DnsNodeDiscovery.dnsOverHttp(dnsClient);
-  const found = [];
-  for await (const enr of discovery.getNextPeer([args.enrTree])) {
-    const info = enr.peerInfo;
-    if (!info) continue;
-    found.push({
-      peerId: info.id.toString(),
-      multiaddrs: info.multiaddrs.map((m) => m.toString()),
-      clusterId: enr.shardInfo?.clusterId ?? null,
-      shards: enr.shardInfo?.shards ?? [],
-      waku2: enr.waku2,
-    });
-  }
-  return found;
+  return nodesOfTree(args.enrTree, (fqdn) => resolver.resolveTxt(fqdn));
 }
 
 async function bootstrapFromTree() {
-  const discovered = await withDeadline(nodesOfTree(), "reading the DNS tree");
+  const discovered = await withDeadline(nodesOfTreeOverDoh(), "reading the DNS tree");
   // The addresses found are the node's only peers; a browser dials their WebSocket ones.
-  const bootstrapPeers = discovered.flatMap(({ peerId, multiaddrs }) =>
-    multiaddrs.map((m) => (m.includes("/p2p/") ? m : `${m}/p2p/${peerId}`)),
-  );
+  const bootstrapPeers = discovered.flatMap((n) => n.multiaddrs);
   const node = await createLightNode({
     defaultBootstrap: false,
     bootstrapPeers,

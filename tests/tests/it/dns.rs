@@ -800,11 +800,8 @@ async fn stored_everywhere(nodes: &[&TestNode], topic: &str, content_topic: &str
 
 /// What js-waku found in the tree: only fleet nodes, each with its cluster and an address js-waku
 /// can dial (ws); returns their peer ids.
-fn check_discovered(result: &serde_json::Value, a: &TestNode, b: &TestNode) -> Vec<String> {
-    let ours = [
-        a.handle.peer_id().to_string(),
-        b.handle.peer_id().to_string(),
-    ];
+fn check_discovered(result: &serde_json::Value, nodes: [&TestNode; 2]) -> Vec<String> {
+    let ours = nodes.map(|n| n.handle.peer_id().to_string());
     let discovered = result["discovered"].as_array().expect("discovered nodes");
     assert!(!discovered.is_empty(), "js-waku found nothing: {result}");
     let mut ids = Vec::new();
@@ -845,6 +842,27 @@ fn check_pushed(result: &serde_json::Value) {
     );
 }
 
+/// What a js-waku client that bootstrapped from the tree of `nodes` reports: it found only
+/// those nodes, connected to one it found, and light pushed a message every node then stores.
+async fn check_bootstrapped(
+    result: &serde_json::Value,
+    nodes: [&TestNode; 2],
+    topic: &str,
+    content_topic: &str,
+) {
+    let found = check_discovered(result, nodes);
+    let connected = result["connected"].as_array().unwrap();
+    assert!(
+        connected
+            .iter()
+            .any(|c| found.iter().any(|f| c.as_str() == Some(f.as_str()))),
+        "js-waku connected to a node it found: {result}"
+    );
+    check_pushed(result);
+    let hash = result["hash"].as_str().unwrap();
+    stored_everywhere(&nodes, topic, content_topic, hash).await;
+}
+
 /// js-waku's own DNS discovery reads a tree `roost-fleet dns` signed: `DnsNodeDiscovery` of
 /// `@waku/discovery` (the walker and verifier behind `wakuDnsDiscovery`) verifies the root
 /// against the URL's key and every record against its hash, and yields the Roost nodes' ENRs;
@@ -873,22 +891,7 @@ async fn js_waku_in_node_bootstraps_from_the_tree() {
     );
     let (_js, result) = js.event("result").await;
     println!("js-waku: {result}");
-    let found = check_discovered(&result, &a, &b);
-    let connected = result["connected"].as_array().unwrap();
-    assert!(
-        connected
-            .iter()
-            .any(|c| found.iter().any(|f| c.as_str() == Some(f.as_str()))),
-        "js-waku connected to a node it found: {result}"
-    );
-    check_pushed(&result);
-    stored_everywhere(
-        &[&a, &b],
-        &topic,
-        content_topic,
-        result["hash"].as_str().unwrap(),
-    )
-    .await;
+    check_bootstrapped(&result, [&a, &b], &topic, content_topic).await;
 }
 
 /// A DoH server in the JSON API shape js-waku's default DNS client (`dns-over-http-resolver`)
@@ -1003,20 +1006,5 @@ async fn js_waku_in_chromium_bootstraps_from_the_tree() {
             .is_some_and(|a| a.contains("HeadlessChrome")),
         "a browser: {result}"
     );
-    let found = check_discovered(&result, &a, &b);
-    let connected = result["connected"].as_array().unwrap();
-    assert!(
-        connected
-            .iter()
-            .any(|c| found.iter().any(|f| c.as_str() == Some(f.as_str()))),
-        "js-waku connected to a node it found: {result}"
-    );
-    check_pushed(&result);
-    stored_everywhere(
-        &[&a, &b],
-        &topic,
-        content_topic,
-        result["hash"].as_str().unwrap(),
-    )
-    .await;
+    check_bootstrapped(&result, [&a, &b], &topic, content_topic).await;
 }
