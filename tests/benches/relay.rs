@@ -11,8 +11,11 @@
 //! median of each side and the ratio. Nothing here is a test: it prints figures.
 //!
 //! `cargo bench -p roost-tests --bench relay -- [--messages N] [--window N] [--pairs N]
-//! [--only roost|bare] [--store true|false]`: `--only` runs one side (for a profiler),
-//! `--store false` runs Roost as a relay-only node (the shipped default is a store node too).
+//! [--only roost|bare] [--store true|false] [--bare-protocols N]`: `--only` runs one side (for a
+//! profiler), `--store false` runs Roost as a relay-only node (the shipped default is a store
+//! node too), `--bare-protocols N` adds a third relay to each round: the bare relay listing `N`
+//! more protocols it never uses, which shows what the number of protocols a node speaks costs
+//! (libp2p compares a connection's protocol set with its handlers' on every wake-up).
 
 use std::{
     sync::{
@@ -41,6 +44,7 @@ struct Args {
     pairs: usize,
     only: String,
     store: bool,
+    bare_protocols: usize,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -53,6 +57,7 @@ fn parse_args() -> anyhow::Result<Args> {
         pairs: bench::flag("--pairs", 3)?,
         only: bench::flag("--only", String::new())?,
         store: bench::flag("--store", true)?,
+        bare_protocols: bench::flag("--bare-protocols", 0)?,
     })
 }
 
@@ -60,13 +65,16 @@ fn parse_args() -> anyhow::Result<Args> {
 enum Relay {
     Roost,
     Bare,
+    /// The bare relay listing this many more protocols, never used.
+    BareListing(usize),
 }
 
 impl Relay {
-    fn name(self) -> &'static str {
+    fn name(self) -> String {
         match self {
-            Relay::Roost => "roost",
-            Relay::Bare => "bare libp2p",
+            Relay::Roost => "roost".into(),
+            Relay::Bare => "bare libp2p".into(),
+            Relay::BareListing(n) => format!("bare +{n} protocols"),
         }
     }
 }
@@ -98,10 +106,15 @@ impl RelayUnderTest {
                 let addr = roost_tests::loopback(&node.handle().info().tcp_addresses);
                 Ok((RelayUnderTest::Roost(node, dir), addr))
             }
-            Relay::Bare => {
+            Relay::Bare | Relay::BareListing(_) => {
+                let idle_protocols = match kind {
+                    Relay::BareListing(n) => n,
+                    _ => 0,
+                };
                 let peer = BarePeer::start(BareOptions {
                     topics: vec![TOPIC.into()],
                     forward_received: false,
+                    idle_protocols,
                     ..Default::default()
                 })
                 .await?;
@@ -332,12 +345,15 @@ fn main() -> anyhow::Result<()> {
             "B4 relay throughput: {} msgs of {PAYLOAD} B, {PUBLISHERS} publishers -> relay -> {SUBSCRIBERS} subscribers, window {}",
             args.messages, args.window
         );
-        let kinds: Vec<Relay> = match args.only.as_str() {
+        let mut kinds: Vec<Relay> = match args.only.as_str() {
             "roost" => vec![Relay::Roost],
             "bare" => vec![Relay::Bare],
             "" => vec![Relay::Roost, Relay::Bare],
             other => anyhow::bail!("--only takes roost or bare, not {other}"),
         };
+        if args.bare_protocols > 0 && kinds.len() == 2 {
+            kinds.push(Relay::BareListing(args.bare_protocols));
+        }
         if !args.store {
             println!("roost runs as a relay-only node (store.enabled = false)");
         }
@@ -350,7 +366,7 @@ fn main() -> anyhow::Result<()> {
             for &kind in &kinds {
                 let r = run_once(kind, args.messages, args.window, args.store).await?;
                 println!(
-                    "  run {:>2}  {:<12} delivered {:>6}/{:<6}  {:>9.0} msgs/s  p50 {:>7.2} ms  p99 {:>7.2} ms",
+                    "  run {:>2}  {:<18} delivered {:>6}/{:<6}  {:>9.0} msgs/s  p50 {:>7.2} ms  p99 {:>7.2} ms",
                     results.len() + 1,
                     r.relay.name(),
                     r.delivered,
@@ -369,18 +385,25 @@ fn main() -> anyhow::Result<()> {
         let side = |k: Relay, f: fn(&RunResult) -> f64| -> f64 {
             median(results.iter().filter(|r| r.relay == k).map(f).collect())
         };
-        let ratios: Vec<f64> = results
-            .chunks(2)
-            .filter(|c| c.len() == 2)
-            .map(|c| c[0].msgs_per_sec / c[1].msgs_per_sec)
-            .collect();
-        let (rmin, rmax) = ratios
-            .iter()
-            .fold((f64::MAX, f64::MIN), |(lo, hi), r| (lo.min(*r), hi.max(*r)));
+        // Each round runs every kind once, in `kinds` order: ratios to the bare run of the round.
+        let round_ratios = |k: usize| -> Vec<f64> {
+            results
+                .chunks(kinds.len())
+                .filter(|c| c.len() == kinds.len())
+                .map(|c| c[k].msgs_per_sec / c[1].msgs_per_sec)
+                .collect()
+        };
+        let spread = |ratios: &[f64]| {
+            ratios
+                .iter()
+                .fold((f64::MAX, f64::MIN), |(lo, hi), r| (lo.min(*r), hi.max(*r)))
+        };
+        let ratios = round_ratios(0);
+        let (rmin, rmax) = spread(&ratios);
         println!();
         println!("| relay | msgs/s delivered to all 8 (median) | p50 ms | p99 ms | lost |");
         println!("|---|---|---|---|---|");
-        for kind in [Relay::Roost, Relay::Bare] {
+        for &kind in &kinds {
             let lost: usize = results.iter().filter(|r| r.relay == kind).map(|r| r.sent - r.delivered).sum();
             println!(
                 "| {} | {:.0} | {:.2} | {:.2} | {} |",
@@ -392,12 +415,24 @@ fn main() -> anyhow::Result<()> {
             );
         }
         println!(
-            "\nroost / bare throughput ratio: {:.2} (min {:.2}, max {:.2} over {} pairs)",
+            "\nroost / bare throughput ratio: {:.2} (min {:.2}, max {:.2} over {} pairs); p99 {:.2}x",
             side(Relay::Roost, |r| r.msgs_per_sec) / side(Relay::Bare, |r| r.msgs_per_sec),
             rmin,
             rmax,
-            ratios.len()
+            ratios.len(),
+            side(Relay::Roost, |r| r.p99_ms) / side(Relay::Bare, |r| r.p99_ms),
         );
+        if let Some(&listing) = kinds.get(2) {
+            let ratios = round_ratios(2);
+            let (lo, hi) = spread(&ratios);
+            println!(
+                "{} / bare throughput ratio: {:.2} (min {lo:.2}, max {hi:.2} over {} rounds); p99 {:.2}x",
+                listing.name(),
+                side(listing, |r| r.msgs_per_sec) / side(Relay::Bare, |r| r.msgs_per_sec),
+                ratios.len(),
+                side(listing, |r| r.p99_ms) / side(Relay::Bare, |r| r.p99_ms),
+            );
+        }
         anyhow::Ok(())
     })
 }

@@ -25,6 +25,8 @@ use tokio::sync::{mpsc, oneshot};
 pub struct BareBehaviour {
     pub gossipsub: gossipsub::Behaviour,
     pub metadata: Toggle<request_response::Behaviour<LpCodec>>,
+    /// Protocols listed and never used ([`BareOptions::idle_protocols`]).
+    pub idle: Toggle<request_response::Behaviour<LpCodec>>,
 }
 
 /// A message the bare peer received.
@@ -55,6 +57,10 @@ pub struct BareOptions {
     /// Whether to speak Waku metadata (answer with `cluster_id`). Without it Roost treats
     /// the peer as a generic libp2p peer and keeps it out of relay.
     pub speaks_metadata: bool,
+    /// Extra protocols the peer lists and never uses, all in one handler. For the relay
+    /// benchmark: libp2p compares a connection's protocol set with its handlers' on every
+    /// wake-up of the connection, so that cost grows with how many protocols a node speaks.
+    pub idle_protocols: usize,
 }
 
 impl Default for BareOptions {
@@ -65,6 +71,7 @@ impl Default for BareOptions {
             max_transmit_size: 4 * 1024 * 1024,
             forward_received: true,
             speaks_metadata: true,
+            idle_protocols: 0,
         }
     }
 }
@@ -206,6 +213,22 @@ fn build(keypair: Keypair, options: &BareOptions) -> anyhow::Result<Swarm<BareBe
             request_response::Config::default(),
         )
     });
+    let idle = if options.idle_protocols > 0 {
+        let protocols = (0..options.idle_protocols)
+            .map(|i| {
+                libp2p::StreamProtocol::try_from_owned(format!("/roost-bench/idle/{i}/1.0.0"))
+                    .map(|p| (p, request_response::ProtocolSupport::Full))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow::anyhow!("idle protocol: {e}"))?;
+        Some(request_response::Behaviour::with_codec(
+            LpCodec::new(1024, 1024),
+            protocols,
+            request_response::Config::default(),
+        ))
+    } else {
+        None
+    };
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_tcp(
@@ -216,6 +239,7 @@ fn build(keypair: Keypair, options: &BareOptions) -> anyhow::Result<Swarm<BareBe
         .with_behaviour(|_| BareBehaviour {
             gossipsub,
             metadata: metadata.into(),
+            idle: idle.into(),
         })?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
         .build();
