@@ -11,11 +11,12 @@
 //! median of each side and the ratio. Nothing here is a test: it prints figures.
 //!
 //! `cargo bench -p roost-tests --bench relay -- [--messages N] [--window N] [--pairs N]
-//! [--only roost|bare] [--store true|false] [--bare-protocols N]`: `--only` runs one side (for a
-//! profiler), `--store false` runs Roost as a relay-only node (the shipped default is a store
-//! node too), `--bare-protocols N` adds a third relay to each round: the bare relay listing `N`
-//! more protocols it never uses, which shows what the number of protocols a node speaks costs
-//! (libp2p compares a connection's protocol set with its handlers' on every wake-up).
+//! [--only roost|bare] [--store true|false] [--bare-protocols N] [--bare-scored true]`: `--only`
+//! runs one side (for a profiler), `--store false` runs Roost as a relay-only node (the shipped
+//! default is a store node too). The last two add a third relay to each round, the bare relay
+//! with some of what Roost has, to show what each costs: `--bare-protocols N` lists `N` more
+//! protocols it never uses (libp2p compares a connection's protocol set with its handlers' on
+//! every wake-up), `--bare-scored true` turns on Roost's peer scoring and gossipsub's metrics.
 
 use std::{
     sync::{
@@ -45,6 +46,7 @@ struct Args {
     only: String,
     store: bool,
     bare_protocols: usize,
+    bare_scored: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -58,6 +60,7 @@ fn parse_args() -> anyhow::Result<Args> {
         only: bench::flag("--only", String::new())?,
         store: bench::flag("--store", true)?,
         bare_protocols: bench::flag("--bare-protocols", 0)?,
+        bare_scored: bench::flag("--bare-scored", false)?,
     })
 }
 
@@ -65,8 +68,12 @@ fn parse_args() -> anyhow::Result<Args> {
 enum Relay {
     Roost,
     Bare,
-    /// The bare relay listing this many more protocols, never used.
-    BareListing(usize),
+    /// The bare relay with some of what Roost has: this many more protocols listed (never
+    /// used), and Roost's peer scoring and gossipsub metrics when `scored`.
+    BareWith {
+        protocols: usize,
+        scored: bool,
+    },
 }
 
 impl Relay {
@@ -74,7 +81,15 @@ impl Relay {
         match self {
             Relay::Roost => "roost".into(),
             Relay::Bare => "bare libp2p".into(),
-            Relay::BareListing(n) => format!("bare +{n} protocols"),
+            Relay::BareWith { protocols, scored } => format!(
+                "bare{}{}",
+                if protocols > 0 {
+                    format!(" +{protocols} protocols")
+                } else {
+                    String::new()
+                },
+                if scored { " +scoring" } else { "" }
+            ),
         }
     }
 }
@@ -106,15 +121,16 @@ impl RelayUnderTest {
                 let addr = roost_tests::loopback(&node.handle().info().tcp_addresses);
                 Ok((RelayUnderTest::Roost(node, dir), addr))
             }
-            Relay::Bare | Relay::BareListing(_) => {
-                let idle_protocols = match kind {
-                    Relay::BareListing(n) => n,
-                    _ => 0,
+            Relay::Bare | Relay::BareWith { .. } => {
+                let (idle_protocols, scored_and_metered) = match kind {
+                    Relay::BareWith { protocols, scored } => (protocols, scored),
+                    _ => (0, false),
                 };
                 let peer = BarePeer::start(BareOptions {
                     topics: vec![TOPIC.into()],
                     forward_received: false,
                     idle_protocols,
+                    scored_and_metered,
                     ..Default::default()
                 })
                 .await?;
@@ -351,8 +367,11 @@ fn main() -> anyhow::Result<()> {
             "" => vec![Relay::Roost, Relay::Bare],
             other => anyhow::bail!("--only takes roost or bare, not {other}"),
         };
-        if args.bare_protocols > 0 && kinds.len() == 2 {
-            kinds.push(Relay::BareListing(args.bare_protocols));
+        if (args.bare_protocols > 0 || args.bare_scored) && kinds.len() == 2 {
+            kinds.push(Relay::BareWith {
+                protocols: args.bare_protocols,
+                scored: args.bare_scored,
+            });
         }
         if !args.store {
             println!("roost runs as a relay-only node (store.enabled = false)");
@@ -422,15 +441,15 @@ fn main() -> anyhow::Result<()> {
             ratios.len(),
             side(Relay::Roost, |r| r.p99_ms) / side(Relay::Bare, |r| r.p99_ms),
         );
-        if let Some(&listing) = kinds.get(2) {
+        if let Some(&variant) = kinds.get(2) {
             let ratios = round_ratios(2);
             let (lo, hi) = spread(&ratios);
             println!(
                 "{} / bare throughput ratio: {:.2} (min {lo:.2}, max {hi:.2} over {} rounds); p99 {:.2}x",
-                listing.name(),
-                side(listing, |r| r.msgs_per_sec) / side(Relay::Bare, |r| r.msgs_per_sec),
+                variant.name(),
+                side(variant, |r| r.msgs_per_sec) / side(Relay::Bare, |r| r.msgs_per_sec),
                 ratios.len(),
-                side(listing, |r| r.p99_ms) / side(Relay::Bare, |r| r.p99_ms),
+                side(variant, |r| r.p99_ms) / side(Relay::Bare, |r| r.p99_ms),
             );
         }
         anyhow::Ok(())

@@ -61,6 +61,9 @@ pub struct BareOptions {
     /// benchmark: libp2p compares a connection's protocol set with its handlers' on every
     /// wake-up of the connection, so that cost grows with how many protocols a node speaks.
     pub idle_protocols: usize,
+    /// What Roost's gossipsub adds to the bare one, for the relay benchmark: peer scoring with
+    /// Roost's parameters and gossipsub's metrics (into a registry of the peer's own).
+    pub scored_and_metered: bool,
 }
 
 impl Default for BareOptions {
@@ -72,6 +75,7 @@ impl Default for BareOptions {
             forward_received: true,
             speaks_metadata: true,
             idle_protocols: 0,
+            scored_and_metered: false,
         }
     }
 }
@@ -200,6 +204,13 @@ fn build(keypair: Keypair, options: &BareOptions) -> anyhow::Result<Swarm<BareBe
         .map_err(|e| anyhow::anyhow!("gossipsub config: {e}"))?;
     let mut gossipsub = gossipsub::Behaviour::new(MessageAuthenticity::Anonymous, gs_config)
         .map_err(|e| anyhow::anyhow!(e))?;
+    if options.scored_and_metered {
+        let config = roost_node::Config::default();
+        roost_node::throttle::scoring::enable(&mut gossipsub, &config.relay, &config.throttle)
+            .map_err(|e| anyhow::anyhow!(e))?;
+        let mut registry = prometheus_client::registry::Registry::default();
+        gossipsub = gossipsub.with_metrics(&mut registry, gossipsub::MetricsConfig::default());
+    }
     for topic in &options.topics {
         gossipsub.subscribe(&IdentTopic::new(topic.clone()))?;
     }
