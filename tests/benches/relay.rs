@@ -385,7 +385,7 @@ fn main() -> anyhow::Result<()> {
             for &kind in &kinds {
                 let r = run_once(kind, args.messages, args.window, args.store).await?;
                 println!(
-                    "  run {:>2}  {:<18} delivered {:>6}/{:<6}  {:>9.0} msgs/s  p50 {:>7.2} ms  p99 {:>7.2} ms",
+                    "  run {:>2}  {:<28} delivered {:>6}/{:<6}  {:>9.0} msgs/s  p50 {:>7.2} ms  p99 {:>7.2} ms",
                     results.len() + 1,
                     r.relay.name(),
                     r.delivered,
