@@ -46,7 +46,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 pub use archive::{
     dir_size, Archive, Incoming, Page, PageEntry, QueryError, RangeScope, RangeSummary, Stats,
-    Summary, SyncView, TopicSummary, Tuning,
+    Summary, SyncView, TopicSummary, Tuning, Writer, Written,
 };
 pub use behaviour::{behaviour, Behaviour, Inbound};
 pub use config::{Config, Retention, RetentionError, RetentionPolicy};
@@ -63,8 +63,6 @@ use crate::{
     swarm::command::Command,
     units::ByteSize,
 };
-pub(crate) use archive::Writer;
-use archive::Written;
 
 /// Messages waiting for the writer thread. Full means the disk cannot keep up: relayed
 /// messages are then dropped and counted, and [`ArchiveHandle::insert`] waits for room.

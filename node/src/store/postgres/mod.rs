@@ -5,9 +5,12 @@
 //! partition creation each run in one transaction holding a transaction-scoped advisory lock,
 //! so exactly one node applies a step and the others see it done.
 //!
-//! It also owns the batched insert ([`Inserter`]) and time retention by dropping whole
-//! partitions ([`drop_partitions_before`]): the engine's write and retention paths once the
-//! store selects it (issue #21); nothing in the node calls them yet.
+//! It also owns the batched insert ([`Inserter`]), time retention by dropping whole partitions
+//! ([`drop_partitions_before`]) and store v3 queries ([`query::query`]): the engine's write,
+//! retention and read paths once the store selects it (issue #21); nothing in the node calls
+//! them yet.
+
+pub mod query;
 
 /// A connection to the archive's database (what `connect` returns).
 pub use tokio_postgres::Client;
