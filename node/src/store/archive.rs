@@ -556,46 +556,12 @@ impl Archive {
                 }
             }
         };
-        let mut more = positions.len() > query.limit;
+        let more = positions.len() > query.limit;
         positions.truncate(query.limit);
         if query.include_data && positions.iter().any(|(_, r)| r.is_none()) {
             self.fill_records(&mut positions)?;
         }
-        // Keep the traversal order while applying the response byte budget, so the cursor
-        // (last entry in traversal order) stays exact when a page is cut short.
-        let mut entries = Vec::with_capacity(positions.len());
-        let mut bytes = 0usize;
-        for (position, record) in positions {
-            if query.include_data {
-                let Some(record) = record else {
-                    // Deleted by retention between the index read and the record read.
-                    continue;
-                };
-                if !entries.is_empty() && bytes + record.len() > MAX_RESPONSE_BYTES {
-                    more = true;
-                    break;
-                }
-                bytes += record.len();
-                entries.push(PageEntry {
-                    position,
-                    record: Some(record),
-                });
-            } else {
-                entries.push(PageEntry {
-                    position,
-                    record: None,
-                });
-            }
-        }
-        let cursor = if more {
-            entries.last().map(|e| e.position.message_hash())
-        } else {
-            None
-        };
-        if !query.forward {
-            entries.reverse();
-        }
-        Ok(Page { entries, cursor })
+        Ok(assemble_page(positions, more, query))
     }
 
     /// Walks `messages` between two keys; records come along when asked for.
@@ -897,6 +863,53 @@ fn bounds(
         }
     }
     (lower, upper)
+}
+
+/// A query's page from its matches in traversal order (at most `limit`; `more` when others
+/// remain): with data asked for, records are kept up to the response byte budget and a page cut
+/// short there says so; the cursor is the last entry sent, in traversal order, when more remain;
+/// the entries end up ascending. Every archive engine builds its pages with this, so they page
+/// alike.
+pub(crate) fn assemble_page(
+    found: impl IntoIterator<Item = (Position, Option<Vec<u8>>)>,
+    mut more: bool,
+    query: &Query,
+) -> Page {
+    // Keep the traversal order while applying the response byte budget, so the cursor (last
+    // entry in traversal order) stays exact when a page is cut short.
+    let mut entries = Vec::new();
+    let mut bytes = 0usize;
+    for (position, record) in found {
+        if query.include_data {
+            let Some(record) = record else {
+                // Deleted by retention between the index read and the record read.
+                continue;
+            };
+            if !entries.is_empty() && bytes + record.len() > MAX_RESPONSE_BYTES {
+                more = true;
+                break;
+            }
+            bytes += record.len();
+            entries.push(PageEntry {
+                position,
+                record: Some(record),
+            });
+        } else {
+            entries.push(PageEntry {
+                position,
+                record: None,
+            });
+        }
+    }
+    let cursor = if more {
+        entries.last().map(|e| e.position.message_hash())
+    } else {
+        None
+    };
+    if !query.forward {
+        entries.reverse();
+    }
+    Page { entries, cursor }
 }
 
 /// Sum of the sizes of the regular files in `dir` (RocksDB keeps a flat directory).

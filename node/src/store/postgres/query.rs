@@ -6,8 +6,8 @@
 //! - the cursor is the hash of the page's last message in query order, given only when more
 //!   remain; a cursor that is not in the archive is [`QueryError::InvalidCursor`];
 //! - time ranges include their start and exclude their end (store v3);
-//! - with data asked for, a page stops early at [`MAX_RESPONSE_BYTES`] of records (the cursor
-//!   then points at the last message sent).
+//! - with data asked for, a page stops early at the response byte budget (the cursor then
+//!   points at the last message sent); both engines assemble pages with one function.
 //!
 //! Hash lookups go through `messages_lookup` and join `messages` on (timestamp, hash), so every
 //! probe of the partitioned table carries its timestamp and touches one partition (nwaku's
@@ -18,9 +18,9 @@
 use tokio_postgres::{types::ToSql, Client};
 
 use crate::store::{
-    archive::{Page, PageEntry, QueryError},
+    archive::{assemble_page, Page, QueryError},
     keys::{self, Position},
-    rpc::{Filter, Query, MAX_RESPONSE_BYTES},
+    rpc::{Filter, Query},
 };
 
 /// Builds a statement's parameter list: each value pushed gives its `$n`.
@@ -172,38 +172,22 @@ pub async fn query(client: &Client, query: &Query) -> Result<Page, QueryError> {
         .await
         .map_err(read_error)?;
 
-    let mut more = rows.len() > query.limit;
-    let mut entries = Vec::with_capacity(rows.len().min(query.limit));
-    let mut bytes = 0usize;
+    let more = rows.len() > query.limit;
+    let mut found = Vec::with_capacity(rows.len().min(query.limit));
     for row in rows.iter().take(query.limit) {
         let ts: i64 = row.try_get(0).map_err(read_error)?;
         let hash: &[u8] = row.try_get(1).map_err(read_error)?;
         let hash: [u8; 32] = hash
             .try_into()
             .map_err(|_| QueryError::Read(format!("a stored hash of {} bytes", hash.len())))?;
-        let position = Position { ts, hash };
         let record = if query.include_data {
             let pubsub_topic: &str = row.try_get(2).map_err(read_error)?;
             let message: &[u8] = row.try_get(3).map_err(read_error)?;
-            let record = keys::encode_record(pubsub_topic, message);
-            if !entries.is_empty() && bytes + record.len() > MAX_RESPONSE_BYTES {
-                more = true;
-                break;
-            }
-            bytes += record.len();
-            Some(record)
+            Some(keys::encode_record(pubsub_topic, message))
         } else {
             None
         };
-        entries.push(PageEntry { position, record });
+        found.push((Position { ts, hash }, record));
     }
-    let cursor = if more {
-        entries.last().map(|e| e.position.message_hash())
-    } else {
-        None
-    };
-    if !query.forward {
-        entries.reverse();
-    }
-    Ok(Page { entries, cursor })
+    Ok(assemble_page(found, more, query))
 }
