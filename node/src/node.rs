@@ -229,13 +229,16 @@ impl Node {
         // The relayed topics: `relay.shards`, and shards REST clients join at run time.
         let relayed_topics = relay::RelayedTopics::new(&config.relay);
         let store = if config.serves_store() {
-            Some(store::Store::open(
-                &config.store,
-                &data_dir,
-                relayed_topics.clone(),
-                registry.sub_registry_with_prefix("roost_store"),
-                health.clone(),
-            )?)
+            Some(
+                store::Store::open(
+                    &config.store,
+                    &data_dir,
+                    relayed_topics.clone(),
+                    registry.sub_registry_with_prefix("roost_store"),
+                    health.clone(),
+                )
+                .await?,
+            )
         } else {
             None
         };

@@ -16,6 +16,7 @@ const RESERVED_ENV: &[&str] = &[
     "ROOST_CONFIG",
     crate::operator::pin::PIN_ENV,
     crate::operator::pin::PAIRING_PASSWORD_ENV,
+    crate::store::POSTGRES_PASSWORD_ENV,
 ];
 /// Prefix for variables the test harness uses; never config keys.
 const TEST_ENV_PREFIX: &str = "ROOST_TEST_";

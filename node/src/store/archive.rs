@@ -450,6 +450,38 @@ impl Archive {
             .filter(|p| *p >= self.cutoff()))
     }
 
+    /// Up to `limit` archived messages after `after` (from the oldest when `None`), in
+    /// (timestamp, hash) order, with their `messages` records: for copying the archive out.
+    pub fn records_after(
+        &self,
+        after: Option<Position>,
+        limit: usize,
+    ) -> Result<Vec<(Position, Vec<u8>)>, StoreError> {
+        let cf = self.cf(keys::CF_MESSAGES)?;
+        let cutoff = self.cutoff();
+        let lower = match after {
+            Some(p) if p >= cutoff => p.key_after(),
+            _ => cutoff.to_key().to_vec(),
+        };
+        let mut opts = ReadOptions::default();
+        opts.set_iterate_lower_bound(lower);
+        let mut iter = self.db.raw_iterator_cf_opt(cf, opts);
+        iter.seek_to_first();
+        let mut out = Vec::with_capacity(limit.min(4096));
+        while let (Some(key), Some(value)) = (iter.key(), iter.value()) {
+            if out.len() >= limit {
+                break;
+            }
+            let position = Position::from_key(key).ok_or_else(|| {
+                StoreError::Corrupt("a key of the `messages` family is malformed".into())
+            })?;
+            out.push((position, value.to_vec()));
+            iter.next();
+        }
+        iter.status().map_err(|e| StoreError::Read(db_error(e)))?;
+        Ok(out)
+    }
+
     /// Answers one validated query.
     pub fn query(&self, query: &Query) -> Result<Page, QueryError> {
         let read_err = |e: StoreError| QueryError::Read(e.to_string());

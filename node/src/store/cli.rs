@@ -1,5 +1,6 @@
-//! `roost store query` (ask any store v3 node for history, as a light client) and
-//! `roost store stats` (what this node's archive holds; works while the node runs).
+//! `roost store query` (ask any store v3 node for history, as a light client),
+//! `roost store stats` (what this node's archive holds; works while the node runs) and
+//! `roost store migrate` (copy the archive between RocksDB and PostgreSQL).
 
 use std::{process::ExitCode, time::Duration};
 
@@ -26,6 +27,29 @@ pub enum StoreCommand {
     /// Show what this node's archive holds: counts, bytes, oldest/newest per pubsub topic.
     /// Reads the database read-only, so it works while the node runs.
     Stats(StatsArgs),
+    /// Copy the archive from one engine to the other (RocksDB under the data dir, PostgreSQL
+    /// at store.postgres_url), for switching store.backend. Messages the target has are
+    /// skipped, so it can be run again; the source is left as it is.
+    Migrate(MigrateArgs),
+}
+
+/// An archive engine on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EngineArg {
+    Rocksdb,
+    Postgres,
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The engine to copy from.
+    #[arg(long, value_name = "ENGINE")]
+    pub from: EngineArg,
+    /// The engine to copy to.
+    #[arg(long, value_name = "ENGINE")]
+    pub to: EngineArg,
+    #[command(flatten)]
+    pub config: ConfigArgs,
 }
 
 #[derive(Debug, Args)]
@@ -92,6 +116,7 @@ pub fn main(command: StoreCommand) -> ExitCode {
     match command {
         StoreCommand::Query(args) => query(args),
         StoreCommand::Stats(args) => stats(args),
+        StoreCommand::Migrate(args) => migrate(args),
     }
 }
 
@@ -304,11 +329,93 @@ pub fn format_time(ns: i64) -> String {
     }
 }
 
+fn migrate(args: MigrateArgs) -> ExitCode {
+    use super::migrate::{self, Copied};
+    if args.from == args.to {
+        return fail(
+            EXIT_USAGE,
+            &"--from and --to name the same engine; give rocksdb and postgres, one each",
+        );
+    }
+    let config = match args.config.load() {
+        Ok(c) => c,
+        Err(e) => return fail(EXIT_USAGE, &e),
+    };
+    if config.store.postgres_url.trim().is_empty() {
+        return fail(
+            EXIT_USAGE,
+            &"store.postgres_url is empty; give the database with --store-postgres-url (or in --config)",
+        );
+    }
+    let path = super::store_path(&config.node.data_dir);
+    if args.from == EngineArg::Rocksdb && !path.join("CURRENT").exists() {
+        return fail(
+            EXIT_FAILURE,
+            &format!(
+                "no RocksDB archive at {}; point --data-dir (or node.data_dir in --config) at the store node's data dir",
+                path.display()
+            ),
+        );
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(EXIT_FAILURE, &e),
+    };
+    let database = super::masked_url(&config.store.postgres_url);
+    let mut last_report = std::time::Instant::now();
+    let progress = |done: &Copied| {
+        if last_report.elapsed() >= Duration::from_secs(5) {
+            eprintln!(
+                "… {} read, {} copied, {} already there",
+                done.read, done.copied, done.present
+            );
+            last_report = std::time::Instant::now();
+        }
+    };
+    let result = runtime.block_on(async {
+        let mut client = migrate::connect_postgres(&config.store).await?;
+        match args.from {
+            EngineArg::Rocksdb => migrate::rocksdb_to_postgres(&path, &mut client, progress).await,
+            EngineArg::Postgres => {
+                migrate::postgres_to_rocksdb(&client, &path, &config.store, progress).await
+            }
+        }
+    });
+    let done = match result {
+        Ok(done) => done,
+        Err(e) => return fail(EXIT_FAILURE, &e),
+    };
+    let (source, target) = match args.from {
+        EngineArg::Rocksdb => (path.display().to_string(), database),
+        EngineArg::Postgres => (database, path.display().to_string()),
+    };
+    println!(
+        "copied      {} messages from {source} to {target}",
+        done.copied
+    );
+    println!("skipped     {} the target had already", done.present);
+    if done.refused > 0 {
+        println!(
+            "refused     {} older than what the target's retention already deleted",
+            done.refused
+        );
+    }
+    println!("source      {} messages read", done.read);
+    println!("target      {} messages now", done.target_total);
+    ExitCode::SUCCESS
+}
+
 fn stats(args: StatsArgs) -> ExitCode {
     let config = match args.config.load() {
         Ok(c) => c,
         Err(e) => return fail(EXIT_USAGE, &e),
     };
+    if config.store.backend == super::Backend::Postgres {
+        return stats_postgres(&config.store, args.json);
+    }
     let path = super::store_path(&config.node.data_dir);
     if !path.join("CURRENT").exists() {
         return fail(
@@ -325,14 +432,38 @@ fn stats(args: StatsArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(EXIT_FAILURE, &e),
     };
-    if args.json {
-        match serde_json::to_string_pretty(&summary) {
+    print_summary(&path.display().to_string(), &summary, args.json)
+}
+
+/// `roost store stats` of a PostgreSQL archive: asks the database.
+fn stats_postgres(config: &super::Config, json: bool) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fail(EXIT_FAILURE, &e),
+    };
+    let summary = runtime.block_on(async {
+        let client = super::migrate::connect_postgres(config).await?;
+        super::postgres::summary(&client).await
+    });
+    let summary = match summary {
+        Ok(s) => s,
+        Err(e) => return fail(EXIT_FAILURE, &e),
+    };
+    print_summary(&super::masked_url(&config.postgres_url), &summary, json)
+}
+
+fn print_summary(archive: &str, summary: &super::Summary, json: bool) -> ExitCode {
+    if json {
+        match serde_json::to_string_pretty(summary) {
             Ok(text) => println!("{text}"),
             Err(e) => return fail(EXIT_FAILURE, &e),
         }
         return ExitCode::SUCCESS;
     }
-    println!("archive     {}", path.display());
+    println!("archive     {archive}");
     println!("messages    {}", summary.messages);
     println!(
         "bytes       {} logical, {} on disk",

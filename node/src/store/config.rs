@@ -37,6 +37,100 @@ pub struct Config {
     /// RocksDB's memory: a quarter for memtables (all column families), the rest for the block
     /// cache, which also holds the index and filter blocks. At least `16MiB`. Default `128MiB`.
     pub memory_budget: ByteSize,
+    /// Where the archive lives: `rocksdb` (embedded, under `<data_dir>/store`; the default) or
+    /// `postgres` (a PostgreSQL database at `postgres_url`, which several store nodes may share).
+    pub backend: Backend,
+    /// libpq URL of the PostgreSQL database (`postgres://roost@db.internal:5432/roost`), for
+    /// `backend = "postgres"`. Keep the password out of it: it comes from
+    /// `postgres_password_file` or the `ROOST_STORE_POSTGRES_PASSWORD` environment variable. A
+    /// password left in the URL still works but is masked in `roost config dump`.
+    #[serde(serialize_with = "serialize_masked_url")]
+    pub postgres_url: String,
+    /// File holding the PostgreSQL password (its first line), read at start. Unset: the
+    /// `ROOST_STORE_POSTGRES_PASSWORD` environment variable, else none (trust, peer, .pgpass).
+    pub postgres_password_file: Option<std::path::PathBuf>,
+}
+
+/// Environment variable with the PostgreSQL password (not a config key: never dumped).
+pub const POSTGRES_PASSWORD_ENV: &str = "ROOST_STORE_POSTGRES_PASSWORD";
+
+/// The archive's engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    #[default]
+    Rocksdb,
+    Postgres,
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Backend::Rocksdb => "rocksdb",
+            Backend::Postgres => "postgres",
+        })
+    }
+}
+
+/// `postgres://user:secret@host/db` with the password replaced by `***` (key-value URLs too).
+pub fn masked_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        // userinfo ends at the last '@' before the first '/' of the path.
+        let authority_end = rest.find('/').unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_end].rfind('@') {
+            if let Some(colon) = rest[..at].find(':') {
+                return format!("{scheme}://{}:***{}", &rest[..colon], &rest[at..]);
+            }
+        }
+        // `?password=` in the query string.
+        return mask_password_param(url, '&');
+    }
+    mask_password_param(url, ' ')
+}
+
+fn mask_password_param(url: &str, separator: char) -> String {
+    let mut out = Vec::new();
+    for (i, part) in url.split(separator).enumerate() {
+        let (prefix, field) = match part.split_once('?') {
+            Some((p, f)) if i == 0 && separator == '&' => (format!("{p}?"), f),
+            _ => (String::new(), part),
+        };
+        match field.split_once('=') {
+            Some((key, _)) if key.trim() == "password" => out.push(format!("{prefix}{key}=***")),
+            _ => out.push(format!("{prefix}{field}")),
+        }
+    }
+    out.join(&separator.to_string())
+}
+
+impl Config {
+    /// The PostgreSQL password: the first line of `postgres_password_file`, else the
+    /// `ROOST_STORE_POSTGRES_PASSWORD` environment variable, else none.
+    pub fn postgres_password(&self) -> Result<Option<String>, String> {
+        if let Some(path) = &self.postgres_password_file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                format!(
+                    "cannot read store.postgres_password_file {}: {e}",
+                    path.display()
+                )
+            })?;
+            let line = text.lines().next().unwrap_or("").trim_end_matches('\r');
+            if line.is_empty() {
+                return Err(format!(
+                    "store.postgres_password_file {} is empty; its first line is the password",
+                    path.display()
+                ));
+            }
+            return Ok(Some(line.to_owned()));
+        }
+        Ok(std::env::var(POSTGRES_PASSWORD_ENV)
+            .ok()
+            .filter(|p| !p.is_empty()))
+    }
+}
+
+fn serialize_masked_url<S: Serializer>(url: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&masked_url(url))
 }
 
 impl Default for Config {
@@ -50,6 +144,9 @@ impl Default for Config {
             query_threads: 2,
             min_free_space: ByteSize::mib(256),
             memory_budget: super::archive::DEFAULT_MEMORY_BUDGET,
+            backend: Backend::Rocksdb,
+            postgres_url: String::new(),
+            postgres_password_file: None,
         }
     }
 }
@@ -71,6 +168,21 @@ impl Config {
         }
         if self.retention_interval < Duration::from_millis(10) {
             return Err("store.retention_interval is below 10ms; use e.g. 1m".into());
+        }
+        if self.backend == Backend::Postgres {
+            if self.postgres_url.trim().is_empty() {
+                return Err(
+                    "store.backend is postgres but store.postgres_url is empty; set it to the \
+                     database's libpq URL, e.g. postgres://roost@db.internal:5432/roost"
+                        .into(),
+                );
+            }
+            if let Err(e) = self.postgres_url.parse::<tokio_postgres::Config>() {
+                return Err(format!(
+                    "store.postgres_url {} is not a libpq URL: {e}",
+                    masked_url(&self.postgres_url)
+                ));
+            }
         }
         if self.timestamp_window.is_zero() {
             return Err(
@@ -251,6 +363,27 @@ impl<'de> Deserialize<'de> for RetentionPolicy {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn postgres_passwords_are_masked_in_urls() {
+        use super::masked_url;
+        assert_eq!(
+            masked_url("postgres://roost:s3cret@db:5432/roost"),
+            "postgres://roost:***@db:5432/roost"
+        );
+        assert_eq!(
+            masked_url("postgres://roost@db/roost"),
+            "postgres://roost@db/roost"
+        );
+        assert_eq!(
+            masked_url("postgresql://db/roost?user=roost&password=s3cret&sslmode=disable"),
+            "postgresql://db/roost?user=roost&password=***&sslmode=disable"
+        );
+        assert_eq!(
+            masked_url("host=db user=roost password=s3cret dbname=roost"),
+            "host=db user=roost password=*** dbname=roost"
+        );
+    }
+
     use super::*;
 
     #[test]

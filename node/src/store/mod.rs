@@ -24,8 +24,10 @@ mod archive;
 pub mod behaviour;
 pub mod cli;
 mod config;
+pub mod engine;
 pub mod keys;
 mod metrics;
+pub mod migrate;
 pub mod postgres;
 pub mod rpc;
 
@@ -49,7 +51,10 @@ pub use archive::{
     Summary, SyncView, TopicSummary, Tuning, Writer, Written,
 };
 pub use behaviour::{behaviour, Behaviour, Inbound};
-pub use config::{Config, Retention, RetentionError, RetentionPolicy};
+pub use config::{
+    masked_url, Backend, Config, Retention, RetentionError, RetentionPolicy, POSTGRES_PASSWORD_ENV,
+};
+pub use engine::{ArchiveRead, ArchiveWrite, EngineStatus, RangeSource};
 pub use metrics::Metrics;
 pub use rpc::{StoreQueryRequest, StoreQueryResponse, PROTOCOL_ID};
 
@@ -131,6 +136,9 @@ pub enum StoreError {
     Open(String),
     #[error("archive write failed: {0}; check free disk space and permissions of the data dir")]
     Write(String),
+    /// The PostgreSQL archive's database refused or could not be reached.
+    #[error("the archive's PostgreSQL database: {0}")]
+    Database(String),
     #[error(
         "the archive's disk has {available} free, below store.min_free_space ({reserve}); \
          new messages are not stored until space is freed (or the reserve lowered)"
@@ -233,7 +241,7 @@ pub struct ArchiveHandle {
     rules: Arc<IngestRules>,
     /// Weak: a handle (held by light push, the REST API, a caller's `NodeHandle`) must not
     /// keep the database open after the store stops.
-    archive: std::sync::Weak<Archive>,
+    archive: std::sync::Weak<dyn ArchiveRead>,
 }
 
 impl std::fmt::Debug for ArchiveHandle {
@@ -331,12 +339,12 @@ impl ArchiveHandle {
 
     /// The archive, for readers that work beside the query threads (store sync); an error
     /// once the store has stopped. Hold it only for the read at hand.
-    pub fn archive(&self) -> Result<Arc<Archive>, StoreError> {
+    pub fn archive(&self) -> Result<Arc<dyn ArchiveRead>, StoreError> {
         self.archive.upgrade().ok_or(StoreError::ShuttingDown)
     }
 
     /// The archive without keeping it open (see [`Self::archive`]).
-    pub fn weak_archive(&self) -> std::sync::Weak<Archive> {
+    pub fn weak_archive(&self) -> std::sync::Weak<dyn ArchiveRead> {
         self.archive.clone()
     }
 
@@ -399,47 +407,82 @@ impl MessageSink for Sink {
     }
 }
 
+/// The engine a store opened, before its threads run.
+enum Opened {
+    Rocksdb {
+        archive: Arc<Archive>,
+        writer: Writer,
+    },
+    Postgres(Box<postgres::engine::PgWriter>),
+}
+
 /// A store opened at start-up, before its threads run.
 pub struct Store {
-    archive: Arc<Archive>,
-    writer: Writer,
+    opened: Opened,
     config: Config,
     rules: Arc<IngestRules>,
     health: Health,
 }
 
 impl Store {
-    /// Opens `<data_dir>/store`. `served` are the pubsub topics the node relays.
-    pub fn open(
+    /// Opens the archive: `<data_dir>/store` (RocksDB) or the PostgreSQL database of
+    /// `store.postgres_url`. `served` are the pubsub topics the node relays.
+    pub async fn open(
         config: &Config,
         data_dir: &Path,
         served: RelayedTopics,
         registry: &mut Registry,
         health: Health,
     ) -> Result<Store, StoreError> {
-        let path = store_path(data_dir);
         let started = Instant::now();
-        let archive = Arc::new(Archive::open(
-            &path,
-            &Tuning {
-                size_limit: config.retention.size(),
-                memory_budget: config.memory_budget,
-            },
-        )?);
-        let mut writer = Writer::new(archive.clone(), config.sync)?;
-        writer.keep_free(config.min_free_space);
+        let opened = match config.backend {
+            Backend::Rocksdb => {
+                let path = store_path(data_dir);
+                let archive = Arc::new(Archive::open(
+                    &path,
+                    &Tuning {
+                        size_limit: config.retention.size(),
+                        memory_budget: config.memory_budget,
+                    },
+                )?);
+                let mut writer = Writer::new(archive.clone(), config.sync)?;
+                writer.keep_free(config.min_free_space);
+                tracing::info!(
+                    path = %path.display(),
+                    messages = writer.stats().messages,
+                    took = ?started.elapsed(),
+                    retention = %config.retention,
+                    sync = config.sync,
+                    "store archive opened"
+                );
+                Opened::Rocksdb { archive, writer }
+            }
+            Backend::Postgres => {
+                let settings = postgres::engine::PgSettings {
+                    url: config.postgres_url.clone(),
+                    password: config.postgres_password().map_err(StoreError::Open)?,
+                    synchronous_commit: config.sync,
+                };
+                let writer = postgres::engine::open(settings, &config.retention)
+                    .await
+                    .map_err(|e| {
+                        StoreError::Open(format!(
+                            "PostgreSQL archive at {}: {e}",
+                            masked_url(&config.postgres_url)
+                        ))
+                    })?;
+                tracing::info!(
+                    took = ?started.elapsed(),
+                    retention = %config.retention,
+                    synchronous_commit = config.sync,
+                    "store archive opened on PostgreSQL"
+                );
+                Opened::Postgres(Box::new(writer))
+            }
+        };
         let metrics = Metrics::register(registry, &config.retention);
-        tracing::info!(
-            path = %path.display(),
-            messages = writer.stats().messages,
-            took = ?started.elapsed(),
-            retention = %config.retention,
-            sync = config.sync,
-            "store archive opened"
-        );
         Ok(Store {
-            archive,
-            writer,
+            opened,
             config: config.clone(),
             rules: Arc::new(IngestRules {
                 window_nanos: i64::try_from(config.timestamp_window.as_nanos()).unwrap_or(i64::MAX),
@@ -471,22 +514,26 @@ impl Store {
         let spawn_error =
             |e: std::io::Error| StoreError::Open(format!("cannot start a store thread: {e}"));
 
-        {
-            let archive = self.archive.clone();
-            let mailbox = control.mailbox.clone();
-            threads.push(
-                spawn_store_thread(
-                    "store-maintenance".into(),
-                    ExitNotice(exited_tx.clone()),
-                    move || run_maintenance(&archive, &mailbox),
-                )
-                .map_err(spawn_error)?,
-            );
-            control.threads += 1;
-        }
+        let engine: Box<dyn ArchiveWrite> = match self.opened {
+            Opened::Rocksdb { archive, writer } => {
+                let mailbox = control.mailbox.clone();
+                threads.push(
+                    spawn_store_thread(
+                        "store-maintenance".into(),
+                        ExitNotice(exited_tx.clone()),
+                        move || run_maintenance(&archive, &mailbox),
+                    )
+                    .map_err(spawn_error)?,
+                );
+                control.threads += 1;
+                Box::new(engine::RocksEngine::new(writer, control.mailbox.clone()))
+            }
+            Opened::Postgres(writer) => writer,
+        };
+        let reader = engine.reader();
         for i in 0..self.config.query_threads {
             let ctx = QueryContext {
-                archive: self.archive.clone(),
+                archive: reader.clone(),
                 served: self.rules.served.clone(),
                 metrics: metrics.clone(),
                 commands: commands.clone(),
@@ -506,7 +553,7 @@ impl Store {
         let (done_tx, done_rx) = oneshot::channel::<()>();
         {
             let mut state = WriterThread {
-                writer: self.writer,
+                engine,
                 config: self.config.clone(),
                 metrics: metrics.clone(),
                 health: self.health.clone(),
@@ -517,10 +564,7 @@ impl Store {
                 errors_since_warn: 0,
                 last_warn: None,
                 next_retention: Instant::now(),
-                last_size_check: Instant::now(),
-                disk_bytes: self.archive.disk_bytes(),
-                written_since_measure: 0,
-                dead_bytes: 0,
+                last_refresh: Instant::now(),
             };
             threads.push(
                 spawn_store_thread("store-writer".into(), ExitNotice(exited_tx), move || {
@@ -535,7 +579,7 @@ impl Store {
             writes: writes_tx.clone(),
             queries: queries_tx.clone(),
             rules: self.rules.clone(),
-            archive: Arc::downgrade(&self.archive),
+            archive: Arc::downgrade(&reader),
         };
         let sink = Sink {
             writes: writes_tx,
@@ -743,7 +787,7 @@ impl Round {
 }
 
 struct WriterThread {
-    writer: Writer,
+    engine: Box<dyn ArchiveWrite>,
     config: Config,
     metrics: Metrics,
     health: Health,
@@ -755,13 +799,7 @@ struct WriterThread {
     errors_since_warn: u64,
     last_warn: Option<Instant>,
     next_retention: Instant,
-    last_size_check: Instant,
-    /// Last measured size of the archive's files.
-    disk_bytes: u64,
-    /// Bytes written since `disk_bytes` was measured (the size rule's estimate).
-    written_since_measure: u64,
-    /// Bytes cut by retention since the last compaction.
-    dead_bytes: u64,
+    last_refresh: Instant,
 }
 
 impl WriterThread {
@@ -797,11 +835,7 @@ impl WriterThread {
             }
         }
         self.refresh();
-        // A clean stop leaves nothing in the write-ahead log, so the next start opens at once
-        // (after a crash the log replayed is at most `max_total_wal_size`).
-        if let Err(error) = self.writer.archive().flush() {
-            tracing::warn!(%error, "store could not flush at shutdown; the next start replays its log");
-        }
+        self.engine.close();
         // The maintenance thread has nothing left to do once nothing writes.
         self.mailbox.stop();
         tracing::debug!("store writer stopped");
@@ -824,8 +858,7 @@ impl WriterThread {
                     batch.push((message, ack));
                 }
                 WriterCommand::Summary { reply } => {
-                    let archive = self.writer.archive().clone();
-                    let _ = reply.send(archive.summary(self.writer.stats()));
+                    let _ = reply.send(self.engine.summary());
                 }
                 WriterCommand::Tick => {}
                 WriterCommand::Shutdown => {
@@ -852,7 +885,7 @@ impl WriterThread {
             })
             .collect();
         let started = Instant::now();
-        let result = self.writer.write(&incoming);
+        let result = self.engine.write(&incoming);
         self.metrics
             .commit_duration
             .observe(started.elapsed().as_secs_f64());
@@ -883,8 +916,6 @@ impl WriterThread {
                         let _ = ack.send(Ok(outcome));
                     }
                 }
-                self.written_since_measure +=
-                    incoming.iter().map(|m| m.bytes.len() as u64).sum::<u64>();
                 self.count_gauges();
             }
             Err(error) => {
@@ -917,45 +948,19 @@ impl WriterThread {
     /// Between batches: gauges, health, and retention when due.
     fn housekeeping(&mut self) {
         let now = Instant::now();
-        let size_pressure = self.config.retention.size().is_some_and(|limit| {
-            self.disk_bytes + self.written_since_measure > limit.0 / 10 * 9
-                && now.duration_since(self.last_size_check) >= TICK
-        });
-        let over_capacity = self
-            .config
-            .retention
-            .capacity()
-            .is_some_and(|cap| self.writer.stats().messages > cap);
-        if now >= self.next_retention || size_pressure || over_capacity {
+        if now >= self.next_retention || self.engine.retention_pressing(&self.config.retention) {
             self.next_retention = now + self.config.retention_interval;
             self.retention();
         }
-        if now.duration_since(self.last_size_check) >= TICK {
+        if now.duration_since(self.last_refresh) >= TICK {
             self.refresh();
         }
     }
 
     fn retention(&mut self) {
-        self.disk_bytes = self.writer.archive().disk_bytes();
-        self.written_since_measure = 0;
-        self.last_size_check = Instant::now();
-        // While space from the last cut is still being given back the measured size lags;
-        // the size rule waits for it rather than cutting twice.
-        let disk = if self.mailbox.busy() {
-            0
-        } else {
-            self.disk_bytes
-        };
-        let plan = match self.writer.plan(&self.config.retention, now_nanos(), disk) {
-            Ok(plan) => plan,
-            Err(error) => {
-                tracing::error!(%error, "store retention cannot plan");
-                return;
-            }
-        };
-        let Some(plan) = plan else { return };
-        match self.writer.cut(plan) {
-            Ok(cut) => {
+        match self.engine.retain(&self.config.retention, now_nanos()) {
+            Ok(None) => {}
+            Ok(Some(cut)) => {
                 if cut.messages > 0 {
                     tracing::info!(
                         policy = cut.policy,
@@ -969,15 +974,6 @@ impl WriterThread {
                     .retention_deleted
                     .get_or_create(&metrics::PolicyLabels { policy: cut.policy })
                     .inc_by(cut.messages);
-                self.dead_bytes += cut.bytes;
-                // Compact once a good share of the index entries are stale, or whenever the
-                // size rule needs the space back.
-                let compact =
-                    cut.policy == "size" || self.dead_bytes > self.writer.stats().bytes / 8;
-                if compact {
-                    self.dead_bytes = 0;
-                }
-                self.mailbox.submit(cut.cutoff, compact);
                 self.count_gauges();
             }
             Err(error) => {
@@ -989,22 +985,17 @@ impl WriterThread {
     }
 
     fn count_gauges(&self) {
-        let stats = self.writer.stats();
-        self.metrics.archive_messages.set(stats.messages as i64);
-        self.metrics.archive_bytes.set(stats.bytes as i64);
+        let (messages, bytes) = self.engine.totals();
+        self.metrics.archive_messages.set(messages as i64);
+        self.metrics.archive_bytes.set(bytes as i64);
     }
 
     /// Gauges and the health component.
     fn refresh(&mut self) {
-        self.last_size_check = Instant::now();
-        self.disk_bytes = self.writer.archive().disk_bytes();
-        self.written_since_measure = 0;
+        self.last_refresh = Instant::now();
+        let status = self.engine.status(&self.metrics);
+        self.metrics.disk_bytes.set(status.disk_bytes as i64);
         self.count_gauges();
-        let stats = self.writer.stats();
-        self.metrics.disk_bytes.set(self.disk_bytes as i64);
-        self.metrics
-            .rocksdb
-            .observe(self.writer.archive().db(), &keys::COLUMN_FAMILIES);
         let depth = self
             .queue
             .upgrade()
@@ -1015,24 +1006,31 @@ impl WriterThread {
             .as_ref()
             .filter(|(at, _)| at.elapsed() < WRITE_ERROR_HEALTH)
             .map(|(_, e)| e.clone());
-        let (oldest, newest) = self.writer.archive().extremes().unwrap_or((None, None));
+        let mut details = serde_json::json!({
+            "backend": self.engine.engine(),
+            "messages": status.messages,
+            "bytes": status.bytes,
+            "disk_bytes": status.disk_bytes,
+            "oldest": status.oldest,
+            "newest": status.newest,
+            "retention": self.config.retention.to_string(),
+            "ingest_queue": depth,
+            "last_write_error": recent_error,
+        });
+        if let Some(object) = details.as_object_mut() {
+            object.extend(status.details);
+            if let Some(why) = &status.unavailable {
+                object.insert("unavailable".into(), serde_json::Value::String(why.clone()));
+            }
+        }
         self.health.set(
             "store",
-            if recent_error.is_some() {
+            if recent_error.is_some() || status.unavailable.is_some() {
                 Status::Degraded
             } else {
                 Status::Ok
             },
-            serde_json::json!({
-                "messages": stats.messages,
-                "bytes": stats.bytes,
-                "disk_bytes": self.disk_bytes,
-                "oldest": oldest,
-                "newest": newest,
-                "retention": self.config.retention.to_string(),
-                "ingest_queue": depth,
-                "last_write_error": recent_error,
-            }),
+            details,
         );
     }
 }
@@ -1040,7 +1038,7 @@ impl WriterThread {
 // === query threads ===
 
 struct QueryContext {
-    archive: Arc<Archive>,
+    archive: Arc<dyn ArchiveRead>,
     served: RelayedTopics,
     metrics: Metrics,
     commands: mpsc::Sender<Command>,
@@ -1153,7 +1151,7 @@ fn page_response(request_id: &str, page: Page) -> StoreQueryResponse {
 
 /// The latest reclaim job, merged when the thread is busy (only the newest cutoff matters).
 #[derive(Default)]
-struct Mailbox {
+pub struct Mailbox {
     state: Mutex<MailboxState>,
     wake: Condvar,
     busy: AtomicBool,

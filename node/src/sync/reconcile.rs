@@ -5,7 +5,7 @@
 //! copy of every id in memory.
 
 use super::codec::{Fingerprint, ItemSet, Payload, Range, RangeKind, SyncId};
-use crate::store::{keys::Position, RangeScope, StoreError, SyncView};
+use crate::store::{keys::Position, RangeScope, RangeSource, StoreError};
 
 /// A range with at most this many messages is sent as an item set rather than split (nwaku's
 /// `lengthThreshold`).
@@ -52,7 +52,7 @@ pub fn scope_of(ours: &[String], theirs: &[String]) -> Option<Vec<String>> {
 /// Processes the peer's payload. `pubsub_topics`/`content_topics` are this node's own lists,
 /// which the reply carries (as nwaku's does).
 pub fn process(
-    view: &SyncView<'_>,
+    view: &dyn RangeSource,
     pubsub_topics: &[String],
     content_topics: &[String],
     input: &Payload,
@@ -68,7 +68,7 @@ pub fn process(
 
 /// [`process`] with a reply carrying at most about `budget` ids in the item sets it makes.
 pub fn process_within(
-    view: &SyncView<'_>,
+    view: &dyn RangeSource,
     pubsub_topics: &[String],
     content_topics: &[String],
     input: &Payload,
@@ -141,7 +141,7 @@ pub fn process_within(
 
 /// The first payload of a session: the whole window as one fingerprint.
 pub fn initial(
-    view: &SyncView<'_>,
+    view: &dyn RangeSource,
     pubsub_topics: &[String],
     content_topics: &[String],
     start: i64,
@@ -170,7 +170,7 @@ pub fn initial(
 }
 
 fn item_set(
-    view: &SyncView<'_>,
+    view: &dyn RangeSource,
     scope: RangeScope<'_>,
     lower: SyncId,
     upper: SyncId,
@@ -193,7 +193,7 @@ fn item_set(
 }
 
 fn fingerprint_range(
-    view: &SyncView<'_>,
+    view: &dyn RangeSource,
     scope: RangeScope<'_>,
     lower: SyncId,
     upper: SyncId,
@@ -257,7 +257,7 @@ fn fingerprint_range(
 }
 
 fn item_set_range(
-    view: &SyncView<'_>,
+    view: &dyn RangeSource,
     scope: RangeScope<'_>,
     lower: SyncId,
     upper: SyncId,

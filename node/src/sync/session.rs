@@ -15,7 +15,7 @@ use super::{
 };
 use crate::{
     reqres::{read_frame, write_frame},
-    store::Archive,
+    store::ArchiveRead,
 };
 
 /// Longest wait for the peer's next frame.
@@ -41,7 +41,7 @@ pub struct Summary {
 /// What a session needs besides its stream.
 pub struct Context {
     /// Weak, so a session cannot keep the database open after the store stops.
-    pub archive: Weak<Archive>,
+    pub archive: Weak<dyn ArchiveRead>,
     pub pubsub_topics: Vec<String>,
     pub metrics: Metrics,
     /// Hashes the peer lacks, for the transfer sender.
@@ -60,15 +60,15 @@ async fn send(
 }
 
 async fn on_blocking<T: Send + 'static>(
-    archive: &Weak<Archive>,
-    work: impl FnOnce(&Archive) -> Result<T, crate::store::StoreError> + Send + 'static,
+    archive: &Weak<dyn ArchiveRead>,
+    work: impl FnOnce(&dyn ArchiveRead) -> Result<T, crate::store::StoreError> + Send + 'static,
 ) -> Result<T, SyncError> {
     let archive = archive.clone();
     tokio::task::spawn_blocking(move || {
         let archive = archive
             .upgrade()
             .ok_or(crate::store::StoreError::ShuttingDown)?;
-        work(&archive)
+        work(&*archive)
     })
     .await
     .map_err(|e| SyncError::Internal(e.to_string()))?
@@ -86,7 +86,7 @@ pub async fn run(
     if let Some((start, end)) = window {
         let topics = ctx.pubsub_topics.clone();
         let first = on_blocking(&ctx.archive, move |archive| {
-            reconcile::initial(&archive.sync_view(), &topics, &[], start, end)
+            reconcile::initial(&*archive.sync_view()?, &topics, &[], start, end)
         })
         .await?;
         send(&mut stream, &first, &ctx.metrics).await?;
@@ -116,7 +116,7 @@ pub async fn run(
         }
         let topics = ctx.pubsub_topics.clone();
         let round = on_blocking(&ctx.archive, move |archive| {
-            reconcile::process(&archive.sync_view(), &topics, &[], &payload)
+            reconcile::process(&*archive.sync_view()?, &topics, &[], &payload)
         })
         .await?;
         if !round.to_send.is_empty() {

@@ -6,37 +6,65 @@
 //! so exactly one node applies a step and the others see it done.
 //!
 //! It also owns the batched insert ([`Inserter`]), time retention by dropping whole partitions
-//! ([`drop_partitions_before`]) and store v3 queries ([`query::query`]): the engine's write,
-//! retention and read paths once the store selects it (issue #21); nothing in the node calls
-//! them yet.
+//! ([`drop_partitions_before`]) and store v3 queries ([`query::query`]); [`engine`] puts them
+//! behind the store's archive traits (`store.backend = "postgres"`).
 
+pub mod engine;
 pub mod query;
 
 /// A connection to the archive's database (what `connect` returns).
 pub use tokio_postgres::Client;
 use tokio_postgres::{Config, NoTls, Statement};
 
-use super::archive::Incoming;
+use super::archive::{Incoming, Summary, TopicSummary};
 
 /// The schema's migrations, in order; a version is applied once and never edited afterwards.
-pub const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "messages", include_str!("migrations/0001_messages.sql"))];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "messages", include_str!("migrations/0001_messages.sql")),
+    (
+        2,
+        "archive_state",
+        include_str!("migrations/0002_archive_state.sql"),
+    ),
+    (
+        3,
+        "partition_counts",
+        include_str!("migrations/0003_partition_counts.sql"),
+    ),
+];
 
 /// Advisory lock key for schema changes ("roost" in ASCII, an arbitrary constant shared by
 /// every Roost node on the database).
 const SCHEMA_LOCK: i64 = 0x0072_6f6f_7374;
 
-/// Width of one `messages` partition: one UTC day, in nanoseconds. Retention by partition drops
-/// whole days, so a time policy cuts at day granularity.
-pub const PARTITION_NANOS: i64 = 86_400 * 1_000_000_000;
+/// Width of one `messages` partition: one UTC hour, in nanoseconds (nwaku's width too).
+/// Retention drops whole partitions, so every rule cuts at hour granularity.
+pub const PARTITION_NANOS: i64 = 3_600 * 1_000_000_000;
+
+/// A tokio-postgres error with what the server or the socket said: its own `Display` says
+/// only "db error" or "error connecting to server", the reason sits in the server's message
+/// and in the source chain.
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{} (SQLSTATE {})", db.message(), db.code().code());
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
-    #[error("bad PostgreSQL URL: {0}")]
+    #[error("bad PostgreSQL URL: {}", describe(.0))]
     Url(#[source] tokio_postgres::Error),
-    #[error("connect to PostgreSQL: {0}")]
+    #[error("connect to PostgreSQL: {}", describe(.0))]
     Connect(#[source] tokio_postgres::Error),
-    #[error("apply schema migration {version} ({name}): {source}")]
+    #[error("apply schema migration {version} ({name}): {}", describe(.source))]
     Migration {
         version: i32,
         name: &'static str,
@@ -47,8 +75,12 @@ pub enum PgError {
         "the database has schema version {found}, newer than this node's {known}: upgrade the node"
     )]
     NewerSchema { found: i32, known: i32 },
-    #[error("PostgreSQL: {0}")]
+    #[error("PostgreSQL: {}", describe(.0))]
     Db(#[from] tokio_postgres::Error),
+    #[error("the PostgreSQL connection is closed")]
+    Closed,
+    #[error("{0}")]
+    Read(String),
 }
 
 /// Connects to `url` (a libpq URL) with `password` given apart from it (read from a file or an
@@ -196,10 +228,19 @@ const INSERT_MESSAGES: &str =
      SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::text[], $4::text[], $5::bytea[])
      ON CONFLICT DO NOTHING";
 
+/// Adds a batch's new messages to their partitions' counts (rows locked in partition order,
+/// after every hash: see [`Inserter::insert`]).
+const ADD_COUNTS: &str = "INSERT INTO roost_partition_counts (partition_start, messages, bytes)
+     SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[])
+     ON CONFLICT (partition_start) DO UPDATE SET
+         messages = roost_partition_counts.messages + EXCLUDED.messages,
+         bytes = roost_partition_counts.bytes + EXCLUDED.bytes";
+
 /// The insert statements, prepared once on a connection (a new connection needs its own).
 pub struct Inserter {
     lookup: Statement,
     messages: Statement,
+    counts: Statement,
 }
 
 impl Inserter {
@@ -207,6 +248,7 @@ impl Inserter {
         Ok(Inserter {
             lookup: client.prepare(INSERT_LOOKUP).await?,
             messages: client.prepare(INSERT_MESSAGES).await?,
+            counts: client.prepare(ADD_COUNTS).await?,
         })
     }
 
@@ -255,6 +297,20 @@ impl Inserter {
         if !ts.is_empty() {
             tx.execute(&self.messages, &[&ts, &hs, &pubsub, &content, &bytes])
                 .await?;
+            // Every hash is locked by now; the count rows come last, in partition order, so
+            // two nodes' transactions cannot wait on each other in a cycle.
+            let mut per_partition: std::collections::BTreeMap<i64, (i64, i64)> =
+                std::collections::BTreeMap::new();
+            for (t, b) in ts.iter().zip(&bytes) {
+                let entry = per_partition.entry(partition_of(*t).1).or_default();
+                entry.0 += 1;
+                entry.1 += b.len() as i64;
+            }
+            let starts: Vec<i64> = per_partition.keys().copied().collect();
+            let counts: Vec<i64> = per_partition.values().map(|c| c.0).collect();
+            let sizes: Vec<i64> = per_partition.values().map(|c| c.1).collect();
+            tx.execute(&self.counts, &[&starts, &counts, &sizes])
+                .await?;
         }
         tx.commit().await?;
         Ok(fresh)
@@ -300,6 +356,91 @@ pub async fn drop_partitions_before(
         &[&until],
     )
     .await?;
+    tx.execute(
+        "DELETE FROM roost_partition_counts WHERE partition_start < $1",
+        &[&until],
+    )
+    .await?;
+    tx.execute(
+        "INSERT INTO roost_archive_state (name, value) VALUES ('cutoff', $1)
+         ON CONFLICT (name) DO UPDATE SET value = GREATEST(roost_archive_state.value, EXCLUDED.value)",
+        &[&until],
+    )
+    .await?;
     tx.commit().await?;
     Ok(dropped)
+}
+
+/// (messages, bytes) per partition start, as the inserts counted them.
+pub async fn partition_counts(
+    client: &Client,
+) -> Result<std::collections::BTreeMap<i64, (u64, u64)>, PgError> {
+    let rows = client
+        .query(
+            "SELECT partition_start, messages, bytes FROM roost_partition_counts",
+            &[],
+        )
+        .await?;
+    rows.iter()
+        .map(|row| {
+            let start: i64 = row.try_get(0)?;
+            let messages: i64 = row.try_get(1)?;
+            let bytes: i64 = row.try_get(2)?;
+            Ok((start, (messages.max(0) as u64, bytes.max(0) as u64)))
+        })
+        .collect()
+}
+
+/// Unix ns before which retention dropped everything (`None`: nothing dropped yet).
+pub async fn cutoff(client: &Client) -> Result<Option<i64>, PgError> {
+    Ok(client
+        .query_opt(
+            "SELECT value FROM roost_archive_state WHERE name = 'cutoff'",
+            &[],
+        )
+        .await?
+        .map(|row| row.try_get(0))
+        .transpose()?)
+}
+
+/// Counts, bytes and extremes per pubsub topic, the space the archive takes (its partitions
+/// and `messages_lookup`, with indexes and TOAST) and retention's cutoff. Scans the archive: for operators (`roost store stats`), not a hot path.
+pub async fn summary(client: &Client) -> Result<Summary, PgError> {
+    let rows = client
+        .query(
+            "SELECT pubsub_topic, count(*), COALESCE(sum(octet_length(message)), 0)::bigint,
+                    min(timestamp), max(timestamp)
+             FROM messages GROUP BY pubsub_topic ORDER BY pubsub_topic",
+            &[],
+        )
+        .await?;
+    let mut topics = Vec::new();
+    for row in rows {
+        let messages: i64 = row.try_get(1)?;
+        let bytes: i64 = row.try_get(2)?;
+        topics.push(TopicSummary {
+            pubsub_topic: row.try_get(0)?,
+            messages: messages.max(0) as u64,
+            bytes: bytes.max(0) as u64,
+            oldest: row.try_get(3)?,
+            newest: row.try_get(4)?,
+        });
+    }
+    let disk: i64 = client
+        .query_one(
+            "SELECT (COALESCE(sum(pg_total_relation_size(i.inhrelid)), 0)
+                     + pg_total_relation_size('messages_lookup'))::bigint
+             FROM pg_inherits i WHERE i.inhparent = 'messages'::regclass",
+            &[],
+        )
+        .await?
+        .try_get(0)?;
+    let cutoff = cutoff(client).await?;
+    Ok(Summary {
+        messages: topics.iter().map(|t| t.messages).sum(),
+        bytes: topics.iter().map(|t| t.bytes).sum(),
+        disk_bytes: disk.max(0) as u64,
+        cutoff,
+        topics,
+    })
 }
