@@ -179,7 +179,7 @@ pub fn refusal_for(e: PublishError, relay: &relay::Config) -> Refused {
             Refused::new(Status::INVALID_MESSAGE, invalid.to_string())
         }
         // nwaku's relay publishes a message it has seen to no one, and says so.
-        PublishError::Duplicate => Refused::new(
+        PublishError::Duplicate { .. } => Refused::new(
             Status::NO_PEERS_TO_RELAY,
             "not_published_to_any_peer: the message was relayed already",
         ),
@@ -276,6 +276,36 @@ pub fn published(
     let service = behaviour.service();
     let receipt = match result {
         Ok(receipt) => receipt,
+        // A store node asked again for a message it relayed but could not store (its archive
+        // was unavailable, and the client retried after the 500): relay has seen it, but the
+        // archive may not have it. Store it now; only when the archive already had it is the
+        // answer nwaku's "relayed already".
+        Err(PublishError::Duplicate { relay_peers })
+            if to_store.is_some() && service.store.is_some() =>
+        {
+            if let (Some(message), Some(store)) = (to_store, service.store.clone()) {
+                let metrics = service.metrics.clone();
+                let already = service.refusal_of(PublishError::Duplicate { relay_peers });
+                let responder = behaviour.responder();
+                answer_once_stored(
+                    version,
+                    store,
+                    (
+                        Stored {
+                            request_id,
+                            relay_peers: u32::try_from(relay_peers).unwrap_or(u32::MAX),
+                            pubsub_topic,
+                            message,
+                        },
+                        Relayed::Before { already },
+                    ),
+                    channel,
+                    (metrics, received),
+                    responder,
+                );
+            }
+            return;
+        }
         Err(e) => {
             let refused = service.refusal_of(e);
             if let Handled::Reply(channel, response) =
@@ -306,12 +336,15 @@ pub fn published(
         answer_once_stored(
             version,
             store,
-            Stored {
-                request_id,
-                relay_peers,
-                pubsub_topic,
-                message,
-            },
+            (
+                Stored {
+                    request_id,
+                    relay_peers,
+                    pubsub_topic,
+                    message,
+                },
+                Relayed::Now,
+            ),
             channel,
             (metrics, received),
             responder,
@@ -332,13 +365,20 @@ struct Stored {
     message: WakuMessage,
 }
 
+/// What a store node's push is to its archive: new to relay, or a retry of one relay had
+/// already seen (`already`: the answer when the archive has it too).
+enum Relayed {
+    Now,
+    Before { already: Refused },
+}
+
 /// Waits for the store to commit a storable message before answering 200, off the swarm
 /// task. (Concurrency is bounded by libp2p's per-connection stream limit and the connection
 /// limits; the store's writer queue makes inserts wait, never drop.)
 fn answer_once_stored(
     version: Version,
     store: ArchiveHandle,
-    stored: Stored,
+    (stored, relayed): (Stored, Relayed),
     channel: ResponseChannel<Vec<u8>>,
     (metrics, started): (Metrics, Instant),
     responder: Responder,
@@ -351,21 +391,32 @@ fn answer_once_stored(
     } = stored;
     tokio::spawn(async move {
         let hash = message.hash(&pubsub_topic);
-        let result = match store.insert(&pubsub_topic, message).await {
+        let inserted = store.insert(&pubsub_topic, message).await;
+        let result = match (inserted, relayed) {
             // Rejected: the message left the store's timestamp window while it was being
             // relayed; it was not storable, so the relay answer stands.
-            Ok(_) => Ok(relay_peers),
-            Err(StoreError::ShuttingDown) => Err(Refused::new(
+            (Ok(_), Relayed::Now) => Ok(relay_peers),
+            (Ok(crate::store::InsertOutcome::Stored), Relayed::Before { .. }) if relay_peers > 0 => {
+                tracing::info!(%hash, "light push retry: relayed before, stored now");
+                Ok(relay_peers)
+            }
+            (Ok(_), Relayed::Before { already }) => Err(already),
+            (Err(StoreError::ShuttingDown), _) => Err(Refused::new(
                 Status::SERVICE_NOT_AVAILABLE,
                 format!("relayed to {relay_peers} peer(s), but the node is shutting down and did not store it"),
             )),
-            Err(e) => Err(Refused::new(
+            (Err(e), _) => Err(Refused::new(
                 Status::INTERNAL_SERVER_ERROR,
                 format!("relayed to {relay_peers} peer(s), but not stored: {e}"),
             )),
         };
         let outcome = match &result {
             Ok(_) => Status::SUCCESS.outcome(),
+            // A repeat of what relay and the archive both have: nwaku's "relayed already".
+            Err(refused) if refused.status == Status::NO_PEERS_TO_RELAY => {
+                tracing::debug!(%hash, reason = %refused.description, "light push repeated");
+                refused.status.outcome()
+            }
             Err(refused) => {
                 tracing::warn!(%hash, status = %refused.status, reason = %refused.description, "light push not stored");
                 refused.status.outcome()

@@ -33,8 +33,10 @@ pub struct PublishReceipt {
 pub enum PublishError {
     #[error("invalid message: {0}")]
     Invalid(#[from] Invalid),
+    /// `relay_peers`: the peers on the topic now (the message went to them, or to their
+    /// predecessors, the first time).
     #[error("message was already published")]
-    Duplicate,
+    Duplicate { relay_peers: usize },
     #[error("relay is disabled on this node")]
     RelayDisabled,
     #[error("cannot publish: {0}")]
@@ -150,14 +152,18 @@ impl Router {
                 let hash = message.hash(&pubsub_topic);
                 if !self.published_alone.insert(hash, Instant::now()) {
                     self.published("duplicate");
-                    return Err(PublishError::Duplicate);
+                    return Err(PublishError::Duplicate { relay_peers: 0 });
                 }
                 self.published("no_peers");
                 0
             }
             Err(gossipsub::PublishError::Duplicate) => {
                 self.published("duplicate");
-                return Err(PublishError::Duplicate);
+                let relay_peers = gs
+                    .all_peers()
+                    .filter(|(_, topics)| topics.contains(&&topic_hash))
+                    .count();
+                return Err(PublishError::Duplicate { relay_peers });
             }
             Err(e) => {
                 self.published("error");

@@ -461,7 +461,7 @@ async fn publish(
     match published {
         Ok(_) => Ok(ok()),
         // nwaku answers 200 to a message gossipsub already has (nothing new is delivered).
-        Err(PublishError::Duplicate) => Ok(ok()),
+        Err(PublishError::Duplicate { .. }) => Ok(ok()),
         Err(PublishError::ShuttingDown) => Err(RestError::Unavailable(
             "Failed to publish: the node is shutting down".into(),
         )),
