@@ -243,6 +243,36 @@ impl PgCluster {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
 
+    /// A file holding the superuser's password, for `store.postgres_password_file` (readable by
+    /// the test process; the cluster's own `pwfile` may belong to `postgres`).
+    pub fn password_file(&self) -> anyhow::Result<PathBuf> {
+        let path = self.dir.path().join("node-password");
+        if !path.exists() {
+            std::fs::write(&path, format!("{}\n", self.password))?;
+        }
+        Ok(path)
+    }
+
+    /// Points a node's store at `database` (created if it does not exist yet): backend,
+    /// URL and password file, as an operator would configure it.
+    pub fn store_node(
+        &self,
+        config: &mut roost_node::config::Config,
+        database: &str,
+    ) -> anyhow::Result<()> {
+        let exists = self.psql(
+            "postgres",
+            &format!("SELECT 1 FROM pg_database WHERE datname = '{database}'"),
+        )?;
+        if exists.is_empty() {
+            self.create_database(database)?;
+        }
+        config.store.backend = roost_node::store::Backend::Postgres;
+        config.store.postgres_url = self.url(database);
+        config.store.postgres_password_file = Some(self.password_file()?);
+        Ok(())
+    }
+
     /// The server's (postmaster's) process id, while it runs.
     pub fn server_pid(&self) -> Option<u32> {
         std::fs::read_to_string(self.data_dir().join("postmaster.pid"))
@@ -317,4 +347,53 @@ fn rand_u64() -> u64 {
             .unwrap_or_default(),
     );
     h.finish()
+}
+
+/// The archive engine a test's store nodes run on.
+pub struct Engine {
+    /// PostgreSQL: the test's private cluster (stopped and removed when the test ends).
+    pub cluster: Option<PgCluster>,
+}
+
+impl Engine {
+    pub fn rocksdb() -> Engine {
+        Engine { cluster: None }
+    }
+
+    pub fn postgres() -> Engine {
+        Engine {
+            cluster: Some(PgCluster::start().expect("a private PostgreSQL cluster")),
+        }
+    }
+
+    /// Puts a store node's archive on this engine (`database`: its PostgreSQL database; nodes
+    /// given the same one share it).
+    pub fn configure(&self, c: &mut roost_node::Config, database: &str) {
+        if let Some(cluster) = &self.cluster {
+            cluster
+                .store_node(c, database)
+                .expect("point the store at PostgreSQL");
+        }
+    }
+
+    /// The same as command-line flags, for node processes.
+    pub fn args(&self, database: &str) -> Vec<String> {
+        let mut c = roost_node::Config::default();
+        self.configure(&mut c, database);
+        match &self.cluster {
+            None => Vec::new(),
+            Some(_) => vec![
+                "--store-backend".into(),
+                "postgres".into(),
+                "--store-postgres-url".into(),
+                c.store.postgres_url.clone(),
+                "--store-postgres-password-file".into(),
+                c.store
+                    .postgres_password_file
+                    .expect("a password file")
+                    .display()
+                    .to_string(),
+            ],
+        }
+    }
 }

@@ -20,5 +20,6 @@ mod rendezvous;
 mod rest;
 mod store;
 mod store_postgres;
+mod store_postgres_nodes;
 mod sync;
 mod throttle;

@@ -1,5 +1,10 @@
 //! The mailserver across real nodes: history for an offline reader, bad requests, the ingest
 //! rules, acknowledged inserts, restarts, retention, the CLI, kill -9 and a full disk.
+//!
+//! The tests of what the store promises whatever its engine (paging, filters, hash lookups,
+//! rules, acknowledgements, restarts, kill -9) run on both archives: `…_on_rocksdb` and
+//! `…_on_postgres` (a private PostgreSQL cluster per test). Faults and retention that differ by
+//! engine have their PostgreSQL versions in `store_postgres.rs`.
 
 use std::{collections::HashSet, time::Duration};
 
@@ -15,11 +20,26 @@ use roost_node::{
     swarm::ReqResProtocol,
 };
 use roost_tests::{
-    init_tracing, metric_sum, missing_from_store, process::roost_command, process::NodeProcess,
-    wait_until, TestNode, UNTHROTTLED_ARGS, WAIT,
+    init_tracing, metric_sum, missing_from_store, postgres::Engine, process::roost_command,
+    process::NodeProcess, wait_until, TestNode, UNTHROTTLED_ARGS, WAIT,
 };
 
 const TOPIC: &str = "/waku/2/rs/1/0";
+
+/// Runs an engine-independent test on both engines.
+macro_rules! on_both_engines {
+    ($test:ident: $on_rocksdb:ident, $on_postgres:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $on_rocksdb() {
+            $test(Engine::rocksdb()).await
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $on_postgres() {
+            $test(Engine::postgres()).await
+        }
+    };
+}
 
 async fn query(
     client: &Client,
@@ -94,15 +114,24 @@ async fn archived(node: &TestNode) -> u64 {
         .messages
 }
 
+on_both_engines!(
+    offline_reader_gets_every_missed_message_from_the_store:
+    offline_reader_gets_every_missed_message_from_the_store_on_rocksdb,
+    offline_reader_gets_every_missed_message_from_the_store_on_postgres
+);
+
 /// The offline user: A relays, B relays and stores; 500 messages on 3 content topics go out
 /// through A while the reader is away; the reader then gets all of them from B, in order,
 /// with pagination both ways across page boundaries, by content topic, by time, and by hash.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn offline_reader_gets_every_missed_message_from_the_store() {
+async fn offline_reader_gets_every_missed_message_from_the_store(engine: Engine) {
     init_tracing();
     let a = TestNode::start_with(|c| c.store.enabled = false).await;
     // A publishes 500 messages at once and the reader pages through them all.
-    let b = TestNode::start_with(unthrottled).await;
+    let b = TestNode::start_with(|c| {
+        unthrottled(c);
+        engine.configure(c, "roost");
+    })
+    .await;
     assert!(a.handle.store().is_none());
     a.connect(&b).await;
     a.wait_for_mesh(TOPIC, 1).await;
@@ -294,12 +323,17 @@ async fn offline_reader_gets_every_missed_message_from_the_store() {
     reader.stop().await;
 }
 
+on_both_engines!(
+    bad_requests_get_a_400_with_a_reason_and_the_node_keeps_serving:
+    bad_requests_get_a_400_with_a_reason_and_the_node_keeps_serving_on_rocksdb,
+    bad_requests_get_a_400_with_a_reason_and_the_node_keeps_serving_on_postgres
+);
+
 /// Each kind of bad request gets a 400 that says what is wrong, with the request id echoed;
 /// the node keeps serving.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_requests_get_a_400_with_a_reason_and_the_node_keeps_serving() {
+async fn bad_requests_get_a_400_with_a_reason_and_the_node_keeps_serving(engine: Engine) {
     init_tracing();
-    let b = TestNode::start().await;
+    let b = TestNode::start_with(|c| engine.configure(c, "roost")).await;
     let message = WakuMessage::new("/roost/1/bad/proto", b"keep me".to_vec());
     let store = b.handle.store().unwrap();
     assert_eq!(
@@ -389,13 +423,18 @@ async fn bad_requests_get_a_400_with_a_reason_and_the_node_keeps_serving() {
     reader.stop().await;
 }
 
+on_both_engines!(
+    ephemeral_and_out_of_window_messages_are_not_stored_and_are_counted:
+    ephemeral_and_out_of_window_messages_are_not_stored_and_are_counted_on_rocksdb,
+    ephemeral_and_out_of_window_messages_are_not_stored_and_are_counted_on_postgres
+);
+
 /// What a store node declines to archive, each counted by reason: ephemeral messages, missing,
 /// old and future timestamps; the ordinary one is stored.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ephemeral_and_out_of_window_messages_are_not_stored_and_are_counted() {
+async fn ephemeral_and_out_of_window_messages_are_not_stored_and_are_counted(engine: Engine) {
     init_tracing();
     let a = TestNode::start_with(|c| c.store.enabled = false).await;
-    let b = TestNode::start().await;
+    let b = TestNode::start_with(|c| engine.configure(c, "roost")).await;
     a.connect(&b).await;
     a.wait_for_mesh(TOPIC, 1).await;
     let now = now_nanos();
@@ -443,12 +482,17 @@ async fn ephemeral_and_out_of_window_messages_are_not_stored_and_are_counted() {
     assert_eq!(entries[0].data.as_ref().unwrap().1.payload, b"fine");
 }
 
+on_both_engines!(
+    acknowledged_inserts_are_queryable_at_once_and_survive_a_restart:
+    acknowledged_inserts_are_queryable_at_once_and_survive_a_restart_on_rocksdb,
+    acknowledged_inserts_are_queryable_at_once_and_survive_a_restart_on_postgres
+);
+
 /// The acknowledgement other capabilities (light push) rely on: `Stored` means queryable and
 /// durable; repeats are `Duplicate`; the rules give `Rejected`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acknowledged_inserts_are_queryable_at_once_and_survive_a_restart() {
+async fn acknowledged_inserts_are_queryable_at_once_and_survive_a_restart(engine: Engine) {
     init_tracing();
-    let b = TestNode::start().await;
+    let b = TestNode::start_with(|c| engine.configure(c, "roost")).await;
     let store = b.handle.store().unwrap().clone();
     let messages: Vec<WakuMessage> = (0..100)
         .map(|i| WakuMessage::new("/roost/1/ack/proto", format!("ack {i}").into_bytes()))
@@ -499,7 +543,7 @@ async fn acknowledged_inserts_are_queryable_at_once_and_survive_a_restart() {
 
     // A graceful restart on the same directory keeps everything.
     let dir = b.stop().await;
-    let b = TestNode::start_in(dir, |_| {}).await;
+    let b = TestNode::start_in(dir, |c| engine.configure(c, "roost")).await;
     let store = b.handle.store().unwrap();
     let found = store
         .query(
@@ -822,12 +866,18 @@ async fn store_cli_queries_a_node_and_reads_stats_while_it_runs() {
 
 // === faults ===
 
+on_both_engines!(
+    kill_9_during_ingest_loses_no_acknowledged_message:
+    kill_9_during_ingest_loses_no_acknowledged_message_on_rocksdb,
+    kill_9_during_ingest_loses_no_acknowledged_message_on_postgres
+);
+
 /// Kill -9 the storing node repeatedly while messages stream in. "Acknowledged" = returned by
 /// a store query of that node before the kill: a query only sees committed batches (written
 /// to the WAL, fsynced with `store.sync`). After each restart every one of them is there.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_during_ingest_loses_no_acknowledged_message() {
+async fn kill_9_during_ingest_loses_no_acknowledged_message(engine: Engine) {
     init_tracing();
+    let engine_args = engine.args("roost");
     let data = tempfile::tempdir().unwrap();
     let publisher = TestNode::start_with(|c| c.store.enabled = false).await;
     let reader = Client::start(1).await.unwrap();
@@ -836,6 +886,7 @@ async fn kill_9_during_ingest_loses_no_acknowledged_message() {
     for cycle in 0..5 {
         let mut args = vec!["--store-sync", "true"];
         args.extend(UNTHROTTLED_ARGS);
+        args.extend(engine_args.iter().map(String::as_str));
         let mut node = NodeProcess::start(data.path(), &args).await;
         let addr = node.tcp_addr();
         // Everything acknowledged before earlier kills is there after the restart.
@@ -901,7 +952,9 @@ async fn kill_9_during_ingest_loses_no_acknowledged_message() {
             acknowledged.len()
         );
     }
-    let node = NodeProcess::start(data.path(), &UNTHROTTLED_ARGS).await;
+    let mut args = UNTHROTTLED_ARGS.to_vec();
+    args.extend(engine_args.iter().map(String::as_str));
+    let node = NodeProcess::start(data.path(), &args).await;
     let missing = missing_from_store(&reader, &node.tcp_addr(), &acknowledged).await;
     assert!(
         missing.is_empty(),

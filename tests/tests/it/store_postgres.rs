@@ -96,7 +96,7 @@ async fn store_postgres_migrations_apply_once_under_concurrent_starts() {
             "SELECT string_agg(version::text || ':' || name, ',' ORDER BY version) FROM roost_schema_migrations",
         )
         .unwrap();
-    assert_eq!(applied, "1:messages");
+    assert_eq!(applied, "1:messages,2:archive_state,3:partition_counts");
     // messages is partitioned by range on the timestamp; the hash lookup table is not.
     assert_eq!(
         cluster
@@ -123,7 +123,7 @@ async fn store_postgres_migrations_apply_once_under_concurrent_starts() {
         cluster
             .psql("archive", "SELECT count(*) FROM roost_schema_migrations")
             .unwrap(),
-        "1"
+        known.to_string()
     );
 
     // A newer node migrated this database: an older node must not touch it.
@@ -163,23 +163,23 @@ async fn migrated_database_with_clients(n: usize) -> (PgCluster, Vec<postgres::C
     (cluster, clients)
 }
 
-/// Partitions are created ahead by several nodes at once without clashing, one per UTC day,
+/// Partitions are created ahead by several nodes at once without clashing, one per UTC hour,
 /// contiguous, and a message lands in the partition of its timestamp.
 #[tokio::test]
 async fn store_postgres_partitions_created_ahead_once_and_contiguous() {
     let (cluster, mut clients) = migrated_database_with_clients(4).await;
     let now = now_nanos();
-    let day = postgres::PARTITION_NANOS;
+    let width = postgres::PARTITION_NANOS;
     let created = futures::future::join_all(
         clients
             .iter_mut()
-            .map(|c| postgres::ensure_partitions(c, now - day, now + 2 * day)),
+            .map(|c| postgres::ensure_partitions(c, now - width, now + 2 * width)),
     )
     .await;
     let total: u32 = created.into_iter().map(|c| c.unwrap()).sum();
     assert_eq!(
         total, 4,
-        "yesterday, today and two days ahead, each created once"
+        "the last hour, this one and two ahead, each created once"
     );
 
     let parts = postgres::partitions(&clients[0]).await.unwrap();
@@ -187,16 +187,16 @@ async fn store_postgres_partitions_created_ahead_once_and_contiguous() {
     for pair in parts.windows(2) {
         assert_eq!(pair[0].2, pair[1].1, "contiguous: {parts:?}");
     }
-    assert!(parts[0].1 <= now - day && now + 2 * day < parts[3].2);
+    assert!(parts[0].1 <= now - width && now + 2 * width < parts[3].2);
 
-    // A row goes to the partition of its day; a time no partition covers is refused.
+    // A row goes to the partition of its hour; a time no partition covers is refused.
     let (expected, _, _) = postgres::partition_of(now);
     let sql = format!(
         "INSERT INTO messages VALUES ({now}, decode(repeat('ab', 32), 'hex'), 'p', 'c', ''::bytea) \
          RETURNING tableoid::regclass::text"
     );
     assert_eq!(cluster.psql("archive", &sql).unwrap(), expected);
-    let far = now + 30 * day;
+    let far = now + 30 * width;
     let sql = format!(
         "INSERT INTO messages VALUES ({far}, decode(repeat('cd', 32), 'hex'), 'p', 'c', ''::bytea)"
     );
@@ -205,7 +205,7 @@ async fn store_postgres_partitions_created_ahead_once_and_contiguous() {
     // Negative timestamps (before 1970) get their own names.
     assert_eq!(
         postgres::partition_of(-1),
-        ("messages_m86400000000000".to_owned(), -day, 0)
+        ("messages_m3600000000000".to_owned(), -width, 0)
     );
 }
 
@@ -227,15 +227,21 @@ fn incoming(n: u8, timestamp: i64) -> roost_node::store::Incoming {
 async fn store_postgres_batches_from_several_nodes_store_each_message_once() {
     let (cluster, mut clients) = migrated_database_with_clients(4).await;
     let now = now_nanos();
-    let day = postgres::PARTITION_NANOS;
-    postgres::ensure_partitions(&mut clients[0], now - day, now)
+    let width = postgres::PARTITION_NANOS;
+    postgres::ensure_partitions(&mut clients[0], now - 2 * width, now)
         .await
         .unwrap();
 
-    // Messages 1..=60 over yesterday and today; node k sends them rotated by k, twice over
+    // Messages 1..=60 over the last partition and this one; node k sends them rotated by k, twice over
     // (rounds), and message 1 twice within each batch.
     let all: Vec<_> = (1..=60u8)
-        .map(|n| incoming(n, now - i64::from(n) * (day / 50)))
+        // Around the start of the current partition: half of them before it, half after.
+        .map(|n| {
+            incoming(
+                n,
+                now.div_euclid(width) * width + (i64::from(n) - 30) * (width / 100),
+            )
+        })
         .collect();
     let fresh_counts =
         futures::future::join_all(clients.iter_mut().enumerate().map(|(k, client)| {
@@ -264,6 +270,18 @@ async fn store_postgres_batches_from_several_nodes_store_each_message_once() {
     let count = |sql: &str| cluster.psql("archive", sql).unwrap();
     assert_eq!(count("SELECT count(*) FROM messages"), "60");
     assert_eq!(count("SELECT count(*) FROM messages_lookup"), "60");
+    // The per-partition counters kept by the inserts agree with the rows, per partition.
+    assert_eq!(
+        count(
+            "SELECT string_agg(partition_start || ':' || messages || ':' || bytes, ',' \
+             ORDER BY partition_start) FROM roost_partition_counts"
+        ),
+        count(
+            "SELECT string_agg(s || ':' || n || ':' || b, ',' ORDER BY s) FROM \
+             (SELECT timestamp - (((timestamp % 3600000000000) + 3600000000000) % 3600000000000) AS s, \
+              count(*) AS n, sum(octet_length(message)) AS b FROM messages GROUP BY 1) t"
+        )
+    );
     // Both tables agree, and rows hold what was sent.
     assert_eq!(
         count(
@@ -288,12 +306,12 @@ async fn store_postgres_batches_from_several_nodes_store_each_message_once() {
             hex::encode(&m.bytes)
         )
     );
-    // Messages of both days, each in its own partition.
+    // Messages of both partitions, each in its own partition.
     assert_eq!(count("SELECT count(DISTINCT tableoid) FROM messages"), "2");
 
     let inserter = postgres::Inserter::prepare(&clients[0]).await.unwrap();
     // One message outside every partition: the whole batch fails and none of it is stored.
-    let batch = vec![incoming(100, now), incoming(101, now + 30 * day)];
+    let batch = vec![incoming(100, now), incoming(101, now + 30 * width)];
     assert!(inserter.insert(&mut clients[0], &batch).await.is_err());
     assert_eq!(count("SELECT count(*) FROM messages_lookup"), "60");
     // The connection is still usable, and the good message alone goes in.
@@ -309,8 +327,8 @@ async fn store_postgres_batches_from_several_nodes_store_each_message_once() {
         .is_empty());
 }
 
-/// Time retention drops whole partitions (days) that end before the cutoff, with their
-/// hash-lookup rows; the day holding the cutoff stays whole; a message of a dropped day can be
+/// Time retention drops whole partitions (hours) that end before the cutoff, with their
+/// hash-lookup rows; the partition holding the cutoff stays whole; a message of a dropped partition can be
 /// stored again (its lookup row went too); running it again drops nothing.
 #[tokio::test]
 async fn store_postgres_time_retention_drops_whole_partitions_only() {
@@ -320,19 +338,19 @@ async fn store_postgres_time_retention_drops_whole_partitions_only() {
         .await
         .unwrap();
     postgres::migrate(&mut client).await.unwrap();
-    let day = postgres::PARTITION_NANOS;
+    let width = postgres::PARTITION_NANOS;
     let now = now_nanos();
-    let today = now.div_euclid(day) * day;
-    postgres::ensure_partitions(&mut client, today - 4 * day, today)
+    let current = now.div_euclid(width) * width;
+    postgres::ensure_partitions(&mut client, current - 4 * width, current)
         .await
         .unwrap();
-    // Two messages in each of the five days: at the start and in the middle of the day.
+    // Two messages in each of the five partitions: at the start and in the middle of the partition.
     let batch: Vec<_> = (0..5i64)
         .flat_map(|d| {
-            let start = today - d * day;
+            let start = current - d * width;
             [
                 incoming(1 + 2 * d as u8, start),
-                incoming(2 + 2 * d as u8, start + day / 2),
+                incoming(2 + 2 * d as u8, start + width / 2),
             ]
         })
         .collect();
@@ -341,34 +359,39 @@ async fn store_postgres_time_retention_drops_whole_partitions_only() {
     let count = |sql: &str| cluster.psql("archive", sql).unwrap();
     assert_eq!(count("SELECT count(*) FROM messages"), "10");
 
-    // Cut in the middle of the day three days back: the two days before it go, that day stays.
-    let cutoff = today - 3 * day + day / 4;
+    // Cut in the middle of the partition three back: the two partitions before it go, that one stays.
+    let cutoff = current - 3 * width + width / 4;
     let dropped = postgres::drop_partitions_before(&mut client, cutoff)
         .await
         .unwrap();
-    assert_eq!(dropped, vec![postgres::partition_of(today - 4 * day).0]);
+    assert_eq!(dropped, vec![postgres::partition_of(current - 4 * width).0]);
     assert_eq!(count("SELECT count(*) FROM messages"), "8");
     assert_eq!(count("SELECT count(*) FROM messages_lookup"), "8");
     assert_eq!(
         count("SELECT min(timestamp) FROM messages"),
-        (today - 3 * day).to_string(),
-        "the day holding the cutoff is kept whole"
+        (current - 3 * width).to_string(),
+        "the partition holding the cutoff is kept whole"
     );
     let parts = postgres::partitions(&client).await.unwrap();
     assert_eq!(parts.len(), 4);
-    assert_eq!(parts[0].1, today - 3 * day);
+    assert_eq!(parts[0].1, current - 3 * width);
+    assert_eq!(
+        postgres::cutoff(&client).await.unwrap(),
+        Some(current - 3 * width),
+        "the cutoff is on record for every node on the database"
+    );
     // Again: nothing to drop.
     assert!(postgres::drop_partitions_before(&mut client, cutoff)
         .await
         .unwrap()
         .is_empty());
-    // A message of a kept day is still a duplicate; one of the dropped day is new again once
+    // A message of a kept partition is still a duplicate; one of the dropped partition is new again once
     // its partition is back (its lookup row went with the partition).
     assert_eq!(
         inserter.insert(&mut client, &batch[2..3]).await.unwrap(),
         vec![false]
     );
-    postgres::ensure_partitions(&mut client, today - 4 * day, today - 4 * day)
+    postgres::ensure_partitions(&mut client, current - 4 * width, current - 4 * width)
         .await
         .unwrap();
     assert_eq!(
@@ -380,7 +403,7 @@ async fn store_postgres_time_retention_drops_whole_partitions_only() {
 /// Store v3 queries answered from PostgreSQL are the RocksDB archive's answers for the same
 /// messages, page by page (entries, records, cursors), paged through to the end: content
 /// queries both ways with and without a time range, time-only and pubsub-topic-only queries,
-/// hash lookups narrowed by pubsub topic and presence checks, across two day partitions and
+/// hash lookups narrowed by pubsub topic and presence checks, across two partitions and
 /// with timestamps shared by two messages (ties broken by hash). An unknown cursor is refused
 /// by both.
 #[tokio::test]
@@ -395,15 +418,15 @@ async fn store_postgres_queries_answer_as_the_rocksdb_archive_does() {
     let client = &mut clients[0];
     let topics = ["/waku/2/rs/1/0", "/waku/2/rs/1/1"];
     let contents = ["/app/1/a/proto", "/app/1/b/proto", "/app/1/c/proto"];
-    let day = postgres::PARTITION_NANOS;
-    // Half a day before a UTC midnight to half a day after: two partitions.
-    let base = (now_nanos() / day) * day - day / 2;
+    let width = postgres::PARTITION_NANOS;
+    // Half a partition before a partition boundary to half one after: two partitions.
+    let base = (now_nanos() / width) * width - width / 2;
     let messages: Vec<Incoming> = (0..240i64)
         .map(|i| {
             let pubsub = topics[(i % 2) as usize];
             let content = contents[(i % 3) as usize];
             // Two messages per timestamp.
-            let ts = base + (i / 2) * (day / 120);
+            let ts = base + (i / 2) * (width / 120);
             let message = WakuMessage {
                 payload: format!("message {i}").into_bytes(),
                 content_topic: content.to_owned(),
@@ -420,7 +443,7 @@ async fn store_postgres_queries_answer_as_the_rocksdb_archive_does() {
         })
         .collect();
 
-    postgres::ensure_partitions(client, base, base + day)
+    postgres::ensure_partitions(client, base, base + width)
         .await
         .unwrap();
     let inserter = postgres::Inserter::prepare(client).await.unwrap();
@@ -460,12 +483,12 @@ async fn store_postgres_queries_answer_as_the_rocksdb_archive_does() {
             .limit(7),
         StoreQueryRequest::new("content range")
             .content(topics[1], contents)
-            .time_range(Some(base + day / 4), Some(base + 3 * day / 4))
+            .time_range(Some(base + width / 4), Some(base + 3 * width / 4))
             .include_data(false)
             .forward(true)
             .limit(10),
         StoreQueryRequest::new("time only")
-            .time_range(Some(base + day / 3), None)
+            .time_range(Some(base + width / 3), None)
             .limit(20),
         pubsub_only(topics[1])
             .include_data(false)
@@ -519,4 +542,58 @@ async fn store_postgres_queries_answer_as_the_rocksdb_archive_does() {
     let rocks = archive.query(&query).unwrap_err();
     let pg = postgres::query::query(client, &query).await.unwrap_err();
     assert_eq!(pg, rocks);
+}
+
+/// An archive made under schema 2 (before the per-partition counters) is upgraded in place:
+/// migration 3 counts what is there, and inserts keep the counters from then on.
+#[tokio::test]
+async fn store_postgres_upgrade_counts_an_existing_archive() {
+    let cluster = PgCluster::start().unwrap_or_else(|e| panic!("{e:#}"));
+    let url = cluster.create_database("old").unwrap();
+    // Schema 2 as an older node left it, with messages in two partitions.
+    for (version, name, sql) in &postgres::MIGRATIONS[..2] {
+        cluster.psql("old", sql).unwrap();
+        cluster
+            .psql(
+                "old",
+                &format!(
+                    "CREATE TABLE IF NOT EXISTS roost_schema_migrations (version INTEGER PRIMARY KEY, \
+                     name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now()); \
+                     INSERT INTO roost_schema_migrations (version, name) VALUES ({version}, '{name}')"
+                ),
+            )
+            .unwrap();
+    }
+    let width = postgres::PARTITION_NANOS;
+    let current = now_nanos().div_euclid(width) * width;
+    let mut client = postgres::connect(&url, Some(cluster.password()))
+        .await
+        .unwrap();
+    postgres::ensure_partitions(&mut client, current - width, current)
+        .await
+        .unwrap();
+    for (n, ts, len) in [
+        (1u8, current - 5, 10),
+        (2, current - width, 20),
+        (3, current + 7, 30),
+    ] {
+        cluster
+            .psql(
+                "old",
+                &format!(
+                    "INSERT INTO messages VALUES ({ts}, decode(repeat('{n:02x}', 32), 'hex'), 'p', 'c', \
+                     decode(repeat('00', {len}), 'hex'))"
+                ),
+            )
+            .unwrap();
+    }
+    assert_eq!(
+        postgres::migrate(&mut client).await.unwrap(),
+        postgres::MIGRATIONS.last().unwrap().0
+    );
+    let counts = postgres::partition_counts(&client).await.unwrap();
+    assert_eq!(
+        counts.into_iter().collect::<Vec<_>>(),
+        vec![(current - width, (2, 30)), (current, (1, 30))]
+    );
 }

@@ -17,8 +17,8 @@ use roost_node::{
     NodeHandle,
 };
 use roost_tests::{
-    init_tracing, metric_sum, missing_from_store, process::NodeProcess, wait_until, TestNode,
-    UNTHROTTLED_ARGS,
+    init_tracing, metric_sum, missing_from_store, postgres::Engine, process::NodeProcess,
+    wait_until, TestNode, UNTHROTTLED_ARGS,
 };
 
 const TOPIC: &str = "/waku/2/rs/1/0";
@@ -217,6 +217,17 @@ async fn a_store_node_killed_during_5000_pushes_gets_them_all_back_by_sync() {
 /// connected), converge both ways in one session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_that_differ_both_ways_converge_both_ways() {
+    converge_both_ways(Engine::rocksdb(), Engine::rocksdb()).await;
+}
+
+/// The same between a node on RocksDB and a node on PostgreSQL: store sync reads fingerprints
+/// and ranges from either engine, and the two interoperate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rocksdb_node_and_a_postgres_node_that_differ_converge_both_ways() {
+    converge_both_ways(Engine::rocksdb(), Engine::postgres()).await;
+}
+
+async fn converge_both_ways(engine_a: Engine, engine_b: Engine) {
     init_tracing();
     let configure = |c: &mut roost_node::config::Config| {
         c.store_sync.interval = Duration::from_secs(3600);
@@ -224,8 +235,16 @@ async fn two_nodes_that_differ_both_ways_converge_both_ways() {
         // The test polls the stores by hash far faster than any client would.
         c.throttle.store = "unlimited".parse().expect("a quota");
     };
-    let a = TestNode::start_with(configure).await;
-    let b = TestNode::start_with(configure).await;
+    let a = TestNode::start_with(|c| {
+        configure(c);
+        engine_a.configure(c, "a");
+    })
+    .await;
+    let b = TestNode::start_with(|c| {
+        configure(c);
+        engine_b.configure(c, "b");
+    })
+    .await;
     let client = Client::start(1).await.unwrap();
     // Each node alone: a relay peer for light push is needed, so give each a non-store relay.
     let mut only = Vec::new();
