@@ -7,7 +7,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use roost_node::config::{Config, ConfigError, Schema};
+use roost_node::{
+    config::{Config, ConfigError, Schema},
+    store::{masked_url, Backend},
+};
 use toml::{Table, Value};
 
 use crate::model::{Fleet, Host, Role};
@@ -24,7 +27,17 @@ const COMPUTED: &[(&str, &str)] = &[
     ),
     ("relay.cluster_id", "fleet.cluster_id"),
     ("relay.shards", "fleet.shards"),
+    (
+        "store.postgres_password_file",
+        "fleet.data_dir (the Ansible role writes the password there from roost_node_store_postgres_password)",
+    ),
 ];
+
+/// The file, in the data dir, holding the PostgreSQL password of a store host whose archive is
+/// in PostgreSQL. The fleet points `store.postgres_password_file` at it; the Ansible role writes
+/// it (mode 0600, the node's user) from the operator's vault. The password itself is never in
+/// the fleet file or anything rendered from it.
+pub const POSTGRES_PASSWORD_FILE: &str = "postgres-password";
 
 /// Roles that run the relay.
 pub fn relays(roles: &[Role]) -> bool {
@@ -161,6 +174,33 @@ pub fn node_table(fleet: &Fleet, host: &Host) -> Result<Table, ConfigError> {
         "rendezvous.enabled",
         Value::Boolean(roles.contains(&Role::Rendezvous)),
     );
+    // A store on PostgreSQL: the database's URL comes from the fleet file (without a password,
+    // which would then be in the repository); the password from a file the role provisions.
+    if roles.contains(&Role::Store)
+        && get(&table, "store.backend").and_then(Value::as_str) == Some("postgres")
+    {
+        if let Some(url) = get(&table, "store.postgres_url").and_then(Value::as_str) {
+            if masked_url(url) != url {
+                return Err(ConfigError::Invalid(format!(
+                    "host `{}`: store.postgres_url {} carries a password; take it out of the fleet file (the Ansible role writes it to the host from roost_node_store_postgres_password, kept in Ansible Vault)",
+                    host.name,
+                    masked_url(url)
+                )));
+            }
+        }
+        set_if_known(
+            &mut table,
+            "store.postgres_password_file",
+            Value::String(
+                fleet
+                    .fleet
+                    .data_dir
+                    .join(POSTGRES_PASSWORD_FILE)
+                    .display()
+                    .to_string(),
+            ),
+        );
+    }
     let boot = roles.contains(&Role::Boot);
     for service in [
         "lightpush.enabled",
@@ -452,6 +492,29 @@ pub fn inventory(fleet: &Fleet) -> String {
     out
 }
 
+/// Where a store host on PostgreSQL finds its database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PostgresStore {
+    /// libpq URL, without a password.
+    pub url: String,
+    /// `store.postgres_password_file`: `<data_dir>/postgres-password`.
+    pub password_file: PathBuf,
+}
+
+/// The PostgreSQL database of `host`'s store, if it runs a store there (`store.backend =
+/// "postgres"` in its `[node]`, `[role.store]` or host `node` tables).
+pub fn postgres_store(fleet: &Fleet, host: &Host) -> Option<PostgresStore> {
+    let config = node_config(fleet, host).ok()?;
+    let store = config.store;
+    if !store.enabled || store.backend != Backend::Postgres {
+        return None;
+    }
+    Some(PostgresStore {
+        url: store.postgres_url,
+        password_file: store.postgres_password_file?,
+    })
+}
+
 /// Per-host Ansible variables: the rendered config and the facts the role needs.
 pub fn host_vars(fleet: &Fleet, host: &Host, roost_toml: &str) -> String {
     let ports = fleet.ports_of(host);
@@ -482,6 +545,17 @@ pub fn host_vars(fleet: &Fleet, host: &Host, roost_toml: &str) -> String {
     );
     if let Some(id) = &host.peer_id {
         let _ = writeln!(out, "roost_node_peer_id: {}", y(id));
+    }
+    // Only for a store on PostgreSQL (RocksDB hosts' vars stay as they were): the role checks
+    // that the database answers and writes the password file the config names.
+    if let Some(store) = postgres_store(fleet, host) {
+        let _ = writeln!(out, "roost_node_store_backend: \"postgres\"");
+        let _ = writeln!(out, "roost_node_store_postgres_url: {}", y(&store.url));
+        let _ = writeln!(
+            out,
+            "roost_node_store_postgres_password_file: {}",
+            y(&store.password_file.display().to_string())
+        );
     }
     let _ = writeln!(out, "roost_node_config: |");
     for line in roost_toml.lines() {
@@ -609,6 +683,162 @@ mod tests {
                 "ansible/inventories/{name} differs from `roost-fleet render fleet/{name}.toml` in {stale:?}; run scripts/render-inventories and commit the result"
             );
         }
+    }
+
+    /// A fleet whose store hosts keep their archive in an existing PostgreSQL database:
+    /// `[role.store]` for all of them, a host's own `node` table for one on another database
+    /// and for one left on RocksDB.
+    const POSTGRES_FLEET: &str = r#"
+[fleet]
+name = "t"
+cluster_id = 16
+shards = [32]
+node_version = "0.1.0"
+rendezvous_points = ["rendezvous-01.dc1.t"]
+data_dir = "/srv/roost"
+[role.store]
+store.backend = "postgres"
+store.postgres_url = "postgres://roost@db-01.dc1.internal:5432/roost_t"
+[[hosts]]
+name = "boot-01.dc1.t"
+address = "10.0.0.1"
+dc = "dc1"
+roles = ["boot"]
+[[hosts]]
+name = "rendezvous-01.dc1.t"
+address = "10.0.0.2"
+dc = "dc1"
+roles = ["rendezvous", "relay"]
+[[hosts]]
+name = "store-01.dc1.t"
+address = "10.0.0.3"
+dc = "dc1"
+roles = ["store", "relay"]
+[[hosts]]
+name = "store-02.dc1.t"
+address = "10.0.0.4"
+dc = "dc1"
+roles = ["store", "relay"]
+node = { store = { postgres_url = "postgresql://roost_b@db-02.dc1.internal/roost_t?sslmode=require" } }
+[[hosts]]
+name = "store-03.dc1.t"
+address = "10.0.0.5"
+dc = "dc1"
+roles = ["store", "relay"]
+node = { store = { backend = "rocksdb" } }
+"#;
+
+    #[test]
+    fn a_store_on_postgres_renders_backend_url_and_password_file_and_no_password() {
+        let fleet = Fleet::parse(POSTGRES_FLEET, Path::new("t.toml")).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        render(&fleet, Path::new("fleet/t.toml"), out.path()).unwrap();
+        let password_file = PathBuf::from("/srv/roost/postgres-password");
+        let expected = [
+            (
+                "store-01.dc1.t",
+                Some("postgres://roost@db-01.dc1.internal:5432/roost_t"),
+            ),
+            (
+                "store-02.dc1.t",
+                Some("postgresql://roost_b@db-02.dc1.internal/roost_t?sslmode=require"),
+            ),
+            ("store-03.dc1.t", None),
+            ("boot-01.dc1.t", None),
+            ("rendezvous-01.dc1.t", None),
+        ];
+        for (name, url) in expected {
+            let host = fleet.host(name).unwrap();
+            let file = out.path().join("hosts").join(name).join("roost.toml");
+            let text = std::fs::read_to_string(&file).unwrap();
+            // The node's own loader accepts what was rendered, password file key included.
+            let config =
+                Config::from_toml_str(&text).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            let vars =
+                std::fs::read_to_string(out.path().join("host_vars").join(format!("{name}.yml")))
+                    .unwrap();
+            match url {
+                Some(url) => {
+                    assert_eq!(config.store.backend, Backend::Postgres, "{name}");
+                    assert_eq!(config.store.postgres_url, url, "{name}");
+                    assert_eq!(
+                        config.store.postgres_password_file.as_deref(),
+                        Some(password_file.as_path()),
+                        "{name}"
+                    );
+                    assert_eq!(
+                        postgres_store(&fleet, host),
+                        Some(PostgresStore {
+                            url: url.to_owned(),
+                            password_file: password_file.clone()
+                        })
+                    );
+                    for line in [
+                        "roost_node_store_backend: \"postgres\"".to_owned(),
+                        format!("roost_node_store_postgres_url: \"{url}\""),
+                        "roost_node_store_postgres_password_file: \"/srv/roost/postgres-password\""
+                            .to_owned(),
+                    ] {
+                        assert!(
+                            vars.lines().any(|l| l == line),
+                            "{name}: no `{line}` in\n{vars}"
+                        );
+                    }
+                }
+                None => {
+                    assert_eq!(config.store.backend, Backend::Rocksdb, "{name}");
+                    assert_eq!(config.store.postgres_password_file, None, "{name}");
+                    assert_eq!(postgres_store(&fleet, host), None, "{name}");
+                    assert!(!vars.contains("roost_node_store_"), "{name}:\n{vars}");
+                }
+            }
+        }
+        // Nothing rendered holds a password: no libpq password field, no user:password@.
+        for (path, text) in files_under(out.path()) {
+            for needle in ["password=", "PGPASSWORD", "roost:", "roost_b:"] {
+                assert!(
+                    !text.contains(needle),
+                    "{} contains `{needle}`",
+                    path.display()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_password_in_the_postgres_url_is_refused_without_being_printed() {
+        for url in [
+            "postgres://roost:hunter2@db-01.dc1.internal:5432/roost_t",
+            "postgres://roost@db-01.dc1.internal/roost_t?password=hunter2",
+        ] {
+            let text =
+                POSTGRES_FLEET.replace("postgres://roost@db-01.dc1.internal:5432/roost_t", url);
+            let e = Fleet::parse(&text, Path::new("t.toml"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("host `store-01.dc1.t`: store.postgres_url")
+                    && e.contains("carries a password")
+                    && e.contains("roost_node_store_postgres_password"),
+                "{e}"
+            );
+            assert!(!e.contains("hunter2"), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_postgres_password_file_is_the_fleets_to_place() {
+        let text = POSTGRES_FLEET.replace(
+            "[role.store]\n",
+            "[role.store]\nstore.postgres_password_file = \"/etc/roost/pw\"\n",
+        );
+        let e = Fleet::parse(&text, Path::new("t.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`store.postgres_password_file` is set by the fleet"),
+            "{e}"
+        );
     }
 
     #[test]

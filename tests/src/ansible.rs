@@ -289,6 +289,17 @@ pub async fn ansible_playbook(
     playbook: &str,
     var_files: &[&Path],
 ) -> PlaybookRun {
+    ansible_playbook_with_args(work, inventory, playbook, var_files, &[]).await
+}
+
+/// [`ansible_playbook`] with further arguments (`--limit store`, `--vault-password-file F`).
+pub async fn ansible_playbook_with_args(
+    work: &Path,
+    inventory: &Path,
+    playbook: &str,
+    var_files: &[&Path],
+    args: &[&str],
+) -> PlaybookRun {
     let ansible_dir = repo_root().join("ansible");
     let mut cmd = tokio::process::Command::new("ansible-playbook");
     cmd.current_dir(&ansible_dir)
@@ -306,6 +317,7 @@ pub async fn ansible_playbook(
     for file in var_files {
         cmd.arg("-e").arg(format!("@{}", file.display()));
     }
+    cmd.args(args);
     let output = cmd.output().await.expect("run ansible-playbook");
     let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&output.stderr));

@@ -4,7 +4,10 @@
 //! scraped by a real Prometheus with the generated scrape config, upgraded host by host with
 //! `upgrade.yml` to another build while a client publishes and queries without losing a
 //! message, and their nftables rules shown to cut off a connection flood and close the admin
-//! port. Needs root; everything it makes is removed afterwards, also when it fails.
+//! port. And a fleet whose store nodes share an existing PostgreSQL database: the password from
+//! Ansible Vault into a 0600 file on each store host, the role's checks refusing a host without
+//! it and one whose database does not answer. Needs root; everything it makes is removed
+//! afterwards, also when it fails.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -26,10 +29,12 @@ use roost_node::{
 };
 use roost_tests::{
     ansible::{
-        ansible_playbook, recap_text, repo_root, require_root_and_tools, CreatedAccount,
+        ansible_playbook_with_args, recap_text, repo_root, require_root_and_tools, CreatedAccount,
         MachineLock, PlaybookRun, TestHosts,
     },
-    fleet_bin, init_tracing, roost_bin, wait_until,
+    fleet_bin, init_tracing,
+    postgres::PgCluster,
+    roost_bin, wait_until,
 };
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
@@ -81,8 +86,18 @@ fn release(dir: &Path, build_id: &str) -> (PathBuf, String) {
 /// The staging fleet file with a freshly made node key per host (the keys stay in `secrets`,
 /// as an operator's vault would keep them; the fleet file records only the peer ids).
 fn staging_with_identities(dir: &Path, secrets: &Path) -> (PathBuf, BTreeMap<String, String>) {
+    staging_adjusted_with_identities(dir, secrets, |_| {})
+}
+
+/// [`staging_with_identities`] with the fleet definition changed by `adjust` first.
+fn staging_adjusted_with_identities(
+    dir: &Path,
+    secrets: &Path,
+    adjust: impl FnOnce(&mut toml::Table),
+) -> (PathBuf, BTreeMap<String, String>) {
     let text = std::fs::read_to_string(repo_root().join("fleet").join("staging.toml")).unwrap();
     let mut fleet: toml::Table = toml::from_str(&text).unwrap();
+    adjust(&mut fleet);
     std::fs::create_dir_all(secrets).unwrap();
     std::fs::set_permissions(secrets, std::fs::Permissions::from_mode(0o700)).unwrap();
     let mut peer_ids = BTreeMap::new();
@@ -121,19 +136,32 @@ fn run_ok(cmd: &mut Command, what: &str) -> String {
 }
 
 async fn playbook(work: &Path, inventory: &Path, name: &str, vars: &[&Path]) -> PlaybookRun {
+    let run = playbook_run(work, inventory, name, vars, &[]).await;
+    assert!(run.success, "{name} failed:\n{}", run.output);
+    run
+}
+
+/// Runs a playbook with further arguments; its recap printed, success not required.
+async fn playbook_run(
+    work: &Path,
+    inventory: &Path,
+    name: &str,
+    vars: &[&Path],
+    args: &[&str],
+) -> PlaybookRun {
     let started = Instant::now();
     let run = tokio::time::timeout(
         PLAYBOOK_TIMEOUT,
-        ansible_playbook(work, inventory, name, vars),
+        ansible_playbook_with_args(work, inventory, name, vars, args),
     )
     .await
     .unwrap_or_else(|_| panic!("{name} did not finish within {PLAYBOOK_TIMEOUT:?}"));
     println!(
-        "== ansible-playbook {name}: {:.0}s\n{}",
+        "== ansible-playbook {name} {}: {:.0}s\n{}",
+        args.join(" "),
         started.elapsed().as_secs_f64(),
         recap_text(&run.output)
     );
-    assert!(run.success, "{name} failed:\n{}", run.output);
     run
 }
 
@@ -348,6 +376,33 @@ fn start_prometheus(work: &Path, rendered: &Path) -> (Prometheus, String) {
     (Prometheus(child), format!("http://127.0.0.1:{port}"))
 }
 
+/// How Ansible reaches the test hosts, and what an operator's group vars and vault would give:
+/// every path under `<work>/root/<host>`, node keys looked up in `secrets`, `binary` deployed.
+fn test_vars(work: &Path, hosts: &TestHosts, secrets: &Path, binary: &Path) -> PathBuf {
+    let vars = work.join("test-vars.yml");
+    std::fs::write(
+        &vars,
+        format!(
+            r#"ansible_user: root
+ansible_ssh_private_key_file: "{key}"
+ansible_ssh_common_args: "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
+ansible_python_interpreter: /usr/bin/python3
+ansible_become: false
+roost_node_test_prefix: "{root}/{{{{ inventory_hostname }}}}"
+roost_node_key: "{{{{ lookup('ansible.builtin.file', '{secrets}/' ~ inventory_hostname ~ '.key') }}}}"
+roost_node_binary_src: "{binary}"
+roost_node_monitoring_networks: ["{CONTROLLER}/32"]
+"#,
+            key = hosts.ssh_key().display(),
+            root = work.join("root").display(),
+            secrets = secrets.display(),
+            binary = binary.display(),
+        ),
+    )
+    .unwrap();
+    vars
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ansible_deploys_upgrades_and_hardens_the_staging_fleet_on_namespace_hosts() {
     require_root_and_tools(&[
@@ -393,28 +448,7 @@ async fn ansible_deploys_upgrades_and_hardens_the_staging_fleet_on_namespace_hos
     let hosts = TestHosts::up(&work.join("hosts"), &inventory, CONTROLLER, &[STRANGER]);
     assert_eq!(hosts.hosts.len(), 5, "{:?}", hosts.hosts);
 
-    // How Ansible reaches the hosts, and what an operator's group vars and vault would give.
-    let vars = work.join("test-vars.yml");
-    std::fs::write(
-        &vars,
-        format!(
-            r#"ansible_user: root
-ansible_ssh_private_key_file: "{key}"
-ansible_ssh_common_args: "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
-ansible_python_interpreter: /usr/bin/python3
-ansible_become: false
-roost_node_test_prefix: "{root}/{{{{ inventory_hostname }}}}"
-roost_node_key: "{{{{ lookup('ansible.builtin.file', '{secrets}/' ~ inventory_hostname ~ '.key') }}}}"
-roost_node_binary_src: "{v1}"
-roost_node_monitoring_networks: ["{CONTROLLER}/32"]
-"#,
-            key = hosts.ssh_key().display(),
-            root = work.join("root").display(),
-            secrets = secrets.display(),
-            v1 = v1.display(),
-        ),
-    )
-    .unwrap();
+    let vars = test_vars(work, &hosts, &secrets, &v1);
     let upgrade_vars = work.join("upgrade-vars.yml");
     std::fs::write(
         &upgrade_vars,
@@ -675,5 +709,440 @@ roost_node_monitoring_networks: ["{CONTROLLER}/32"]
         "another source is cut off by the stranger's flood"
     );
     drop(flood);
+    println!("== done in {:.0}s", started.elapsed().as_secs_f64());
+}
+
+/// A TCP relay from the controller's address on the hosts' bridge to the test's PostgreSQL
+/// cluster, which listens on loopback only: the "existing database" the hosts are pointed at.
+/// Dropping it closes the listener and every relayed connection.
+struct DatabaseRelay(tokio::task::JoinHandle<()>);
+
+impl DatabaseRelay {
+    async fn start(listen: &str, cluster_port: u16) -> DatabaseRelay {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .unwrap_or_else(|e| panic!("bind the database relay on {listen}: {e}"));
+        DatabaseRelay(tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                connections.spawn(async move {
+                    if let Ok(mut outbound) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", cluster_port)).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                while connections.try_join_next().is_some() {}
+            }
+        }))
+    }
+}
+
+impl Drop for DatabaseRelay {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What `ansible-playbook` printed for one task (from its `TASK [...]` line to the next).
+fn task_output<'a>(output: &'a str, task: &str) -> &'a str {
+    let header = format!("TASK [roost_node : {task}]");
+    let Some(start) = output.find(&header) else {
+        return "";
+    };
+    let rest = &output[start + header.len()..];
+    &rest[..rest.find("TASK [").unwrap_or(rest.len())]
+}
+
+/// Every file under `dir` (recursively).
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display())) {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files
+}
+
+const STORE_HOSTS: [&str; 2] = ["store-01.do-ams3.staging", "store-02.do-ams3.staging"];
+
+/// The Ansible requirement of the PostgreSQL archive: an operator points a fleet's store nodes at
+/// an existing database in the fleet file (`[role.store]` backend and URL, no password) and keeps
+/// the password in Ansible Vault. Staging without its relay-only host, both store nodes on one
+/// database: a host without the password, and then one whose database does not answer, is
+/// refused before anything on it changes; with the vault the password is in a 0600 file of the
+/// node's user and nowhere else (not in the fleet file, the inventory, the host's config or the
+/// play's output), the nodes run on PostgreSQL and what is published lands in the database, and
+/// a second deploy changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ansible_puts_the_store_nodes_on_an_existing_postgresql_database_with_the_password_from_vault(
+) {
+    require_root_and_tools(&[
+        "ansible-playbook",
+        "ansible-inventory",
+        "ansible-vault",
+        "sshd",
+        "ssh",
+        "ssh-keygen",
+        "nft",
+        "ip",
+        "objcopy",
+        "systemd-analyze",
+        "start-stop-daemon",
+        "pg_isready",
+    ]);
+    init_tracing();
+    let started = Instant::now();
+    let _lock = MachineLock::acquire();
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let work = tmp.path();
+    let _account = CreatedAccount::watch("roost");
+
+    // The existing database, and the URL the fleet file gives (reached through the relay).
+    let cluster = PgCluster::start().expect("a private PostgreSQL cluster");
+    cluster.create_database("roost_staging").unwrap();
+    let password = cluster.password().to_owned();
+    let relay_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!(
+        "postgresql://{}@{CONTROLLER}:{relay_port}/roost_staging",
+        roost_tests::postgres::USER
+    );
+
+    let (binary, _) = release(&work.join("release"), "ansible-postgres");
+    let secrets = work.join("secrets");
+    let (fleet_file, peer_ids) =
+        staging_adjusted_with_identities(&work.join("fleet"), &secrets, |fleet| {
+            let hosts = fleet["hosts"].as_array_mut().unwrap();
+            hosts.retain(|h| h["name"].as_str() != Some("relay-01.do-ams3.staging"));
+            // What an operator writes under [role.store]:
+            //   store.backend = "postgres"
+            //   store.postgres_url = "postgresql://roost@<db host>:<port>/roost_staging"
+            let store = fleet["role"]["store"]["store"].as_table_mut().unwrap();
+            store.insert("backend".into(), "postgres".into());
+            store.insert("postgres_url".into(), url.clone().into());
+        });
+    let rendered = work.join("inventory");
+    run_ok(
+        Command::new(fleet_bin())
+            .arg("render")
+            .arg(&fleet_file)
+            .arg("--out")
+            .arg(&rendered),
+        "roost-fleet render",
+    );
+    let inventory = rendered.join("hosts.yml");
+    // The store hosts' configs name the database and the password file; the node's own loader
+    // accepts them; the password is in nothing rendered.
+    for name in STORE_HOSTS {
+        let config = rendered.join("hosts").join(name).join("roost.toml");
+        let dump = run_ok(
+            Command::new(roost_bin())
+                .args(["config", "dump", "--config"])
+                .arg(&config),
+            "roost config dump",
+        );
+        for line in [
+            "backend = \"postgres\"".to_owned(),
+            format!("postgres_url = \"{url}\""),
+            "postgres_password_file = \"/var/lib/roost/postgres-password\"".to_owned(),
+        ] {
+            assert!(
+                dump.lines().any(|l| l == line),
+                "{name}: no `{line}` in\n{dump}"
+            );
+        }
+    }
+    for file in files_under(&rendered)
+        .into_iter()
+        .chain([fleet_file.clone()])
+    {
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(
+            !text.contains(&password),
+            "{} holds the password",
+            file.display()
+        );
+    }
+
+    let hosts = TestHosts::up(&work.join("hosts"), &inventory, CONTROLLER, &[]);
+    assert_eq!(hosts.hosts.len(), 4, "{:?}", hosts.hosts);
+    let relay = DatabaseRelay::start(&format!("{CONTROLLER}:{relay_port}"), cluster.port).await;
+    let vars = test_vars(work, &hosts, &secrets, &binary);
+
+    // The operator's vault: the password encrypted with `ansible-vault encrypt_string`, typed
+    // in with the newline that ends a line (the role drops it).
+    let vault_password_file = work.join("vault-password");
+    std::fs::write(
+        &vault_password_file,
+        format!(
+            "vault-{}\n",
+            hex::encode(Sha256::digest(format!(
+                "{:?} {}",
+                std::time::SystemTime::now(),
+                std::process::id()
+            )))
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&vault_password_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let vault_vars = work.join("vault.yml");
+    let mut encrypt = Command::new("ansible-vault");
+    encrypt
+        .args(["encrypt_string", "--vault-password-file"])
+        .arg(&vault_password_file)
+        .args([
+            "--encrypt-vault-id",
+            "default",
+            "--stdin-name",
+            "roost_node_store_postgres_password",
+        ])
+        .env("ANSIBLE_HOME", work.join("ansible-home"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = encrypt.spawn().expect("run ansible-vault");
+    {
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{password}\n").as_bytes())
+            .unwrap();
+    }
+    let encrypted = child.wait_with_output().unwrap();
+    assert!(
+        encrypted.status.success(),
+        "ansible-vault encrypt_string: {}",
+        String::from_utf8_lossy(&encrypted.stderr)
+    );
+    let vault_text = String::from_utf8(encrypted.stdout).unwrap();
+    assert!(
+        vault_text.contains("$ANSIBLE_VAULT") && !vault_text.contains(&password),
+        "{vault_text}"
+    );
+    std::fs::write(&vault_vars, vault_text).unwrap();
+    let vault_file_arg = vault_password_file.display().to_string();
+    let with_vault = ["--vault-password-file", vault_file_arg.as_str()];
+
+    // 1. Without the password the store hosts are refused, before anything on them changes.
+    let refused = playbook_run(
+        work,
+        &inventory,
+        "deploy.yml",
+        &[&vars],
+        &["--limit", "store"],
+    )
+    .await;
+    assert!(!refused.success, "deploy without the password succeeded");
+    assert!(
+        refused
+            .output
+            .contains("so roost_node_store_postgres_password must be set"),
+        "{}",
+        refused.output
+    );
+    for name in STORE_HOSTS {
+        let r = refused.recap[name];
+        assert!(r.failed == 1 && r.changed == 0, "{name}: {r:?}");
+        assert!(
+            !work.join("root").join(name).exists(),
+            "{name} was touched before the check"
+        );
+    }
+
+    // 2. With the vault: deployed; the password in a 0600 file of the node's user, only there.
+    let deploy = playbook_run(
+        work,
+        &inventory,
+        "deploy.yml",
+        &[&vars, &vault_vars],
+        &with_vault,
+    )
+    .await;
+    assert!(deploy.success, "deploy failed:\n{}", deploy.output);
+    assert_eq!(deploy.recap.len(), 4, "{}", recap_text(&deploy.output));
+    for (host, r) in &deploy.recap {
+        assert!(r.failed == 0 && r.changed > 0, "{host}: {r:?}");
+    }
+    assert!(
+        !deploy.output.contains(&password),
+        "the play printed the password"
+    );
+    let reachable = task_output(
+        &deploy.output,
+        "Checks | pg_isready against the store's database",
+    );
+    for name in STORE_HOSTS {
+        assert!(
+            reachable.contains(&format!("ok: [{name}]")),
+            "pg_isready did not check {name}'s database:\n{reachable}"
+        );
+    }
+    for host in &hosts.hosts {
+        let root = work.join("root").join(&host.name);
+        let data = root.join("var/lib/roost");
+        let password_file = data.join("postgres-password");
+        if !STORE_HOSTS.contains(&host.name.as_str()) {
+            assert!(
+                !password_file.exists(),
+                "{}: a password file on a RocksDB host",
+                host.name
+            );
+            continue;
+        }
+        let meta = std::fs::metadata(&password_file)
+            .unwrap_or_else(|e| panic!("{}: {e}", password_file.display()));
+        use std::os::unix::fs::MetadataExt as _;
+        assert_eq!(meta.mode() & 0o777, 0o600, "{}", password_file.display());
+        assert_eq!(
+            meta.uid(),
+            std::fs::metadata(&data).unwrap().uid(),
+            "the password file belongs to the node's user, as its data dir"
+        );
+        assert_ne!(meta.uid(), 0);
+        assert_eq!(
+            std::fs::read_to_string(&password_file).unwrap(),
+            format!("{password}\n")
+        );
+        for file in files_under(&root.join("etc/roost")) {
+            let text = std::fs::read_to_string(&file).unwrap();
+            assert!(
+                !text.contains(&password),
+                "{} holds the password",
+                file.display()
+            );
+        }
+        let health: serde_json::Value =
+            reqwest::get(format!("http://{}:8008/health", host.address))
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+        assert_eq!(
+            health["components"]["store"]["detail"]["backend"], "postgres",
+            "{}: {health}",
+            host.name
+        );
+    }
+
+    // What is published lands in the database both store nodes share.
+    let pubsub_topic = ShardTopic::new(CLUSTER, 32).to_string();
+    let address = |name: &str| -> Multiaddr {
+        format!(
+            "/ip4/{}/tcp/30303/p2p/{}",
+            hosts.host(name).address,
+            peer_ids[name]
+        )
+        .parse()
+        .unwrap()
+    };
+    let client = Client::start(CLUSTER).await.expect("light client starts");
+    let boot = address("boot-01.do-ams3.staging");
+    let pushed = wait_until(Duration::from_secs(60), || async {
+        let message = WakuMessage::new(TOPIC, b"seq 0".to_vec());
+        matches!(
+            tokio::time::timeout(
+                Duration::from_secs(10),
+                client.light_push(&boot, Version::V3, Some(&pubsub_topic), &message),
+            )
+            .await,
+            Ok(Ok(r)) if r.is_success()
+        ) || {
+            tokio::time::sleep(CLIENT_PACE).await;
+            false
+        }
+    })
+    .await;
+    assert!(pushed.is_ok(), "the boot node never acknowledged a push");
+    for name in STORE_HOSTS {
+        let store = address(name);
+        let found = wait_until(Duration::from_secs(30), || async {
+            let held = stored_seqs(&client, &store, &pubsub_topic)
+                .await
+                .contains(&0);
+            if !held {
+                tokio::time::sleep(CLIENT_PACE).await;
+            }
+            held
+        })
+        .await;
+        assert!(found.is_ok(), "{name} does not return the message");
+    }
+    let rows: u64 = cluster
+        .psql("roost_staging", "SELECT count(*) FROM messages")
+        .unwrap()
+        .parse()
+        .unwrap();
+    println!("== PostgreSQL: {rows} message(s) in the store nodes' shared database");
+    assert!(rows >= 1, "the message is not in PostgreSQL");
+    client.stop().await;
+
+    // 3. A second deploy changes nothing (the password file included).
+    let again = playbook_run(
+        work,
+        &inventory,
+        "deploy.yml",
+        &[&vars, &vault_vars],
+        &with_vault,
+    )
+    .await;
+    assert!(again.success, "{}", again.output);
+    for (host, r) in &again.recap {
+        assert_eq!(
+            (r.changed, r.failed),
+            (0, 0),
+            "{host}: the second deploy must change nothing:\n{}",
+            again.output
+        );
+    }
+
+    // 4. The database stops answering: the store hosts are refused before they are touched.
+    let pid = |name: &str| {
+        std::fs::read_to_string(work.join("root").join(name).join("run/roost/roost.pid"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let before: Vec<String> = STORE_HOSTS.iter().map(|h| pid(h)).collect();
+    drop(relay);
+    let unreachable = playbook_run(
+        work,
+        &inventory,
+        "deploy.yml",
+        &[&vars, &vault_vars],
+        &["--limit", "store", "--vault-password-file", &vault_file_arg],
+    )
+    .await;
+    assert!(
+        !unreachable.success,
+        "deploy with the database down succeeded"
+    );
+    assert!(
+        unreachable
+            .output
+            .contains("does not accept connections from this host"),
+        "{}",
+        unreachable.output
+    );
+    for name in STORE_HOSTS {
+        let r = unreachable.recap[name];
+        assert!(r.failed == 1 && r.changed == 0, "{name}: {r:?}");
+    }
+    let after: Vec<String> = STORE_HOSTS.iter().map(|h| pid(h)).collect();
+    assert_eq!(before, after, "a store node was restarted");
     println!("== done in {:.0}s", started.elapsed().as_secs_f64());
 }
