@@ -11,12 +11,15 @@
 //! median of each side and the ratio. Nothing here is a test: it prints figures.
 //!
 //! `cargo bench -p roost-tests --bench relay -- [--messages N] [--window N] [--pairs N]
-//! [--only roost|bare] [--store true|false] [--bare-protocols N] [--bare-scored true]`: `--only`
-//! runs one side (for a profiler), `--store false` runs Roost as a relay-only node (the shipped
-//! default is a store node too). The last two add a third relay to each round, the bare relay
-//! with some of what Roost has, to show what each costs: `--bare-protocols N` lists `N` more
-//! protocols it never uses (libp2p compares a connection's protocol set with its handlers' on
-//! every wake-up), `--bare-scored true` turns on Roost's peer scoring and gossipsub's metrics.
+//! [--only roost|bare] [--store true|false] [--bare-protocols N] [--bare-scored true]
+//! [--bare-composed true]`: `--only` runs one side (for a profiler), `--store false` runs Roost
+//! as a relay-only node (the shipped default is a store node too). The last three add a third
+//! relay to each round, the bare relay with some of what Roost has, to show what each costs:
+//! `--bare-protocols N` lists `N` more protocols it never uses (libp2p compares a connection's
+//! protocol set with its handlers' on every wake-up), `--bare-scored true` turns on Roost's
+//! peer scoring and gossipsub's metrics, `--bare-composed true` composes it as Roost is
+//! (identify, ping and nine more request-response behaviours, all idle: libp2p polls every
+//! handler of a connection on each wake-up).
 
 use std::{
     sync::{
@@ -47,6 +50,7 @@ struct Args {
     store: bool,
     bare_protocols: usize,
     bare_scored: bool,
+    bare_composed: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -61,6 +65,7 @@ fn parse_args() -> anyhow::Result<Args> {
         store: bench::flag("--store", true)?,
         bare_protocols: bench::flag("--bare-protocols", 0)?,
         bare_scored: bench::flag("--bare-scored", false)?,
+        bare_composed: bench::flag("--bare-composed", false)?,
     })
 }
 
@@ -73,6 +78,7 @@ enum Relay {
     BareWith {
         protocols: usize,
         scored: bool,
+        composed: bool,
     },
 }
 
@@ -81,14 +87,19 @@ impl Relay {
         match self {
             Relay::Roost => "roost".into(),
             Relay::Bare => "bare libp2p".into(),
-            Relay::BareWith { protocols, scored } => format!(
-                "bare{}{}",
+            Relay::BareWith {
+                protocols,
+                scored,
+                composed,
+            } => format!(
+                "bare{}{}{}",
                 if protocols > 0 {
                     format!(" +{protocols} protocols")
                 } else {
                     String::new()
                 },
-                if scored { " +scoring" } else { "" }
+                if scored { " +scoring" } else { "" },
+                if composed { " +composed" } else { "" }
             ),
         }
     }
@@ -122,15 +133,20 @@ impl RelayUnderTest {
                 Ok((RelayUnderTest::Roost(node, dir), addr))
             }
             Relay::Bare | Relay::BareWith { .. } => {
-                let (idle_protocols, scored_and_metered) = match kind {
-                    Relay::BareWith { protocols, scored } => (protocols, scored),
-                    _ => (0, false),
+                let (idle_protocols, scored_and_metered, composed) = match kind {
+                    Relay::BareWith {
+                        protocols,
+                        scored,
+                        composed,
+                    } => (protocols, scored, composed),
+                    _ => (0, false, false),
                 };
                 let peer = BarePeer::start(BareOptions {
                     topics: vec![TOPIC.into()],
                     forward_received: false,
                     idle_protocols,
                     scored_and_metered,
+                    composed,
                     ..Default::default()
                 })
                 .await?;
@@ -367,10 +383,12 @@ fn main() -> anyhow::Result<()> {
             "" => vec![Relay::Roost, Relay::Bare],
             other => anyhow::bail!("--only takes roost or bare, not {other}"),
         };
-        if (args.bare_protocols > 0 || args.bare_scored) && kinds.len() == 2 {
+        if (args.bare_protocols > 0 || args.bare_scored || args.bare_composed) && kinds.len() == 2
+        {
             kinds.push(Relay::BareWith {
                 protocols: args.bare_protocols,
                 scored: args.bare_scored,
+                composed: args.bare_composed,
             });
         }
         if !args.store {

@@ -27,6 +27,19 @@ pub struct BareBehaviour {
     pub metadata: Toggle<request_response::Behaviour<LpCodec>>,
     /// Protocols listed and never used ([`BareOptions::idle_protocols`]).
     pub idle: Toggle<request_response::Behaviour<LpCodec>>,
+    /// Roost's composition without its logic ([`BareOptions::composed`]): identify, ping and
+    /// nine more request-response behaviours, one protocol each, never used.
+    pub identify: Toggle<libp2p::identify::Behaviour>,
+    pub ping: Toggle<libp2p::ping::Behaviour>,
+    pub service0: Toggle<request_response::Behaviour<LpCodec>>,
+    pub service1: Toggle<request_response::Behaviour<LpCodec>>,
+    pub service2: Toggle<request_response::Behaviour<LpCodec>>,
+    pub service3: Toggle<request_response::Behaviour<LpCodec>>,
+    pub service4: Toggle<request_response::Behaviour<LpCodec>>,
+    pub service5: Toggle<request_response::Behaviour<LpCodec>>,
+    pub service6: Toggle<request_response::Behaviour<LpCodec>>,
+    pub service7: Toggle<request_response::Behaviour<LpCodec>>,
+    pub service8: Toggle<request_response::Behaviour<LpCodec>>,
 }
 
 /// A message the bare peer received.
@@ -64,6 +77,10 @@ pub struct BareOptions {
     /// What Roost's gossipsub adds to the bare one, for the relay benchmark: peer scoring with
     /// Roost's parameters and gossipsub's metrics (into a registry of the peer's own).
     pub scored_and_metered: bool,
+    /// Roost's behaviour composition without its logic: identify, ping and nine more idle
+    /// request-response behaviours (Roost composes 17 behaviours, 10 of them request-response;
+    /// libp2p polls every handler of a connection on each of its wake-ups).
+    pub composed: bool,
 }
 
 impl Default for BareOptions {
@@ -76,6 +93,7 @@ impl Default for BareOptions {
             speaks_metadata: true,
             idle_protocols: 0,
             scored_and_metered: false,
+            composed: false,
         }
     }
 }
@@ -243,6 +261,40 @@ fn build(keypair: Keypair, options: &BareOptions) -> anyhow::Result<Swarm<BareBe
     } else {
         None
     };
+    let service = |i: usize| -> anyhow::Result<Option<request_response::Behaviour<LpCodec>>> {
+        if !options.composed {
+            return Ok(None);
+        }
+        let protocol =
+            libp2p::StreamProtocol::try_from_owned(format!("/roost-bench/service/{i}/1.0.0"))
+                .map_err(|e| anyhow::anyhow!("service protocol: {e}"))?;
+        Ok(Some(request_response::Behaviour::with_codec(
+            LpCodec::new(1024, 1024),
+            [(protocol, request_response::ProtocolSupport::Full)],
+            request_response::Config::default(),
+        )))
+    };
+    let identify = options.composed.then(|| {
+        libp2p::identify::Behaviour::new(libp2p::identify::Config::new(
+            "/roost-bench/1.0.0".into(),
+            keypair.public(),
+        ))
+    });
+    let ping = options
+        .composed
+        .then(|| libp2p::ping::Behaviour::new(libp2p::ping::Config::new()));
+    let services = [
+        service(0)?,
+        service(1)?,
+        service(2)?,
+        service(3)?,
+        service(4)?,
+        service(5)?,
+        service(6)?,
+        service(7)?,
+        service(8)?,
+    ];
+    let [s0, s1, s2, s3, s4, s5, s6, s7, s8] = services;
     let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_tcp(
@@ -254,6 +306,17 @@ fn build(keypair: Keypair, options: &BareOptions) -> anyhow::Result<Swarm<BareBe
             gossipsub,
             metadata: metadata.into(),
             idle: idle.into(),
+            identify: identify.into(),
+            ping: ping.into(),
+            service0: s0.into(),
+            service1: s1.into(),
+            service2: s2.into(),
+            service3: s3.into(),
+            service4: s4.into(),
+            service5: s5.into(),
+            service6: s6.into(),
+            service7: s7.into(),
+            service8: s8.into(),
         })?
         .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
         .build();
