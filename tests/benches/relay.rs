@@ -12,14 +12,19 @@
 //!
 //! `cargo bench -p roost-tests --bench relay -- [--messages N] [--window N] [--pairs N]
 //! [--only roost|bare] [--store true|false] [--bare-protocols N] [--bare-scored true]
-//! [--bare-composed true]`: `--only` runs one side (for a profiler), `--store false` runs Roost
+//! [--bare-composed true] [--bare-as-roost true]`: `--only` runs one side (for a profiler), `--store false` runs Roost
 //! as a relay-only node (the shipped default is a store node too). The last three add a third
 //! relay to each round, the bare relay with some of what Roost has, to show what each costs:
 //! `--bare-protocols N` lists `N` more protocols it never uses (libp2p compares a connection's
 //! protocol set with its handlers' on every wake-up), `--bare-scored true` turns on Roost's
 //! peer scoring and gossipsub's metrics, `--bare-composed true` composes it as Roost is
 //! (identify, ping and nine more request-response behaviours, all idle: libp2p polls every
-//! handler of a connection on each wake-up).
+//! handler of a connection on each wake-up). `--bare-as-roost true` turns on all that libp2p
+//! does in Roost and the bare relay does not: the composition, peer scoring and gossipsub's
+//! metrics, bandwidth metrics on the transport and gossipsub's validation mode (every message
+//! accepted at once). Roost against it is the cost of Roost's own code on the hot path (decode,
+//! checks, hash, throttle gate, sinks, the swarm task); it against bare is the cost of the
+//! libp2p features Roost turns on.
 
 use std::{
     sync::{
@@ -51,6 +56,7 @@ struct Args {
     bare_protocols: usize,
     bare_scored: bool,
     bare_composed: bool,
+    bare_as_roost: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -66,6 +72,7 @@ fn parse_args() -> anyhow::Result<Args> {
         bare_protocols: bench::flag("--bare-protocols", 0)?,
         bare_scored: bench::flag("--bare-scored", false)?,
         bare_composed: bench::flag("--bare-composed", false)?,
+        bare_as_roost: bench::flag("--bare-as-roost", false)?,
     })
 }
 
@@ -79,6 +86,8 @@ enum Relay {
         protocols: usize,
         scored: bool,
         composed: bool,
+        /// libp2p's bandwidth metrics and gossipsub's validation mode (`--bare-as-roost`).
+        metered_and_validating: bool,
     },
 }
 
@@ -88,18 +97,30 @@ impl Relay {
             Relay::Roost => "roost".into(),
             Relay::Bare => "bare libp2p".into(),
             Relay::BareWith {
+                protocols: _,
+                scored: true,
+                composed: true,
+                metered_and_validating: true,
+            } => "bare as roost".into(),
+            Relay::BareWith {
                 protocols,
                 scored,
                 composed,
+                metered_and_validating,
             } => format!(
-                "bare{}{}{}",
+                "bare{}{}{}{}",
                 if protocols > 0 {
                     format!(" +{protocols} protocols")
                 } else {
                     String::new()
                 },
                 if scored { " +scoring" } else { "" },
-                if composed { " +composed" } else { "" }
+                if composed { " +composed" } else { "" },
+                if metered_and_validating {
+                    " +bandwidth +validating"
+                } else {
+                    ""
+                }
             ),
         }
     }
@@ -133,20 +154,24 @@ impl RelayUnderTest {
                 Ok((RelayUnderTest::Roost(node, dir), addr))
             }
             Relay::Bare | Relay::BareWith { .. } => {
-                let (idle_protocols, scored_and_metered, composed) = match kind {
-                    Relay::BareWith {
-                        protocols,
-                        scored,
-                        composed,
-                    } => (protocols, scored, composed),
-                    _ => (0, false, false),
-                };
+                let (idle_protocols, scored_and_metered, composed, metered_and_validating) =
+                    match kind {
+                        Relay::BareWith {
+                            protocols,
+                            scored,
+                            composed,
+                            metered_and_validating,
+                        } => (protocols, scored, composed, metered_and_validating),
+                        _ => (0, false, false, false),
+                    };
                 let peer = BarePeer::start(BareOptions {
                     topics: vec![TOPIC.into()],
                     forward_received: false,
                     idle_protocols,
                     scored_and_metered,
                     composed,
+                    bandwidth_metered: metered_and_validating,
+                    validates: metered_and_validating,
                     ..Default::default()
                 })
                 .await?;
@@ -383,12 +408,15 @@ fn main() -> anyhow::Result<()> {
             "" => vec![Relay::Roost, Relay::Bare],
             other => anyhow::bail!("--only takes roost or bare, not {other}"),
         };
-        if (args.bare_protocols > 0 || args.bare_scored || args.bare_composed) && kinds.len() == 2
+        let as_roost = args.bare_as_roost;
+        if (args.bare_protocols > 0 || args.bare_scored || args.bare_composed || as_roost)
+            && kinds.len() == 2
         {
             kinds.push(Relay::BareWith {
                 protocols: args.bare_protocols,
-                scored: args.bare_scored,
-                composed: args.bare_composed,
+                scored: args.bare_scored || as_roost,
+                composed: args.bare_composed || as_roost,
+                metered_and_validating: as_roost,
             });
         }
         if !args.store {
@@ -468,6 +496,21 @@ fn main() -> anyhow::Result<()> {
                 side(variant, |r| r.msgs_per_sec) / side(Relay::Bare, |r| r.msgs_per_sec),
                 ratios.len(),
                 side(variant, |r| r.p99_ms) / side(Relay::Bare, |r| r.p99_ms),
+            );
+            // Roost against the variant, round by round: what Roost costs beyond what the
+            // variant shares with it.
+            let against: Vec<f64> = results
+                .chunks(kinds.len())
+                .filter(|c| c.len() == kinds.len())
+                .map(|c| c[0].msgs_per_sec / c[2].msgs_per_sec)
+                .collect();
+            let (lo, hi) = spread(&against);
+            println!(
+                "roost / {} throughput ratio: {:.2} (min {lo:.2}, max {hi:.2} over {} rounds); p99 {:.2}x",
+                variant.name(),
+                side(Relay::Roost, |r| r.msgs_per_sec) / side(variant, |r| r.msgs_per_sec),
+                against.len(),
+                side(Relay::Roost, |r| r.p99_ms) / side(variant, |r| r.p99_ms),
             );
         }
         anyhow::Ok(())

@@ -81,6 +81,12 @@ pub struct BareOptions {
     /// request-response behaviours (Roost composes 17 behaviours, 10 of them request-response;
     /// libp2p polls every handler of a connection on each of its wake-ups).
     pub composed: bool,
+    /// libp2p's bandwidth metrics on the transport (`libp2p_bandwidth_bytes_total`), as Roost
+    /// counts its traffic.
+    pub bandwidth_metered: bool,
+    /// Gossipsub's `validate_messages` mode with every message accepted as soon as it is
+    /// handed up: the validation round trip any validating node has, without a validator.
+    pub validates: bool,
 }
 
 impl Default for BareOptions {
@@ -94,6 +100,8 @@ impl Default for BareOptions {
             idle_protocols: 0,
             scored_and_metered: false,
             composed: false,
+            bandwidth_metered: false,
+            validates: false,
         }
     }
 }
@@ -198,7 +206,11 @@ impl Drop for BarePeer {
 }
 
 fn build(keypair: Keypair, options: &BareOptions) -> anyhow::Result<Swarm<BareBehaviour>> {
-    let gs_config = gossipsub::ConfigBuilder::default()
+    let mut gs_config = gossipsub::ConfigBuilder::default();
+    if options.validates {
+        gs_config.validate_messages();
+    }
+    let gs_config = gs_config
         .protocol_id(roost_node::relay::PROTOCOL_ID, gossipsub::Version::V1_1)
         .validation_mode(ValidationMode::Anonymous)
         .message_id_fn(|m: &gossipsub::Message| {
@@ -295,31 +307,44 @@ fn build(keypair: Keypair, options: &BareOptions) -> anyhow::Result<Swarm<BareBe
         service(8)?,
     ];
     let [s0, s1, s2, s3, s4, s5, s6, s7, s8] = services;
-    let swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+    let behaviour = BareBehaviour {
+        gossipsub,
+        metadata: metadata.into(),
+        idle: idle.into(),
+        identify: identify.into(),
+        ping: ping.into(),
+        service0: s0.into(),
+        service1: s1.into(),
+        service2: s2.into(),
+        service3: s3.into(),
+        service4: s4.into(),
+        service5: s5.into(),
+        service6: s6.into(),
+        service7: s7.into(),
+        service8: s8.into(),
+    };
+    let idle_timeout = Duration::from_secs(60);
+    let tcp_phase = libp2p::SwarmBuilder::with_existing_identity(keypair)
         .with_tokio()
         .with_tcp(
             tcp::Config::default().nodelay(true),
             noise::Config::new,
             (yamux::Config::default, libp2p_mplex::Config::default),
-        )?
-        .with_behaviour(|_| BareBehaviour {
-            gossipsub,
-            metadata: metadata.into(),
-            idle: idle.into(),
-            identify: identify.into(),
-            ping: ping.into(),
-            service0: s0.into(),
-            service1: s1.into(),
-            service2: s2.into(),
-            service3: s3.into(),
-            service4: s4.into(),
-            service5: s5.into(),
-            service6: s6.into(),
-            service7: s7.into(),
-            service8: s8.into(),
-        })?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build();
+        )?;
+    let swarm = if options.bandwidth_metered {
+        // The counters land in a registry of the peer's own, as Roost's land in its registry.
+        let mut registry = prometheus_client::registry::Registry::default();
+        tcp_phase
+            .with_bandwidth_metrics(&mut registry)
+            .with_behaviour(|_| behaviour)?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(idle_timeout))
+            .build()
+    } else {
+        tcp_phase
+            .with_behaviour(|_| behaviour)?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(idle_timeout))
+            .build()
+    };
     Ok(swarm)
 }
 
@@ -382,13 +407,22 @@ async fn run(
                     }
                 }
                 SwarmEvent::Behaviour(BareBehaviourEvent::Gossipsub(gossipsub::Event::Message {
-                    message, ..
-                })) if options.forward_received => {
-                    let _ = received.try_send(Received {
-                        topic: message.topic.into_string(),
-                        data: message.data,
-                        at: Instant::now(),
-                    });
+                    propagation_source, message_id, message,
+                })) => {
+                    if options.validates {
+                        swarm.behaviour_mut().gossipsub.report_message_validation_result(
+                            &message_id,
+                            &propagation_source,
+                            gossipsub::MessageAcceptance::Accept,
+                        );
+                    }
+                    if options.forward_received {
+                        let _ = received.try_send(Received {
+                            topic: message.topic.into_string(),
+                            data: message.data,
+                            at: Instant::now(),
+                        });
+                    }
                 }
                 SwarmEvent::Behaviour(BareBehaviourEvent::Metadata(request_response::Event::Message {
                     message: request_response::Message::Request { channel, .. }, ..
