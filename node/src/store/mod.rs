@@ -35,7 +35,7 @@ use std::{
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, Ordering},
-        mpsc as std_mpsc, Arc, Condvar, Mutex,
+        mpsc as std_mpsc, Arc, Condvar, Mutex, OnceLock,
     },
     thread::JoinHandle,
     time::{Duration, Instant},
@@ -79,8 +79,6 @@ const MAX_BATCH_BYTES: usize = 32 * 1024 * 1024;
 /// How long a batch of only relayed (unacknowledged) messages waits for more before it is
 /// committed. Bounds what a crash can lose of those, never anything acknowledged.
 const RELAYED_LINGER: Duration = Duration::from_millis(5);
-/// How often a waiting batch looks for a light push that ends the wait.
-const LINGER_STEP: Duration = Duration::from_millis(1);
 /// Store requests waiting for a query thread. Full means the store is overloaded: new
 /// requests are answered 503 at once rather than queued.
 const QUERY_QUEUE: usize = 64;
@@ -237,6 +235,8 @@ pub(crate) enum QueryJob {
 #[derive(Clone)]
 pub struct ArchiveHandle {
     writes: mpsc::Sender<WriterCommand>,
+    /// Ends a lingering batch's wait when an acknowledged write is queued.
+    writer: Arc<WriterWake>,
     queries: std_mpsc::SyncSender<QueryJob>,
     rules: Arc<IngestRules>,
     /// Weak: a handle (held by light push, the REST API, a caller's `NodeHandle`) must not
@@ -302,6 +302,7 @@ impl ArchiveHandle {
             })
             .await
             .map_err(|_| StoreError::ShuttingDown)?;
+        self.writer.wake();
         rx.await.map_err(|_| StoreError::ShuttingDown)?
     }
 
@@ -551,8 +552,10 @@ impl Store {
             control.threads += 1;
         }
         let (done_tx, done_rx) = oneshot::channel::<()>();
+        let writer_wake = Arc::new(WriterWake::default());
         {
             let mut state = WriterThread {
+                wake: writer_wake.clone(),
                 engine,
                 config: self.config.clone(),
                 metrics: metrics.clone(),
@@ -577,6 +580,7 @@ impl Store {
         }
         let handle = ArchiveHandle {
             writes: writes_tx.clone(),
+            writer: writer_wake,
             queries: queries_tx.clone(),
             rules: self.rules.clone(),
             archive: Arc::downgrade(&reader),
@@ -786,7 +790,22 @@ impl Round {
     }
 }
 
+/// The writer thread, for an acknowledged write to wake it while its batch lingers. Relayed
+/// messages queue without waking it, so a steady relay stream costs one wake-up of the
+/// thread per linger rather than one per message or per polling step.
+#[derive(Default)]
+struct WriterWake(OnceLock<std::thread::Thread>);
+
+impl WriterWake {
+    fn wake(&self) {
+        if let Some(thread) = self.0.get() {
+            thread.unpark();
+        }
+    }
+}
+
 struct WriterThread {
+    wake: Arc<WriterWake>,
     engine: Box<dyn ArchiveWrite>,
     config: Config,
     metrics: Metrics,
@@ -804,6 +823,7 @@ struct WriterThread {
 
 impl WriterThread {
     fn run(&mut self, mut rx: mpsc::Receiver<WriterCommand>) {
+        let _ = self.wake.0.set(std::thread::current());
         self.refresh();
         let mut batch: Vec<(Arc<RelayedMessage>, Option<Ack>)> = Vec::new();
         loop {
@@ -816,12 +836,16 @@ impl WriterThread {
             // Relayed messages are acknowledged to nobody: a batch of only those waits a
             // moment for more, so a steady relay stream costs one commit (and one wake-up of
             // this thread) per `RELAYED_LINGER`, not one per message. A batch holding a light
-            // push acknowledgement is committed at once (one arriving while the batch waits
-            // ends the wait at the next step).
-            let mut waited = Duration::ZERO;
-            while round.lingers(&batch) && waited < RELAYED_LINGER {
-                std::thread::sleep(LINGER_STEP);
-                waited += LINGER_STEP;
+            // push acknowledgement is committed at once (one queued while the batch waits
+            // unparks this thread: `WriterWake`). Parked, not polling: every wake-up of a
+            // thread costs the relay CPU on a small machine.
+            let deadline = Instant::now() + RELAYED_LINGER;
+            while round.lingers(&batch) {
+                let now = Instant::now();
+                if now >= deadline {
+                    break;
+                }
+                std::thread::park_timeout(deadline - now);
                 let next = rx.try_recv().ok();
                 self.drain(next, &mut rx, &mut batch, &mut round);
             }
@@ -1249,5 +1273,30 @@ mod tests {
         stopping.stop = false;
         stopping.bytes = MAX_BATCH_BYTES;
         assert!(!stopping.lingers(&batch[..1]), "a full batch goes at once");
+    }
+
+    #[test]
+    fn an_acknowledged_write_wakes_the_parked_writer() {
+        let wake = Arc::new(WriterWake::default());
+        wake.wake(); // before the writer runs: nothing to wake, no panic
+        let (parked_tx, parked_rx) = std_mpsc::channel();
+        let writer = {
+            let wake = wake.clone();
+            std::thread::spawn(move || {
+                let _ = wake.0.set(std::thread::current());
+                let _ = parked_tx.send(());
+                let started = Instant::now();
+                // A lingering batch parks far longer than this test would wait.
+                std::thread::park_timeout(Duration::from_secs(60));
+                started.elapsed()
+            })
+        };
+        parked_rx.recv().expect("the writer started");
+        wake.wake();
+        let parked = writer.join().expect("the writer thread");
+        assert!(
+            parked < Duration::from_secs(30),
+            "the wake ended the park: {parked:?}"
+        );
     }
 }
