@@ -422,6 +422,35 @@ struct IngestRun {
     batch: f64,
 }
 
+/// Roost's runs of an ingest table, the two sides' median rates, and the spread of the
+/// round-by-round ratios (Roost's run against the raw run of the same round).
+struct IngestSummary<'a> {
+    roost: Vec<&'a IngestRun>,
+    r_med: f64,
+    w_med: f64,
+    lo: f64,
+    hi: f64,
+}
+
+impl<'a> IngestSummary<'a> {
+    fn of(runs: &'a [IngestRun]) -> Self {
+        let roost: Vec<&IngestRun> = runs.iter().filter(|r| r.roost).collect();
+        let raw: Vec<&IngestRun> = runs.iter().filter(|r| !r.roost).collect();
+        let ratios: Vec<f64> = roost
+            .iter()
+            .zip(&raw)
+            .map(|(a, b)| a.msgs_per_sec / b.msgs_per_sec)
+            .collect();
+        IngestSummary {
+            lo: ratios.iter().cloned().fold(f64::MAX, f64::min),
+            hi: ratios.iter().cloned().fold(f64::MIN, f64::max),
+            r_med: median(roost.iter().map(|r| r.msgs_per_sec).collect()),
+            w_med: median(raw.iter().map(|r| r.msgs_per_sec).collect()),
+            roost,
+        }
+    }
+}
+
 /// Runs B1 on RocksDB; returns Roost's median msgs/s with fsync (the durable mode).
 async fn ingest_phase(args: &Args, data: &Source) -> anyhow::Result<f64> {
     let validator = Arc::new(Validator::new(&node_config(Path::new("."), true).relay));
@@ -476,17 +505,13 @@ async fn ingest_phase(args: &Args, data: &Source) -> anyhow::Result<f64> {
     println!("|---|---|---|---|---|---|");
     let mut durable = f64::NAN;
     for (sync, runs) in &table {
-        let roost: Vec<&IngestRun> = runs.iter().filter(|r| r.roost).collect();
-        let raw: Vec<&IngestRun> = runs.iter().filter(|r| !r.roost).collect();
-        let ratios: Vec<f64> = roost
-            .iter()
-            .zip(&raw)
-            .map(|(a, b)| a.msgs_per_sec / b.msgs_per_sec)
-            .collect();
-        let lo = ratios.iter().cloned().fold(f64::MAX, f64::min);
-        let hi = ratios.iter().cloned().fold(f64::MIN, f64::max);
-        let r_med = median(roost.iter().map(|r| r.msgs_per_sec).collect());
-        let w_med = median(raw.iter().map(|r| r.msgs_per_sec).collect());
+        let IngestSummary {
+            roost,
+            r_med,
+            w_med,
+            lo,
+            hi,
+        } = IngestSummary::of(runs);
         if *sync {
             durable = r_med;
         }
@@ -1317,17 +1342,13 @@ async fn pg_ingest_phase(
             runs.push(r);
         }
     }
-    let roost: Vec<&IngestRun> = runs.iter().filter(|r| r.roost).collect();
-    let raw: Vec<&IngestRun> = runs.iter().filter(|r| !r.roost).collect();
-    let ratios: Vec<f64> = roost
-        .iter()
-        .zip(&raw)
-        .map(|(a, b)| a.msgs_per_sec / b.msgs_per_sec)
-        .collect();
-    let lo = ratios.iter().cloned().fold(f64::MAX, f64::min);
-    let hi = ratios.iter().cloned().fold(f64::MIN, f64::max);
-    let r_med = median(roost.iter().map(|r| r.msgs_per_sec).collect());
-    let w_med = median(raw.iter().map(|r| r.msgs_per_sec).collect());
+    let IngestSummary {
+        roost,
+        r_med,
+        w_med,
+        lo,
+        hi,
+    } = IngestSummary::of(&runs);
     println!();
     println!(
         "B1 ingest on PostgreSQL ({} msgs per run, {} in flight; raw: {} per transaction)",
